@@ -1,0 +1,19 @@
+# Type stubs of the Rust extension (rust/python). Checked with `python -m mypy.stubtest heatsearch._core`.
+from typing import Optional, Sequence
+
+import numpy as np
+
+__version__: str
+
+def hew_weights(
+    fmap: np.ndarray, mean: Optional[np.ndarray], threshold: float, ground: float
+) -> np.ndarray: ...
+def hew_pool(
+    fmap: np.ndarray, mean: Optional[np.ndarray], threshold: float, ground: float
+) -> np.ndarray: ...
+def hew_pool_batch(
+    fmaps: Sequence[np.ndarray], mean: Optional[np.ndarray], threshold: float, ground: float
+) -> np.ndarray: ...
+def local_mean(fmaps: Sequence[np.ndarray]) -> np.ndarray: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...

@@ -1,0 +1,11 @@
+"""Pure-NumPy reference implementations of heatsearch's kernels.
+
+Literal transcriptions of ALGORITHM.md (dense matrices, explicit inverses, computed in the
+input's dtype), with the same signatures, argument checks and degenerate-case rules as the
+Rust path, and no Rust. They are slow on purpose: their job is to be obviously right, so the
+fast path can be tested against them and users can compare the two.
+"""
+
+from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
+
+__all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]

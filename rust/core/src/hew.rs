@@ -1,0 +1,230 @@
+//! HeW: heat-diffusion weighting of local CNN features (ALGORITHM.md, section 1).
+//!
+//! Each local feature (cell) of a feature map is in turn a heat source held at temperature 1;
+//! its system temperature `T_j` is the mean temperature of the other cells (and the ground
+//! node) at steady state. Bursty features, similar to many others, heat the system a lot and
+//! get the small weight `w_j = 1 / T_j`. The descriptor is `v = sum_j w_j f_j` over the RAW
+//! features.
+//!
+//! Degenerate maps follow ALGORITHM.md: a cell equal to the mean has affinity 0 to all; with
+//! N = 1 or no positive affinity anywhere every weight is 1; a cell with no positive
+//! affinity while others have some ("isolated", `T_j = 0`) gets the largest weight of the
+//! connected cells.
+
+use faer::reborrow::{Reborrow, ReborrowMut};
+use faer::{MatRef, Par};
+use rayon::prelude::*;
+
+use crate::affinity::{centre_columns, heat_system, AffinityRules};
+use crate::error::{Error, Result};
+use crate::heat::{cholesky, system_temperatures};
+use crate::real::Real;
+use crate::workspace::with_workspace;
+use crate::{threads, validate};
+
+/// Parameters of HeW. `Default` gives the paper's: `threshold = 0` (the first code release;
+/// the later one used 0.1), `ground = 0.1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HewParams {
+    /// Affinities below it are removed (`tau`, >= 0).
+    pub threshold: f64,
+    /// Ground conductance factor: `z = ground * mean of the positive affinities` (> 0).
+    pub ground: f64,
+}
+
+impl Default for HewParams {
+    fn default() -> Self {
+        Self { threshold: 0.0, ground: 0.1 }
+    }
+}
+
+/// Below this many cells a single map's Cholesky factor and inverse run on one thread.
+const PARALLEL_FACTOR_MIN_CELLS: usize = 1536;
+
+/// HeW weights of one map `f` (N cells x C channels, any strides), `(N,)`, in `T`.
+///
+/// `mean`: the centering mean `(C,)`; `None` uses the map's own mean of local features.
+pub fn hew_weights<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewParams) -> Result<Vec<T>> {
+    check_map(f, "the feature map")?;
+    let mu = check_mean(mean, f.ncols())?;
+    validate::heat_params(params.threshold, params.ground)?;
+    threads::install(|n| weights(f, mu.as_deref(), params, parallelism(n, f.nrows())))?
+}
+
+/// HeW descriptor of one map: `sum_j w_j f_j`, `(C,)`, in `T` (accumulated in `f64`).
+pub fn hew_pool<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewParams) -> Result<Vec<T>> {
+    check_map(f, "the feature map")?;
+    let mu = check_mean(mean, f.ncols())?;
+    validate::heat_params(params.threshold, params.ground)?;
+    threads::install(|n| pool(f, mu.as_deref(), params, parallelism(n, f.nrows())))?
+}
+
+/// HeW descriptors of many maps with the same number of channels C (any numbers of cells),
+/// one `Vec` of length C per map. Maps run in parallel, one thread each; with fewer maps
+/// than threads each map uses all threads.
+pub fn hew_pool_batch<T: Real>(
+    maps: &[MatRef<'_, T>],
+    mean: Option<&[T]>,
+    params: HewParams,
+) -> Result<Vec<Vec<T>>> {
+    let c = check_batch(maps)?;
+    let mu = match c {
+        Some(c) => check_mean(mean, c)?,
+        None => None,
+    };
+    validate::heat_params(params.threshold, params.ground)?;
+    threads::install(|n| {
+        maps.par_iter().try_for_each(|m| validate::finite(*m, "every feature map"))?;
+        if maps.len() >= n {
+            maps.par_iter().map(|m| pool(*m, mu.as_deref(), params, Par::Seq)).collect()
+        } else {
+            maps.iter().map(|m| pool(*m, mu.as_deref(), params, parallelism(n, m.nrows()))).collect()
+        }
+    })?
+}
+
+/// The mean of all local features of all maps, `(C,)`: the sum of every cell of every map
+/// divided by the total number of cells (not a mean of per-map means), accumulated in `f64`.
+pub fn local_mean<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Vec<T>> {
+    let c = check_batch(maps)?
+        .ok_or_else(|| Error::Shape("local_mean needs at least one feature map, got none".into()))?;
+    threads::install(|_| {
+        let sums = maps
+            .par_iter()
+            .map(|m| {
+                validate::finite(*m, "every feature map")?;
+                Ok(column_sums(*m))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cells: usize = maps.iter().map(|m| m.nrows()).sum();
+        Ok((0..c)
+            .map(|k| T::of(sums.iter().map(|s| s[k]).sum::<f64>() / cells as f64))
+            .collect())
+    })?
+}
+
+fn parallelism(threads: usize, cells: usize) -> Par {
+    if threads > 1 && cells > 1 { Par::rayon(threads) } else { Par::Seq }
+}
+
+fn check_map<T: Real>(f: MatRef<'_, T>, what: &str) -> Result<()> {
+    validate::non_empty(f, what)?;
+    validate::finite(f, what)
+}
+
+fn check_mean<T: Real>(mean: Option<&[T]>, c: usize) -> Result<Option<Vec<f64>>> {
+    mean.map(|m| {
+        validate::vector(m, c, "the mean")?;
+        Ok(m.iter().map(|x| x.f64()).collect())
+    })
+    .transpose()
+}
+
+/// All maps non-empty with the same C; returns that C (`None` for an empty batch).
+fn check_batch<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Option<usize>> {
+    let Some(first) = maps.first() else { return Ok(None) };
+    for (b, m) in maps.iter().enumerate() {
+        validate::non_empty(*m, &format!("feature map {b}"))?;
+        if m.ncols() != first.ncols() {
+            return Err(Error::Shape(format!(
+                "every feature map must have the same number of channels: map 0 has {}, map {b} has {}",
+                first.ncols(),
+                m.ncols()
+            )));
+        }
+    }
+    Ok(Some(first.ncols()))
+}
+
+/// Per-channel sums of all cells of `f`, in `f64` (row by row: NumPy maps are row-major).
+fn column_sums<T: Real>(f: MatRef<'_, T>) -> Vec<f64> {
+    let mut acc = vec![0.0f64; f.ncols()];
+    for i in 0..f.nrows() {
+        match f.row(i).try_as_row_major() {
+            Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, x)| *a += x.f64()),
+            None => for_row(f, i, |k, x| acc[k] += x),
+        }
+    }
+    acc
+}
+
+/// Calls `op(k, f[i, k])` for every channel k of row i, reading a contiguous row as a slice.
+#[inline]
+fn for_row<T: Real>(f: MatRef<'_, T>, i: usize, mut op: impl FnMut(usize, f64)) {
+    let row = f.row(i);
+    match row.try_as_row_major() {
+        Some(r) => r.as_slice().iter().enumerate().for_each(|(k, x)| op(k, x.f64())),
+        None => (0..f.ncols()).for_each(|k| op(k, row[k].f64())),
+    }
+}
+
+fn pool<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<T>> {
+    let w = weights_f64(f, mu, params, par)?;
+    let mut v = vec![0.0f64; f.ncols()];
+    for (i, wi) in w.iter().enumerate() {
+        for_row(f, i, |k, x| v[k] += wi * x);
+    }
+    Ok(v.into_iter().map(T::of).collect())
+}
+
+fn weights<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<T>> {
+    Ok(weights_f64(f, mu, params, par)?.into_iter().map(T::of).collect())
+}
+
+/// The weights of one validated map, in `f64`.
+fn weights_f64<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<f64>> {
+    let (n, c) = (f.nrows(), f.ncols());
+    if n == 1 {
+        return Ok(vec![1.0]);
+    }
+    let own_mean;
+    let mu = match mu {
+        Some(mu) => mu,
+        None => {
+            own_mean = column_sums(f).into_iter().map(|s| s / n as f64).collect::<Vec<_>>();
+            &own_mean
+        }
+    };
+    let dead: Vec<bool> = (0..n)
+        .map(|i| f.row(i).iter().all(|x| *x == T::of(0.0)))
+        .collect();
+    let rules = AffinityRules { threshold: params.threshold, ground: params.ground };
+    with_workspace::<T, _>(|ws| {
+        let [mut cells, mut m, v] = ws.views([(c, n), (n, n), (n, n)]);
+        centre_columns(f, mu, true, cells.rb_mut(), par);
+        let Some(system) = heat_system(cells.rb(), Some(&dead), rules, m.rb_mut(), par) else {
+            return Ok(vec![1.0; n]);
+        };
+        // Measured on 2 cores: faer's parallel Cholesky and triangular inverse only pay off
+        // on larger matrices.
+        let factor_par = if n >= PARALLEL_FACTOR_MIN_CELLS { par } else { Par::Seq };
+        cholesky(m.rb_mut(), factor_par)?;
+        let temperatures = system_temperatures(m.rb(), v, factor_par);
+        Ok(weights_from_temperatures(&temperatures, &system.connected))
+    })
+}
+
+/// `w_j = 1 / T_j`; a cell that is isolated (or whose computed temperature is not positive)
+/// gets the largest weight among the others.
+fn weights_from_temperatures(t: &[f64], connected: &[bool]) -> Vec<f64> {
+    let regular = |j: usize| connected[j] && t[j] > 0.0 && t[j].is_finite();
+    let largest = (0..t.len())
+        .filter(|&j| regular(j))
+        .map(|j| 1.0 / t[j])
+        .fold(f64::NAN, f64::max);
+    if largest.is_nan() {
+        return vec![1.0; t.len()];
+    }
+    (0..t.len()).map(|j| if regular(j) { 1.0 / t[j] } else { largest }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_from_temperatures_follow_the_degenerate_rules() {
+        assert_eq!(weights_from_temperatures(&[0.5, 0.25, 0.0], &[true, true, false]), vec![2.0, 4.0, 4.0]);
+        assert_eq!(weights_from_temperatures(&[0.0, 0.0], &[false, false]), vec![1.0, 1.0]);
+    }
+}

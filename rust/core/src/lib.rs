@@ -1,0 +1,31 @@
+//! heatsearch-core: heat-diffusion image retrieval in pure Rust.
+//!
+//! The algorithms of Pang et al., "Deep Feature Aggregation and Image Re-ranking with Heat
+//! Diffusion for Image Retrieval", IEEE TMM 21(6), 2019, as specified in the project's
+//! `ALGORITHM.md`:
+//!
+//! * [`hew`]: HeW aggregation: every local CNN feature is a heat source; features that heat
+//!   the system a lot (bursty ones) get small weights.
+//! * [`affinity`]: the affinity graph shared by HeW and HeR (centring, Gram, dead cells,
+//!   threshold, ground conductance).
+//! * [`heat`]: the heat solves on `M = D - A` (Cholesky, system temperatures).
+//! * [`threads`]: the crate's own rayon pool (size, fork safety).
+//!
+//! Matrices come in as [`faer::MatRef`] views with any strides (row-major NumPy arrays,
+//! Fortran-ordered ones and strided views alike) and results go out as owned vectors.
+//! Nothing here knows about Python.
+
+pub mod affinity;
+pub mod error;
+pub mod heat;
+pub mod hew;
+pub mod real;
+pub mod threads;
+mod parallel;
+mod triangle;
+mod validate;
+pub mod workspace;
+
+pub use error::{Error, Result};
+pub use hew::{hew_pool, hew_pool_batch, hew_weights, local_mean, HewParams};
+pub use real::Real;

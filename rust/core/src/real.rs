@@ -1,0 +1,50 @@
+//! The floating-point types the kernels are generic over: `f32` and `f64`.
+
+use faer::traits::RealField;
+
+use crate::workspace::{Workspace, Workspaces};
+
+/// A real scalar the kernels accept: `f32` or `f64`.
+///
+/// Gram products, Cholesky factors and triangular inverses run in `Self` (that is where the
+/// flops are); the O(N^2) reductions (row sums, temperatures, descriptors) accumulate in
+/// `f64` so that `f32` input stays accurate.
+pub trait Real:
+    RealField + num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'static
+{
+    /// Rounds an `f64` to `Self`.
+    fn of(x: f64) -> Self;
+    /// Widens `self` to `f64`.
+    fn f64(self) -> f64;
+    /// This type's workspace among a thread's workspaces.
+    #[doc(hidden)]
+    fn workspace(all: &mut Workspaces) -> &mut Workspace<Self>;
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn workspace(all: &mut Workspaces) -> &mut Workspace<Self> {
+        &mut all.f32
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn of(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self
+    }
+    fn workspace(all: &mut Workspaces) -> &mut Workspace<Self> {
+        &mut all.f64
+    }
+}

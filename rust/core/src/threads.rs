@@ -1,0 +1,91 @@
+//! heatsearch's own rayon pool.
+//!
+//! The kernels never run on rayon's global pool: a host application (or torch, or another
+//! extension) may own that one. The pool is built lazily on first use with
+//! `HEATSEARCH_NUM_THREADS` threads (default: the number of logical CPUs), can be resized
+//! with [`set_num_threads`], and is abandoned (never joined) in a child process after `fork()`,
+//! where its worker threads do not exist: the child, seeing another process id, builds a
+//! fresh pool on first use instead of deadlocking on the parent's.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rayon::ThreadPool;
+
+use crate::error::{Error, Result};
+
+/// Environment variable read for the default pool size.
+pub const ENV_VAR: &str = "HEATSEARCH_NUM_THREADS";
+
+/// `(generation, process id, pool)`: valid while the generation is the current one and the
+/// process is the one that built it.
+static POOL: Mutex<Option<(u64, u32, Arc<ThreadPool>)>> = Mutex::new(None);
+/// Bumped by [`set_num_threads`] to have the pool rebuilt with the new size.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Thread count set by [`set_num_threads`]; 0 means "not set, use the default".
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+
+fn default_threads() -> Result<usize> {
+    match std::env::var(ENV_VAR) {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Error::Threads(format!(
+                "{ENV_VAR} must be a positive integer, got {text:?}"
+            ))),
+        },
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+/// The number of threads the kernels use.
+pub fn num_threads() -> Result<usize> {
+    match REQUESTED.load(Ordering::SeqCst) {
+        0 => default_threads(),
+        n => Ok(n),
+    }
+}
+
+/// Sets the number of threads; the pool is rebuilt on its next use.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::Value(
+            "the number of threads must be a positive integer, got 0".into(),
+        ));
+    }
+    REQUESTED.store(n, Ordering::SeqCst);
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+fn pool() -> Result<Arc<ThreadPool>> {
+    let generation = GENERATION.load(Ordering::SeqCst);
+    let pid = std::process::id();
+    let mut slot = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match slot.take() {
+        Some((g, p, pool)) if g == generation && p == pid => {
+            *slot = Some((g, p, Arc::clone(&pool)));
+            return Ok(pool);
+        }
+        // Built before a fork(): its worker threads do not exist in this process, and
+        // dropping it could wait for them. Leak it.
+        Some((_, p, stale)) if p != pid => std::mem::forget(stale),
+        // Resized: dropped normally once its last user is done with it.
+        _ => {}
+    }
+    let n = num_threads()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("heatsearch-{i}"))
+        .build()
+        .map_err(|e| Error::Threads(format!("could not start {n} worker threads: {e}")))?;
+    let pool = Arc::new(pool);
+    *slot = Some((generation, pid, Arc::clone(&pool)));
+    Ok(pool)
+}
+
+/// Runs `op` inside heatsearch's pool; `op` receives the pool's thread count.
+pub fn install<R: Send>(op: impl FnOnce(usize) -> R + Send) -> Result<R> {
+    let pool = pool()?;
+    let n = pool.current_num_threads();
+    Ok(pool.install(|| op(n)))
+}

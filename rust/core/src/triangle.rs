@@ -1,0 +1,69 @@
+//! Reductions over column-major square matrices whose strict lower triangle holds a
+//! symmetric matrix (the half the kernels store). Reads run down columns, sums use eight
+//! independent f64 lanes (so the compiler vectorises them), and every sum is taken in a fixed
+//! order, so results do not depend on the number of threads.
+
+use faer::{MatRef, Par};
+
+use crate::parallel::map_indices;
+use crate::real::Real;
+
+/// Lanes of the vectorised f64 sums.
+pub(crate) const LANES: usize = 8;
+
+/// Column `j` of a column-major matrix as a slice.
+pub(crate) fn column<'a, T: Real>(m: MatRef<'a, T>, j: usize) -> &'a [T] {
+    m.col(j).try_as_col_major().expect("columns of a column-major matrix are contiguous").as_slice()
+}
+
+/// `sum_k op(x_k, y_k)` in `f64` over two equally long slices, in eight lanes.
+#[inline(always)]
+pub(crate) fn dot_with<T: Real>(x: &[T], y: &[f64], op: impl Fn(f64, f64) -> f64) -> f64 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = [0.0f64; LANES];
+    let (xc, xr) = x.split_at(x.len() - x.len() % LANES);
+    let (yc, yr) = y.split_at(xc.len());
+    for (xs, ys) in xc.chunks_exact(LANES).zip(yc.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            acc[l] += op(xs[l].f64(), ys[l]);
+        }
+    }
+    let mut tail = 0.0;
+    for (a, b) in xr.iter().zip(yr) {
+        tail += op(a.f64(), *b);
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `sum_k x_k` in `f64`, in eight lanes.
+#[inline(always)]
+pub(crate) fn sum_lanes<T: Real>(x: &[T]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|v| v.f64()).sum();
+    for xs in chunks {
+        for l in 0..LANES {
+            acc[l] += xs[l].f64();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// Per row `i`, the sum of the strict lower triangle's row (`j < i`; 0 for row 0). Rows are
+/// taken in blocks of 64 so that every read runs down a column.
+pub(crate) fn row_sums<T: Real>(m: MatRef<'_, T>, par: Par) -> Vec<f64> {
+    const BLOCK: usize = 64;
+    let n = m.nrows();
+    let blocks = map_indices(n.div_ceil(BLOCK), par, |b| {
+        let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
+        let mut sum = vec![0.0f64; r1 - r0];
+        for j in 0..r1.saturating_sub(1) {
+            let start = r0.max(j + 1);
+            for (s, x) in sum[start - r0..].iter_mut().zip(&column(m, j)[start..r1]) {
+                *s += x.f64();
+            }
+        }
+        sum
+    });
+    blocks.concat()
+}

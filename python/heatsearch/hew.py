@@ -30,6 +30,9 @@ __all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
 DEFAULT_THRESHOLD = 0.0
 #: Ground conductance factor: ``z = 0.1 * mean of the positive affinities`` (the paper).
 DEFAULT_GROUND = 0.1
+#: A cell counts as equal to the mean (zero affinity to all) when
+#: ``||f - mu|| <= 16 eps (||f|| + ||mu||)``: rounding noise of the mean is not a direction.
+EQUAL_TO_MEAN_ULPS = 16.0
 
 
 def hew_weights(
@@ -55,7 +58,8 @@ def hew_weights(
     Returns:
         Weights ``(H, W)`` for a 3-D map, ``(N,)`` for a 2-D one, in the map's dtype; all
         positive and finite. A map with one cell or no positive affinity gets weights 1; a
-        cell with no positive affinity gets the largest weight of the other cells.
+        cell with no positive affinity gets the largest weight of the other cells; a cell
+        equal to the mean (up to rounding, see ``EQUAL_TO_MEAN_ULPS``) has no affinity.
 
     Raises:
         InvalidDTypeError (a TypeError): a dtype other than float32 / float64.

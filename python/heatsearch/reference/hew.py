@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import _checks
-from ..hew import DEFAULT_GROUND, DEFAULT_THRESHOLD
+from ..hew import DEFAULT_GROUND, DEFAULT_THRESHOLD, EQUAL_TO_MEAN_ULPS
 
 __all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
 
@@ -24,10 +24,13 @@ def _weights(F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: 
         return np.ones(1, dtype)
     if mu is None:
         mu = F.mean(axis=0, dtype=np.float64).astype(dtype)
-    # 1. centre and L2-normalise; a cell equal to the mean keeps a zero vector.
+    # 1. centre and L2-normalise; a cell equal to the mean (up to rounding: 16 eps relative)
+    #    keeps a zero vector.
     Fc = F - mu
     norms = np.linalg.norm(Fc, axis=1)
-    Fc = np.divide(Fc, norms[:, None], out=np.zeros_like(Fc), where=norms[:, None] > 0)
+    tolerance = EQUAL_TO_MEAN_ULPS * np.finfo(dtype).eps * (np.linalg.norm(F, axis=1) + np.linalg.norm(mu))
+    equal_to_mean = norms <= tolerance
+    Fc = np.divide(Fc, norms[:, None], out=np.zeros_like(Fc), where=~equal_to_mean[:, None])
     # 2. affinity: zero diagonal, no edge between two dead cells, threshold.
     A = Fc @ Fc.T
     np.fill_diagonal(A, 0)

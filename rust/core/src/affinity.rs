@@ -14,7 +14,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 
 use crate::parallel::map_columns_mut;
 use crate::real::Real;
-use crate::triangle::{self, dot_with, sum_lanes};
+use crate::triangle::{self, sum_lanes, sum_squares};
 
 /// How the affinity entries are filtered and the ground conductance chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,31 +34,48 @@ pub struct HeatSystem {
     pub z: f64,
 }
 
+/// Relative size below which a centred feature counts as zero ("equal to the mean"): a
+/// difference of a few roundings of the mean is noise, not a direction (measured: the mean of
+/// three equal values can differ from them in the last bit, and normalising that difference
+/// would give a full unit vector).
+pub const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
+
 /// Writes the rows of `f` (N x C), centred by `mu` and, when `unit`, scaled to unit length,
-/// into the columns of `out` (C x N, column-major). A row equal to `mu` (zero norm) becomes
-/// a zero column: its affinity to every cell is 0. The arithmetic is done in `f64`.
+/// into the columns of `out` (C x N, column-major). The arithmetic is done in `f64`.
+///
+/// With `unit`, a row equal to `mu` up to rounding (`||f_i - mu|| <= 16 eps (||f_i|| +
+/// ||mu||)`, `eps` of `T`) becomes a zero column: its affinity to every cell is 0.
 pub fn centre_columns<T: Real>(f: MatRef<'_, T>, mu: &[f64], unit: bool, out: MatMut<'_, T>, par: Par) {
     let c = f.ncols();
+    let mu_norm = sum_squares(mu).sqrt();
+    let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
     map_columns_mut(out, par, |i, col| {
         let mut d = vec![0.0f64; c];
+        let mut f_norm2 = 0.0;
         let row = f.row(i);
         match row.try_as_row_major() {
             Some(r) => {
                 for ((dk, x), m) in d.iter_mut().zip(r.as_slice()).zip(mu) {
                     *dk = x.f64() - m;
                 }
+                if unit {
+                    f_norm2 = sum_squares(r.as_slice());
+                }
             }
             None => {
                 for (k, dk) in d.iter_mut().enumerate() {
                     *dk = row[k].f64() - mu[k];
+                    f_norm2 += row[k].f64() * row[k].f64();
                 }
             }
         }
-        let norm = dot_with(&d, &d, |x, _| x * x).sqrt();
-        let scale = match (unit, norm > 0.0) {
-            (false, _) => 1.0,
-            (true, true) => 1.0 / norm,
-            (true, false) => 0.0,
+        let norm = sum_squares(&d).sqrt();
+        let scale = if !unit {
+            1.0
+        } else if norm > tolerance * (f_norm2.sqrt() + mu_norm) {
+            1.0 / norm
+        } else {
+            0.0
         };
         for (x, dk) in col.iter_mut().zip(&d) {
             *x = T::of(dk * scale);

@@ -20,7 +20,7 @@ use faer::{MatMut, MatRef, Par};
 use crate::error::{Error, Result};
 use crate::parallel::map_indices;
 use crate::real::Real;
-use crate::triangle::{self, column, dot_with};
+use crate::triangle::{self, column, dot_with, sum_squares};
 
 /// Factors `M` (lower triangle read) in place into its lower Cholesky factor.
 pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
@@ -51,7 +51,7 @@ pub fn system_temperatures<T: Real>(factor: MatRef<'_, T>, mut v: MatMut<'_, T>,
     map_indices(n, par, |j| {
         let col = column(v, j);
         let vjj = col[j].f64();
-        let g = vjj * vjj + dot_with(&col[j + 1..], &r[j + 1..], |x, _| x * x);
+        let g = vjj * vjj + sum_squares(&col[j + 1..]);
         let h = vjj * off[j] + dot_with(&col[j + 1..], &r[j + 1..], |x, rk| x * (rk - x));
         h / g * scale
     })

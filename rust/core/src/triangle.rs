@@ -49,6 +49,20 @@ pub(crate) fn sum_lanes<T: Real>(x: &[T]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// `sum_k x_k^2` in `f64`, in eight lanes.
+#[inline(always)]
+pub(crate) fn sum_squares<T: Real>(x: &[T]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|v| v.f64() * v.f64()).sum();
+    for xs in chunks {
+        for l in 0..LANES {
+            acc[l] += xs[l].f64() * xs[l].f64();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
 /// Per row `i`, the sum of the strict lower triangle's row (`j < i`; 0 for row 0). Rows are
 /// taken in blocks of 64 so that every read runs down a column.
 pub(crate) fn row_sums<T: Real>(m: MatRef<'_, T>, par: Par) -> Vec<f64> {

@@ -1,0 +1,85 @@
+//! HeW on small cases worked out by hand (see tests/test_hew.py for the derivation).
+
+use faer::{mat, Mat};
+use heatsearch_core::{hew_pool, hew_pool_batch, hew_weights, local_mean, Error, HewParams};
+
+fn close(a: f64, b: f64, rtol: f64) -> bool {
+    (a - b).abs() <= rtol * b.abs()
+}
+
+/// Four cells with mean 0: three identical (1, 0) and one (1, 1).
+fn hand_worked() -> [f64; 4] {
+    let c = 0.5f64.sqrt();
+    let z = 0.1 * (1.0 + c) / 2.0;
+    let t4 = 3.0 * (c / (c + z)) / 5.0;
+    let (a11, a12, a21, a22) = (1.0 + c + z, -c, -2.0 * c, 3.0 * c + z);
+    let det = a11 * a22 - a12 * a21;
+    let u = (a22 - a12 * c) / det;
+    let v = (a11 * c - a21) / det;
+    let t1 = (2.0 * u + v) / 5.0;
+    [1.0 / t1, 1.0 / t1, 1.0 / t1, 1.0 / t4]
+}
+
+#[test]
+fn hand_worked_example_f64_and_f32() {
+    let expected = hand_worked();
+    let f = mat![[1.0f64, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]];
+    let w = hew_weights(f.as_ref(), Some(&[0.0, 0.0]), HewParams::default()).unwrap();
+    for (a, b) in w.iter().zip(expected) {
+        assert!(close(*a, b, 1e-12), "{a} vs {b}");
+    }
+    let f32m = mat![[1.0f32, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]];
+    let w = hew_weights(f32m.as_ref(), Some(&[0.0, 0.0]), HewParams::default()).unwrap();
+    for (a, b) in w.iter().zip(expected) {
+        assert!(close(*a as f64, b, 1e-6), "{a} vs {b}");
+    }
+    // The descriptor is sum_j w_j f_j on the raw features.
+    let v = hew_pool(f.as_ref(), Some(&[0.0, 0.0]), HewParams::default()).unwrap();
+    assert!(close(v[0], expected.iter().sum(), 1e-12));
+    assert!(close(v[1], expected[3], 1e-12));
+}
+
+#[test]
+fn degenerate_maps() {
+    let p = HewParams::default();
+    // One cell.
+    assert_eq!(hew_weights(mat![[3.0f64, 4.0]].as_ref(), None, p).unwrap(), vec![1.0]);
+    // All dead.
+    assert_eq!(hew_weights(Mat::<f64>::zeros(5, 3).as_ref(), None, p).unwrap(), vec![1.0; 5]);
+    // Opposite directions after centring: no positive affinity.
+    assert_eq!(hew_weights(mat![[1.0f64, 0.0], [0.0, 1.0]].as_ref(), None, p).unwrap(), vec![1.0; 2]);
+    // An isolated cell gets the largest weight of the others.
+    let f = mat![[1.0f64, 0.0, 0.0], [1.0, 0.1, 0.0], [0.9, 0.2, 0.0], [0.0, 0.0, 1.0]];
+    let w = hew_weights(f.as_ref(), Some(&[0.0; 3]), p).unwrap();
+    let largest = w[..3].iter().cloned().fold(f64::MIN, f64::max);
+    assert_eq!(w[3], largest);
+}
+
+#[test]
+fn batch_rows_equal_single_maps_and_mean_of_all_cells() {
+    let a = mat![[1.0f64, 0.0], [0.5, 0.5], [0.0, 1.0], [0.2, 0.1]];
+    let b = mat![[2.0f64, 1.0], [0.0, 3.0]];
+    let p = HewParams::default();
+    let batch = hew_pool_batch(&[a.as_ref(), b.as_ref()], None, p).unwrap();
+    assert_eq!(batch[0], hew_pool(a.as_ref(), None, p).unwrap());
+    assert_eq!(batch[1], hew_pool(b.as_ref(), None, p).unwrap());
+    let mu = local_mean(&[a.as_ref(), b.as_ref()]).unwrap();
+    assert!(close(mu[0], 3.7 / 6.0, 1e-15) && close(mu[1], 5.6 / 6.0, 1e-15));
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let p = HewParams::default();
+    let nan = mat![[1.0f64, f64::NAN]];
+    assert!(matches!(hew_weights(nan.as_ref(), None, p), Err(Error::NonFinite(_))));
+    let empty = Mat::<f64>::zeros(0, 3);
+    assert!(matches!(hew_pool(empty.as_ref(), None, p), Err(Error::Shape(_))));
+    let f = mat![[1.0f64, 2.0]];
+    assert!(matches!(hew_weights(f.as_ref(), Some(&[1.0]), p), Err(Error::Shape(_))));
+    let bad = HewParams { threshold: -0.1, ground: 0.1 };
+    assert!(matches!(hew_weights(f.as_ref(), None, bad), Err(Error::Value(_))));
+    let bad = HewParams { threshold: 0.0, ground: 0.0 };
+    assert!(matches!(hew_weights(f.as_ref(), None, bad), Err(Error::Value(_))));
+    let c3 = mat![[1.0f64, 2.0, 3.0]];
+    assert!(matches!(hew_pool_batch(&[f.as_ref(), c3.as_ref()], None, p), Err(Error::Shape(_))));
+}

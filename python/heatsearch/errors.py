@@ -13,6 +13,7 @@ __all__ = [
     "InvalidDTypeError",
     "NumericalError",
     "ThreadPoolError",
+    "MissingDependencyError",
 ]
 
 
@@ -34,3 +35,8 @@ class NumericalError(HeatsearchError, ArithmeticError):
 
 class ThreadPoolError(HeatsearchError, RuntimeError):
     """The thread pool could not be sized or started (e.g. a bad HEATSEARCH_NUM_THREADS)."""
+
+
+class MissingDependencyError(HeatsearchError, ImportError):
+    """An optional dependency is not installed (SciPy for ``.mat`` files, torch for
+    feature extraction); the message says which ``pip install`` brings it."""

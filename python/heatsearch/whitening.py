@@ -1,0 +1,334 @@
+"""PCA-whitening of descriptors, learned on a separate training set.
+
+The paper's post-processing (Pang et al., IEEE TMM 2019; ALGORITHM.md section 1) whitens the
+signed-square-rooted, L2-normalised descriptors with a PCA learned on ANOTHER dataset (Paris6k
+for Oxford5k, Oxford5k for Paris6k and Holidays), at full dimension by default, then
+L2-normalises again. :class:`PCAWhitening` is the PCA step only: ``transform`` is the pure
+affine map ``(x - mean) P`` and does not normalise; :class:`heatsearch.postprocess.PostProcess`
+chains the steps.
+
+Vectors are rows. The projection is stored as ``projection_ (d, dim)``, so
+``transform(X) = (X - mean_) @ projection_``; cirtorch stores its transpose ``P (dim, d)`` and
+applies it to column vectors as ``P (x - m)``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from . import _checks
+from ._atomic import atomic_write
+from .errors import InvalidDTypeError, InvalidInputError
+
+__all__ = ["PCAWhitening", "EIGENVALUE_FLOOR", "FILE_FORMAT", "FILE_VERSION"]
+
+#: Eigenvalues below ``EIGENVALUE_FLOOR * largest eigenvalue`` are raised to that floor before
+#: dividing by their square root. Why 1e-12: float64 ``eigh`` computes the eigenvalues of the
+#: covariance with an absolute error of about ``d * 2.2e-16 * largest`` (1e-13 for d = 512,
+#: 1e-12 for d = 4096), so anything smaller is rounding noise, not variance; and the floor caps
+#: the gain of any whitened direction at ``1e6`` times that of the strongest one, so a
+#: direction without real variance cannot swamp the others with amplified noise.
+EIGENVALUE_FLOOR = 1e-12
+#: The ``format`` entry of a saved file.
+FILE_FORMAT = "heatsearch-pca-whitening"
+#: The ``version`` entry this heatsearch writes (and the only one it reads).
+FILE_VERSION = 1
+
+_FILE_KEYS = {"format", "version", "mean", "projection", "eigenvalues", "dim"}
+_Path = Union[str, "os.PathLike[str]"]
+
+
+class PCAWhitening:
+    """PCA-whitening: centre, project on the top principal components, scale to unit variance.
+
+    Learn it with :meth:`fit` on a TRAINING set (not the database or queries it will be applied
+    to), apply it with :meth:`transform`, keep it with :meth:`save` / :meth:`load`.
+
+    Attributes (None until fitted; float64 whatever the training dtype):
+        mean_: ``(d,)`` mean of the training vectors.
+        projection_: ``(d, dim_)``; column ``j`` is the ``j``-th principal direction (unit
+            eigenvector of the covariance, largest eigenvalue first, sign fixed so that its
+            largest-magnitude entry is positive) divided by ``sqrt(eigenvalues_[j])``.
+        eigenvalues_: ``(dim_,)`` covariance eigenvalues used for the scaling, descending,
+            after the :data:`EIGENVALUE_FLOOR` (so all > 0).
+        dim_: output dimension (int).
+    """
+
+    def __init__(self) -> None:
+        self.mean_: Optional[np.ndarray] = None
+        self.projection_: Optional[np.ndarray] = None
+        self.eigenvalues_: Optional[np.ndarray] = None
+        self.dim_: Optional[int] = None
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` or :meth:`load` has set the attributes."""
+        return self.projection_ is not None
+
+    def fit(self, X: Any, dim: Optional[int] = None) -> "PCAWhitening":
+        """Learn the whitening from training vectors ``X``.
+
+        Centres ``X`` by its mean, eigen-decomposes the sample covariance
+        ``Xc^T Xc / (n - 1)`` in float64 and keeps the ``dim`` leading components, each
+        divided by the square root of its eigenvalue: the whitened training set has zero mean
+        and identity covariance on the kept dimensions. (cirtorch omits the ``1 / (n - 1)``;
+        the scale is irrelevant once the result is L2-normalised, as the paper does.)
+
+        Usable dimension: after centring, ``n`` vectors span at most ``n - 1`` dimensions, so
+        at most ``min(d, n - 1)`` components carry variance. When ``dim`` (or ``d`` for
+        ``dim=None``) exceeds that, which always happens for ``n <= d``, ``dim_`` is capped at
+        ``n - 1`` with a UserWarning instead of dividing by zero eigenvalues.
+        Eigenvalues below ``EIGENVALUE_FLOOR * largest`` (1e-12; see :data:`EIGENVALUE_FLOOR`)
+        are raised to that floor, with a UserWarning suggesting a smaller ``dim``.
+
+        Args:
+            X: training vectors ``(n, d)``, ``n >= 2``, float32 or float64, any layout.
+            dim: number of output dimensions, ``1 <= dim <= d``; default None = all usable
+                dimensions (the paper whitens at full dimension).
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            InvalidDTypeError (a TypeError): ``X`` not float32/float64, ``dim`` not an int.
+            InvalidInputError (a ValueError): ``X`` not 2-D, ``n < 2`` or ``d = 0``, NaN or
+                infinity, ``dim`` outside ``[1, d]``, all training vectors equal.
+
+        Complexity: ``O(n d^2)`` for the covariance plus ``O(d^3)`` for the eigen-decomposition;
+        memory: a float64 copy of ``X`` and two ``d x d`` float64 matrices.
+        """
+        arr = _checks.float_array(X, "X")
+        if arr.ndim != 2:
+            raise InvalidInputError(
+                f"X must be an (n, d) matrix of training vectors (rows), got shape {arr.shape}"
+            )
+        n, d = arr.shape
+        if n < 2 or d < 1:
+            raise InvalidInputError(
+                f"X must hold at least 2 training vectors of at least 1 dimension, got shape "
+                f"{arr.shape}"
+            )
+        wanted = d if dim is None else _dimension(dim, d)
+        _checks.all_finite(arr, "X")
+
+        centred = arr.astype(np.float64)  # always a copy: centred in place below
+        mean = centred.mean(axis=0)
+        centred -= mean
+        cov = centred.T @ centred
+        cov /= n - 1
+        del centred
+        eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending; reads one triangle
+        eigenvalues = eigenvalues[::-1]
+        eigenvectors = eigenvectors[:, ::-1]
+        largest = float(eigenvalues[0])
+        if not largest > 0:
+            raise InvalidInputError(
+                f"X has no variance: all {n} training vectors are equal, there is nothing "
+                "to whiten"
+            )
+
+        usable = min(d, n - 1)
+        if wanted > usable:
+            warnings.warn(
+                f"PCAWhitening.fit: {n} training vectors span at most n - 1 = {usable} "
+                f"dimensions after centring, so the output dimension is capped at {usable} "
+                f"(asked for {wanted}{' (dim=None: all d)' if dim is None else ''}); "
+                "use more training vectors than dimensions to whiten at full dimension",
+                UserWarning,
+                stacklevel=2,
+            )
+        kept = min(wanted, usable)
+        values = eigenvalues[:kept].copy()
+        vectors = eigenvectors[:, :kept]
+        floor = EIGENVALUE_FLOOR * largest
+        low = int(np.count_nonzero(values < floor))
+        if low:
+            warnings.warn(
+                f"PCAWhitening.fit: {low} of the {kept} kept covariance eigenvalues are below "
+                f"{EIGENVALUE_FLOOR:g} x the largest ({floor:.3g}): the training vectors are "
+                f"(numerically) confined to fewer dimensions; those eigenvalues are raised to "
+                f"the floor. Consider dim <= {kept - low}.",
+                UserWarning,
+                stacklevel=2,
+            )
+            values = np.maximum(values, floor)
+        # eigh's eigenvector signs are arbitrary (they differ between LAPACK builds): fix them
+        # so that each column's largest-magnitude entry is positive (as sklearn's svd_flip).
+        pivots = np.argmax(np.abs(vectors), axis=0)
+        signs = np.sign(vectors[pivots, np.arange(kept)])
+        signs[signs == 0] = 1.0
+
+        self.mean_ = mean
+        self.projection_ = np.ascontiguousarray(vectors * (signs / np.sqrt(values)))
+        self.eigenvalues_ = values
+        self.dim_ = kept
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Whiten ``X``: ``(X - mean_) @ projection_``, no normalisation.
+
+        Args:
+            X: ``(n, d)`` rows or one ``(d,)`` vector, float32 or float64, any layout; ``d``
+                must be the training dimension.
+
+        Returns:
+            ``(n, dim_)`` (or ``(dim_,)``), C-contiguous, in ``X``'s dtype (float32 input is
+            computed in float32 with the float64 parameters rounded to float32). The paper
+            L2-normalises this next (:class:`~heatsearch.postprocess.PostProcess` does).
+
+        Raises:
+            InvalidDTypeError (a TypeError): ``X`` not float32/float64.
+            InvalidInputError (a ValueError): not fitted, ``X`` not 1-D/2-D, a width other
+                than the training ``d``, NaN or infinity.
+        """
+        self._require_fitted("transform")
+        assert self.mean_ is not None and self.projection_ is not None
+        arr = _checks.float_array(X, "X")
+        d = self.mean_.shape[0]
+        if arr.ndim not in (1, 2) or arr.shape[-1] != d:
+            raise InvalidInputError(
+                f"X must be ({d},) or (n, {d}) (the whitening was learned on {d}-dimensional "
+                f"vectors), got shape {arr.shape}"
+            )
+        _checks.all_finite(arr, "X")
+        # Centre first, then project: projecting X and the mean separately would subtract two
+        # large, nearly equal numbers along low-variance directions.
+        centred = arr - self.mean_.astype(arr.dtype)
+        return np.ascontiguousarray(centred @ self.projection_.astype(arr.dtype))
+
+    def save(self, path: _Path) -> None:
+        """Write the fitted whitening to ``path``, atomically.
+
+        Format: an uncompressed NumPy ``.npz`` (no pickle) with the entries ``format`` =
+        ``"heatsearch-pca-whitening"``, ``version`` = 1, ``mean (d,)``, ``projection
+        (d, dim)``, ``eigenvalues (dim,)`` (float64) and ``dim``. ``path`` is used exactly as
+        given (no ``.npz`` is appended). The file is written to a temporary file beside it,
+        fsync-ed and renamed over ``path`` (:func:`heatsearch._atomic.atomic_write`): an
+        existing file is replaced whole or, on any error, left byte-for-byte as it was.
+
+        Raises:
+            InvalidInputError: not fitted.
+            OSError: the file cannot be written (``path`` is then unchanged).
+        """
+        self._require_fitted("save")
+        assert self.mean_ is not None and self.projection_ is not None  # for type checkers
+        assert self.eigenvalues_ is not None
+        with atomic_write(path, "wb") as f:
+            np.savez(
+                f,
+                format=np.array(FILE_FORMAT),
+                version=np.array(FILE_VERSION, dtype=np.int64),
+                mean=self.mean_,
+                projection=self.projection_,
+                eigenvalues=self.eigenvalues_,
+                dim=np.array(self.dim_, dtype=np.int64),
+            )
+
+    @classmethod
+    def load(cls, path: _Path) -> "PCAWhitening":
+        """Read a whitening written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError / PermissionError / IsADirectoryError: ``path`` cannot be opened.
+            InvalidInputError: ``path`` is not a heatsearch PCA-whitening file, is truncated
+                or corrupt, has an unknown ``version`` or inconsistent contents; the message
+                names the file.
+        """
+        name = os.fspath(path)
+        with open(name, "rb") as f:  # open() errors propagate as they are
+            try:
+                npz = np.load(f, allow_pickle=False)
+                if not isinstance(npz, np.lib.npyio.NpzFile):
+                    raise _BadFile("it holds a single .npy array, not an .npz archive")
+                with npz:
+                    # Reading every entry now checks each member's CRC: a damaged file fails
+                    # here, not later.
+                    entries = {key: npz[key] for key in npz.files if key in _FILE_KEYS}
+            except _BadFile as e:
+                raise InvalidInputError(_bad_file_message(name, str(e))) from None
+            except Exception as e:  # zipfile, zlib, numpy header errors, EOF: all "corrupt"
+                why = f"not a readable .npz archive, truncated or corrupt ({type(e).__name__}: {e})"
+                raise InvalidInputError(_bad_file_message(name, why)) from e
+        try:
+            return cls._from_entries(entries)
+        except _BadFile as e:
+            raise InvalidInputError(_bad_file_message(name, str(e))) from None
+
+    @classmethod
+    def _from_entries(cls, entries: Dict[str, np.ndarray]) -> "PCAWhitening":
+        """Validate the arrays of a loaded file (raises _BadFile) and build the object."""
+        fmt = entries.get("format")
+        if fmt is None:
+            raise _BadFile(f"it has no 'format' entry (expected {FILE_FORMAT!r})")
+        if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FILE_FORMAT:
+            raise _BadFile(f"its format is {str(fmt)!r}, expected {FILE_FORMAT!r}")
+        version = entries.get("version")
+        if version is None or version.shape != () or version.dtype.kind not in "iu":
+            raise _BadFile("its 'version' entry is missing or not an integer")
+        if int(version) != FILE_VERSION:
+            raise _BadFile(
+                f"unsupported version {int(version)} (this heatsearch reads version "
+                f"{FILE_VERSION}; a newer heatsearch may have written it)"
+            )
+        missing = sorted(_FILE_KEYS - set(entries))
+        if missing:
+            raise _BadFile(f"entries {missing} are missing")
+        mean, proj, vals, dim = (entries[k] for k in ("mean", "projection", "eigenvalues", "dim"))
+        for key, arr in (("mean", mean), ("projection", proj), ("eigenvalues", vals)):
+            if arr.dtype != np.float64:
+                raise _BadFile(f"{key!r} must be float64, found {arr.dtype}")
+            if not np.all(np.isfinite(arr)):
+                raise _BadFile(f"{key!r} holds NaN or infinity")
+        if dim.shape != () or dim.dtype.kind not in "iu":
+            raise _BadFile(f"'dim' must be an integer, found {dim.dtype} of shape {dim.shape}")
+        k = int(dim)
+        d = mean.shape[0] if mean.ndim == 1 else -1
+        if not (1 <= k <= d and proj.shape == (d, k) and vals.shape == (k,)):
+            raise _BadFile(
+                f"inconsistent shapes: mean {mean.shape}, projection {proj.shape}, eigenvalues "
+                f"{vals.shape}, dim {k} (expected (d,), (d, dim), (dim,) with 1 <= dim <= d)"
+            )
+        if not np.all(vals > 0):
+            raise _BadFile("'eigenvalues' must all be > 0")
+        out = cls()
+        out.mean_ = np.ascontiguousarray(mean)
+        out.projection_ = np.ascontiguousarray(proj)
+        out.eigenvalues_ = np.ascontiguousarray(vals)
+        out.dim_ = k
+        return out
+
+    def _require_fitted(self, what: str) -> None:
+        if not self.is_fitted:
+            raise InvalidInputError(
+                f"PCAWhitening.{what}: not fitted; call fit(X_train) or PCAWhitening.load(path) "
+                "first"
+            )
+
+    def __repr__(self) -> str:
+        if not self.is_fitted:
+            return "PCAWhitening(not fitted)"
+        assert self.mean_ is not None
+        return f"PCAWhitening(d={self.mean_.shape[0]}, dim={self.dim_})"
+
+
+class _BadFile(Exception):
+    """Internal: why a loaded file is rejected (turned into InvalidInputError)."""
+
+
+def _bad_file_message(name: str, why: str) -> str:
+    return f"{name!r} is not a valid heatsearch PCA-whitening file ({FILE_FORMAT}): {why}"
+
+
+def _dimension(dim: Any, d: int) -> int:
+    """``dim`` as an int in ``[1, d]``, else InvalidDTypeError / InvalidInputError."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise InvalidDTypeError(f"dim must be an int or None, got {type(dim).__name__}")
+    if not 1 <= dim <= d:
+        raise InvalidInputError(
+            f"dim must be between 1 and d = {d} (the input dimension), got {dim}"
+        )
+    return int(dim)

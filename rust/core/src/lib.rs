@@ -9,6 +9,9 @@
 //! * [`affinity`]: the affinity graph shared by HeW and HeR (centring, Gram, dead cells,
 //!   threshold, ground conductance).
 //! * [`heat`]: the heat solves on `M = D - A` (Cholesky, system temperatures).
+//! * [`rerank`]: HeR re-ranking: the query heats its top-k candidates; hotter ones rank first.
+//! * [`search`], [`knn`], [`diffusion`]: exact inner-product search and kNN graph (blocked
+//!   products fused with top-k selection), diffusion re-ranking (Iscen et al. 2017).
 //! * [`threads`]: the crate's own rayon pool (size, fork safety).
 //!
 //! Matrices come in as [`faer::MatRef`] views with any strides (row-major NumPy arrays,
@@ -16,10 +19,14 @@
 //! Nothing here knows about Python.
 
 pub mod affinity;
+pub mod diffusion;
 pub mod error;
 pub mod heat;
 pub mod hew;
+pub mod knn;
 pub mod real;
+pub mod search;
+pub mod rerank;
 pub mod threads;
 mod parallel;
 mod triangle;
@@ -29,3 +36,7 @@ pub mod workspace;
 pub use error::{Error, Result};
 pub use hew::{hew_pool, hew_pool_batch, hew_weights, local_mean, HewParams};
 pub use real::Real;
+pub use search::{search, Ranking};
+pub use knn::{knn_graph, KnnGraph};
+pub use diffusion::{diffusion_rerank, DiffusionParams};
+pub use rerank::{heat_rerank, HerParams, HerSolver, Reranking};

@@ -8,8 +8,12 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod diffusion;
 mod errors;
 mod hew;
+mod knn;
+mod rerank;
+mod search;
 mod threads;
 
 #[pymodule]
@@ -17,5 +21,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     hew::register(m)?;
     threads::register(m)?;
+    search::register(m)?;
+    knn::register(m)?;
+    rerank::register(m)?;
+    diffusion::register(m)?;
     Ok(())
 }

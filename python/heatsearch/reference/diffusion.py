@@ -1,0 +1,134 @@
+"""Diffusion re-ranking with SciPy: ``scipy.sparse`` for the graph and
+``scipy.sparse.linalg.cg`` for each query's system, as fyang93/diffusion does it, transcribed
+from ALGORITHM.md section 3 and the docs of :mod:`heatsearch.diffusion`.
+
+The graph, ``y`` and the conjugate gradient are computed in float64 (the similarities are
+converted first), as in the Rust path; the first pass and the graph's similarities come from
+:mod:`heatsearch.reference.search` in the input's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from ..diffusion import (
+    DEFAULT_ALPHA,
+    DEFAULT_GAMMA,
+    DEFAULT_ITERATIONS,
+    DEFAULT_QUERY_K,
+    DEFAULT_TOL,
+    DEFAULT_TRUNCATION,
+    arguments,
+)
+from .. import _checks
+from ..errors import InvalidInputError
+from ..knn import DEFAULT_K, KnnGraph
+from .search import knn_graph, search
+
+__all__ = ["diffusion_rerank", "transition"]
+
+
+def transition(graph: KnnGraph, gamma: float) -> Any:
+    """``S = D^-1/2 W D^-1/2`` of the mutual kNN graph, a ``scipy.sparse.csr_matrix``."""
+    from scipy import sparse  # type: ignore[import-untyped]
+
+    n, k = graph.indices.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = graph.indices.ravel()
+    sims = graph.similarities.ravel().astype(np.float64)
+    keep = rows != cols  # self links are ignored
+    rows, cols, sims = rows[keep], cols[keep], sims[keep]
+    linked = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    listed = sparse.csr_matrix((sims, (rows, cols)), shape=(n, n))
+    mutual = linked.multiply(linked.T)  # 1 where i lists j AND j lists i
+    # Mean of the two lists' similarities of a mutual pair, then max(s, 0) ** gamma.
+    W = sparse.csr_matrix(((listed + listed.T) * 0.5).multiply(mutual))
+    W.data = np.maximum(W.data, 0.0) ** gamma
+    W.eliminate_zeros()
+    degree = np.asarray(W.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros(n)
+    inv_sqrt[degree > 0] = 1.0 / np.sqrt(degree[degree > 0])
+    D = sparse.diags(inv_sqrt)
+    return sparse.csr_matrix(D @ W @ D)
+
+
+def conjugate_gradient(A: Any, b: np.ndarray, tol: float, iterations: int) -> np.ndarray:
+    """``scipy.sparse.linalg.cg`` from 0, relative tolerance ``tol``, no absolute one."""
+    from scipy.sparse.linalg import cg  # type: ignore[import-untyped]
+
+    try:
+        x, _ = cg(A, b, rtol=tol, atol=0.0, maxiter=iterations)
+    except TypeError:  # SciPy < 1.12 only knows tol= (SciPy >= 1.14 only rtol=)
+        x, _ = cg(A, b, tol=tol, atol=0.0, maxiter=iterations)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _check_rankings(r: np.ndarray, n: int) -> None:
+    for i, row in enumerate(r):
+        out = np.nonzero((row < 0) | (row >= n))[0]
+        if out.size:
+            p = int(out[0])
+            raise InvalidInputError(
+                f"ranks must hold database indices in [0, {n}), got {row[p]} at row {i}, column {p}"
+            )
+        _, first = np.unique(row, return_index=True)
+        if first.size != row.size:
+            p = int(np.setdiff1d(np.arange(row.size), first)[0])
+            raise InvalidInputError(
+                f"a ranking must not hold an index twice, got {row[p]} again at row {i}, column {p}"
+            )
+
+
+def diffusion_rerank(
+    X: Any,
+    Q: Any,
+    ranks: Optional[Any] = None,
+    *,
+    scores: Optional[Any] = None,
+    graph: Optional[KnnGraph] = None,
+    k: int = DEFAULT_K,
+    query_k: int = DEFAULT_QUERY_K,
+    alpha: float = DEFAULT_ALPHA,
+    gamma: float = DEFAULT_GAMMA,
+    truncation: Optional[int] = DEFAULT_TRUNCATION,
+    iterations: int = DEFAULT_ITERATIONS,
+    tol: float = DEFAULT_TOL,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`heatsearch.diffusion_rerank` (same arguments, results, errors)."""
+    from scipy import sparse  # type: ignore[import-untyped]
+
+    a = arguments(X, Q, ranks, scores, graph, k, query_k, alpha, gamma, truncation, iterations, tol)
+    x, q = a.X, a.Q
+    _checks.all_finite(x, "X")
+    _checks.all_finite(q, "Q")
+    g = a.graph if a.graph is not None else knn_graph(x, a.k)
+    s: Optional[np.ndarray]
+    if a.ranks is None:
+        r, s = search(x, q)
+    else:
+        r, s = a.ranks, a.scores
+        _check_rankings(r, x.shape[0])
+        if s is not None:
+            _checks.all_finite(s, "scores")
+    nq, m = r.shape
+    t = m if a.truncation is None else min(a.truncation, m)
+    kq = min(a.query_k, t)
+    A = sparse.csr_matrix(sparse.identity(x.shape[0]) - a.alpha * transition(g, a.gamma))
+    out_ranks = np.array(r, dtype=np.int64)
+    out_scores = np.zeros((nq, m), x.dtype)
+    for i in range(nq):
+        qi = q[i].astype(np.float64)
+        rest = r[i, t:]
+        out_scores[i, t:] = s[i, t:] if s is not None else x[rest].astype(np.float64) @ qi
+        if t == 0:
+            continue
+        ids = r[i, :t]
+        y = np.zeros(t)
+        y[:kq] = np.maximum(x[ids[:kq]].astype(np.float64) @ qi, 0.0) ** a.gamma
+        f = conjugate_gradient(A[ids][:, ids], y, a.tol, a.iterations)
+        order = np.argsort(-f, kind="stable")  # ties keep the first-pass order
+        out_ranks[i, :t] = ids[order]
+        out_scores[i, :t] = f[order]
+    return out_ranks, out_scores

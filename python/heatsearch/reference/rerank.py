@@ -1,0 +1,101 @@
+"""HeR in pure NumPy, transcribed from ALGORITHM.md section 2 as written there.
+
+Per query the dense ``L = I - D^-1 A`` and ``G = inv(L)`` (``2 (k+1)^3`` flops instead of the
+Rust path's one iterative solve), the score of each candidate being column ``q`` of ``G``;
+everything in the input's dtype (the centring is done in float64 and rounded, as in Rust).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from .. import _checks
+from ..errors import InvalidInputError
+from ..rerank import DEFAULT_GROUND, DEFAULT_K, _arguments
+
+__all__ = ["heat_rerank"]
+
+#: A row within this many ulps (relative to its norm plus the mean's) of the mean of the
+#: k + 1 rows counts as equal to it: affinity 0 to every row (as in the Rust path).
+EQUAL_TO_MEAN_ULPS = 16.0
+
+
+def _temperatures(T: np.ndarray, ground: float) -> np.ndarray:
+    """``G_{i,q}`` for the rows of ``T`` (``(k+1, d)``, query last), ``(k,)``."""
+    dtype = T.dtype
+    k = T.shape[0] - 1
+    # 1-2. centre by the mean of the k + 1 rows (no re-normalisation); rows equal to the mean
+    # up to rounding become zero vectors.
+    T64 = T.astype(np.float64)
+    mu = T64.mean(axis=0)
+    C = T64 - mu
+    tol = EQUAL_TO_MEAN_ULPS * np.finfo(dtype).eps
+    equal = np.linalg.norm(C, axis=1) <= tol * (np.linalg.norm(T64, axis=1) + np.linalg.norm(mu))
+    C[equal] = 0
+    C = C.astype(dtype)
+    # 3. affinity: Gram, zero diagonal, threshold 0.
+    A = C @ C.T
+    np.fill_diagonal(A, 0)
+    A[A < 0] = 0
+    positive = A > 0
+    if not positive.any():
+        # A = 0: L = I, G = I, every candidate's temperature is 0.
+        return np.zeros(k, dtype)
+    z = dtype.type(ground) * A[positive].mean(dtype=dtype)
+    D = A.sum(axis=1) + z
+    L = np.eye(k + 1, dtype=dtype) - A / D[:, None]
+    G = np.linalg.inv(L)
+    # 4. the query's column; isolated candidates are exactly 0.
+    t = G[:k, k].copy()
+    t[~positive.any(axis=1)[:k]] = 0
+    return t
+
+
+def heat_rerank(
+    X: Any,
+    Q: Any,
+    ranks: Any,
+    k: int = DEFAULT_K,
+    *,
+    ground: float = DEFAULT_GROUND,
+    scores: Optional[Any] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`heatsearch.heat_rerank` (same arguments, shapes, rules and errors).
+
+    ``ranks`` and ``scores`` are ``(nq, m)``, best first (cirtorch/revisitop's ``(n, nq)``
+    layout must be transposed). One query after the other, a dense inverse each: slow on
+    purpose.
+    """
+    Xa, Qa, r, k, g, s = _arguments(X, Q, ranks, k, ground, scores)
+    _checks.all_finite(Xa, "X")
+    _checks.all_finite(Qa, "Q")
+    if s is not None:
+        _checks.all_finite(s, "scores")
+    n = Xa.shape[0]
+    nq, m = r.shape
+    for i in range(nq):
+        row = r[i]
+        bad = np.flatnonzero((row < 0) | (row >= n))
+        if bad.size:
+            raise InvalidInputError(
+                f"ranks must hold database indices in [0, {n}), got {row[bad[0]]} at row {i}, "
+                f"column {bad[0]}"
+            )
+        if np.unique(row).size != m:
+            raise InvalidInputError(f"a ranking must not hold an index twice, got one at row {i}")
+    kk = min(k, m)
+    out_ranks = r.copy()
+    out_scores = s.copy() if s is not None else np.zeros((nq, m), Xa.dtype)
+    for i in range(nq):
+        if s is None:
+            out_scores[i, kk:] = Xa[r[i, kk:]] @ Qa[i]
+        if kk == 0:
+            continue
+        top = r[i, :kk]
+        t = _temperatures(np.vstack([Xa[top], Qa[i : i + 1]]), g)
+        order = np.argsort(-t, kind="stable")
+        out_ranks[i, :kk] = top[order]
+        out_scores[i, :kk] = t[order]
+    return out_ranks, out_scores

@@ -1,0 +1,696 @@
+//! HeR: heat-diffusion re-ranking of a first-pass ranking (ALGORITHM.md, section 2).
+//!
+//! For each query, its `k` top-ranked database vectors and the query itself (last) form a
+//! small graph: the `k + 1` rows are centred by their own mean (no re-normalisation), the
+//! affinity is their Gram matrix with a zero diagonal and the negative entries removed, and a
+//! ground node takes `z = ground * mean of the positive affinities`. The query is held at
+//! temperature 1 as the only heat source; a candidate's score is its steady-state
+//! temperature `G_{i,q}` (`G = L^-1`, `L = I - D^-1 A`), obtained with ONE solve of the SPD
+//! system `M x = D e_q` (`M = D - A`), never an inverse. The top `k` are re-ordered by
+//! descending temperature (ties by first-pass order); positions beyond `k` are kept.
+//!
+//! Degenerate cases follow from the maths and are documented rather than special-cased:
+//! with no positive affinity at all `A = 0`, so `L = I`, `G = I` and every candidate's
+//! temperature is exactly 0: the first-pass order of the top `k` is kept. A candidate with no
+//! positive affinity (or none connecting it to the query) also has temperature 0 and goes
+//! after the heated ones, in first-pass order.
+
+use faer::reborrow::{Reborrow, ReborrowMut};
+use faer::{MatMut, MatRef, Par, RowRef};
+use rayon::prelude::*;
+
+use crate::affinity::{heat_system, AffinityRules, HeatSystem};
+use crate::error::{Error, Result};
+use crate::heat::cholesky;
+use crate::real::Real;
+use crate::triangle::{column, dot_with};
+use crate::workspace::with_workspace;
+use crate::{threads, validate};
+
+/// Number of top-ranked candidates re-ranked per query (the paper's `k = 800`).
+pub const DEFAULT_K: usize = 800;
+/// Ground conductance factor: `z = 0.1 * mean of the positive affinities` (the paper).
+pub const DEFAULT_GROUND: f64 = 0.1;
+
+/// How each query's heat system `M x = D e_q` is solved.
+///
+/// Both are exact to rounding and give the same rankings up to near-ties. The default,
+/// [`HerSolver::ConjugateGradient`], won the measurement below; the Cholesky path stays as the
+/// fallback for a system on which CG does not converge, and for comparison.
+///
+/// Measured with `cargo run --release -p heatsearch-core --example her_solvers [FILE]` (2-core
+/// Xeon VM with AVX-512, shared with other jobs; one thread; row-major input as from NumPy;
+/// `k = 800`, `d = 512`; 20 queries x 5; per query, min / median over the runs; "error" =
+/// max |x - x_ref| / max |x_ref| against an `f64` Cholesky solve of the `f64` system):
+///
+/// | data, dtype | build `M` (centre, Gram, threshold) | Cholesky solve | CG solve (iterations) | error Cholesky / CG |
+/// |---|---|---|---|---|
+/// | Holidays (sqrt + L2), f32 | 2.9 / 3.3 ms | 1.41 / 1.61 ms | 1.23 / 1.40 ms (20-22) | 1.2e-4 / 9.5e-6 |
+/// | Holidays (sqrt + L2), f64 | 5.0 / 5.4 ms | 2.55 / 2.88 ms | 2.12 / 2.40 ms (20-22) | 0 / 9.8e-14 |
+/// | clustered synthetic, f32  | 3.1 / 3.3 ms | 1.43 / 1.62 ms | 1.54 / 1.90 ms (26-29) | 1.2e-4 / 5.4e-6 |
+/// | clustered synthetic, f64  | 5.3 / 5.7 ms | 2.55 / 2.90 ms | 3.05 / 3.35 ms (26-29) | 0 / 7.3e-14 |
+///
+/// The Gram (`k^2 d / 2` multiply-adds, 2.3 ms of the f32 build) dominates either way. CG
+/// breaks even with Cholesky at about 24 iterations: it is 13-17% faster on the real data and
+/// 8-20% slower on the synthetic set (under 10% of a query's time either way). In `f32` CG is
+/// 12 to 20 times more accurate: its `f64` vectors solve the `f32` system to 1e-13, where an
+/// `f32` Cholesky factor is off by 1e-4, which reorders near-ties (temperatures of a query's
+/// candidates typically differ by under 1% of their value). Hence CG, with Cholesky as the
+/// fallback. The CG matrix-vector product is compiled for AVX-512 / AVX2 and picked at run
+/// time: in the baseline (SSE2) build it took 1.75 ms instead of 1.2 ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HerSolver {
+    /// Dense Cholesky factor of the `(k+1) x (k+1)` matrix in the input's dtype (about
+    /// `k^3 / 3` flops), then one triangular solve: the query is the LAST node, so the forward
+    /// substitution of `D e_q` is a single division and only the back substitution remains.
+    Cholesky,
+    /// Jacobi-preconditioned conjugate gradient on the matrix in the input's dtype with `f64`
+    /// vectors, to a residual of `1e-13 * ||D e_q||` (each iteration one pass over the lower
+    /// triangle of `M`, `k^2 / 2` entries and `k^2` multiply-adds), falling back to [`HerSolver::Cholesky`]
+    /// after [`CG_MAX_ITERATIONS`] iterations.
+    #[default]
+    ConjugateGradient,
+}
+
+/// Relative residual at which the conjugate gradient stops.
+pub const CG_TOLERANCE: f64 = 1e-13;
+/// Iterations after which the conjugate gradient gives up and the query is solved by Cholesky:
+/// about four times what Holidays and clustered synthetic data need at `k = 800` (20 to 29);
+/// each iteration costs about 1/20 of a Cholesky factor, so a query that hits the cap costs
+/// about 6 times the usual solve, never unboundedly more.
+pub const CG_MAX_ITERATIONS: usize = 100;
+
+/// Parameters of HeR. `Default` gives the paper's `k = 800`, `ground = 0.1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HerParams {
+    /// Number of top-ranked candidates re-ranked (clamped to the ranking's length; 0 returns
+    /// the ranking unchanged).
+    pub k: usize,
+    /// Ground conductance factor: `z = ground * mean of the positive affinities` (> 0).
+    pub ground: f64,
+    /// Linear solver of each query's heat system.
+    pub solver: HerSolver,
+}
+
+impl Default for HerParams {
+    fn default() -> Self {
+        Self { k: DEFAULT_K, ground: DEFAULT_GROUND, solver: HerSolver::default() }
+    }
+}
+
+/// A re-ranked ranking: `rows x cols` row-major (one row per query, best first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reranking<T> {
+    /// 0-based database indices, `rows * cols`, row-major.
+    pub ranks: Vec<i64>,
+    /// `scores[p]` belongs to `ranks[p]`: heat temperatures (`f64` rounded to `T`) in the top
+    /// `k` of each row, first-pass scores after it.
+    pub scores: Vec<T>,
+    /// Number of queries.
+    pub rows: usize,
+    /// Length of each ranking (`m`).
+    pub cols: usize,
+}
+
+/// HeR of every query (ALGORITHM.md, section 2).
+///
+/// * `x`: database `(n, d)`; `q`: queries `(nq, d)`; any strides.
+/// * `ranks`: first-pass rankings `(nq, m)`, 0-based indices into `x`, best first, `m <= n`,
+///   no index twice in a row.
+/// * `scores`: the first-pass scores `(nq, m)`; only the positions beyond `k` are read (they
+///   are returned there unchanged). `None`: those positions get the inner product
+///   `<q, x_i>` (accumulated in `f64`).
+///
+/// The query that heats the graph is `q`'s row, whatever produced `ranks`: pass an expanded
+/// query with the ORIGINAL ranking for "QE + HeR".
+///
+/// Queries run in parallel on heatsearch's pool, each on one thread; the result does not
+/// depend on the number of threads.
+pub fn heat_rerank<T: Real>(
+    x: MatRef<'_, T>,
+    q: MatRef<'_, T>,
+    ranks: MatRef<'_, i64>,
+    scores: Option<MatRef<'_, T>>,
+    params: HerParams,
+) -> Result<Reranking<T>> {
+    let (n, d) = (x.nrows(), x.ncols());
+    let (nq, m) = (ranks.nrows(), ranks.ncols());
+    validate::non_empty(x, "the database X")?;
+    if q.ncols() != d {
+        return Err(Error::Shape(format!(
+            "Q must have d = {d} columns (the dimension of X), got {}",
+            q.ncols()
+        )));
+    }
+    if nq != q.nrows() {
+        return Err(Error::Shape(format!(
+            "ranks must have one row per query ({}), got {nq} rows",
+            q.nrows()
+        )));
+    }
+    if m > n {
+        return Err(Error::Shape(format!(
+            "ranks must have at most n = {n} columns (the database size), got {m}"
+        )));
+    }
+    if let Some(s) = scores {
+        if (s.nrows(), s.ncols()) != (nq, m) {
+            return Err(Error::Shape(format!(
+                "scores must have the shape of ranks ({nq}, {m}), got ({}, {})",
+                s.nrows(),
+                s.ncols()
+            )));
+        }
+    }
+    validate::heat_params(0.0, params.ground)?;
+    threads::install(|_| {
+        finite(x, "X")?;
+        finite(q, "Q")?;
+        if let Some(s) = scores {
+            finite(s, "scores")?;
+        }
+        (0..nq).into_par_iter().try_for_each(|i| check_ranking(ranks, i, n))?;
+        let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
+            .into_par_iter()
+            .map(|i| rerank_one(x, q, i, ranks, scores, params))
+            .collect::<Result<_>>()?;
+        let mut out = Reranking { ranks: Vec::with_capacity(nq * m), scores: Vec::with_capacity(nq * m), rows: nq, cols: m };
+        for (r, s) in rows {
+            out.ranks.extend(r);
+            out.scores.extend(s);
+        }
+        Ok(out)
+    })?
+}
+
+/// The heat temperature `G_{i,q}` of each candidate (rows `candidates` of `x`, in that order)
+/// when `query` alone is heated, in `f64`; `x` and `query` validated, `query` of length `d`.
+pub fn heat_temperatures<T: Real>(
+    x: MatRef<'_, T>,
+    query: RowRef<'_, T>,
+    candidates: &[usize],
+    ground: f64,
+    solver: HerSolver,
+) -> Result<Vec<f64>> {
+    heat_temperatures_traced(x, query, candidates, ground, solver).map(|(t, _)| t)
+}
+
+/// Every entry must be finite; the message names the first bad entry in row-major order.
+///
+/// Unlike `validate::finite` (column by column, made for small feature maps), this reads
+/// along the contiguous dimension, in parallel: a database of a million row-major vectors
+/// read column by column would miss the cache on every entry.
+fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
+    let row_major = m.col_stride().unsigned_abs() == 1 || m.row_stride().unsigned_abs() != 1;
+    let (lines, t) = if row_major { (m, false) } else { (m.transpose(), true) };
+    let bad_in = |i: usize| {
+        let line = lines.row(i);
+        match line.try_as_row_major() {
+            Some(r) => r.as_slice().iter().position(|v| !v.is_finite()),
+            None => (0..lines.ncols()).position(|c| !line[c].is_finite()),
+        }
+    };
+    let first = (0..lines.nrows())
+        .into_par_iter()
+        .with_min_len(64)
+        .filter_map(|i| bad_in(i).map(|c| if t { (c, i) } else { (i, c) }))
+        .min();
+    match first {
+        Some((i, j)) => Err(Error::NonFinite(format!(
+            "{what} must be finite, got {:?} at row {i}, column {j}",
+            m[(i, j)]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Row `i` of `ranks` must hold distinct indices in `0..n`.
+fn check_ranking(ranks: MatRef<'_, i64>, i: usize, n: usize) -> Result<()> {
+    let m = ranks.ncols();
+    for p in 0..m {
+        let r = ranks[(i, p)];
+        if r < 0 || r as u64 >= n as u64 {
+            return Err(Error::Value(format!(
+                "ranks must hold database indices in [0, {n}), got {r} at row {i}, column {p}"
+            )));
+        }
+    }
+    let repeated = |r: i64| {
+        let p = (0..m).filter(|&p| ranks[(i, p)] == r).nth(1).unwrap_or(0);
+        Err(Error::Value(format!(
+            "a ranking must not hold an index twice, got {r} again at row {i}, column {p}"
+        )))
+    };
+    // A table of n flags per query, unless the ranking is much shorter than the database.
+    if m.saturating_mul(16) >= n {
+        let mut seen = vec![false; n];
+        for p in 0..m {
+            let r = ranks[(i, p)];
+            if std::mem::replace(&mut seen[r as usize], true) {
+                return repeated(r);
+            }
+        }
+    } else {
+        let mut sorted: Vec<i64> = (0..m).map(|p| ranks[(i, p)]).collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return repeated(w[0]);
+        }
+    }
+    Ok(())
+}
+
+/// One query's re-ranked row: `(ranks, scores)`, each of length m.
+fn rerank_one<T: Real>(
+    x: MatRef<'_, T>,
+    q: MatRef<'_, T>,
+    i: usize,
+    ranks: MatRef<'_, i64>,
+    scores: Option<MatRef<'_, T>>,
+    params: HerParams,
+) -> Result<(Vec<i64>, Vec<T>)> {
+    let m = ranks.ncols();
+    let k = params.k.min(m);
+    let row: Vec<usize> = (0..m).map(|p| ranks[(i, p)] as usize).collect();
+    let query = q.row(i);
+    let mut out_ranks: Vec<i64> = row.iter().map(|&r| r as i64).collect();
+    let mut out_scores: Vec<T> = match scores {
+        Some(s) => (0..m).map(|p| if p < k { T::of(0.0) } else { s[(i, p)] }).collect(),
+        None => {
+            let qf: Vec<f64> = row_f64(query);
+            (0..m).map(|p| if p < k { T::of(0.0) } else { T::of(dot_row(x.row(row[p]), &qf)) }).collect()
+        }
+    };
+    let t = heat_temperatures(x, query, &row[..k], params.ground, params.solver)?;
+    let mut order: Vec<usize> = (0..k).collect();
+    // Stable: equal temperatures keep their first-pass order. Temperatures are finite.
+    order.sort_by(|&a, &b| t[b].partial_cmp(&t[a]).unwrap_or(std::cmp::Ordering::Equal));
+    for (p, &o) in order.iter().enumerate() {
+        out_ranks[p] = row[o] as i64;
+        // `+ 0.0` turns the -0.0 a substitution can leave into 0.0.
+        out_scores[p] = T::of(t[o] + 0.0);
+    }
+    Ok((out_ranks, out_scores))
+}
+
+/// A row as `f64` values.
+fn row_f64<T: Real>(row: RowRef<'_, T>) -> Vec<f64> {
+    let mut out = vec![0.0f64; row.ncols()];
+    fill_row(row, &mut out);
+    out
+}
+
+/// `<row, y>` accumulated in `f64`.
+fn dot_row<T: Real>(row: RowRef<'_, T>, y: &[f64]) -> f64 {
+    match row.try_as_row_major() {
+        Some(r) => dot_with(r.as_slice(), y, |a, b| a * b),
+        None => (0..row.ncols()).map(|c| row[c].f64() * y[c]).sum(),
+    }
+}
+
+/// Adds a row to an `f64` accumulator.
+fn add_row<T: Real>(row: RowRef<'_, T>, acc: &mut [f64]) {
+    match row.try_as_row_major() {
+        Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, v)| *a += v.f64()),
+        None => acc.iter_mut().enumerate().for_each(|(c, a)| *a += row[c].f64()),
+    }
+}
+
+/// Relative size below which a centred row counts as equal to the mean (the rule of HeW's
+/// centring, `affinity::centre_columns`): the mean of equal `f64` rows can differ from them in
+/// the last bit, and the Gram products of such rounding noise would be "affinities" of order
+/// `eps^2` that decide the ranking at random.
+const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
+
+/// Writes the candidates' rows and the query (last), centred by the mean of these `k + 1`
+/// rows (in `f64`, no re-normalisation), into the columns of `out` (`d x (k+1)`). A row equal
+/// to the mean up to rounding (`||x_i - mu|| <= 16 eps (||x_i|| + ||mu||)`, `eps` of `T`)
+/// becomes a zero column: affinity 0 to every row.
+fn centre<T: Real>(x: MatRef<'_, T>, query: RowRef<'_, T>, candidates: &[usize], mut out: MatMut<'_, T>) {
+    let d = x.ncols();
+    let size = candidates.len() + 1;
+    let row_of = |j: usize| if j < candidates.len() { x.row(candidates[j]) } else { query };
+    let mut mean = vec![0.0f64; d];
+    for j in 0..size {
+        add_row(row_of(j), &mut mean);
+    }
+    mean.iter_mut().for_each(|v| *v /= size as f64);
+    let mean_norm = dot(&mean, &mean).sqrt();
+    let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
+    let mut buf = vec![T::of(0.0); d];
+    let mut centred = vec![0.0f64; d];
+    for j in 0..size {
+        let row = row_of(j);
+        let values: &[T] = match row.try_as_row_major() {
+            Some(r) => r.as_slice(),
+            None => {
+                buf.iter_mut().enumerate().for_each(|(c, b)| *b = row[c]);
+                &buf
+            }
+        };
+        let (row_norm2, centred_norm2) = centre_row(values, &mean, &mut centred);
+        let keep = centred_norm2.sqrt() > tolerance * (row_norm2.sqrt() + mean_norm);
+        let col = out.rb_mut().col_mut(j).try_as_col_major_mut().expect("workspace columns are contiguous").as_slice_mut();
+        if keep {
+            col.iter_mut().zip(&centred).for_each(|(o, c)| *o = T::of(*c));
+        } else {
+            col.iter_mut().for_each(|o| *o = T::of(0.0));
+        }
+    }
+}
+
+/// `centred = row - mean` (in `f64`); returns `(||row||^2, ||centred||^2)`, eight lanes each.
+#[inline(always)]
+fn centre_row<T: Real>(row: &[T], mean: &[f64], centred: &mut [f64]) -> (f64, f64) {
+    const L: usize = 8;
+    let (mut rn, mut cn) = ([0.0f64; L], [0.0f64; L]);
+    let split = row.len() - row.len() % L;
+    for ((r, m), c) in row[..split].chunks_exact(L).zip(mean[..split].chunks_exact(L)).zip(centred[..split].chunks_exact_mut(L)) {
+        for l in 0..L {
+            let v = r[l].f64();
+            let t = v - m[l];
+            c[l] = t;
+            rn[l] += v * v;
+            cn[l] += t * t;
+        }
+    }
+    let (mut rt, mut ct) = (0.0, 0.0);
+    for ((r, m), c) in row[split..].iter().zip(&mean[split..]).zip(&mut centred[split..]) {
+        let v = r.f64();
+        let t = v - m;
+        *c = t;
+        rt += v * v;
+        ct += t * t;
+    }
+    (rn.iter().sum::<f64>() + rt, cn.iter().sum::<f64>() + ct)
+}
+
+/// Copies a row into an `f64` buffer of its length.
+fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
+    match row.try_as_row_major() {
+        Some(r) => out.iter_mut().zip(r.as_slice()).for_each(|(o, v)| *o = v.f64()),
+        None => out.iter_mut().enumerate().for_each(|(c, o)| *o = row[c].f64()),
+    }
+}
+
+/// Solves `M x = M_qq e_q` (`q` the last node) with the lower Cholesky factor `M = L L^T`,
+/// factoring `m` in place. Forward substitution of a multiple of the last unit vector is one
+/// division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y` runs down the columns of
+/// `L` with `f64` accumulation.
+fn solve_cholesky<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
+    let size = m.nrows();
+    let q = size - 1;
+    let mqq = m[(q, q)].f64();
+    cholesky(m.rb_mut(), Par::Seq)?;
+    let l = m.rb();
+    let mut x = vec![0.0f64; size];
+    let lqq = l[(q, q)].f64();
+    x[q] = mqq / (lqq * lqq);
+    for i in (0..q).rev() {
+        let col = column(l, i);
+        x[i] = -dot_with(&col[i + 1..], &x[i + 1..], |a, b| a * b) / col[i].f64();
+    }
+    Ok(x)
+}
+
+/// `y = M x` for a symmetric `M` of which only the lower triangle (diagonal included) of the
+/// column-major `m` is read: each column is read once, for a dot product (the row above the
+/// diagonal) and an update (the column below it). Eight `f64` lanes, fixed order.
+///
+/// The crate is compiled for baseline x86-64 (SSE2); this loop is the conjugate gradient's
+/// whole cost, so it is also compiled for AVX-512 and AVX2 and picked at run time (faer does
+/// the same for its kernels). Without `-ffast-math`-style contraction the arithmetic, and so
+/// the result, is bit for bit the same on every path.
+fn symv_lower<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { symv_lower_avx512(m, x, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { symv_lower_avx2(m, x, y) };
+        }
+    }
+    symv_lower_body(m, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn symv_lower_avx512<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
+    symv_lower_body(m, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn symv_lower_avx2<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
+    symv_lower_body(m, x, y)
+}
+
+/// Independent `f64` accumulators of the dot products in [`symv_lower`] (one AVX-512
+/// register). The loop streams the matrix (1.3 MB in `f32` at k = 800) from cache at about
+/// 4 entries per ns; 16 or 32 accumulators measured no faster.
+const SYMV_LANES: usize = 8;
+
+#[inline(always)]
+fn symv_lower_body<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
+    let n = x.len();
+    y.iter_mut().for_each(|v| *v = 0.0);
+    for j in 0..n {
+        let col = &column(m, j)[j..];
+        let xj = x[j];
+        let (below, xs, ys) = (&col[1..], &x[j + 1..], &mut y[j + 1..]);
+        let mut acc = [0.0f64; SYMV_LANES];
+        let split = below.len() - below.len() % SYMV_LANES;
+        for ((a, xv), yv) in below[..split]
+            .chunks_exact(SYMV_LANES)
+            .zip(xs[..split].chunks_exact(SYMV_LANES))
+            .zip(ys[..split].chunks_exact_mut(SYMV_LANES))
+        {
+            for l in 0..SYMV_LANES {
+                let aij = a[l].f64();
+                acc[l] += aij * xv[l];
+                yv[l] += aij * xj;
+            }
+        }
+        let mut tail = 0.0;
+        for ((a, xv), yv) in below[split..].iter().zip(&xs[split..]).zip(&mut ys[split..]) {
+            let aij = a.f64();
+            tail += aij * xv;
+            *yv += aij * xj;
+        }
+        y[j] += col[0].f64() * xj + acc.iter().sum::<f64>() + tail;
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    dot_with(a, b, |x, y| x * y)
+}
+
+/// Jacobi-preconditioned conjugate gradient for `M x = M_qq e_q` (`q` the last node), in
+/// `f64` vectors over `M` as stored: the solution and the number of iterations, or `None`
+/// when it has not converged within [`CG_MAX_ITERATIONS`] iterations.
+fn cg_iterations<T: Real>(m: MatRef<'_, T>) -> Option<(Vec<f64>, usize)> {
+    let size = m.nrows();
+    let q = size - 1;
+    let inv_diag: Vec<f64> = (0..size).map(|i| 1.0 / m[(i, i)].f64()).collect();
+    let bq = m[(q, q)].f64();
+    let mut x = vec![0.0f64; size];
+    let mut r = vec![0.0f64; size];
+    r[q] = bq;
+    let mut z: Vec<f64> = r.iter().zip(&inv_diag).map(|(a, b)| a * b).collect();
+    let mut p = z.clone();
+    let mut mp = vec![0.0f64; size];
+    let mut rz = dot(&r, &z);
+    let stop = CG_TOLERANCE * bq;
+    for it in 1..=CG_MAX_ITERATIONS {
+        symv_lower(m, &p, &mut mp);
+        let pmp = dot(&p, &mp);
+        // M is SPD: p^T M p <= 0 (or NaN) means rounding broke down; Cholesky takes over.
+        if !pmp.is_finite() || pmp <= 0.0 {
+            return None;
+        }
+        let alpha = rz / pmp;
+        for ((xi, ri), (pi, mpi)) in x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(&mp)) {
+            *xi += alpha * pi;
+            *ri -= alpha * mpi;
+        }
+        if dot(&r, &r).sqrt() <= stop {
+            return Some((x, it));
+        }
+        for ((zi, ri), di) in z.iter_mut().zip(&r).zip(&inv_diag) {
+            *zi = ri * di;
+        }
+        let rz_next = dot(&r, &z);
+        let beta = rz_next / rz;
+        rz = rz_next;
+        for (pi, zi) in p.iter_mut().zip(&z) {
+            *pi = zi + beta * *pi;
+        }
+    }
+    None
+}
+
+/// [`heat_temperatures`] and the number of conjugate-gradient iterations it took (`None`:
+/// solved by Cholesky, asked for or as the fallback, or nothing to solve).
+#[doc(hidden)]
+pub fn heat_temperatures_traced<T: Real>(
+    x: MatRef<'_, T>,
+    query: RowRef<'_, T>,
+    candidates: &[usize],
+    ground: f64,
+    solver: HerSolver,
+) -> Result<(Vec<f64>, Option<usize>)> {
+    let (k, d) = (candidates.len(), x.ncols());
+    if k == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let size = k + 1;
+    with_workspace::<T, _>(|ws| {
+        let [cells, mut m, _] = ws.views([(d, size), (size, size), (0, 0)]);
+        // No positive affinity: A = 0, G = I, every candidate's temperature is 0.
+        let Some(system) = build_heat_system(x, query, candidates, ground, cells, m.rb_mut()) else {
+            return Ok((vec![0.0; k], None));
+        };
+        let (mut t, iterations) = solve_heat_system(m, solver)?;
+        t.truncate(k);
+        // Exactly 0 already; written out so that the rule does not rest on rounding.
+        for (ti, &c) in t.iter_mut().zip(&system.connected) {
+            if !c {
+                *ti = 0.0;
+            }
+        }
+        Ok((t, iterations))
+    })
+}
+
+/// Step 1-3 of one query: `M = D - A` of the candidates and the query (last) into the lower
+/// triangle of `m` (`(k+1) x (k+1)`, column-major), `cells` (`d x (k+1)`) as scratch; `None`
+/// when no affinity is positive. Public (hidden) for `examples/her_solvers.rs`.
+#[doc(hidden)]
+pub fn build_heat_system<T: Real>(
+    x: MatRef<'_, T>,
+    query: RowRef<'_, T>,
+    candidates: &[usize],
+    ground: f64,
+    mut cells: MatMut<'_, T>,
+    m: MatMut<'_, T>,
+) -> Option<HeatSystem> {
+    centre(x, query, candidates, cells.rb_mut());
+    let rules = AffinityRules { threshold: 0.0, ground };
+    heat_system(cells.rb(), None, rules, m, Par::Seq)
+}
+
+/// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node) and the number of CG
+/// iterations (`None`: solved by Cholesky, which overwrites `m` with its factor). Public
+/// (hidden) for `examples/her_solvers.rs`.
+#[doc(hidden)]
+pub fn solve_heat_system<T: Real>(m: MatMut<'_, T>, solver: HerSolver) -> Result<(Vec<f64>, Option<usize>)> {
+    let cg = match solver {
+        HerSolver::Cholesky => None,
+        HerSolver::ConjugateGradient => cg_iterations(m.rb()),
+    };
+    match cg {
+        Some((t, it)) => Ok((t, Some(it))),
+        None => Ok((solve_cholesky(m)?, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mat(rows: &[&[f64]]) -> faer::Mat<f64> {
+        faer::Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j])
+    }
+
+    fn rerank(x: &faer::Mat<f64>, q: &faer::Mat<f64>, ranks: &[i64], k: usize, solver: HerSolver) -> Reranking<f64> {
+        let r = faer::Mat::from_fn(q.nrows(), ranks.len() / q.nrows(), |i, p| ranks[i * (ranks.len() / q.nrows()) + p]);
+        heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, HerParams { k, ground: 0.1, solver }).unwrap()
+    }
+
+    /// Worked by hand. Database x0 = (2, 0), x1 = (0, 2), x2 = (-2, 0); query (2, 0); first
+    /// pass [1, 2, 0].
+    /// Rows [x1, x2, x0, q] = [(0,2), (-2,0), (2,0), (2,0)], mean (0.5, 0.5), centred
+    /// t1 = (-0.5, 1.5), t2 = (-2.5, -0.5), t0 = (1.5, -0.5), tq = (1.5, -0.5).
+    /// Gram (order x1, x2, x0, q): t1.t2 = 0.5, t1.t0 = -1.5, t1.tq = -1.5, t2.t0 = -3.5,
+    /// t2.tq = -3.5, t0.tq = 2.5. After the threshold: A_12 = 0.5 (x1-x2), A_0q = 2.5 (x0-q).
+    /// Positive mean (0.5 + 2.5) / 2 = 1.5, z = 0.15. The query's component is {x0, q}:
+    /// M restricted to it is [[2.65, -2.5], [-2.5, 2.65]], right-hand side D_qq e_q = (0, 2.65).
+    /// det = 2.65^2 - 2.5^2 = 0.7725; x0 = 2.5 * 2.65 / 0.7725, x_q = 2.65^2 / 0.7725.
+    /// x1, x2 are connected to each other but not to the query: temperature 0.
+    /// Re-ranked: [0 (hot), 1, 2 (both 0, first-pass order)].
+    #[test]
+    fn small_case_worked_by_hand() {
+        let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
+        let q = mat(&[&[2.0, 0.0]]);
+        for solver in [HerSolver::Cholesky, HerSolver::ConjugateGradient] {
+            let out = rerank(&x, &q, &[1, 2, 0], 3, solver);
+            assert_eq!(out.ranks, vec![0, 1, 2]);
+            let expected = 2.5 * 2.65 / 0.7725;
+            assert!((out.scores[0] - expected).abs() < 1e-12 * expected, "{:?}", out.scores);
+            assert_eq!(&out.scores[1..], &[0.0, 0.0]);
+        }
+    }
+
+    /// The same query with k = 2 of m = 3: the tail keeps its position and gets the
+    /// inner product; the head [x1, x2] with the query: rows (0,2), (-2,0), (2,0), mean (0, 2/3),
+    /// centred (0, 4/3), (-2, -2/3), (2, -2/3): Gram t0.t1 = -8/9, t0.tq = -8/9,
+    /// t1.tq = -4 + 4/9: nothing positive, so the order is kept and the temperatures are 0.
+    #[test]
+    fn degenerate_head_keeps_order_and_tail_is_untouched() {
+        let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
+        let q = mat(&[&[2.0, 0.0]]);
+        let out = rerank(&x, &q, &[1, 2, 0], 2, HerSolver::default());
+        assert_eq!(out.ranks, vec![1, 2, 0]);
+        assert_eq!(out.scores, vec![0.0, 0.0, 4.0]);
+        // k = 0: unchanged, all first-pass inner products.
+        let out = rerank(&x, &q, &[1, 2, 0], 0, HerSolver::default());
+        assert_eq!(out.ranks, vec![1, 2, 0]);
+        assert_eq!(out.scores, vec![0.0, -4.0, 4.0]);
+    }
+
+    #[test]
+    fn solvers_agree_on_a_larger_random_system() {
+        // A deterministic pseudo-random database (LCG), 60 x 8, query = row 5 perturbed.
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        let x = faer::Mat::from_fn(60, 8, |_, _| next());
+        let q = faer::Mat::from_fn(1, 8, |_, j| x[(5, j)] + 0.01 * (j as f64));
+        let ranks: Vec<i64> = (0..60).rev().collect();
+        let a = rerank(&x, &q, &ranks, 50, HerSolver::Cholesky);
+        let b = rerank(&x, &q, &ranks, 50, HerSolver::ConjugateGradient);
+        for (s, t) in a.scores.iter().zip(&b.scores) {
+            assert!((s - t).abs() <= 1e-10 * s.abs().max(1e-3), "{s} vs {t}");
+        }
+        assert_eq!(&a.ranks[50..], &ranks[50..]);
+    }
+
+    #[test]
+    fn bad_rankings_are_errors() {
+        let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
+        let q = mat(&[&[2.0, 0.0]]);
+        let run = |r: &[i64]| {
+            let r = faer::Mat::from_fn(1, r.len(), |_, p| r[p]);
+            heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, HerParams::default())
+        };
+        assert!(matches!(run(&[0, 3]), Err(Error::Value(_))));
+        assert!(matches!(run(&[0, -1]), Err(Error::Value(_))));
+        assert!(matches!(run(&[1, 1]), Err(Error::Value(_))));
+        // The sort-based check of rankings much shorter than the database.
+        let big = faer::Mat::from_fn(100, 2, |i, j| (i + j) as f64);
+        let rank = |r: &[i64]| faer::Mat::from_fn(1, r.len(), |_, p| r[p]);
+        let q2 = faer::Mat::from_fn(1, 2, |_, j| j as f64);
+        let err = heat_rerank(big.as_ref(), q2.as_ref(), rank(&[7, 3, 7]).as_ref(), None, HerParams::default());
+        assert_eq!(err, Err(Error::Value("a ranking must not hold an index twice, got 7 again at row 0, column 2".into())));
+        assert!(heat_rerank(big.as_ref(), q2.as_ref(), rank(&[7, 3, 8]).as_ref(), None, HerParams::default()).is_ok());
+        assert!(matches!(run(&[0, 1, 2, 0]), Err(Error::Shape(_))));
+        let bad = HerParams { ground: 0.0, ..HerParams::default() };
+        let r = faer::Mat::from_fn(1, 1, |_, _| 0i64);
+        assert!(matches!(heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, bad), Err(Error::Value(_))));
+    }
+}

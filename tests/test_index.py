@@ -1,0 +1,194 @@
+"""The persistent index: build from a folder, search, add/remove, save/load, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the index extracts features with torch (the 'torch' extra)")
+PIL = pytest.importorskip("PIL.Image")
+
+from heatsearch.demo import build_copy_detection_set  # noqa: E402
+from heatsearch.extract import Extractor  # noqa: E402
+from heatsearch.index import Index, IndexConfig, IndexFileError, find_images  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return Extractor(max_size=160)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Three photos and their edited copies as files, plus an unreadable one, in sub-folders."""
+    root = tmp_path_factory.mktemp("photos")
+    data = build_copy_detection_set(photos=("astronaut", "coffee", "rocket"), edits=("crop", "jpeg", "colour"), seed=1)
+    for img, name in zip(data.images, data.names):
+        photo, edit = name.split("/")
+        (root / photo).mkdir(exist_ok=True)
+        PIL.fromarray(img).save(root / photo / f"{edit}.{'png' if edit == 'colour' else 'jpg'}")
+    (root / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def index(photo_folder, extractor):
+    with pytest.warns(UserWarning, match="could not be read"):
+        return Index.build(photo_folder, IndexConfig(max_size=160), extractor=extractor)
+
+
+def test_build_reports_unreadable_files_and_skips_others(index, photo_folder):
+    assert len(index) == 12  # 3 photos x (original + 3 edits)
+    assert [Path(p).name for p, _ in index.skipped] == ["broken.jpg"]
+    assert all(not p.endswith(".txt") for p in index.paths)
+    assert index.descriptors.shape[0] == 12 and index.descriptors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(index.descriptors, axis=1), 1, rtol=1e-5)
+    assert index.mean is not None and index.mean.shape == (1280,)
+    assert sorted(index.paths) == sorted(p for p in find_images(photo_folder) if "broken" not in p)
+
+
+@pytest.mark.parametrize("rerank", [None, "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"])
+def test_search_finds_the_copies(index, photo_folder, rerank):
+    query = str(photo_folder / "coffee" / "original.jpg")
+    hits = index.search(query, k=4, rerank=rerank)
+    assert len(hits) == 4
+    if rerank is None:
+        assert hits[0].path == query and hits[0].score == pytest.approx(1, abs=1e-4)
+    # The original and its three edited copies are the best matches.
+    assert sum("coffee" in h.path for h in hits) >= 3
+
+
+def test_search_by_array_and_descriptor_and_box(index, photo_folder):
+    path = photo_folder / "rocket" / "original.jpg"
+    arr = np.asarray(PIL.open(path).convert("RGB"))
+    d = index.describe(str(path))
+    np.testing.assert_allclose(index.describe(arr), d, rtol=1e-5, atol=1e-6)
+    by_desc = index.search(d, k=3)
+    assert by_desc[0].path == str(path)
+    cropped = index.search(str(path), k=3, bbox=[0, 0, arr.shape[1] // 2, arr.shape[0]])
+    assert any("rocket" in h.path for h in cropped)
+    with pytest.raises(ValueError, match="length 1280"):
+        index.search(np.ones(7, np.float32))
+    with pytest.raises(ValueError, match="rerank must be one of"):
+        index.search(d, rerank="magic")
+
+
+def test_round_trip(index, tmp_path):
+    index.save(tmp_path / "idx")
+    loaded = Index.load(tmp_path / "idx", extractor=index.extractor)
+    assert loaded.paths == index.paths and loaded.config == index.config
+    assert isinstance(loaded.descriptors, np.memmap)
+    np.testing.assert_array_equal(loaded.descriptors, index.descriptors)
+    np.testing.assert_array_equal(loaded.mean, index.mean)
+    q = index.paths[5]
+    assert [h.path for h in loaded.search(q, k=5, rerank="heat")] == [h.path for h in index.search(q, k=5, rerank="heat")]
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["format"] == "heatsearch-index" and meta["version"] == 1
+
+
+def test_add_and_remove(index, photo_folder, tmp_path):
+    small = Index(config=index.config, extractor=index.extractor)
+    paths = [p for p in index.paths if "astronaut" not in p]
+    small.add(paths)
+    assert len(small) == 8
+    small.add([p for p in index.paths if "astronaut" in p])
+    assert len(small) == 12
+    with pytest.raises(ValueError, match="already in the index"):
+        small.add(paths[:1])
+    assert small.remove(paths[:2]) == 2 and len(small) == 10
+    assert paths[0] not in small.paths
+    with pytest.raises(ValueError, match="not in the index"):
+        small.remove(["nope.jpg"])
+
+
+def test_corrupt_and_mismatched_indexes_raise(index, tmp_path):
+    with pytest.raises(IndexFileError, match="no index.json"):
+        Index.load(tmp_path)
+    index.save(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text("{not json")
+    with pytest.raises(IndexFileError, match="corrupt"):
+        Index.load(tmp_path / "idx")
+    meta_path.write_text(json.dumps(dict(meta, version=99)))
+    with pytest.raises(IndexFileError, match="version 99"):
+        Index.load(tmp_path / "idx")
+    meta_path.write_text(json.dumps(dict(meta, paths=meta["paths"][:-1], count=meta["count"] - 1)))
+    with pytest.raises(IndexFileError, match="do not match"):
+        Index.load(tmp_path / "idx")
+    meta_path.write_text(json.dumps(meta))
+    (tmp_path / "idx" / "descriptors.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(IndexFileError, match="corrupt"):
+        Index.load(tmp_path / "idx")
+
+
+def test_interrupted_save_keeps_the_old_index(index, tmp_path, monkeypatch):
+    target = tmp_path / "idx"
+    index.save(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    smaller = Index(config=index.config, paths=index.paths[:3], descriptors=np.asarray(index.descriptors)[:3], mean=index.mean)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr("heatsearch.index._write_npy", fail)
+    with pytest.raises(OSError, match="disk full"):
+        smaller.save(target)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx")], "temporary directories left behind"
+    assert len(Index.load(target)) == len(index)
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_index(index, tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+    with pytest.raises(IndexFileError, match="not a heatsearch index"):
+        index.save(tmp_path / "precious")
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+def test_empty_index_and_bad_folder(tmp_path, extractor):
+    empty = Index(extractor=extractor)
+    with pytest.raises(ValueError, match="empty"):
+        empty.search(np.ones(1280, np.float32))
+    with pytest.raises(ValueError, match="not a directory"):
+        Index.build(tmp_path / "missing", extractor=extractor)
+
+
+class MapsFromNames:
+    """A stand-in extractor for the index's own logic: a fixed random map per file name."""
+
+    backbone, layer = "fake", "fake"
+
+    def feature_map(self, image, bbox=None):
+        rng = np.random.default_rng(abs(hash(str(image))) % 2**32)
+        return np.maximum(rng.standard_normal((4, 5, 32)), 0).astype(np.float32)
+
+
+def test_auto_whitening_is_learned_on_the_database_once_it_is_large_enough(tmp_path):
+    from heatsearch.index import AUTO_WHITENING_MIN_IMAGES
+    from heatsearch.postprocess import PostProcess
+
+    names = [f"img{i:03d}.jpg" for i in range(AUTO_WHITENING_MIN_IMAGES + 6)]
+    index = Index(config=IndexConfig(scales=(1.0,)), extractor=MapsFromNames())
+    index.add(names[:10])
+    assert index.whitening is None
+    index.add(names[10:])
+    assert index.whitening_learned and index.whitening.dim_ == 32
+    expected = PostProcess(index.whitening)(np.asarray(index.pooled, np.float64))
+    np.testing.assert_allclose(index.descriptors, expected, rtol=1e-5, atol=1e-6)
+    index.save(tmp_path / "w")
+    loaded = Index.load(tmp_path / "w", extractor=MapsFromNames())
+    assert loaded.whitening_learned and loaded.whitening.dim_ == 32
+    np.testing.assert_allclose(loaded.describe("img000.jpg"), index.descriptors[0], rtol=1e-5, atol=1e-6)
+    none = Index(config=IndexConfig(whiten="none"), extractor=MapsFromNames())
+    none.add(names)
+    assert none.whitening is None
+    with pytest.raises(ValueError, match="whiten must be"):
+        IndexConfig(whiten="sometimes")

@@ -20,7 +20,7 @@ def main(path: str) -> None:
     groups = defaultdict(dict)
     matmul = []
     for b in data["benchmarks"]:
-        impl = b["params"].get("impl", b["name"].split("[")[0])
+        impl = (b["params"] or {}).get("impl", b["name"].split("[")[0])
         groups[b["group"]][impl] = b
         if b["group"] == "numpy float32 matmul":
             matmul.append(b["extra_info"]["flops"] / b["stats"]["median"] / 1e9)

@@ -121,3 +121,131 @@ def all_finite(x: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(x)):
         raise InvalidInputError(f"{name} must be finite, got NaN or infinity")
 
+
+
+def row_matrix(x: Any, name: str, rows: str, *, finite: bool = False) -> np.ndarray:
+    """``x`` as a 2-D ``(rows, d)`` float32/float64 array of row vectors (kept as it is).
+
+    ``finite=True`` also rejects NaN and infinity (InvalidInputError).
+    """
+    arr = float_array(x, name)
+    if arr.ndim != 2:
+        hint = " (for one query pass q[None, :])" if rows == "nq" and arr.ndim == 1 else ""
+        raise InvalidInputError(
+            f"{name} must be a 2-D array of row vectors ({rows}, d), one per row, got shape "
+            f"{arr.shape}{hint}"
+        )
+    if finite:
+        all_finite(arr, name)
+    return arr
+
+
+def descriptor_pair(
+    X: Any, Q: Any, *, finite: bool = False, nonempty: bool = False
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A database ``X (n, d)`` and queries ``Q (nq, d)``: float32/float64, one dtype, one ``d``.
+
+    Checked, not converted. In order: ``X`` (float dtype, 2-D, finite when ``finite``), ``Q``
+    (float dtype, ``X``'s dtype, 2-D, finite when ``finite``), ``n >= 1`` and ``d >= 1`` when
+    ``nonempty``, then the same ``d``. Dtype errors are InvalidDTypeError, the rest
+    InvalidInputError.
+    """
+    x = row_matrix(X, "X", "n", finite=finite)
+    q = np.asarray(Q)
+    if q.dtype not in FLOAT_DTYPES:
+        raise InvalidDTypeError(
+            f"Q must be a float32 or float64 array of the dtype of X ({x.dtype}), got dtype "
+            f"{q.dtype}"
+        )
+    if q.dtype != x.dtype:
+        raise InvalidDTypeError(
+            f"Q must have the dtype of X: expected {x.dtype}, got {q.dtype} "
+            "(convert one of them with .astype)"
+        )
+    q = row_matrix(q, "Q", "nq", finite=finite)
+    if nonempty and (x.shape[0] == 0 or x.shape[1] == 0):
+        raise InvalidInputError(f"X must have at least one row and one column, got {x.shape}")
+    if q.shape[1] != x.shape[1]:
+        raise InvalidInputError(
+            f"Q must have the dimension of X: expected d = {x.shape[1]} columns (X is "
+            f"{x.shape}), got Q of shape {q.shape}"
+        )
+    return x, q
+
+
+def ranking(
+    ranks: Any,
+    nq: int,
+    n: int,
+    *,
+    max_columns: Optional[int] = None,
+    check_range: bool = True,
+    check_repeats: bool = True,
+    top: Optional[int] = None,
+) -> np.ndarray:
+    """A ranking ``(nq, m)`` of 0-based database indices (best first) as int64.
+
+    Always checked: an integer dtype (InvalidDTypeError) and the shape ``(nq, m)`` (with a
+    hint when it looks like cirtorch/revisitop's transposed ``(n, nq)`` layout), plus
+    ``m <= max_columns`` when given. ``check_range``: every value in ``[0, n)`` (with a hint
+    for 1-based indices); ``check_repeats``: no index twice in a row. ``top``: only the first
+    ``min(top, m)`` columns are checked for repeats, converted and returned. Callers whose
+    core checks values itself pass ``check_range=False`` / ``check_repeats=False``.
+    """
+    r = np.asarray(ranks)
+    if r.dtype.kind not in "iu":
+        raise InvalidDTypeError(f"ranks must be an integer array, got dtype {r.dtype}")
+    if r.ndim != 2 or r.shape[0] != nq:
+        if r.ndim == 2 and r.shape[1] == nq:
+            hint = (
+                "this looks like the cirtorch/revisitop layout (n, nq), one column per "
+                "query: pass ranks.T"
+            )
+        else:
+            hint = "cirtorch/revisitop's (n, nq) layout needs ranks.T"
+        raise InvalidInputError(
+            f"ranks must have shape (nq, m) = ({nq}, m), one row per query, got {r.shape} "
+            f"({hint})"
+        )
+    if max_columns is not None and r.shape[1] > max_columns:
+        raise InvalidInputError(
+            f"ranks must have shape (nq, m) = ({nq}, m) with at most n = {max_columns} columns "
+            f"(m <= n, the database size), got {r.shape}"
+        )
+    if check_range:
+        index_range(r, n)
+    if top is not None:
+        r = r[:, : min(top, r.shape[1])]
+    if check_repeats:
+        no_repeats(r)
+    return r if r.dtype == np.int64 else r.astype(np.int64)
+
+
+def index_range(r: np.ndarray, n: int) -> None:
+    """InvalidInputError naming the first entry of the 2-D ``r`` outside ``[0, n)``."""
+    if not r.size:
+        return
+    lo, hi = int(r.min()), int(r.max())
+    if lo < 0 or hi >= n:
+        i, j = (int(v) for v in np.argwhere((r < 0) | (r >= n))[0])
+        hint = " (1-based indices? heatsearch counts from 0)" if lo >= 1 and hi == n else ""
+        raise InvalidInputError(
+            f"ranks must hold database indices in [0, {n}), got {r[i, j]} at row {i}, column "
+            f"{j} (n = {n}; got values in [{lo}, {hi}]){hint}"
+        )
+
+
+def no_repeats(r: np.ndarray) -> None:
+    """InvalidInputError naming the first row of the 2-D ``r`` holding an index twice."""
+    if r.shape[1] < 2:
+        return
+    s = np.sort(r, axis=1)
+    rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
+    if rows.size:
+        i = int(rows[0])
+        _, first = np.unique(r[i], return_index=True)
+        p = int(np.setdiff1d(np.arange(r.shape[1]), first)[0])
+        raise InvalidInputError(
+            f"ranks[{i}] repeats database index {r[i, p]} (again at row {i}, column {p}) "
+            f"among its first {r.shape[1]} entries (a ranking must not hold an index twice)"
+        )

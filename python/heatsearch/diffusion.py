@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 from .errors import InvalidDTypeError, InvalidInputError
 from .knn import DEFAULT_K, KnnGraph, knn_graph
 from .search import count, database_and_queries, search
@@ -193,19 +193,9 @@ def arguments(
         if scores is not None:
             raise InvalidInputError("scores were given without ranks (pass both or neither)")
     else:
-        r = np.asarray(ranks)
-        if r.dtype.kind not in "iu":
-            raise InvalidDTypeError(f"ranks must be an integer array, got dtype {r.dtype}")
-        if r.ndim != 2 or r.shape[0] != nq or r.shape[1] > n:
-            raise InvalidInputError(
-                f"ranks must have shape (nq, m) = ({nq}, m) with m <= n = {n} (one row per "
-                f"query; cirtorch's (n, nq) layout needs ranks.T), got {r.shape}"
-            )
-        if r.dtype != np.int64:
-            if r.size and (r.min() < 0 or r.max() >= n):
-                bad = r[(r < 0) | (r >= n)][0]
-                raise InvalidInputError(f"ranks must hold database indices in [0, {n}), got {bad}")
-            r = r.astype(np.int64)
+        # int64 values are checked by the core; others before their conversion to int64.
+        convert = np.asarray(ranks).dtype != np.int64
+        r = _checks.ranking(ranks, nq, n, max_columns=n, check_range=convert, check_repeats=False)
         if scores is not None:
             sc = np.asarray(scores)
             if sc.dtype.kind != "f":

@@ -68,8 +68,8 @@ def average_query_expansion(X: Any, Q: Any, ranks: Any, k: int = DEFAULT_K) -> n
             ``ranks`` not ``(nq, m)``), NaN/Inf, indices out of ``[0, n)`` or repeated in the
             top k, ``k < 0``.
     """
-    Xa, Qa = _database_and_queries(X, Q)
-    top = _top_ranks(ranks, Qa.shape[0], Xa.shape[0], _count(k, "k"))
+    Xa, Qa = _checks.descriptor_pair(X, Q, finite=True)
+    top = _checks.ranking(ranks, Qa.shape[0], Xa.shape[0], top=_count(k, "k"))
     ones = np.ones(top.shape, dtype=Xa.dtype)
     total = _weighted_sum(Xa, Qa, top, ones)
     # mean = sum / (k + 1): same direction, but eps in l2_normalize applies to the mean.
@@ -98,8 +98,8 @@ def alpha_query_expansion(
         As :func:`average_query_expansion`, plus InvalidInputError for ``alpha < 0``, NaN or
         inf and InvalidDTypeError for a non-real ``alpha``.
     """
-    Xa, Qa = _database_and_queries(X, Q)
-    top = _top_ranks(ranks, Qa.shape[0], Xa.shape[0], _count(k, "k"))
+    Xa, Qa = _checks.descriptor_pair(X, Q, finite=True)
+    top = _checks.ranking(ranks, Qa.shape[0], Xa.shape[0], top=_count(k, "k"))
     a = _exponent(alpha)
     sims = np.empty(top.shape, dtype=np.float64)
     for j in range(top.shape[1]):
@@ -138,7 +138,7 @@ def alpha_database_augmentation(
         InvalidDTypeError / InvalidInputError: as in :func:`alpha_query_expansion`, and for a
         ``block_size`` that is not an int ``>= 1``.
     """
-    Xa = _matrix(X, "X")
+    Xa = _checks.row_matrix(X, "X", "n", finite=True)
     n = Xa.shape[0]
     kk = min(_count(k, "k"), max(n - 1, 0))
     a = _exponent(alpha)
@@ -201,70 +201,6 @@ def _weighted_sum(
 def _alpha_weights(sims: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
     """``max(sim, 0)^alpha`` computed in float64, returned in ``dtype``."""
     return (np.maximum(sims, 0.0) ** alpha).astype(dtype)
-
-
-def _matrix(x: Any, name: str) -> np.ndarray:
-    """A finite 2-D float32/float64 array, else InvalidDTypeError / InvalidInputError."""
-    arr = _checks.float_array(x, name)
-    if arr.ndim != 2:
-        raise InvalidInputError(
-            f"{name} must be a 2-D array of row vectors ({'nq' if name == 'Q' else 'n'}, d), "
-            f"got shape {arr.shape}"
-        )
-    _checks.all_finite(arr, name)
-    return arr
-
-
-def _database_and_queries(X: Any, Q: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """``X (n, d)`` and ``Q (nq, d)`` of one dtype and one ``d``."""
-    Xa, Qa = _matrix(X, "X"), _matrix(Q, "Q")
-    if Qa.dtype != Xa.dtype:
-        raise InvalidDTypeError(
-            f"Q must have the dtype of X: expected {Xa.dtype}, got {Qa.dtype} "
-            "(convert one of them with .astype)"
-        )
-    if Qa.shape[1] != Xa.shape[1]:
-        raise InvalidInputError(
-            f"Q must have the dimension of X: expected d = {Xa.shape[1]} (X is {Xa.shape}), "
-            f"got Q of shape {Qa.shape}"
-        )
-    return Xa, Qa
-
-
-def _top_ranks(ranks: Any, nq: int, n: int, k: int) -> np.ndarray:
-    """The first ``min(k, m)`` columns of a valid ``(nq, m)`` ranking, as int64."""
-    r = np.asarray(ranks)
-    if r.dtype.kind not in "iu":
-        raise InvalidDTypeError(f"ranks must be an integer array, got dtype {r.dtype}")
-    if r.ndim != 2 or r.shape[0] != nq:
-        hint = ""
-        if r.ndim == 2 and r.shape[1] == nq:
-            hint = (
-                " (this looks like the cirtorch/revisitop layout (n, nq), one column per "
-                "query: pass ranks.T)"
-            )
-        raise InvalidInputError(
-            f"ranks must have shape (nq, m) = ({nq}, m), one row per query, got {r.shape}{hint}"
-        )
-    if r.size:
-        lo, hi = int(r.min()), int(r.max())
-        if lo < 0 or hi >= n:
-            hint = " (1-based indices? heatsearch counts from 0)" if lo >= 1 and hi == n else ""
-            raise InvalidInputError(
-                f"ranks must hold database indices in [0, {n}) (n = {n}), got values in "
-                f"[{lo}, {hi}]{hint}"
-            )
-    top = r[:, : min(k, r.shape[1])].astype(np.int64)
-    if top.shape[1] > 1:
-        s = np.sort(top, axis=1)
-        dup = s[:, 1:] == s[:, :-1]
-        if dup.any():
-            q, j = np.argwhere(dup)[0]
-            raise InvalidInputError(
-                f"ranks[{q}] repeats database index {s[q, j]} among its first {top.shape[1]} "
-                "entries (a ranking lists each item once)"
-            )
-    return top
 
 
 def _count(k: Any, name: str) -> int:

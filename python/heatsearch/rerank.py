@@ -120,15 +120,6 @@ def heat_rerank(
     return _core.heat_rerank(Xa, Qa, r, s, k, g)
 
 
-def _matrix(x: Any, name: str, rows: str) -> np.ndarray:
-    arr = _checks.float_array(x, name)
-    if arr.ndim != 2:
-        raise InvalidInputError(
-            f"{name} must be a 2-D array of row vectors ({rows}, d), got shape {arr.shape}"
-        )
-    return arr
-
-
 def _arguments(
     X: Any, Q: Any, ranks: Any, k: Any, ground: Any, scores: Optional[Any]
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, float, Optional[np.ndarray]]:
@@ -136,40 +127,9 @@ def _arguments(
 
     Index values (range, repeats) and NaN/Inf are checked by the core, in parallel.
     """
-    Xa, Qa = _matrix(X, "X", "n"), _matrix(Q, "Q", "nq")
-    if Qa.dtype != Xa.dtype:
-        raise InvalidDTypeError(
-            f"Q must have the dtype of X: expected {Xa.dtype}, got {Qa.dtype} "
-            "(convert one of them with .astype)"
-        )
-    n, d = Xa.shape
-    if n == 0 or d == 0:
-        raise InvalidInputError(f"X must have at least one row and one column, got {Xa.shape}")
-    if Qa.shape[1] != d:
-        raise InvalidInputError(
-            f"Q must have the dimension of X: expected d = {d} (X is {Xa.shape}), got Q of "
-            f"shape {Qa.shape}"
-        )
-    nq = Qa.shape[0]
-    r = np.asarray(ranks)
-    if r.dtype.kind not in "iu":
-        raise InvalidDTypeError(f"ranks must be an integer array, got dtype {r.dtype}")
-    if r.ndim != 2 or r.shape[0] != nq:
-        hint = ""
-        if r.ndim == 2 and r.shape[1] == nq:
-            hint = (
-                " (this looks like the cirtorch/revisitop layout (n, nq), one column per "
-                "query: pass ranks.T)"
-            )
-        raise InvalidInputError(
-            f"ranks must have shape (nq, m) = ({nq}, m), one row per query, got {r.shape}{hint}"
-        )
-    if r.shape[1] > n:
-        raise InvalidInputError(
-            f"ranks must have at most n = {n} columns (the database size), got {r.shape[1]}"
-        )
-    if r.dtype != np.int64:
-        r = r.astype(np.int64)
+    Xa, Qa = _checks.descriptor_pair(X, Q, nonempty=True)
+    n, nq = Xa.shape[0], Qa.shape[0]
+    r = _checks.ranking(ranks, nq, n, max_columns=n, check_range=False, check_repeats=False)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise InvalidDTypeError(f"k must be an int, got {type(k).__name__}")
     if k < 0:

@@ -57,30 +57,12 @@ def search(X: Any, Q: Any, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndar
 
 def database(X: Any, name: str = "X") -> np.ndarray:
     """``X`` as a 2-D float32/float64 array (kept as it is)."""
-    arr = _checks.float_array(X, name)
-    if arr.ndim != 2:
-        raise InvalidInputError(
-            f"{name} must be a 2-D (n, d) array with one descriptor per row, got shape {arr.shape}"
-        )
-    return arr
+    return _checks.row_matrix(X, name, "n")
 
 
 def database_and_queries(X: Any, Q: Any) -> Tuple[np.ndarray, np.ndarray]:
     """``X (n, d)`` and ``Q (nq, d)`` of one float dtype, checked (not converted)."""
-    x = database(X, "X")
-    q = np.asarray(Q)
-    if q.dtype != x.dtype:
-        raise InvalidDTypeError(f"Q must have the dtype of X ({x.dtype}), got {q.dtype}")
-    if q.ndim != 2:
-        hint = " (for one query pass q[None, :])" if q.ndim == 1 else ""
-        raise InvalidInputError(
-            f"Q must be a 2-D (nq, d) array with one query per row, got shape {q.shape}{hint}"
-        )
-    if q.shape[1] != x.shape[1]:
-        raise InvalidInputError(
-            f"Q must have d = {x.shape[1]} columns (the dimension of X), got {q.shape[1]}"
-        )
-    return x, q
+    return _checks.descriptor_pair(X, Q)
 
 
 def count(value: Any, name: str, *, minimum: int = 0, allow_none: bool = True) -> Optional[int]:

@@ -23,7 +23,6 @@ from ..diffusion import (
     arguments,
 )
 from .. import _checks
-from ..errors import InvalidInputError
 from ..knn import DEFAULT_K, KnnGraph
 from .search import knn_graph, search
 
@@ -65,22 +64,6 @@ def conjugate_gradient(A: Any, b: np.ndarray, tol: float, iterations: int) -> np
     return np.asarray(x, dtype=np.float64)
 
 
-def _check_rankings(r: np.ndarray, n: int) -> None:
-    for i, row in enumerate(r):
-        out = np.nonzero((row < 0) | (row >= n))[0]
-        if out.size:
-            p = int(out[0])
-            raise InvalidInputError(
-                f"ranks must hold database indices in [0, {n}), got {row[p]} at row {i}, column {p}"
-            )
-        _, first = np.unique(row, return_index=True)
-        if first.size != row.size:
-            p = int(np.setdiff1d(np.arange(row.size), first)[0])
-            raise InvalidInputError(
-                f"a ranking must not hold an index twice, got {row[p]} again at row {i}, column {p}"
-            )
-
-
 def diffusion_rerank(
     X: Any,
     Q: Any,
@@ -109,7 +92,8 @@ def diffusion_rerank(
         r, s = search(x, q)
     else:
         r, s = a.ranks, a.scores
-        _check_rankings(r, x.shape[0])
+        _checks.index_range(r, x.shape[0])
+        _checks.no_repeats(r)
         if s is not None:
             _checks.all_finite(s, "scores")
     nq, m = r.shape

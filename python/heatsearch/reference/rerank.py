@@ -12,7 +12,6 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .. import _checks
-from ..errors import InvalidInputError
 from ..rerank import DEFAULT_GROUND, DEFAULT_K, _arguments
 
 __all__ = ["heat_rerank"]
@@ -75,16 +74,8 @@ def heat_rerank(
         _checks.all_finite(s, "scores")
     n = Xa.shape[0]
     nq, m = r.shape
-    for i in range(nq):
-        row = r[i]
-        bad = np.flatnonzero((row < 0) | (row >= n))
-        if bad.size:
-            raise InvalidInputError(
-                f"ranks must hold database indices in [0, {n}), got {row[bad[0]]} at row {i}, "
-                f"column {bad[0]}"
-            )
-        if np.unique(row).size != m:
-            raise InvalidInputError(f"a ranking must not hold an index twice, got one at row {i}")
+    _checks.index_range(r, n)
+    _checks.no_repeats(r)
     kk = min(k, m)
     out_ranks = r.copy()
     out_scores = s.copy() if s is not None else np.zeros((nq, m), Xa.dtype)

@@ -28,8 +28,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::real::Real;
-use crate::search::{check_finite, Ranking};
+use crate::search::Ranking;
 use crate::threads;
+use crate::validate;
 
 /// Parameters of diffusion. `Default` gives Iscen et al.'s (and fyang93/diffusion's):
 /// `query_k = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`, 20 iterations,
@@ -95,7 +96,7 @@ fn build_transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, 
     if n > u32::MAX as usize {
         return Err(Error::Shape(format!("the graph may have at most 2^32 - 1 items, got {n}")));
     }
-    check_finite(similarities, "the graph's similarities")?;
+    validate::finite(similarities, "the graph's similarities")?;
     // Each row's neighbours sorted by index (for the mutual test), self links dropped, in
     // flat arrays: the binary searches into other rows then stay within a few MB.
     let rows: Vec<Vec<(u32, f64)>> = (0..n)
@@ -249,10 +250,10 @@ pub fn diffusion_rerank<T: Real>(
     }
     let s = transition(graph_indices, graph_similarities, params.gamma)?;
     threads::install(|_| {
-        check_finite(x, "X")?;
-        check_finite(q, "Q")?;
+        validate::finite(x, "X")?;
+        validate::finite(q, "Q")?;
         if let Some(sc) = scores {
-            check_finite(sc, "scores")?;
+            validate::finite(sc, "scores")?;
         }
         check_rankings(ranks, n)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)

@@ -24,8 +24,9 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::real::Real;
-use crate::search::{check_finite, check_size, list_capacity, score_block, write_rows, Selection};
+use crate::search::{check_size, list_capacity, score_block, write_rows, Selection};
 use crate::threads;
+use crate::validate;
 use crate::workspace::with_workspace;
 
 /// Neighbours per item used by diffusion (Iscen et al., CVPR 2017).
@@ -66,7 +67,7 @@ pub fn knn_graph<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<KnnGraph<T>> {
 fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
     let n = x.nrows();
     if k == 0 {
-        check_finite(x, "X")?;
+        validate::finite(x, "X")?;
         return Ok((Vec::new(), Vec::new()));
     }
     let blocks = n.div_ceil(TILE);
@@ -99,7 +100,7 @@ fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
     });
     let selections: Vec<Selection<T>> = selections.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())).collect();
     if selections.iter().any(|s| s.nonfinite()) {
-        check_finite(x, "X")?;
+        validate::finite(x, "X")?;
     }
     let lists: Vec<Vec<_>> = selections.into_iter().flat_map(|s| s.into_lists()).collect();
     let mut indices = vec![0i64; n * k];

@@ -164,10 +164,10 @@ pub fn heat_rerank<T: Real>(
     }
     validate::heat_params(0.0, params.ground)?;
     threads::install(|_| {
-        finite(x, "X")?;
-        finite(q, "Q")?;
+        validate::finite(x, "X")?;
+        validate::finite(q, "Q")?;
         if let Some(s) = scores {
-            finite(s, "scores")?;
+            validate::finite(s, "scores")?;
         }
         (0..nq).into_par_iter().try_for_each(|i| check_ranking(ranks, i, n))?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
@@ -193,35 +193,6 @@ pub fn heat_temperatures<T: Real>(
     solver: HerSolver,
 ) -> Result<Vec<f64>> {
     heat_temperatures_traced(x, query, candidates, ground, solver).map(|(t, _)| t)
-}
-
-/// Every entry must be finite; the message names the first bad entry in row-major order.
-///
-/// Unlike `validate::finite` (column by column, made for small feature maps), this reads
-/// along the contiguous dimension, in parallel: a database of a million row-major vectors
-/// read column by column would miss the cache on every entry.
-fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
-    let row_major = m.col_stride().unsigned_abs() == 1 || m.row_stride().unsigned_abs() != 1;
-    let (lines, t) = if row_major { (m, false) } else { (m.transpose(), true) };
-    let bad_in = |i: usize| {
-        let line = lines.row(i);
-        match line.try_as_row_major() {
-            Some(r) => r.as_slice().iter().position(|v| !v.is_finite()),
-            None => (0..lines.ncols()).position(|c| !line[c].is_finite()),
-        }
-    };
-    let first = (0..lines.nrows())
-        .into_par_iter()
-        .with_min_len(64)
-        .filter_map(|i| bad_in(i).map(|c| if t { (c, i) } else { (i, c) }))
-        .min();
-    match first {
-        Some((i, j)) => Err(Error::NonFinite(format!(
-            "{what} must be finite, got {:?} at row {i}, column {j}",
-            m[(i, j)]
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Row `i` of `ranks` must hold distinct indices in `0..n`.

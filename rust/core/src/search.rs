@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::real::Real;
 use crate::threads;
+use crate::validate;
 use crate::workspace::{with_workspace, Workspace};
 
 /// Queries per block: one product's left-hand side. A multiple of faer's row strips (96 `f32`,
@@ -97,10 +98,10 @@ pub fn search<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: Option<usize>) -> 
 /// pool (of `threads` threads).
 fn top_k<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: usize, threads: usize) -> Result<(Vec<i64>, Vec<T>)> {
     let (n, nq) = (x.nrows(), q.nrows());
-    check_finite(q, "Q")?;
+    validate::finite(q, "Q")?;
     if k == 0 || nq == 0 {
         // Nothing is computed, so the database is checked on its own.
-        check_finite(x, "X")?;
+        validate::finite(x, "X")?;
         return Ok((Vec::new(), Vec::new()));
     }
     let plan = Plan::new(nq, n, x.ncols(), std::mem::size_of::<T>(), threads);
@@ -111,7 +112,7 @@ fn top_k<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: usize, threads: usize) 
         .map(|t| scan_task(x, q, &plan, t / plan.chunks, t % plan.chunks, k, cap, &shared))
         .collect::<Vec<_>>();
     if tasks.iter().any(|t| t.nonfinite) {
-        check_finite(x, "X")?;
+        validate::finite(x, "X")?;
     }
     let mut ranks = vec![0i64; nq * k];
     let mut scores = vec![T::of(0.0); nq * k];
@@ -507,36 +508,6 @@ fn order_key(v: f64) -> u64 {
 
 fn from_order_key(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
-}
-
-/// NaN or infinity anywhere in `m` is an error naming the first bad entry in row-major
-/// order. One branch-free pass in memory order (rows or columns, whichever is contiguous);
-/// the entry is located only when there is one.
-pub(crate) fn check_finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
-    let ok = if let Some(r) = m.try_as_row_major() {
-        (0..m.nrows()).all(|i| all_finite(r.row(i).as_slice()))
-    } else if let Some(c) = m.try_as_col_major() {
-        (0..m.ncols()).all(|j| all_finite(c.col(j).as_slice()))
-    } else {
-        (0..m.nrows()).all(|i| (0..m.ncols()).all(|j| m[(i, j)].is_finite()))
-    };
-    if ok {
-        return Ok(());
-    }
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            let v = m[(i, j)];
-            if !v.is_finite() {
-                return Err(Error::NonFinite(format!("{what} must be finite, got {v:?} at row {i}, column {j}")));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[inline]
-fn all_finite<T: Real>(v: &[T]) -> bool {
-    v.chunks(64).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
 /// Inner products of a few queries (fewer than one SIMD strip) with database rows.

@@ -18,31 +18,35 @@ pub(crate) fn non_empty<T>(m: MatRef<'_, T>, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every entry must be finite; the message names the first bad entry. Reads in memory order
-/// (row by row for NumPy's row-major arrays): a column-wise scan of a row-major map costs a
-/// cache miss per entry.
+/// NaN or infinity anywhere in `m` is an error naming the first bad entry in row-major
+/// order. One branch-free pass in memory order (rows or columns, whichever is contiguous: a
+/// column-wise scan of a row-major database costs a cache miss per entry); the entry is
+/// located only when there is one.
 pub(crate) fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
-    let bad = |i: usize, j: usize| {
-        Err(Error::NonFinite(format!(
-            "{what} must be finite, got {:?} at row {i}, column {j}",
-            m[(i, j)]
-        )))
-    };
-    let rows_first = m.col_stride().unsigned_abs() <= m.row_stride().unsigned_abs();
-    if rows_first {
-        for i in 0..m.nrows() {
-            if let Some(j) = (0..m.ncols()).find(|&j| !m[(i, j)].is_finite()) {
-                return bad(i, j);
-            }
-        }
+    let ok = if let Some(r) = m.try_as_row_major() {
+        (0..m.nrows()).all(|i| all_finite(r.row(i).as_slice()))
+    } else if let Some(c) = m.try_as_col_major() {
+        (0..m.ncols()).all(|j| all_finite(c.col(j).as_slice()))
     } else {
+        (0..m.nrows()).all(|i| (0..m.ncols()).all(|j| m[(i, j)].is_finite()))
+    };
+    if ok {
+        return Ok(());
+    }
+    for i in 0..m.nrows() {
         for j in 0..m.ncols() {
-            if let Some(i) = (0..m.nrows()).find(|&i| !m[(i, j)].is_finite()) {
-                return bad(i, j);
+            let v = m[(i, j)];
+            if !v.is_finite() {
+                return Err(Error::NonFinite(format!("{what} must be finite, got {v:?} at row {i}, column {j}")));
             }
         }
     }
     Ok(())
+}
+
+#[inline]
+fn all_finite<T: Real>(v: &[T]) -> bool {
+    v.chunks(64).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
 /// A vector must be finite and of length `len`.

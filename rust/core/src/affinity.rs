@@ -8,13 +8,14 @@
 //! `M = D - A` with `D_ii = sum_j A_ij + z` is symmetric, strictly diagonally dominant with a
 //! positive diagonal: symmetric positive definite.
 
-use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-use faer::reborrow::{Reborrow, ReborrowMut};
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, MatRef, Par};
 
-use crate::parallel::map_columns_mut;
 use crate::real::Real;
-use crate::triangle::{self, sum_lanes, sum_squares};
+use crate::shared_mat::SharedMat;
+use crate::team::Crew;
+use crate::triangle::{sum_squares, LANES};
 
 /// How the affinity entries are filtered and the ground conductance chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,111 +41,170 @@ pub struct HeatSystem {
 /// would give a full unit vector).
 pub const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
 
+/// Columns per item of the passes over columns.
+const COLUMNS_PER_ITEM: usize = 16;
+
 /// Writes the rows of `f` (N x C), centred by `mu` and, when `unit`, scaled to unit length,
 /// into the columns of `out` (C x N, column-major). The arithmetic is done in `f64`.
 ///
 /// With `unit`, a row equal to `mu` up to rounding (`||f_i - mu|| <= 16 eps (||f_i|| +
 /// ||mu||)`, `eps` of `T`) becomes a zero column: its affinity to every cell is 0.
-pub fn centre_columns<T: Real>(f: MatRef<'_, T>, mu: &[f64], unit: bool, out: MatMut<'_, T>, par: Par) {
-    let c = f.ncols();
+pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], unit: bool, out: &SharedMat<'_, T>) {
+    let (n, c) = (f.nrows(), f.ncols());
     let mu_norm = sum_squares(mu).sqrt();
     let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
-    map_columns_mut(out, par, |i, col| {
+    crew.phase(n.div_ceil(COLUMNS_PER_ITEM), |item| {
         let mut d = vec![0.0f64; c];
-        let mut f_norm2 = 0.0;
-        let row = f.row(i);
-        match row.try_as_row_major() {
-            Some(r) => {
-                for ((dk, x), m) in d.iter_mut().zip(r.as_slice()).zip(mu) {
-                    *dk = x.f64() - m;
+        for i in item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n) {
+            let mut f_norm2 = 0.0;
+            let row = f.row(i);
+            match row.try_as_row_major() {
+                Some(r) => {
+                    for ((dk, x), m) in d.iter_mut().zip(r.as_slice()).zip(mu) {
+                        *dk = x.f64() - m;
+                    }
+                    if unit {
+                        f_norm2 = sum_squares(r.as_slice());
+                    }
                 }
-                if unit {
-                    f_norm2 = sum_squares(r.as_slice());
+                None => {
+                    for (k, dk) in d.iter_mut().enumerate() {
+                        *dk = row[k].f64() - mu[k];
+                        f_norm2 += row[k].f64() * row[k].f64();
+                    }
                 }
             }
-            None => {
-                for (k, dk) in d.iter_mut().enumerate() {
-                    *dk = row[k].f64() - mu[k];
-                    f_norm2 += row[k].f64() * row[k].f64();
-                }
+            let norm = sum_squares(&d).sqrt();
+            let scale = if !unit {
+                1.0
+            } else if norm > tolerance * (f_norm2.sqrt() + mu_norm) {
+                1.0 / norm
+            } else {
+                0.0
+            };
+            // SAFETY: column i is written by this item only, and nothing reads `out` in
+            // this phase.
+            let col = unsafe { out.column_mut(i, 0) };
+            for (x, dk) in col.iter_mut().zip(&d) {
+                *x = T::of(dk * scale);
             }
-        }
-        let norm = sum_squares(&d).sqrt();
-        let scale = if !unit {
-            1.0
-        } else if norm > tolerance * (f_norm2.sqrt() + mu_norm) {
-            1.0 / norm
-        } else {
-            0.0
-        };
-        for (x, dk) in col.iter_mut().zip(&d) {
-            *x = T::of(dk * scale);
         }
     });
 }
 
-/// Builds `M = D - A` into `m` (N x N, column-major; only its lower triangle is written) from
+/// What one Gram tile kept: per column and per row of the tile, the sum of its kept
+/// affinities (in `f64`), and how many it kept.
+#[derive(Clone)]
+struct TileSums {
+    columns: Vec<f64>,
+    rows: Vec<f64>,
+    positives: usize,
+}
+
+/// One pass over a column of affinities below the diagonal: zeroes those not kept (below
+/// `tau`, or not positive when `tau = 0`; branch-free, the signs are random), adds the kept
+/// ones to `rows` (the running row sums of the tile), stores them negated, and returns their
+/// sum (eight `f64` lanes) and count.
+#[inline]
+fn keep_and_negate<T: Real>(col: &mut [T], tau: T, rows: &mut [f64]) -> (f64, usize) {
+    let zero = T::of(0.0);
+    let keep = |x: T| if tau > zero { if x >= tau { x } else { zero } } else if x > zero { x } else { zero };
+    let mut lanes = [0.0f64; LANES];
+    let mut kept = 0usize;
+    let split = col.len() - col.len() % LANES;
+    let (body, tail) = col.split_at_mut(split);
+    let (rows_body, rows_tail) = rows.split_at_mut(split);
+    for (xs, rs) in body.chunks_exact_mut(LANES).zip(rows_body.chunks_exact_mut(LANES)) {
+        for l in 0..LANES {
+            let v = keep(xs[l]);
+            lanes[l] += v.f64();
+            rs[l] += v.f64();
+            kept += usize::from(v > zero);
+            xs[l] = -v;
+        }
+    }
+    let mut sum = lanes.iter().sum::<f64>();
+    for (x, r) in tail.iter_mut().zip(rows_tail) {
+        let v = keep(*x);
+        sum += v.f64();
+        *r += v.f64();
+        kept += usize::from(v > zero);
+        *x = -v;
+    }
+    (sum, kept)
+}
+
+/// Builds `M = D - A` into `m` (N x N, column-major; its lower triangle is what counts) from
 /// the columns of `cells` (C x N): `A = cells^T cells` (in `T`), `A_ii = 0`, `A_ij = 0` when
-/// both cells are dead (`dead`, HeW only) or when `A_ij < threshold`.
+/// both cells are dead (`dead`, HeW only) or when `A_ij < threshold`. `tile` is the side of
+/// the Gram products' output blocks.
 ///
 /// Returns `None` when no affinity is positive (the caller's degenerate case).
 pub fn heat_system<T: Real>(
+    crew: &Crew<'_>,
     cells: MatRef<'_, T>,
     dead: Option<&[bool]>,
     rules: AffinityRules,
-    mut m: MatMut<'_, T>,
-    par: Par,
+    m: &SharedMat<'_, T>,
+    tile: usize,
 ) -> Option<HeatSystem> {
     let n = cells.ncols();
-    matmul(
-        m.rb_mut(),
-        BlockStructure::StrictTriangularLower,
-        Accum::Replace,
-        cells.transpose(),
-        BlockStructure::Rectangular,
-        cells,
-        BlockStructure::Rectangular,
-        T::of(1.0),
-        par,
-    );
+    // The lower tiles of A, column by column; a diagonal tile is computed whole (its upper
+    // half lands in M's unused upper triangle). Each item filters its tile while it is still
+    // in cache, sums what it kept and stores it negated: the off-diagonal part of M.
+    let tiles = n.div_ceil(tile);
+    let lower: Vec<(usize, usize)> = (0..tiles).flat_map(|j| (j..tiles).map(move |i| (i, j))).collect();
     let tau = T::of(rules.threshold);
     let zero = T::of(0.0);
-    // Filter each column below the diagonal (branch-free: the signs are random) and sum what
-    // is kept.
-    let below: Vec<(f64, usize)> = map_columns_mut(m.rb_mut(), par, |j, col| {
-        let col = &mut col[j + 1..];
-        if let Some(dead) = dead.filter(|d| d[j]) {
-            for (x, &d) in col.iter_mut().zip(&dead[j + 1..]) {
-                if d {
-                    *x = zero;
+    let sums = crew.map(lower.len(), |item| {
+        let (i, j) = lower[item];
+        let (r0, c0) = (i * tile, j * tile);
+        let (rows, cols) = (tile.min(n - r0), tile.min(n - c0));
+        // SAFETY: each item writes its own tile of `m`.
+        let mut out = unsafe { m.block_mut(r0, c0, rows, cols) };
+        matmul(out.rb_mut(), Accum::Replace, cells.subcols(r0, rows).transpose(), cells.subcols(c0, cols), T::of(1.0), Par::Seq);
+        let mut sums = TileSums { columns: vec![0.0; cols], rows: vec![0.0; rows], positives: 0 };
+        for c in 0..cols {
+            // Below the diagonal only.
+            let first = if i == j { c + 1 } else { 0 };
+            let col = &mut out.rb_mut().col_mut(c).try_as_col_major_mut().expect("column-major").as_slice_mut()[first..];
+            if let Some(dead) = dead.filter(|d| d[c0 + c]) {
+                for (x, &d) in col.iter_mut().zip(&dead[r0 + first..r0 + rows]) {
+                    if d {
+                        *x = zero;
+                    }
                 }
             }
+            let (sum, kept) = keep_and_negate(col, tau, &mut sums.rows[first..]);
+            sums.columns[c] = sum;
+            sums.positives += kept;
         }
-        // tau >= 0, so "positive and not below tau" is one comparison.
-        if tau > zero {
-            col.iter_mut().for_each(|x| *x = if *x >= tau { *x } else { zero });
-        } else {
-            col.iter_mut().for_each(|x| *x = if *x > zero { *x } else { zero });
-        }
-        let count = col.iter().filter(|x| **x > zero).count();
-        (sum_lanes(col), count)
+        sums
     });
-    let (total, positives) = below.iter().fold((0.0, 0usize), |(s, c), &(s2, c2)| (s + s2, c + c2));
+    // Degree of cell x: the kept affinities of its row (left of the diagonal) and of its
+    // column (below it), added tile by tile in a fixed order.
+    let mut degree = vec![0.0f64; n];
+    let (mut total, mut positives) = (0.0, 0usize);
+    for (&(i, j), s) in lower.iter().zip(&sums) {
+        for (d, x) in degree[j * tile..].iter_mut().zip(&s.columns) {
+            *d += x;
+        }
+        for (d, x) in degree[i * tile..].iter_mut().zip(&s.rows) {
+            *d += x;
+        }
+        total += s.columns.iter().sum::<f64>();
+        positives += s.positives;
+    }
     if positives == 0 {
         return None;
     }
     let z = rules.ground * total / positives as f64;
-    // Row sums of the symmetric A: row i left of the diagonal plus column i below it.
-    // All kept entries are positive, so a cell is connected exactly when its degree is.
-    let left = triangle::row_sums(m.rb(), par);
-    let degree: Vec<f64> = (0..n).map(|i| left[i] + below[i].0).collect();
-    let connected = degree.iter().map(|&d| d > 0.0).collect();
-    // M = D - A in place: negate the strict lower triangle, write the diagonal.
-    map_columns_mut(m, par, |j, col| {
-        col[j] = T::of(degree[j] + z);
-        for x in &mut col[j + 1..] {
-            *x = -*x;
+    crew.single(|| {
+        for (j, d) in degree.iter().enumerate() {
+            // SAFETY: this single item is the only one of its phase.
+            unsafe { m.column_mut(j, j)[0] = T::of(d + z) };
         }
     });
-    Some(HeatSystem { connected, z })
+    // All kept entries are positive, so a cell is connected exactly when its degree is.
+    Some(HeatSystem { connected: degree.iter().map(|&d| d > 0.0).collect(), z })
 }

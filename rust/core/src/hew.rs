@@ -11,16 +11,16 @@
 //! affinity while others have some ("isolated", `T_j = 0`) gets the largest weight of the
 //! connected cells.
 
-use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{MatRef, Par};
 use rayon::prelude::*;
 
 use crate::affinity::{centre_columns, heat_system, AffinityRules};
 use crate::error::{Error, Result};
-use crate::heat::{cholesky, system_temperatures};
+use crate::heat::{cholesky_inverse, system_temperatures, tile_size};
 use crate::real::Real;
+use crate::shared_mat::SharedMat;
 use crate::workspace::with_workspace;
-use crate::{threads, validate};
+use crate::{team, threads, validate};
 
 /// Parameters of HeW. `Default` gives the paper's: `threshold = 0` (the first code release;
 /// the later one used 0.1), `ground = 0.1`.
@@ -37,9 +37,6 @@ impl Default for HewParams {
         Self { threshold: 0.0, ground: 0.1 }
     }
 }
-
-/// Below this many cells a single map's Cholesky factor and inverse run on one thread.
-const PARALLEL_FACTOR_MIN_CELLS: usize = 1536;
 
 /// HeW weights of one map `f` (N cells x C channels, any strides), `(N,)`, in `T`.
 ///
@@ -159,48 +156,103 @@ fn for_row<T: Real>(f: MatRef<'_, T>, i: usize, mut op: impl FnMut(usize, f64)) 
 }
 
 fn pool<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<T>> {
-    let w = weights_f64(f, mu, params, par)?;
-    let mut v = vec![0.0f64; f.ncols()];
-    for (i, wi) in w.iter().enumerate() {
-        for_row(f, i, |k, x| v[k] += wi * x);
-    }
-    Ok(v.into_iter().map(T::of).collect())
+    Ok(map_heat(f, mu, params, par, Output::Descriptor)?.into_iter().map(T::of).collect())
 }
 
 fn weights<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<T>> {
-    Ok(weights_f64(f, mu, params, par)?.into_iter().map(T::of).collect())
+    Ok(map_heat(f, mu, params, par, Output::Weights)?.into_iter().map(T::of).collect())
 }
 
-/// The weights of one validated map, in `f64`.
-fn weights_f64<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<f64>> {
+/// What [`map_heat`] returns.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    /// The weights `(N,)`.
+    Weights,
+    /// The descriptor `sum_j w_j f_j`, `(C,)`.
+    Descriptor,
+}
+
+/// Rows (cells) per item of the pass that finds dead cells and the map's own mean.
+const ROWS_PER_ITEM: usize = 64;
+/// Channels per item of the pooling pass.
+const CHANNELS_PER_ITEM: usize = 64;
+
+/// HeW of one validated map, in `f64`: the weights or the descriptor. All of it runs in one
+/// team (a single entry into the thread pool): every step is a phase of it.
+fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par, output: Output) -> Result<Vec<f64>> {
     let (n, c) = (f.nrows(), f.ncols());
-    if n == 1 {
-        return Ok(vec![1.0]);
-    }
-    let own_mean;
-    let mu = match mu {
-        Some(mu) => mu,
-        None => {
-            own_mean = column_sums(f).into_iter().map(|s| s / n as f64).collect::<Vec<_>>();
-            &own_mean
-        }
-    };
-    let dead: Vec<bool> = (0..n)
-        .map(|i| f.row(i).iter().all(|x| *x == T::of(0.0)))
-        .collect();
     let rules = AffinityRules { threshold: params.threshold, ground: params.ground };
+    let tile = tile_size(n);
     with_workspace::<T, _>(|ws| {
-        let [mut cells, mut m, v] = ws.views([(c, n), (n, n), (n, n)]);
-        centre_columns(f, mu, true, cells.rb_mut(), par);
-        let Some(system) = heat_system(cells.rb(), Some(&dead), rules, m.rb_mut(), par) else {
-            return Ok(vec![1.0; n]);
-        };
-        // Measured on 2 cores: faer's parallel Cholesky and triangular inverse only pay off
-        // on larger matrices.
-        let factor_par = if n >= PARALLEL_FACTOR_MIN_CELLS { par } else { Par::Seq };
-        cholesky(m.rb_mut(), factor_par)?;
-        let temperatures = system_temperatures(m.rb(), v, factor_par);
-        Ok(weights_from_temperatures(&temperatures, &system.connected))
+        let [cells, m, v, scratch] = ws.views([(c, n), (n, n), (n, n), (n, tile)]);
+        let (cells, m, v, scratch) = (SharedMat::new(cells), SharedMat::new(m), SharedMat::new(v), SharedMat::new(scratch));
+        team::run(par, |crew| {
+            let weights = if n == 1 {
+                vec![1.0]
+            } else {
+                // Dead cells (all channels zero) and, without a given mean, per-channel sums.
+                let chunks = crew.map(n.div_ceil(ROWS_PER_ITEM), |item| {
+                    let rows = item * ROWS_PER_ITEM..((item + 1) * ROWS_PER_ITEM).min(n);
+                    let mut sums = vec![0.0f64; if mu.is_some() { 0 } else { c }];
+                    let dead: Vec<bool> = rows
+                        .map(|i| match f.row(i).try_as_row_major() {
+                            Some(r) => {
+                                let r = r.as_slice();
+                                sums.iter_mut().zip(r).for_each(|(s, x)| *s += x.f64());
+                                r.iter().all(|x| *x == T::of(0.0))
+                            }
+                            None => {
+                                let mut zero = true;
+                                for_row(f, i, |k, x| {
+                                    zero &= x == 0.0;
+                                    if let Some(s) = sums.get_mut(k) {
+                                        *s += x;
+                                    }
+                                });
+                                zero
+                            }
+                        })
+                        .collect();
+                    (sums, dead)
+                });
+                let own_mean: Vec<f64>;
+                let mu = match mu {
+                    Some(mu) => mu,
+                    None => {
+                        own_mean = (0..c).map(|k| chunks.iter().map(|(s, _)| s[k]).sum::<f64>() / n as f64).collect();
+                        &own_mean
+                    }
+                };
+                let dead: Vec<bool> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+                centre_columns(crew, f, mu, true, &cells);
+                // SAFETY: the centring phase is over; nothing writes `cells` any more.
+                let centred = unsafe { cells.block(0, 0, c, n) };
+                match heat_system(crew, centred, Some(&dead), rules, &m, tile) {
+                    None => vec![1.0; n],
+                    Some(system) => {
+                        cholesky_inverse(crew, &m, &v, &scratch, tile)?;
+                        let temperatures = system_temperatures(crew, &v);
+                        weights_from_temperatures(&temperatures, &system.connected)
+                    }
+                }
+            };
+            if output == Output::Weights {
+                return Ok(weights);
+            }
+            let descriptor = crew.map(c.div_ceil(CHANNELS_PER_ITEM), |item| {
+                let (k0, k1) = (item * CHANNELS_PER_ITEM, ((item + 1) * CHANNELS_PER_ITEM).min(c));
+                let mut acc = vec![0.0f64; k1 - k0];
+                for (i, w) in weights.iter().enumerate() {
+                    let row = f.row(i).subcols(k0, k1 - k0);
+                    match row.try_as_row_major() {
+                        Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, x)| *a += w * x.f64()),
+                        None => acc.iter_mut().enumerate().for_each(|(k, a)| *a += w * row[k].f64()),
+                    }
+                }
+                acc
+            });
+            Ok(descriptor.concat())
+        })
     })
 }
 

@@ -12,7 +12,9 @@
 //! * [`rerank`]: HeR re-ranking: the query heats its top-k candidates; hotter ones rank first.
 //! * [`search`], [`knn`], [`diffusion`]: exact inner-product search and kNN graph (blocked
 //!   products fused with top-k selection), diffusion re-ranking (Iscen et al. 2017).
-//! * [`threads`]: the crate's own rayon pool (size, fork safety).
+//! * [`threads`]: the crate's own rayon pool (size, fork safety); [`team`]: how one map's
+//!   work is shared by the pool's threads (phases of items, one pool entry per map), with
+//!   [`shared_mat`] for the blocks they write.
 //!
 //! Matrices come in as [`faer::MatRef`] views with any strides (row-major NumPy arrays,
 //! Fortran-ordered ones and strided views alike) and results go out as owned vectors.
@@ -27,8 +29,9 @@ pub mod knn;
 pub mod real;
 pub mod search;
 pub mod rerank;
+pub mod shared_mat;
+pub mod team;
 pub mod threads;
-mod parallel;
 mod triangle;
 mod validate;
 pub mod workspace;

@@ -21,7 +21,9 @@ use rayon::prelude::*;
 
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
 use crate::error::{Error, Result};
-use crate::heat::cholesky;
+use crate::heat::{cholesky, tile_size};
+use crate::shared_mat::SharedMat;
+use crate::team;
 use crate::real::Real;
 use crate::triangle::{column, dot_with};
 use crate::workspace::with_workspace;
@@ -519,7 +521,7 @@ pub fn heat_temperatures_traced<T: Real>(
     }
     let size = k + 1;
     with_workspace::<T, _>(|ws| {
-        let [cells, mut m, _] = ws.views([(d, size), (size, size), (0, 0)]);
+        let [cells, mut m, _, _] = ws.views([(d, size), (size, size), (0, 0), (0, 0)]);
         // No positive affinity: A = 0, G = I, every candidate's temperature is 0.
         let Some(system) = build_heat_system(x, query, candidates, ground, cells, m.rb_mut()) else {
             return Ok((vec![0.0; k], None));
@@ -550,7 +552,8 @@ pub fn build_heat_system<T: Real>(
 ) -> Option<HeatSystem> {
     centre(x, query, candidates, cells.rb_mut());
     let rules = AffinityRules { threshold: 0.0, ground };
-    heat_system(cells.rb(), None, rules, m, Par::Seq)
+    let m = SharedMat::new(m);
+    team::run(Par::Seq, |crew| heat_system(crew, cells.rb(), None, rules, &m, tile_size(m.nrows())))
 }
 
 /// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node) and the number of CG

@@ -280,7 +280,7 @@ fn scan_task<T: Real>(
 pub(crate) fn score_block<'a, T: Real>(ws: &'a mut Workspace<T>, rows: usize, cols: usize) -> MatMut<'a, T> {
     let lanes = 64 / std::mem::size_of::<T>();
     let stride = rows.next_multiple_of(lanes).max(1);
-    let [buf, _, _] = ws.views([(stride * cols + lanes, 1), (0, 0), (0, 0)]);
+    let [buf, _, _, _] = ws.views([(stride * cols + lanes, 1), (0, 0), (0, 0), (0, 0)]);
     let all = buf.col_mut(0).try_as_col_major_mut().expect("a workspace column is contiguous").as_slice_mut();
     let skip = all.as_ptr().align_offset(64).min(lanes);
     MatMut::from_column_major_slice_with_stride_mut(&mut all[skip..skip + stride * cols], rows, cols, stride)

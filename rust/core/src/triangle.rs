@@ -3,10 +3,11 @@
 //! independent f64 lanes (so the compiler vectorises them), and every sum is taken in a fixed
 //! order, so results do not depend on the number of threads.
 
-use faer::{MatRef, Par};
+use faer::MatRef;
 
-use crate::parallel::map_indices;
 use crate::real::Real;
+use crate::shared_mat::SharedMat;
+use crate::team::Crew;
 
 /// Lanes of the vectorised f64 sums.
 pub(crate) const LANES: usize = 8;
@@ -35,20 +36,6 @@ pub(crate) fn dot_with<T: Real>(x: &[T], y: &[f64], op: impl Fn(f64, f64) -> f64
     acc.iter().sum::<f64>() + tail
 }
 
-/// `sum_k x_k` in `f64`, in eight lanes.
-#[inline(always)]
-pub(crate) fn sum_lanes<T: Real>(x: &[T]) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|v| v.f64()).sum();
-    for xs in chunks {
-        for l in 0..LANES {
-            acc[l] += xs[l].f64();
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
 /// `sum_k x_k^2` in `f64`, in eight lanes.
 #[inline(always)]
 pub(crate) fn sum_squares<T: Real>(x: &[T]) -> f64 {
@@ -63,21 +50,24 @@ pub(crate) fn sum_squares<T: Real>(x: &[T]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// Per row `i`, the sum of the strict lower triangle's row (`j < i`; 0 for row 0). Rows are
-/// taken in blocks of 64 so that every read runs down a column.
-pub(crate) fn row_sums<T: Real>(m: MatRef<'_, T>, par: Par) -> Vec<f64> {
+/// Per row `i`, the sum of the strict lower triangle's row (`j < i`; 0 for row 0), one
+/// phase of the team. Rows are taken in blocks of 64 so that every read runs down a column.
+/// Nothing may write `m` during the phase.
+pub(crate) fn row_sums<T: Real>(crew: &Crew<'_>, m: &SharedMat<'_, T>) -> Vec<f64> {
     const BLOCK: usize = 64;
     let n = m.nrows();
-    let blocks = map_indices(n.div_ceil(BLOCK), par, |b| {
+    let blocks = crew.map(n.div_ceil(BLOCK), |b| {
         let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
         let mut sum = vec![0.0f64; r1 - r0];
         for j in 0..r1.saturating_sub(1) {
             let start = r0.max(j + 1);
-            for (s, x) in sum[start - r0..].iter_mut().zip(&column(m, j)[start..r1]) {
+            // SAFETY: read-only phase.
+            let col = unsafe { m.column(j, start) };
+            for (s, x) in sum[start - r0..].iter_mut().zip(&col[..r1 - start]) {
                 *s += x.f64();
             }
         }
         sum
     });
-    blocks.concat()
+    blocks.into_iter().flatten().collect()
 }

@@ -1,7 +1,7 @@
 //! Per-thread scratch matrices reused from one feature map to the next.
 //!
-//! A map of N cells needs two N x N matrices and a C x N one (about 6 MB at N = 768 in
-//! `f32`). Fresh allocations of that size are fresh pages from the kernel, and faulting them
+//! A map of N cells needs two N x N matrices, a C x N one and an N x 96 one (about 6 MB at
+//! N = 768 in `f32`). Fresh allocations of that size are fresh pages from the kernel, and faulting them
 //! in cost about a quarter of HeW's time per map (measured on a 2-core VM), so each thread
 //! keeps the buffers of the largest map it has seen. A re-entrant call on the same thread
 //! (rayon may run another task while one waits) gets temporary buffers instead.
@@ -12,14 +12,14 @@ use faer::MatMut;
 
 use crate::real::Real;
 
-/// Three growable buffers, viewed as column-major matrices.
+/// Four growable buffers, viewed as column-major matrices.
 pub struct Workspace<T> {
-    bufs: [Vec<T>; 3],
+    bufs: [Vec<T>; 4],
 }
 
 impl<T> Default for Workspace<T> {
     fn default() -> Self {
-        Self { bufs: [Vec::new(), Vec::new(), Vec::new()] }
+        Self { bufs: [Vec::new(), Vec::new(), Vec::new(), Vec::new()] }
     }
 }
 
@@ -32,9 +32,9 @@ fn view<T: Real>(buf: &mut Vec<T>, (rows, cols): (usize, usize)) -> MatMut<'_, T
 
 impl<T: Real> Workspace<T> {
     /// Column-major views of the given shapes; contents are unspecified.
-    pub(crate) fn views(&mut self, shapes: [(usize, usize); 3]) -> [MatMut<'_, T>; 3] {
-        let [a, b, c] = &mut self.bufs;
-        [view(a, shapes[0]), view(b, shapes[1]), view(c, shapes[2])]
+    pub(crate) fn views(&mut self, shapes: [(usize, usize); 4]) -> [MatMut<'_, T>; 4] {
+        let [a, b, c, d] = &mut self.bufs;
+        [view(a, shapes[0]), view(b, shapes[1]), view(c, shapes[2]), view(d, shapes[3])]
     }
 }
 

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::real::Real;
 use crate::shared_mat::SharedMat;
 use crate::team::Crew;
-use crate::triangle::{self, dot_with, sum_squares};
+use crate::triangle::{dot_with, sum_squares};
 
 fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
     Error::Numerical(format!(
@@ -55,7 +55,8 @@ pub fn tile_size(n: usize) -> usize {
 
 /// Overwrites the lower triangle of `M` (N x N) with its Cholesky factor `L` (`M = L L^T`)
 /// and the lower triangle of `v` with `V = L^-1`, by square tiles of side `tile`; `scratch`
-/// is N x `tile`. All of it is tile products: a right-looking tiled Cholesky whose
+/// is N x `tile`. Returns the row sums of V's strict lower triangle (`f64`), taken from each
+/// tile as it is finished. All of it is tile products: a right-looking tiled Cholesky whose
 /// triangular solves multiply by the inverses of the diagonal tiles, and the block forward
 /// substitution `L V = I` carried along, row of tiles by row of tiles (`N^3/3 + N^3/3`
 /// flops, plus `N^2 tile` for the diagonal tiles' triangles multiplied as full squares).
@@ -69,7 +70,7 @@ pub fn cholesky_inverse<T: Real>(
     v: &SharedMat<'_, T>,
     scratch: &SharedMat<'_, T>,
     tile: usize,
-) -> Result<()> {
+) -> Result<Vec<f64>> {
     let n = m.nrows();
     let tiles = n.div_ceil(tile);
     let start = |t: usize| t * tile;
@@ -98,9 +99,12 @@ pub fn cholesky_inverse<T: Real>(
     };
     let one = T::of(1.0);
     crew.single(|| factor(0));
+    // Row sums of V's strict lower triangle, tile by tile in a fixed order.
+    let mut off = vec![0.0f64; n];
     for k in 0..tiles {
         let below = tiles - k - 1;
-        crew.phase(below + k, |item| unsafe {
+        // The tiles of V left of the diagonal are final here: their row sums come along.
+        let sums = crew.map(below + k, |item| unsafe {
             let linv = v.block(start(k), start(k), size(k), size(k));
             if item < below {
                 let i = k + 1 + item;
@@ -108,14 +112,27 @@ pub fn cholesky_inverse<T: Real>(
                 copy.copy_from(m.block(start(i), start(k), size(i), size(k)));
                 let out = m.block_mut(start(i), start(k), size(i), size(k));
                 matmul(out, Accum::Replace, copy.rb(), linv.transpose(), one, Par::Seq);
+                Vec::new()
             } else {
                 let j = item - below;
                 let mut copy = scratch.block_mut(start(j), 0, size(k), size(j));
                 copy.copy_from(v.block(start(k), start(j), size(k), size(j)));
-                let out = v.block_mut(start(k), start(j), size(k), size(j));
-                matmul(out, Accum::Replace, linv, copy.rb(), one, Par::Seq);
+                let mut out = v.block_mut(start(k), start(j), size(k), size(j));
+                matmul(out.rb_mut(), Accum::Replace, linv, copy.rb(), one, Par::Seq);
+                let mut rows = vec![0.0f64; size(k)];
+                for c in 0..size(j) {
+                    for (r, x) in rows.iter_mut().zip(out.rb().col(c).iter()) {
+                        *r += x.f64();
+                    }
+                }
+                rows
             }
         });
+        for tile_sums in &sums[below..] {
+            for (o, x) in off[start(k)..].iter_mut().zip(tile_sums) {
+                *o += x;
+            }
+        }
         if below == 0 {
             break;
         }
@@ -151,20 +168,29 @@ pub fn cholesky_inverse<T: Real>(
     if crew.raised() {
         return Err(not_positive_definite("a diagonal tile is not positive definite"));
     }
-    Ok(())
+    for k in 0..tiles {
+        // SAFETY: all phases are over; V is read-only from here on.
+        let diagonal = unsafe { v.block(start(k), start(k), size(k), size(k)) };
+        for c in 0..size(k) {
+            for (o, x) in off[start(k) + c + 1..].iter_mut().zip(diagonal.col(c).iter().skip(c + 1)) {
+                *o += x.f64();
+            }
+        }
+    }
+    Ok(off)
 }
 
 /// Per source j, `T_j = (1/(N+1)) sum_{i != j} (M^-1)_ij / (M^-1)_jj`, from `V = L^-1` (the
-/// lower triangle of `v`, N x N) with `M = L L^T`. Nothing may write `v` meanwhile.
+/// lower triangle of `v`, N x N) with `M = L L^T`, and `off`, the row sums of V's strict lower
+/// triangle (what [`cholesky_inverse`] returns). Nothing may write `v` meanwhile.
 ///
 /// Entries are `f64`; a cell with no path to any other cell gets exactly 0.
-pub fn system_temperatures<T: Real>(crew: &Crew<'_>, v: &SharedMat<'_, T>) -> Vec<f64> {
+pub fn system_temperatures<T: Real>(crew: &Crew<'_>, v: &SharedMat<'_, T>, off: &[f64]) -> Vec<f64> {
     const COLUMNS_PER_ITEM: usize = 16;
     let n = v.nrows();
     // SAFETY (the reads of `v`): read-only phases.
     let diagonal = |k: usize| unsafe { v.column(k, k)[0].f64() };
     // r_k: row sums of V (strict lower part plus the diagonal).
-    let off = triangle::row_sums(crew, v);
     let r: Vec<f64> = (0..n).map(|k| off[k] + diagonal(k)).collect();
     let scale = 1.0 / (n as f64 + 1.0);
     let items = n.div_ceil(COLUMNS_PER_ITEM);

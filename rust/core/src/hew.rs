@@ -230,8 +230,8 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, pa
                 match heat_system(crew, centred, Some(&dead), rules, &m, tile) {
                     None => vec![1.0; n],
                     Some(system) => {
-                        cholesky_inverse(crew, &m, &v, &scratch, tile)?;
-                        let temperatures = system_temperatures(crew, &v);
+                        let off = cholesky_inverse(crew, &m, &v, &scratch, tile)?;
+                        let temperatures = system_temperatures(crew, &v, &off);
                         weights_from_temperatures(&temperatures, &system.connected)
                     }
                 }

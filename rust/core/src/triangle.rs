@@ -1,13 +1,10 @@
-//! Reductions over column-major square matrices whose strict lower triangle holds a
-//! symmetric matrix (the half the kernels store). Reads run down columns, sums use eight
-//! independent f64 lanes (so the compiler vectorises them), and every sum is taken in a fixed
-//! order, so results do not depend on the number of threads.
+//! Small reductions the kernels share: columns of column-major matrices as slices, and `f64`
+//! sums in eight independent lanes (so that the compiler vectorises them), each taken in a
+//! fixed order, so that results do not depend on the number of threads.
 
 use faer::MatRef;
 
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::team::Crew;
 
 /// Lanes of the vectorised f64 sums.
 pub(crate) const LANES: usize = 8;
@@ -48,26 +45,4 @@ pub(crate) fn sum_squares<T: Real>(x: &[T]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
-}
-
-/// Per row `i`, the sum of the strict lower triangle's row (`j < i`; 0 for row 0), one
-/// phase of the team. Rows are taken in blocks of 64 so that every read runs down a column.
-/// Nothing may write `m` during the phase.
-pub(crate) fn row_sums<T: Real>(crew: &Crew<'_>, m: &SharedMat<'_, T>) -> Vec<f64> {
-    const BLOCK: usize = 64;
-    let n = m.nrows();
-    let blocks = crew.map(n.div_ceil(BLOCK), |b| {
-        let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
-        let mut sum = vec![0.0f64; r1 - r0];
-        for j in 0..r1.saturating_sub(1) {
-            let start = r0.max(j + 1);
-            // SAFETY: read-only phase.
-            let col = unsafe { m.column(j, start) };
-            for (s, x) in sum[start - r0..].iter_mut().zip(&col[..r1 - start]) {
-                *s += x.f64();
-            }
-        }
-        sum
-    });
-    blocks.into_iter().flatten().collect()
 }

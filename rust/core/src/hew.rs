@@ -16,7 +16,8 @@ use rayon::prelude::*;
 
 use crate::affinity::{centre_columns, heat_system, AffinityRules};
 use crate::error::{Error, Result};
-use crate::heat::{cholesky_inverse, system_temperatures, tile_size};
+use crate::heat::system_temperatures;
+use crate::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
 use crate::real::Real;
 use crate::shared_mat::SharedMat;
 use crate::workspace::with_workspace;
@@ -183,6 +184,7 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, pa
     let (n, c) = (f.nrows(), f.ncols());
     let rules = AffinityRules { threshold: params.threshold, ground: params.ground };
     let tile = tile_size(n);
+    let plan = Plan::get(n.div_ceil(tile), par.degree());
     with_workspace::<T, _>(|ws| {
         let [cells, m, v, scratch] = ws.views([(c, n), (n, n), (n, n), (n, tile)]);
         let (cells, m, v, scratch) = (SharedMat::new(cells), SharedMat::new(m), SharedMat::new(v), SharedMat::new(scratch));
@@ -230,7 +232,7 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, pa
                 match heat_system(crew, centred, Some(&dead), rules, &m, tile) {
                     None => vec![1.0; n],
                     Some(system) => {
-                        let off = cholesky_inverse(crew, &m, &v, &scratch, tile)?;
+                        let off = cholesky_inverse(crew, &plan, &m, &v, &scratch, tile)?;
                         let temperatures = system_temperatures(crew, &v, &off);
                         weights_from_temperatures(&temperatures, &system.connected)
                     }

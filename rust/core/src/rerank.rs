@@ -21,7 +21,8 @@ use rayon::prelude::*;
 
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
 use crate::error::{Error, Result};
-use crate::heat::{cholesky, tile_size};
+use crate::heat::cholesky;
+use crate::tiled_cholesky::tile_size;
 use crate::shared_mat::SharedMat;
 use crate::team;
 use crate::real::Real;

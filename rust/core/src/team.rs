@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use faer::Par;
 
+use crate::task_graph::TaskGraph;
+
 struct Shared {
     /// Current phase (high 32 bits) and the next unclaimed item of it (low 32 bits).
     state: AtomicU64,
@@ -34,8 +36,10 @@ struct Shared {
     finished: AtomicUsize,
     /// Raised by an item that found a problem (see [`Crew::raise`]).
     raised: AtomicBool,
-    /// The result slots of [`Crew::map`] phases, in program order.
+    /// The result slots of [`Crew::map`] and [`Crew::graph`] phases, in program order.
     slots: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+    /// The number of participants asked for (some may start late or never).
+    size: usize,
 }
 
 /// One participant's handle on the team, passed to the program.
@@ -132,18 +136,43 @@ impl Crew<'_> {
     /// A phase whose items return results: every participant gets all of them, in item
     /// order, once the phase is finished.
     pub fn map<R: Clone + Send + Sync + 'static>(&self, items: usize, op: impl Fn(usize) -> R) -> Vec<R> {
-        // The k-th map of the program has the k-th slots, made by whoever gets there first.
-        let k = self.maps.get();
-        self.maps.set(k + 1);
-        let slots = {
-            let mut all = self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if all.len() == k {
-                all.push(Arc::new(Slots::<R>::new(items)));
-            }
-            Arc::clone(&all[k]).downcast::<Slots<R>>().expect("every participant runs the same program")
-        };
+        let slots = self.slots::<R>(items);
         self.phase(items, |i| slots.set(i, op(i)));
         slots.iter().cloned().collect()
+    }
+
+    /// A phase that runs a task graph: `op(id)` for every task, in the graph's order, each
+    /// once all the tasks it needs are finished; returns the results by task id. A
+    /// participant that claims a task whose needs are still running waits for them: they
+    /// come earlier in the order, so they were claimed earlier and the wait ends.
+    pub fn graph<R: Clone + Send + Sync + 'static>(&self, graph: &TaskGraph, op: impl Fn(usize) -> R) -> Vec<R> {
+        let slots = self.slots::<R>(graph.len());
+        self.phase(graph.len(), |p| {
+            wait(self.shared, || graph.needs[p].iter().all(|&d| slots.is_set(d as usize)));
+            slots.set(p, op(graph.order[p]));
+        });
+        let mut out: Vec<Option<R>> = vec![None; graph.len()];
+        for (p, &id) in graph.order.iter().enumerate() {
+            out[id] = Some(slots.get(p).clone());
+        }
+        out.into_iter().map(|r| r.expect("every task ran")).collect()
+    }
+
+    /// The number of participants the team was asked for (the degree of its `Par`).
+    pub fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// The result slots of the next [`Crew::map`] or [`Crew::graph`] phase: the k-th of the
+    /// program, made by whoever gets there first.
+    fn slots<R: Send + Sync + 'static>(&self, items: usize) -> Arc<Slots<R>> {
+        let k = self.maps.get();
+        self.maps.set(k + 1);
+        let mut all = self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() == k {
+            all.push(Arc::new(Slots::<R>::new(items)));
+        }
+        Arc::clone(&all[k]).downcast::<Slots<R>>().expect("every participant runs the same program")
     }
 
     /// A phase of one item.
@@ -164,6 +193,7 @@ pub fn run<R: Send>(par: Par, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
         finished: AtomicUsize::new(0),
         raised: AtomicBool::new(false),
         slots: Mutex::new(Vec::new()),
+        size: par.degree().max(1),
     };
     let participate = || {
         shared.started.fetch_add(1, Ordering::AcqRel);
@@ -205,6 +235,10 @@ impl<R> Slots<R> {
 
     fn set(&self, i: usize, value: R) {
         assert!(self.slots[i].set(value).is_ok(), "slot {i} written twice");
+    }
+
+    fn is_set(&self, i: usize) -> bool {
+        self.slots[i].get().is_some()
     }
 
     fn get(&self, i: usize) -> &R {

@@ -336,6 +336,26 @@ class TestErrors:
             impl.hew_weights(f, threshold="0.1")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_non_finite_values_are_found_wherever_they_are(dtype, order):
+    """The single-map path checks finiteness inside its first pass over the cells (in
+    chunks of rows, shared by the threads): every position is found, and the message names
+    the first bad entry in row-major order."""
+    rng = np.random.default_rng(5)
+    cases = [(1, [(0, 2)]), (3, [(2, 1)]), (150, [(0, 0)]), (150, [(149, 3)]), (150, [(100, 0), (70, 3)])]
+    for n, bad in cases:
+        f = np.asarray(rng.random((n, 4)), dtype=dtype, order=order)
+        for (i, k), value in zip(bad, (np.inf, np.nan)):
+            f[i, k] = value
+        first = min(bad)
+        for fn in (hs.hew_weights, hs.hew_pool):
+            with pytest.raises(ValueError, match=rf"finite.*row {first[0]}, column {first[1]}"):
+                fn(f)
+            with pytest.raises(ValueError, match=rf"finite.*row {first[0]}, column {first[1]}"):
+                fn(f, np.zeros(4, dtype))
+
+
 def test_errors_are_heatsearch_errors():
     with pytest.raises(hs.HeatsearchError):
         hs.hew_weights(np.full((2, 2), np.nan))

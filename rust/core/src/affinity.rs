@@ -56,25 +56,31 @@ pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], un
     crew.phase(n.div_ceil(COLUMNS_PER_ITEM), |item| {
         let mut d = vec![0.0f64; c];
         for i in item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n) {
-            let mut f_norm2 = 0.0;
-            let row = f.row(i);
-            match row.try_as_row_major() {
+            // One pass: the centred row and the squared norms of the row and of its centred
+            // version, in eight lanes.
+            let (mut f2, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            match f.row(i).try_as_row_major() {
                 Some(r) => {
-                    for ((dk, x), m) in d.iter_mut().zip(r.as_slice()).zip(mu) {
-                        *dk = x.f64() - m;
+                    for ((ds, xs), ms) in d.chunks_exact_mut(LANES).zip(r.as_slice().chunks_exact(LANES)).zip(mu.chunks_exact(LANES)) {
+                        for l in 0..LANES {
+                            let x = xs[l].f64();
+                            ds[l] = x - ms[l];
+                            f2[l] += x * x;
+                            d2[l] += ds[l] * ds[l];
+                        }
                     }
-                    if unit {
-                        f_norm2 = sum_squares(r.as_slice());
-                    }
+                    let done = c - c % LANES;
+                    centre_lanes(&mut d[done..], r.as_slice()[done..].iter().map(|x| x.f64()), &mu[done..], &mut f2, &mut d2);
                 }
                 None => {
-                    for (k, dk) in d.iter_mut().enumerate() {
-                        *dk = row[k].f64() - mu[k];
-                        f_norm2 += row[k].f64() * row[k].f64();
+                    for k0 in (0..c).step_by(LANES) {
+                        let k1 = (k0 + LANES).min(c);
+                        centre_lanes(&mut d[k0..k1], (k0..k1).map(|k| f[(i, k)].f64()), &mu[k0..k1], &mut f2, &mut d2);
                     }
                 }
             }
-            let norm = sum_squares(&d).sqrt();
+            let f_norm2: f64 = f2.iter().sum();
+            let norm = d2.iter().sum::<f64>().sqrt();
             let scale = if !unit {
                 1.0
             } else if norm > tolerance * (f_norm2.sqrt() + mu_norm) {
@@ -90,6 +96,17 @@ pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], un
             }
         }
     });
+}
+
+/// Up to `LANES` values `xs` centred by `ms` into `ds`; their squares and those of the
+/// centred values are added to the lanes `f2` and `d2`.
+#[inline(always)]
+fn centre_lanes(ds: &mut [f64], xs: impl Iterator<Item = f64>, ms: &[f64], f2: &mut [f64; LANES], d2: &mut [f64; LANES]) {
+    for (l, ((dk, x), m)) in ds.iter_mut().zip(xs).zip(ms).enumerate() {
+        *dk = x - m;
+        f2[l] += x * x;
+        d2[l] += *dk * *dk;
+    }
 }
 
 /// What one Gram tile kept: per column and per row of the tile, the sum of its kept

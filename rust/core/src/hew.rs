@@ -11,8 +11,9 @@
 //! affinity while others have some ("isolated", `T_j = 0`) gets the largest weight of the
 //! connected cells.
 
-use faer::{MatRef, Par};
+use faer::MatRef;
 use rayon::prelude::*;
+use rayon::ThreadPool;
 
 use crate::affinity::{centre_columns, heat_system, AffinityRules};
 use crate::error::{Error, Result};
@@ -20,6 +21,7 @@ use crate::heat::system_temperatures;
 use crate::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
 use crate::real::Real;
 use crate::shared_mat::SharedMat;
+use crate::team::Members;
 use crate::workspace::with_workspace;
 use crate::{team, threads, validate};
 
@@ -43,18 +45,18 @@ impl Default for HewParams {
 ///
 /// `mean`: the centering mean `(C,)`; `None` uses the map's own mean of local features.
 pub fn hew_weights<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewParams) -> Result<Vec<T>> {
-    check_map(f, "the feature map")?;
+    validate::non_empty(f, "the feature map")?;
     let mu = check_mean(mean, f.ncols())?;
     validate::heat_params(params.threshold, params.ground)?;
-    threads::install(|n| weights(f, mu.as_deref(), params, parallelism(n, f.nrows())))?
+    threads::with_pool(|pool| weights(f, mu.as_deref(), params, members(pool, f.nrows())))?
 }
 
 /// HeW descriptor of one map: `sum_j w_j f_j`, `(C,)`, in `T` (accumulated in `f64`).
 pub fn hew_pool<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewParams) -> Result<Vec<T>> {
-    check_map(f, "the feature map")?;
+    validate::non_empty(f, "the feature map")?;
     let mu = check_mean(mean, f.ncols())?;
     validate::heat_params(params.threshold, params.ground)?;
-    threads::install(|n| pool(f, mu.as_deref(), params, parallelism(n, f.nrows())))?
+    threads::with_pool(|pool| descriptor(f, mu.as_deref(), params, members(pool, f.nrows())))?
 }
 
 /// HeW descriptors of many maps with the same number of channels C (any numbers of cells),
@@ -71,12 +73,12 @@ pub fn hew_pool_batch<T: Real>(
         None => None,
     };
     validate::heat_params(params.threshold, params.ground)?;
-    threads::install(|n| {
-        maps.par_iter().try_for_each(|m| validate::finite(*m, "every feature map"))?;
-        if maps.len() >= n {
-            maps.par_iter().map(|m| pool(*m, mu.as_deref(), params, Par::Seq)).collect()
+    threads::with_pool(|pool| {
+        pool.install(|| maps.par_iter().try_for_each(|m| validate::finite(*m, "every feature map")))?;
+        if maps.len() >= pool.current_num_threads() {
+            pool.install(|| maps.par_iter().map(|m| descriptor(*m, mu.as_deref(), params, Members::Caller)).collect())
         } else {
-            maps.iter().map(|m| pool(*m, mu.as_deref(), params, parallelism(n, m.nrows()))).collect()
+            maps.iter().map(|m| descriptor(*m, mu.as_deref(), params, members(pool, m.nrows()))).collect()
         }
     })?
 }
@@ -101,13 +103,9 @@ pub fn local_mean<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Vec<T>> {
     })?
 }
 
-fn parallelism(threads: usize, cells: usize) -> Par {
-    if threads > 1 && cells > 1 { Par::rayon(threads) } else { Par::Seq }
-}
-
-fn check_map<T: Real>(f: MatRef<'_, T>, what: &str) -> Result<()> {
-    validate::non_empty(f, what)?;
-    validate::finite(f, what)
+/// Every thread of the pool for a map of more than one cell.
+fn members(pool: &ThreadPool, cells: usize) -> Members<'_> {
+    if cells > 1 { Members::Pool(pool, pool.current_num_threads()) } else { Members::Caller }
 }
 
 fn check_mean<T: Real>(mean: Option<&[T]>, c: usize) -> Result<Option<Vec<f64>>> {
@@ -156,12 +154,12 @@ fn for_row<T: Real>(f: MatRef<'_, T>, i: usize, mut op: impl FnMut(usize, f64)) 
     }
 }
 
-fn pool<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<T>> {
-    Ok(map_heat(f, mu, params, par, Output::Descriptor)?.into_iter().map(T::of).collect())
+fn descriptor<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, members: Members<'_>) -> Result<Vec<T>> {
+    Ok(map_heat(f, mu, params, members, Output::Descriptor)?.into_iter().map(T::of).collect())
 }
 
-fn weights<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par) -> Result<Vec<T>> {
-    Ok(map_heat(f, mu, params, par, Output::Weights)?.into_iter().map(T::of).collect())
+fn weights<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, members: Members<'_>) -> Result<Vec<T>> {
+    Ok(map_heat(f, mu, params, members, Output::Weights)?.into_iter().map(T::of).collect())
 }
 
 /// What [`map_heat`] returns.
@@ -178,28 +176,33 @@ const ROWS_PER_ITEM: usize = 64;
 /// Channels per item of the pooling pass.
 const CHANNELS_PER_ITEM: usize = 64;
 
-/// HeW of one validated map, in `f64`: the weights or the descriptor. All of it runs in one
-/// team (a single entry into the thread pool): every step is a phase of it.
-fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, par: Par, output: Output) -> Result<Vec<f64>> {
+/// HeW of one non-empty map, in `f64`: the weights or the descriptor (an error if the map
+/// holds NaN or infinity). All of it runs in one team (a single entry into the thread
+/// pool): every step is a phase of it.
+fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, members: Members<'_>, output: Output) -> Result<Vec<f64>> {
     let (n, c) = (f.nrows(), f.ncols());
     let rules = AffinityRules { threshold: params.threshold, ground: params.ground };
     let tile = tile_size(n);
-    let plan = Plan::get(n.div_ceil(tile), par.degree());
+    let plan = Plan::get(n.div_ceil(tile), members.size());
     with_workspace::<T, _>(|ws| {
         let [cells, m, v, scratch] = ws.views([(c, n), (n, n), (n, n), (n, tile)]);
         let (cells, m, v, scratch) = (SharedMat::new(cells), SharedMat::new(m), SharedMat::new(v), SharedMat::new(scratch));
-        team::run(par, |crew| {
+        team::run(members, |crew| {
             let weights = if n == 1 {
+                validate::finite(f, "the feature map")?;
                 vec![1.0]
             } else {
-                // Dead cells (all channels zero) and, without a given mean, per-channel sums.
+                // Dead cells (all channels zero), whether every value is finite (the check of
+                // the input, in the same pass) and, without a given mean, per-channel sums.
                 let chunks = crew.map(n.div_ceil(ROWS_PER_ITEM), |item| {
                     let rows = item * ROWS_PER_ITEM..((item + 1) * ROWS_PER_ITEM).min(n);
                     let mut sums = vec![0.0f64; if mu.is_some() { 0 } else { c }];
+                    let mut finite = true;
                     let dead: Vec<bool> = rows
                         .map(|i| match f.row(i).try_as_row_major() {
                             Some(r) => {
                                 let r = r.as_slice();
+                                finite &= validate::all_finite(r);
                                 sums.iter_mut().zip(r).for_each(|(s, x)| *s += x.f64());
                                 r.iter().all(|x| *x == T::of(0.0))
                             }
@@ -207,6 +210,7 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, pa
                                 let mut zero = true;
                                 for_row(f, i, |k, x| {
                                     zero &= x == 0.0;
+                                    finite &= x.is_finite();
                                     if let Some(s) = sums.get_mut(k) {
                                         *s += x;
                                     }
@@ -215,17 +219,21 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, pa
                             }
                         })
                         .collect();
-                    (sums, dead)
+                    (sums, dead, finite)
                 });
+                if chunks.iter().any(|(_, _, finite)| !finite) {
+                    // Names the first bad entry.
+                    validate::finite(f, "the feature map")?;
+                }
                 let own_mean: Vec<f64>;
                 let mu = match mu {
                     Some(mu) => mu,
                     None => {
-                        own_mean = (0..c).map(|k| chunks.iter().map(|(s, _)| s[k]).sum::<f64>() / n as f64).collect();
+                        own_mean = (0..c).map(|k| chunks.iter().map(|(s, _, _)| s[k]).sum::<f64>() / n as f64).collect();
                         &own_mean
                     }
                 };
-                let dead: Vec<bool> = chunks.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+                let dead: Vec<bool> = chunks.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
                 centre_columns(crew, f, mu, true, &cells);
                 // SAFETY: the centring phase is over; nothing writes `cells` any more.
                 let centred = unsafe { cells.block(0, 0, c, n) };

@@ -554,7 +554,7 @@ pub fn build_heat_system<T: Real>(
     centre(x, query, candidates, cells.rb_mut());
     let rules = AffinityRules { threshold: 0.0, ground };
     let m = SharedMat::new(m);
-    team::run(Par::Seq, |crew| heat_system(crew, cells.rb(), None, rules, &m, tile_size(m.nrows())))
+    team::run(team::Members::Caller, |crew| heat_system(crew, cells.rb(), None, rules, &m, tile_size(m.nrows())))
 }
 
 /// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node) and the number of CG

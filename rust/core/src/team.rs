@@ -6,20 +6,25 @@
 //! `join` of two 50 us halves took 125 us. A team enters the pool once per map instead:
 //! every participant runs the same program, a sequence of phases; the items of a phase are
 //! claimed one at a time from a shared counter, and a participant with nothing left to claim
-//! spins (briefly: the others are running the last items) until the phase is finished.
+//! spins (briefly: the others are running the last items) until the phase is finished. The
+//! calling thread is a participant from the start, inside the pool or not (a Python thread
+//! calling `hew_pool` does not hand the map to a pool thread and sleep until it is done).
 //!
 //! Safe with any number of participants: one that starts late finds the finished phases done
-//! and skips them, and a team of one (`Par::Seq`, a map of a batch) runs every item itself.
+//! and skips them, and a team of one ([`Members::Caller`], a map of a batch) runs every item
+//! itself.
 //! Every item computes the same thing whoever runs it, so results do not depend on the
 //! number of threads. Work is written to disjoint blocks through
 //! [`crate::shared_mat::SharedMat`]; small per-item results come back from [`Crew::map`].
+//! A phase can also be a graph of dependent tasks ([`Crew::graph`]): no barrier between
+//! them, a task waits only for the ones it needs.
 
 use std::any::Any;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use faer::Par;
+use rayon::ThreadPool;
 
 use crate::task_graph::TaskGraph;
 
@@ -158,7 +163,7 @@ impl Crew<'_> {
         out.into_iter().map(|r| r.expect("every task ran")).collect()
     }
 
-    /// The number of participants the team was asked for (the degree of its `Par`).
+    /// The number of participants the team was asked for.
     pub fn size(&self) -> usize {
         self.shared.size
     }
@@ -181,10 +186,29 @@ impl Crew<'_> {
     }
 }
 
-/// Runs `program` on a team: on the calling thread alone (`Par::Seq`), or on up to `n`
-/// threads (`Par::Rayon(n)`, called from inside the rayon pool that supplies them). Returns
-/// the calling thread's result; the program must write its shared results only in items.
-pub fn run<R: Send>(par: Par, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
+/// Who runs a team's program.
+#[derive(Clone, Copy)]
+pub enum Members<'p> {
+    /// The calling thread alone.
+    Caller,
+    /// The calling thread and `n - 1` helpers spawned into the pool (the calling thread may
+    /// be one of the pool's or not).
+    Pool(&'p ThreadPool, usize),
+}
+
+impl Members<'_> {
+    /// The number of participants.
+    pub fn size(&self) -> usize {
+        match *self {
+            Members::Caller => 1,
+            Members::Pool(_, n) => n.max(1),
+        }
+    }
+}
+
+/// Runs `program` on a team and returns the calling thread's result; the program must write
+/// its shared results only in items.
+pub fn run<R: Send>(members: Members<'_>, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
     let shared = Shared {
         state: AtomicU64::new(pack(0, 0)),
         done: AtomicUsize::new(0),
@@ -193,7 +217,7 @@ pub fn run<R: Send>(par: Par, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
         finished: AtomicUsize::new(0),
         raised: AtomicBool::new(false),
         slots: Mutex::new(Vec::new()),
-        size: par.degree().max(1),
+        size: members.size(),
     };
     let participate = || {
         shared.started.fetch_add(1, Ordering::AcqRel);
@@ -203,11 +227,11 @@ pub fn run<R: Send>(par: Par, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
         shared.finished.fetch_add(1, Ordering::AcqRel);
         out
     };
-    let n = par.degree();
-    if n <= 1 {
-        return participate();
-    }
-    rayon::scope(|s| {
+    let (pool, n) = match members {
+        Members::Pool(pool, n) if n > 1 => (pool, n),
+        _ => return participate(),
+    };
+    pool.in_place_scope(|s| {
         for _ in 1..n {
             s.spawn(|_| {
                 participate();
@@ -275,10 +299,16 @@ mod tests {
     fn every_item_runs_once_whatever_the_team_size() {
         for threads in [1, 2, 3, 4] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            for _ in 0..20 {
+            let members = if threads == 1 { Members::Caller } else { Members::Pool(&pool, threads) };
+            for i in 0..40 {
                 let runs = AtomicUsize::new(0);
-                let par = if threads == 1 { Par::Seq } else { Par::rayon(threads) };
-                let total = pool.install(|| run(par, |crew| program(crew, &runs)));
+                // Called from outside the pool (a Python thread) and from inside (a map of
+                // a batch).
+                let total = if i % 2 == 0 {
+                    run(members, |crew| program(crew, &runs))
+                } else {
+                    pool.install(|| run(members, |crew| program(crew, &runs)))
+                };
                 assert_eq!(runs.load(Ordering::Relaxed), 51);
                 assert_eq!(total, TOTAL);
             }
@@ -289,7 +319,7 @@ mod tests {
     fn a_team_larger_than_the_pool_still_finishes() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let runs = AtomicUsize::new(0);
-        let total = pool.install(|| run(Par::rayon(4), |crew| program(crew, &runs)));
+        let total = run(Members::Pool(&pool, 4), |crew| program(crew, &runs));
         assert_eq!(runs.load(Ordering::Relaxed), 51);
         assert_eq!(total, TOTAL);
     }
@@ -299,7 +329,7 @@ mod tests {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             pool.install(|| {
-                run(Par::rayon(2), |crew| {
+                run(Members::Pool(&pool, 2), |crew| {
                     crew.phase(8, |i| {
                         if i == 3 {
                             panic!("item 3");

@@ -83,6 +83,12 @@ fn pool() -> Result<Arc<ThreadPool>> {
     Ok(pool)
 }
 
+/// Runs `op` on the calling thread with heatsearch's pool at hand (to spawn a
+/// [`crate::team`]'s helpers into it).
+pub fn with_pool<R>(op: impl FnOnce(&ThreadPool) -> R) -> Result<R> {
+    Ok(op(&*pool()?))
+}
+
 /// Runs `op` inside heatsearch's pool; `op` receives the pool's thread count.
 pub fn install<R: Send>(op: impl FnOnce(usize) -> R + Send) -> Result<R> {
     let pool = pool()?;

@@ -101,8 +101,10 @@ impl Plan {
     /// The plan for `tiles` tiles a side and `workers` threads, from a small cache: a batch
     /// of maps of one size schedules the graph once.
     pub fn get(tiles: usize, workers: usize) -> Arc<Plan> {
+        /// `((tiles, workers), plan)`, the most recent last.
+        type Cache = Mutex<Vec<((usize, usize), Arc<Plan>)>>;
         const KEPT: usize = 8;
-        static CACHE: Mutex<Vec<((usize, usize), Arc<Plan>)>> = Mutex::new(Vec::new());
+        static CACHE: Cache = Mutex::new(Vec::new());
         let key = (tiles, workers);
         if let Some((_, plan)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
             return Arc::clone(plan);
@@ -221,7 +223,7 @@ pub fn cholesky_inverse<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::team;
+    use crate::team::{self, Members};
     use faer::Mat;
 
     /// A diagonally dominant SPD matrix like HeW's: `D - A` with `A >= 0`.
@@ -237,8 +239,8 @@ mod tests {
         let plan = Plan::get(n.div_ceil(tile), threads);
         let (ms, vs, ss) = (SharedMat::new(m.as_mut()), SharedMat::new(v.as_mut()), SharedMat::new(scratch.as_mut()));
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let par = if threads == 1 { Par::Seq } else { Par::rayon(threads) };
-        let off = pool.install(|| team::run(par, |crew| cholesky_inverse(crew, &plan, &ms, &vs, &ss, tile))).unwrap();
+        let members = if threads == 1 { Members::Caller } else { Members::Pool(&pool, threads) };
+        let off = team::run(members, |crew| cholesky_inverse(crew, &plan, &ms, &vs, &ss, tile)).unwrap();
         (m, v, off)
     }
 
@@ -283,7 +285,7 @@ mod tests {
         let mut scratch = Mat::<f64>::zeros(n, 4);
         let plan = Plan::get(3, 1);
         let (ms, vs, ss) = (SharedMat::new(m.as_mut()), SharedMat::new(v.as_mut()), SharedMat::new(scratch.as_mut()));
-        let result = team::run(Par::Seq, |crew| cholesky_inverse(crew, &plan, &ms, &vs, &ss, 4));
+        let result = team::run(Members::Caller, |crew| cholesky_inverse(crew, &plan, &ms, &vs, &ss, 4));
         assert!(result.is_err());
     }
 }

@@ -44,8 +44,9 @@ pub(crate) fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether every value is finite (branch-free within chunks of 64).
 #[inline]
-fn all_finite<T: Real>(v: &[T]) -> bool {
+pub(crate) fn all_finite<T: Real>(v: &[T]) -> bool {
     v.chunks(64).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 

@@ -171,10 +171,9 @@ enum Output {
     Descriptor,
 }
 
-/// Rows (cells) per item of the pass that finds dead cells and the map's own mean.
+/// Rows (cells) per item of the passes over rows: dead cells and the map's own mean, and
+/// pooling.
 const ROWS_PER_ITEM: usize = 64;
-/// Channels per item of the pooling pass.
-const CHANNELS_PER_ITEM: usize = 64;
 
 /// HeW of one non-empty map, in `f64`: the weights or the descriptor (an error if the map
 /// holds NaN or infinity). All of it runs in one team (a single entry into the thread
@@ -249,19 +248,23 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, me
             if output == Output::Weights {
                 return Ok(weights);
             }
-            let descriptor = crew.map(c.div_ceil(CHANNELS_PER_ITEM), |item| {
-                let (k0, k1) = (item * CHANNELS_PER_ITEM, ((item + 1) * CHANNELS_PER_ITEM).min(c));
-                let mut acc = vec![0.0f64; k1 - k0];
-                for (i, w) in weights.iter().enumerate() {
-                    let row = f.row(i).subcols(k0, k1 - k0);
-                    match row.try_as_row_major() {
+            // Partial sums over blocks of rows (read in memory order), added in block order.
+            let partial = crew.map(n.div_ceil(ROWS_PER_ITEM), |item| {
+                let mut acc = vec![0.0f64; c];
+                for i in item * ROWS_PER_ITEM..((item + 1) * ROWS_PER_ITEM).min(n) {
+                    let w = weights[i];
+                    match f.row(i).try_as_row_major() {
                         Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, x)| *a += w * x.f64()),
-                        None => acc.iter_mut().enumerate().for_each(|(k, a)| *a += w * row[k].f64()),
+                        None => for_row(f, i, |k, x| acc[k] += w * x),
                     }
                 }
                 acc
             });
-            Ok(descriptor.concat())
+            let mut descriptor = vec![0.0f64; c];
+            for acc in &partial {
+                descriptor.iter_mut().zip(acc).for_each(|(d, a)| *d += a);
+            }
+            Ok(descriptor)
         })
     })
 }

@@ -101,7 +101,7 @@ impl Plan {
     /// The plan for `tiles` tiles a side and `workers` threads, from a small cache: a batch
     /// of maps of one size schedules the graph once.
     pub fn get(tiles: usize, workers: usize) -> Arc<Plan> {
-        /// `((tiles, workers), plan)`, the most recent last.
+        /// `((tiles, workers), plan)`, in the order they were made.
         type Cache = Mutex<Vec<((usize, usize), Arc<Plan>)>>;
         const KEPT: usize = 8;
         static CACHE: Cache = Mutex::new(Vec::new());

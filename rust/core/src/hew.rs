@@ -251,8 +251,8 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, me
             // Partial sums over blocks of rows (read in memory order), added in block order.
             let partial = crew.map(n.div_ceil(ROWS_PER_ITEM), |item| {
                 let mut acc = vec![0.0f64; c];
-                for i in item * ROWS_PER_ITEM..((item + 1) * ROWS_PER_ITEM).min(n) {
-                    let w = weights[i];
+                let rows = item * ROWS_PER_ITEM..((item + 1) * ROWS_PER_ITEM).min(n);
+                for (i, &w) in rows.clone().zip(&weights[rows]) {
                     match f.row(i).try_as_row_major() {
                         Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, x)| *a += w * x.f64()),
                         None => for_row(f, i, |k, x| acc[k] += w * x),

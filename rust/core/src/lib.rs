@@ -46,4 +46,4 @@ pub use real::Real;
 pub use search::{search, Ranking};
 pub use knn::{knn_graph, KnnGraph};
 pub use diffusion::{diffusion_rerank, DiffusionParams};
-pub use rerank::{heat_rerank, HerParams, HerSolver, Reranking};
+pub use rerank::{heat_rerank, HerParams, HerSolver};

@@ -23,6 +23,7 @@ use crate::affinity::{heat_system, AffinityRules, HeatSystem};
 use crate::error::{Error, Result};
 use crate::heat::cholesky;
 use crate::tiled_cholesky::tile_size;
+use crate::search::Ranking;
 use crate::shared_mat::SharedMat;
 use crate::team;
 use crate::real::Real;
@@ -101,20 +102,6 @@ impl Default for HerParams {
     }
 }
 
-/// A re-ranked ranking: `rows x cols` row-major (one row per query, best first).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reranking<T> {
-    /// 0-based database indices, `rows * cols`, row-major.
-    pub ranks: Vec<i64>,
-    /// `scores[p]` belongs to `ranks[p]`: heat temperatures (`f64` rounded to `T`) in the top
-    /// `k` of each row, first-pass scores after it.
-    pub scores: Vec<T>,
-    /// Number of queries.
-    pub rows: usize,
-    /// Length of each ranking (`m`).
-    pub cols: usize,
-}
-
 /// HeR of every query (ALGORITHM.md, section 2).
 ///
 /// * `x`: database `(n, d)`; `q`: queries `(nq, d)`; any strides.
@@ -127,6 +114,9 @@ pub struct Reranking<T> {
 /// The query that heats the graph is `q`'s row, whatever produced `ranks`: pass an expanded
 /// query with the ORIGINAL ranking for "QE + HeR".
 ///
+/// Returns the re-ranked rankings `(nq, m)`: scores are heat temperatures (`f64` rounded to
+/// `T`) in the top `k` of each row, first-pass scores after it.
+///
 /// Queries run in parallel on heatsearch's pool, each on one thread; the result does not
 /// depend on the number of threads.
 pub fn heat_rerank<T: Real>(
@@ -135,7 +125,7 @@ pub fn heat_rerank<T: Real>(
     ranks: MatRef<'_, i64>,
     scores: Option<MatRef<'_, T>>,
     params: HerParams,
-) -> Result<Reranking<T>> {
+) -> Result<Ranking<T>> {
     let (n, d) = (x.nrows(), x.ncols());
     let (nq, m) = (ranks.nrows(), ranks.ncols());
     validate::non_empty(x, "the database X")?;
@@ -177,7 +167,7 @@ pub fn heat_rerank<T: Real>(
             .into_par_iter()
             .map(|i| rerank_one(x, q, i, ranks, scores, params))
             .collect::<Result<_>>()?;
-        let mut out = Reranking { ranks: Vec::with_capacity(nq * m), scores: Vec::with_capacity(nq * m), rows: nq, cols: m };
+        let mut out = Ranking { ranks: Vec::with_capacity(nq * m), scores: Vec::with_capacity(nq * m), rows: nq, cols: m };
         for (r, s) in rows {
             out.ranks.extend(r);
             out.scores.extend(s);
@@ -580,7 +570,7 @@ mod tests {
         faer::Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j])
     }
 
-    fn rerank(x: &faer::Mat<f64>, q: &faer::Mat<f64>, ranks: &[i64], k: usize, solver: HerSolver) -> Reranking<f64> {
+    fn rerank(x: &faer::Mat<f64>, q: &faer::Mat<f64>, ranks: &[i64], k: usize, solver: HerSolver) -> Ranking<f64> {
         let r = faer::Mat::from_fn(q.nrows(), ranks.len() / q.nrows(), |i, p| ranks[i * (ranks.len() / q.nrows()) + p]);
         heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, HerParams { k, ground: 0.1, solver }).unwrap()
     }

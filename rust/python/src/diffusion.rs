@@ -4,9 +4,8 @@ use heatsearch_core::DiffusionParams;
 use numpy::PyReadonlyArray2;
 use pyo3::prelude::*;
 
-use crate::arrays::{mat_ref, Matrix};
+use crate::arrays::{dtype_error, dtype_name, mat_ref, ranking_to_py, Float, Matrix};
 use crate::errors::IntoPy;
-use crate::search::{dtype_error, dtype_name, ranking_to_py, Float};
 
 /// The arrays of one call, all of the dtype `T`.
 struct Inputs<'py, T: Float> {

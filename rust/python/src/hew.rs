@@ -1,23 +1,13 @@
 //! HeW aggregation: `hew_weights`, `hew_pool`, `hew_pool_batch`, `local_mean`.
 
-use heatsearch_core::{HewParams, Real};
+use heatsearch_core::HewParams;
 use numpy::ndarray::Array2;
-use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray2};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
-use crate::arrays::{self, mat_ref, Matrix};
+use crate::arrays::{self, mat_ref, Float, Matrix};
 use crate::errors::IntoPy;
-
-trait Float: Real + Element {
-    const NAME: &'static str;
-}
-impl Float for f32 {
-    const NAME: &'static str = "float32";
-}
-impl Float for f64 {
-    const NAME: &'static str = "float64";
-}
 
 fn one_map<'py, T: Float>(
     py: Python<'py>,

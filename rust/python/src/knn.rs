@@ -3,9 +3,8 @@
 use numpy::PyReadonlyArray2;
 use pyo3::prelude::*;
 
-use crate::arrays::{mat_ref, Matrix};
+use crate::arrays::{mat_ref, to_array, Float, Matrix};
 use crate::errors::IntoPy;
-use crate::search::{to_array, Float};
 
 fn run<'py, T: Float>(py: Python<'py>, x: PyReadonlyArray2<'py, T>, k: usize) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let xv = x.as_array();

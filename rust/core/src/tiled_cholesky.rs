@@ -61,8 +61,9 @@ impl Plan {
         let mut needs: Vec<Vec<usize>> = Vec::new();
         let mut cost = Vec::new();
         let mut id: HashMap<Task, usize> = HashMap::new();
-        // Costs in tile products (2 tile^3 flops); a diagonal factorisation and inverse is
-        // 2/3 of one in flops but runs at a fraction of the speed (measured: about 2.5).
+        // Costs in half tile products (tile^3 flops): a product costs 2. A diagonal
+        // factorisation and inverse is 2/3 of a product in flops but took as long as about
+        // 2.5 products (measured), so it costs 5.
         let mut add = |task: Task, before: &[Task], c: u64| {
             needs.push(before.iter().map(|b| id[b]).collect());
             id.insert(task, tasks.len());
@@ -121,8 +122,8 @@ impl Plan {
 
 /// Overwrites the lower triangle of `m` (N x N) with its Cholesky factor `L` and the lower
 /// triangle of `v` with `V = L^-1`, running `plan` (made for `N.div_ceil(tile)` tiles) on the
-/// team. `scratch` (N x `tile`) holds the left operand of the products `V_ii (...)`; M's
-/// upper triangle is left as it was, but for its diagonal tiles. Returns the row sums of V's
+/// team. `scratch` (N x `tile`) holds the sums `L[i, j..i] V[j..i, j]` that `V_ii`
+/// multiplies; M's upper triangle is left as it was, but for its diagonal tiles. Returns the row sums of V's
 /// strict lower triangle (`f64`), added tile by tile in a fixed order.
 ///
 /// Fails when a diagonal tile is not positive definite (`M` is then not SPD).

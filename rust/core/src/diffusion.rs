@@ -255,17 +255,12 @@ pub fn diffusion_rerank<T: Real>(
         if let Some(sc) = scores {
             validate::finite(sc, "scores")?;
         }
-        check_rankings(ranks, n)?;
+        validate::rankings(ranks, n)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
             .map_init(|| vec![u32::MAX; n], |pos, i| diffuse_one(x, q, i, ranks, scores, &s, &params, pos))
             .collect();
-        let mut out = Ranking { ranks: Vec::with_capacity(nq * m), scores: Vec::with_capacity(nq * m), rows: nq, cols: m };
-        for (r, sc) in rows {
-            out.ranks.extend(r);
-            out.scores.extend(sc);
-        }
-        Ok(out)
+        Ok(Ranking::from_rows(rows, m))
     })?
 }
 
@@ -288,37 +283,6 @@ fn check_params(p: &DiffusionParams) -> Result<()> {
         return Err(Error::Value(format!("tol must be a finite number >= 0, got {}", p.tol)));
     }
     Ok(())
-}
-
-/// Every row of `ranks` holds distinct indices in `0..n`; the first bad entry (row-major) is
-/// reported whatever the number of threads.
-fn check_rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
-    let errors: Vec<Option<Error>> = (0..ranks.nrows())
-        .into_par_iter()
-        .map_init(
-            || vec![usize::MAX; n],
-            |seen, i| {
-                for p in 0..ranks.ncols() {
-                    let r = ranks[(i, p)];
-                    if r < 0 || r as u64 >= n as u64 {
-                        return Some(Error::Value(format!(
-                            "ranks must hold database indices in [0, {n}), got {r} at row {i}, column {p}"
-                        )));
-                    }
-                    if std::mem::replace(&mut seen[r as usize], i) == i {
-                        return Some(Error::Value(format!(
-                            "a ranking must not hold an index twice, got {r} again at row {i}, column {p}"
-                        )));
-                    }
-                }
-                None
-            },
-        )
-        .collect();
-    match errors.into_iter().flatten().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 /// `<x_i, q_row>` accumulated in `f64`.

@@ -162,17 +162,12 @@ pub fn heat_rerank<T: Real>(
         if let Some(s) = scores {
             validate::finite(s, "scores")?;
         }
-        (0..nq).into_par_iter().try_for_each(|i| check_ranking(ranks, i, n))?;
+        validate::rankings(ranks, n)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
             .map(|i| rerank_one(x, q, i, ranks, scores, params))
             .collect::<Result<_>>()?;
-        let mut out = Ranking { ranks: Vec::with_capacity(nq * m), scores: Vec::with_capacity(nq * m), rows: nq, cols: m };
-        for (r, s) in rows {
-            out.ranks.extend(r);
-            out.scores.extend(s);
-        }
-        Ok(out)
+        Ok(Ranking::from_rows(rows, m))
     })?
 }
 
@@ -186,42 +181,6 @@ pub fn heat_temperatures<T: Real>(
     solver: HerSolver,
 ) -> Result<Vec<f64>> {
     heat_temperatures_traced(x, query, candidates, ground, solver).map(|(t, _)| t)
-}
-
-/// Row `i` of `ranks` must hold distinct indices in `0..n`.
-fn check_ranking(ranks: MatRef<'_, i64>, i: usize, n: usize) -> Result<()> {
-    let m = ranks.ncols();
-    for p in 0..m {
-        let r = ranks[(i, p)];
-        if r < 0 || r as u64 >= n as u64 {
-            return Err(Error::Value(format!(
-                "ranks must hold database indices in [0, {n}), got {r} at row {i}, column {p}"
-            )));
-        }
-    }
-    let repeated = |r: i64| {
-        let p = (0..m).filter(|&p| ranks[(i, p)] == r).nth(1).unwrap_or(0);
-        Err(Error::Value(format!(
-            "a ranking must not hold an index twice, got {r} again at row {i}, column {p}"
-        )))
-    };
-    // A table of n flags per query, unless the ranking is much shorter than the database.
-    if m.saturating_mul(16) >= n {
-        let mut seen = vec![false; n];
-        for p in 0..m {
-            let r = ranks[(i, p)];
-            if std::mem::replace(&mut seen[r as usize], true) {
-                return repeated(r);
-            }
-        }
-    } else {
-        let mut sorted: Vec<i64> = (0..m).map(|p| ranks[(i, p)]).collect();
-        sorted.sort_unstable();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return repeated(w[0]);
-        }
-    }
-    Ok(())
 }
 
 /// One query's re-ranked row: `(ranks, scores)`, each of length m.

@@ -70,6 +70,19 @@ pub struct Ranking<T> {
     pub cols: usize,
 }
 
+impl<T> Ranking<T> {
+    /// One ranking from per-query rows `(ranks, scores)`, each of length `cols`.
+    pub fn from_rows(rows: Vec<(Vec<i64>, Vec<T>)>, cols: usize) -> Self {
+        let mut out = Ranking { ranks: Vec::with_capacity(rows.len() * cols), scores: Vec::with_capacity(rows.len() * cols), rows: rows.len(), cols };
+        for (r, s) in rows {
+            debug_assert!(r.len() == cols && s.len() == cols);
+            out.ranks.extend(r);
+            out.scores.extend(s);
+        }
+        out
+    }
+}
+
 /// The top `k` database items of every query by inner product, best first (exact).
 ///
 /// * `x`: database `(n, d)`; `q`: queries `(nq, d)`; any strides, same `T`.

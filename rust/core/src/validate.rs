@@ -2,6 +2,7 @@
 //! what came in.
 
 use faer::MatRef;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::real::Real;
@@ -79,4 +80,89 @@ pub(crate) fn heat_params(threshold: f64, ground: f64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Every row of `ranks` (one ranking per query) holds distinct database indices in `0..n`;
+/// the first bad entry (row-major) is reported whatever the number of threads. Rows are
+/// checked in parallel (call it inside the pool). A ranking not much shorter than the
+/// database is checked against a table of n stamps (one per thread, reused); a short one
+/// (m < n / 16, e.g. HeR's top 1000 of a million images) is sorted instead, so that no
+/// thread fills a table of the database's size.
+pub(crate) fn rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
+    let m = ranks.ncols();
+    let table = m.saturating_mul(16) >= n;
+    let errors: Vec<Option<Error>> = (0..ranks.nrows())
+        .into_par_iter()
+        .map_init(Vec::new, |seen: &mut Vec<usize>, i| {
+            if table {
+                if seen.is_empty() {
+                    seen.resize(n, usize::MAX);
+                }
+                return first_bad_entry(ranks, i, n, |r| std::mem::replace(&mut seen[r], i) == i);
+            }
+            let mut sorted: Vec<i64> = (0..m).map(|p| ranks[(i, p)]).collect();
+            sorted.sort_unstable();
+            let in_range = sorted.first().is_none_or(|&r| r >= 0) && sorted.last().is_none_or(|&r| (r as u64) < n as u64);
+            if in_range && sorted.windows(2).all(|w| w[0] != w[1]) {
+                return None;
+            }
+            // Something is wrong: find the first bad entry in ranking order.
+            let mut set = std::collections::HashSet::new();
+            first_bad_entry(ranks, i, n, |r| !set.insert(r))
+        })
+        .collect();
+    match errors.into_iter().flatten().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The first entry of row `i` out of `0..n` or (by `seen_before`, called in ranking order on
+/// the entries in range) repeated, as an error.
+fn first_bad_entry(ranks: MatRef<'_, i64>, i: usize, n: usize, mut seen_before: impl FnMut(usize) -> bool) -> Option<Error> {
+    for p in 0..ranks.ncols() {
+        let r = ranks[(i, p)];
+        if r < 0 || r as u64 >= n as u64 {
+            return Some(Error::Value(format!(
+                "ranks must hold database indices in [0, {n}), got {r} at row {i}, column {p}"
+            )));
+        }
+        if seen_before(r as usize) {
+            return Some(Error::Value(format!(
+                "a ranking must not hold an index twice, got {r} again at row {i}, column {p}"
+            )));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(rows: &[&[i64]], n: usize) -> std::result::Result<(), String> {
+        let m = rows[0].len();
+        let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let ranks = MatRef::from_row_major_slice(&flat, rows.len(), m);
+        rankings(ranks, n).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rankings_report_the_first_bad_entry_with_a_table_or_sorted() {
+        // n = 10: a table (m = 4 >= 10 / 16); n = 1000: sorted per row.
+        for n in [10, 1000] {
+            assert_eq!(check(&[&[3, 1, 2, 0], &[0, 1, 2, 3]], n), Ok(()));
+            let e = check(&[&[3, 1, 2, 0], &[4, 5, 4, 5]], n).unwrap_err();
+            assert!(e.contains("twice, got 4 again at row 1, column 2"), "{e}");
+            // A repeat before an out-of-range index in the same row is the first bad entry.
+            let e = check(&[&[7, 7, -1, 2]], n).unwrap_err();
+            assert!(e.contains("twice, got 7 again at row 0, column 1"), "{e}");
+            let e = check(&[&[1, 2, 3, 4], &[2, -1, 2, 5], &[9, 9, 9, 9]], n).unwrap_err();
+            assert!(e.contains(&format!("[0, {n}), got -1 at row 1, column 1")), "{e}");
+            // The same index in different rows is fine.
+            assert_eq!(check(&[&[9, 8], &[9, 8]], n), Ok(()));
+        }
+        let e = check(&[&[1, 12]], 10).unwrap_err();
+        assert!(e.contains("[0, 10), got 12 at row 0, column 1"), "{e}");
+    }
 }

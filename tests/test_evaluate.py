@@ -251,7 +251,7 @@ def test_sparse_huge_indices_take_the_sorted_path_and_agree():
     np.testing.assert_array_equal(a.pr_at, b.pr_at)
     dup = big_ranks.copy()
     dup[2, 5] = dup[2, 1]
-    with pytest.raises(InvalidInputError, match=r"ranks\[2\] holds a database index more than once"):
+    with pytest.raises(InvalidInputError, match=r"ranks\[2\] repeats database index"):
         compute_map(dup, big_gnd)
 
 
@@ -341,8 +341,27 @@ def test_transposed_ranks_are_rejected_with_a_hint():
     with pytest.raises(InvalidInputError) as e:
         compute_map(ranks, gnd)
     msg = str(e.value)
-    assert "expected shape (3, m)" in msg and "got (10, 3)" in msg and "ranks.T" in msg
+    assert "expected shape (nq, m) = (3, m)" in msg and "got (10, 3)" in msg and "ranks.T" in msg
     assert compute_map(ranks.T, gnd).map == 1.0
+
+
+@pytest.mark.parametrize("m", [7, 600_000])  # all rows sorted at once / row by row
+@pytest.mark.parametrize("offset", [0, 10**12])  # dense indices (a seen table) / sparse ones
+def test_repeated_index_is_named_on_every_path(m, offset):
+    rng = np.random.default_rng(m)
+    ranks = np.stack([rng.permutation(m) for _ in range(3)]).astype(np.int64) + offset
+    gnd = [{"ok": [offset]}] * 3
+    assert compute_map(ranks, gnd).map > 0
+    ranks[1, m - 1] = ranks[1, 3]
+    with pytest.raises(InvalidInputError, match=rf"ranks\[1\] repeats database index {ranks[1, 3]} "
+                       rf"\(again at row 1, column {m - 1}\)"):
+        compute_map(ranks, gnd)
+
+
+def test_uint64_index_beyond_int64_is_rejected():
+    ranks = np.array([[0, 2**63]], dtype=np.uint64)
+    with pytest.raises(InvalidInputError, match=r"within int64.*got 9223372036854775808 at row 0, column 1"):
+        compute_map(ranks, [{"ok": [0]}])
 
 
 @pytest.mark.parametrize(
@@ -352,10 +371,10 @@ def test_transposed_ranks_are_rejected_with_a_hint():
         (np.array([[True, False]]), None, InvalidDTypeError, r"integer array.*bool"),
         (np.array([0, 1]), None, InvalidInputError, r"2-D.*ranks\[None, :\]"),
         (np.zeros((1, 2, 2), int), None, InvalidInputError, r"2-D.*3-D"),
-        (np.array([[0, -1]]), None, InvalidInputError, r">= 0, got -1 \(e.g. ranks\[0, 1\]\)"),
-        (np.array([[0, 5]]), 5, InvalidInputError, r"\[0, n\) = \[0, 5\), got 5"),
-        (np.array([[0, 1, 2]]), 2, InvalidInputError, r"m <= n = 2, got m = 3"),
-        (np.array([[0, 1, 0]]), None, InvalidInputError, r"ranks\[0\].*more than once.*0 appears 2"),
+        (np.array([[0, -1]]), None, InvalidInputError, r">= 0.*got -1 at row 0, column 1"),
+        (np.array([[0, 5]]), 5, InvalidInputError, r"\[0, 5\), got 5 at row 0, column 1"),
+        (np.array([[0, 1, 2]]), 2, InvalidInputError, r"at most n = 2 columns.*got \(1, 3\)"),
+        (np.array([[0, 1, 0]]), None, InvalidInputError, r"ranks\[0\] repeats database index 0 \(again at row 0, column 2\)"),
         (np.array([[1, 0]]), -1, InvalidInputError, r"n must be a non-negative integer"),
         (np.array([[1, 0]]), True, InvalidInputError, r"n must be a non-negative integer"),
     ],

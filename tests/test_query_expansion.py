@@ -335,7 +335,7 @@ def test_qe_rejects_bad_ranks(fn):
         fn(X, Q, ranks + 1)
     with pytest.raises(InvalidInputError, match=r"got values in \[-1, "):
         fn(X, Q, np.where(ranks == 0, -1, ranks))
-    with pytest.raises(InvalidDTypeError, match="ranks must be an integer array, got dtype float"):
+    with pytest.raises(InvalidDTypeError, match=r"ranks must be an integer array.*got dtype float64 \(the similarities instead of their argsort\?\)"):
         fn(X, Q, ranks.astype(float))
     dup = ranks.copy()
     dup[1, 2] = dup[1, 0]

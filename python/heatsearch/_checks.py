@@ -176,7 +176,7 @@ def descriptor_pair(
 def ranking(
     ranks: Any,
     nq: int,
-    n: int,
+    n: Optional[int],
     *,
     max_columns: Optional[int] = None,
     check_range: bool = True,
@@ -185,18 +185,28 @@ def ranking(
 ) -> np.ndarray:
     """A ranking ``(nq, m)`` of 0-based database indices (best first) as int64.
 
-    Always checked: an integer dtype (InvalidDTypeError) and the shape ``(nq, m)`` (with a
-    hint when it looks like cirtorch/revisitop's transposed ``(n, nq)`` layout), plus
-    ``m <= max_columns`` when given. ``check_range``: every value in ``[0, n)`` (with a hint
-    for 1-based indices); ``check_repeats``: no index twice in a row. ``top``: only the first
-    ``min(top, m)`` columns are checked for repeats, converted and returned. Callers whose
-    core checks values itself pass ``check_range=False`` / ``check_repeats=False``.
+    Always checked: an integer dtype (InvalidDTypeError, with a hint when similarities were
+    passed instead of their argsort) and the shape ``(nq, m)`` (with a hint when it looks like
+    cirtorch/revisitop's transposed ``(n, nq)`` layout), plus ``m <= max_columns`` when given.
+    ``check_range``: every value in ``[0, n)`` (with a hint for 1-based indices), or only
+    ``>= 0`` when the database size ``n`` is not known (None); ``check_repeats``: no index
+    twice in a row. ``top``: only the first ``min(top, m)`` columns are checked for repeats,
+    converted and returned. Callers whose core checks values itself pass
+    ``check_range=False`` / ``check_repeats=False``.
     """
     r = np.asarray(ranks)
     if r.dtype.kind not in "iu":
-        raise InvalidDTypeError(f"ranks must be an integer array, got dtype {r.dtype}")
-    if r.ndim != 2 or r.shape[0] != nq:
-        if r.ndim == 2 and r.shape[1] == nq:
+        raise InvalidDTypeError(
+            f"ranks must be an integer array of 0-based database indices, got dtype {r.dtype}"
+            + (" (the similarities instead of their argsort?)" if r.dtype.kind == "f" else "")
+        )
+    if r.ndim != 2:
+        raise InvalidInputError(
+            f"ranks must be a 2-D array (nq, m) = ({nq}, m), one row per query, got {r.ndim}-D "
+            f"shape {r.shape}" + (" (for a single query use ranks[None, :])" if r.ndim == 1 else "")
+        )
+    if r.shape[0] != nq:
+        if r.shape[1] == nq:
             hint = (
                 "this looks like the cirtorch/revisitop layout (n, nq), one column per "
                 "query: pass ranks.T"
@@ -204,8 +214,8 @@ def ranking(
         else:
             hint = "cirtorch/revisitop's (n, nq) layout needs ranks.T"
         raise InvalidInputError(
-            f"ranks must have shape (nq, m) = ({nq}, m), one row per query, got {r.shape} "
-            f"({hint})"
+            f"ranks must have one row per query: expected shape (nq, m) = ({nq}, m), got "
+            f"{r.shape} ({hint})"
         )
     if max_columns is not None and r.shape[1] > max_columns:
         raise InvalidInputError(
@@ -221,11 +231,21 @@ def ranking(
     return r if r.dtype == np.int64 else r.astype(np.int64)
 
 
-def index_range(r: np.ndarray, n: int) -> None:
-    """InvalidInputError naming the first entry of the 2-D ``r`` outside ``[0, n)``."""
+def index_range(r: np.ndarray, n: Optional[int]) -> None:
+    """InvalidInputError naming the first entry of the 2-D integer ``r`` outside ``[0, n)``
+    (``n`` None: the first negative entry, or one too large for int64)."""
     if not r.size:
         return
     lo, hi = int(r.min()), int(r.max())
+    if n is None:
+        limit = int(np.iinfo(np.int64).max) + 1
+        if lo < 0 or hi >= limit:
+            i, j = (int(v) for v in np.argwhere(r < 0 if lo < 0 else r >= limit)[0])
+            raise InvalidInputError(
+                f"ranks must hold 0-based database indices >= 0 (and within int64), got "
+                f"{r[i, j]} at row {i}, column {j}"
+            )
+        return
     if lo < 0 or hi >= n:
         i, j = (int(v) for v in np.argwhere((r < 0) | (r >= n))[0])
         hint = " (1-based indices? heatsearch counts from 0)" if lo >= 1 and hi == n else ""
@@ -235,17 +255,46 @@ def index_range(r: np.ndarray, n: int) -> None:
         )
 
 
+# no_repeats sorts all rows at once up to this many entries; beyond, it checks row by row,
+# with a table of seen indices when the largest index allows one of at most
+# max(_SEEN_TABLE_SLACK * m, _SEEN_TABLE_MIN) bytes (O(m) a row), else by sorting each row.
+_SORT_ALL_MAX = 1 << 20
+_SEEN_TABLE_SLACK = 16
+_SEEN_TABLE_MIN = 1 << 22
+
+
 def no_repeats(r: np.ndarray) -> None:
-    """InvalidInputError naming the first row of the 2-D ``r`` holding an index twice."""
-    if r.shape[1] < 2:
+    """InvalidInputError naming the first row of the 2-D integer ``r`` holding an index twice."""
+    nq, m = r.shape
+    if m < 2 or nq == 0:
         return
-    s = np.sort(r, axis=1)
-    rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
-    if rows.size:
-        i = int(rows[0])
-        _, first = np.unique(r[i], return_index=True)
-        p = int(np.setdiff1d(np.arange(r.shape[1]), first)[0])
-        raise InvalidInputError(
-            f"ranks[{i}] repeats database index {r[i, p]} (again at row {i}, column {p}) "
-            f"among its first {r.shape[1]} entries (a ranking must not hold an index twice)"
-        )
+    if r.size <= _SORT_ALL_MAX:
+        s = np.sort(r, axis=1)
+        rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
+        if rows.size:
+            _raise_repeat(r, int(rows[0]))
+        return
+    lo, size = int(r.min()), int(r.max()) + 1
+    if lo >= 0 and size <= max(_SEEN_TABLE_SLACK * m, _SEEN_TABLE_MIN):
+        seen = np.zeros(size, dtype=np.uint8)
+        for i in range(nq):
+            row = r[i].astype(np.intp, copy=False)
+            seen[row] = 1
+            distinct = int(np.count_nonzero(seen))
+            seen[row] = 0
+            if distinct != m:
+                _raise_repeat(r, i)
+    else:
+        for i in range(nq):
+            s = np.sort(r[i])
+            if np.any(s[1:] == s[:-1]):
+                _raise_repeat(r, i)
+
+
+def _raise_repeat(r: np.ndarray, i: int) -> None:
+    _, first = np.unique(r[i], return_index=True)
+    p = int(np.setdiff1d(np.arange(r.shape[1]), first)[0])
+    raise InvalidInputError(
+        f"ranks[{i}] repeats database index {r[i, p]} (again at row {i}, column {p}) "
+        f"among its first {r.shape[1]} entries (a ranking must not hold an index twice)"
+    )

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _checks
 from .errors import InvalidDTypeError, InvalidInputError
 
 __all__ = ["MapResult", "compute_map", "revisited", "PROTOCOLS", "DEFAULT_KAPPAS"]
@@ -117,7 +118,7 @@ def compute_map(
     qgnd = _check_gnd(gnd, n)
     nq = len(qgnd)
     ks = _check_kappas(kappas)
-    r = _check_ranks(ranks, nq, n)
+    r = _checks.ranking(ranks, nq, n, max_columns=n)
     m = r.shape[1]
 
     gnd_max = max((int(a.max()) for ok, junk in qgnd for a in (ok, junk) if a.size), default=-1)
@@ -129,9 +130,6 @@ def compute_map(
     prs = np.full((nq, len(ks)), np.nan)
     if use_table:
         labels = np.zeros(size, dtype=np.uint8)
-        _check_unique_rows_table(r, labels)
-    else:
-        _check_unique_rows_sorted(r)
     for i, (ok, junk) in enumerate(qgnd):
         if ok.size == 0:
             continue
@@ -265,28 +263,6 @@ def _positions_sorted(
     return np.flatnonzero(np.isin(row, ok)), np.flatnonzero(np.isin(row, junk))
 
 
-def _check_unique_rows_table(r: np.ndarray, seen: np.ndarray) -> None:
-    """InvalidInputError if an index repeats within a row (``seen``: a zeroed table, restored)."""
-    m = r.shape[1]
-    for i in range(r.shape[0]):
-        row = r[i].astype(np.intp, copy=False)
-        seen[row] = 1
-        distinct = int(np.count_nonzero(seen))
-        seen[row] = 0
-        if distinct != m:
-            _raise_duplicate(r[i], i)
-
-
-def _raise_duplicate(row: np.ndarray, i: int) -> None:
-    values, counts = np.unique(row, return_counts=True)
-    dup = values[counts > 1]
-    raise InvalidInputError(
-        f"ranks[{i}] holds a database index more than once ({dup.size} repeated, e.g. "
-        f"{int(dup[0])} appears {int(counts[counts > 1][0])} times): every row must be a "
-        "ranking of distinct images"
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Argument checks
 
@@ -383,57 +359,3 @@ def _check_kappas(kappas: Any) -> Tuple[int, ...]:
     if len(set(int(k) for k in ks)) != len(ks):
         raise InvalidInputError(f"kappas must not repeat a value, got {kappas!r}")
     return tuple(int(k) for k in ks)
-
-
-def _check_ranks(ranks: Any, nq: int, n: Optional[int]) -> np.ndarray:
-    r = np.asarray(ranks)
-    if r.dtype.kind not in "iu":
-        raise InvalidDTypeError(
-            f"ranks must be an integer array of 0-based database indices, got dtype {r.dtype}"
-            + (" (did you pass the similarities instead of their argsort?)" if r.dtype.kind == "f" else "")
-        )
-    if r.ndim != 2:
-        raise InvalidInputError(
-            f"ranks must be 2-D (n_queries, m), got {r.ndim}-D shape {r.shape}"
-            + (" (for a single query use ranks[None, :])" if r.ndim == 1 else "")
-        )
-    if r.shape[0] != nq:
-        hint = (
-            "; it looks transposed: revisitop/cirtorch use (n_db, n_queries), pass ranks.T"
-            if r.shape[1] == nq
-            else ""
-        )
-        raise InvalidInputError(
-            f"ranks must have one row per query: expected shape ({nq}, m) for {nq} queries in "
-            f"gnd, got {r.shape}{hint}"
-        )
-    if n is not None and r.shape[1] > n:
-        raise InvalidInputError(
-            f"ranks rows cannot be longer than the database: expected m <= n = {n}, "
-            f"got m = {r.shape[1]}"
-        )
-    if r.size:
-        if r.dtype.kind == "i":
-            lo = int(r.min())
-            if lo < 0:
-                where = np.argwhere(r < 0)[0]
-                raise InvalidInputError(
-                    f"ranks must hold 0-based indices >= 0, got {lo} "
-                    f"(e.g. ranks[{where[0]}, {where[1]}])"
-                )
-        if n is not None:
-            hi = int(r.max())
-            if hi >= n:
-                raise InvalidInputError(
-                    f"ranks must hold indices in [0, n) = [0, {n}), got {hi}"
-                )
-        if r.dtype.kind == "u" and r.dtype.itemsize >= 8 and int(r.max()) > np.iinfo(np.int64).max:
-            raise InvalidInputError(f"ranks holds an index too large for int64: {int(r.max())}")
-    return r
-
-
-def _check_unique_rows_sorted(r: np.ndarray) -> None:
-    for i in range(r.shape[0]):
-        s = np.sort(r[i])
-        if s.size > 1 and np.any(s[1:] == s[:-1]):
-            _raise_duplicate(r[i], i)

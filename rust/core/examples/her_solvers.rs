@@ -14,7 +14,9 @@
 use std::time::Instant;
 
 use faer::{Mat, MatRef};
-use heatsearch_core::rerank::{build_heat_system, heat_temperatures_traced, solve_heat_system, HerSolver};
+use heatsearch_core::rerank::{
+    build_heat_system, heat_temperatures_traced, solve_heat_system, HerSolver,
+};
 use heatsearch_core::Real;
 
 struct Case {
@@ -24,7 +26,9 @@ struct Case {
 }
 
 fn lcg(state: &mut u64) -> f64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (*state >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -35,7 +39,10 @@ fn gaussian(state: &mut u64) -> f64 {
 
 fn normalise(m: &mut Mat<f64>) {
     for i in 0..m.nrows() {
-        let norm = (0..m.ncols()).map(|j| m[(i, j)] * m[(i, j)]).sum::<f64>().sqrt();
+        let norm = (0..m.ncols())
+            .map(|j| m[(i, j)] * m[(i, j)])
+            .sum::<f64>()
+            .sqrt();
         for j in 0..m.ncols() {
             m[(i, j)] /= norm;
         }
@@ -45,7 +52,9 @@ fn normalise(m: &mut Mat<f64>) {
 fn first_pass(x: &Mat<f64>, q: &Mat<f64>, k: usize) -> Vec<Vec<usize>> {
     (0..q.nrows())
         .map(|i| {
-            let s: Vec<f64> = (0..x.nrows()).map(|r| (0..x.ncols()).map(|c| x[(r, c)] * q[(i, c)]).sum()).collect();
+            let s: Vec<f64> = (0..x.nrows())
+                .map(|r| (0..x.ncols()).map(|c| x[(r, c)] * q[(i, c)]).sum())
+                .collect();
             let mut order: Vec<usize> = (0..x.nrows()).collect();
             order.sort_by(|&a, &b| s[b].partial_cmp(&s[a]).unwrap());
             order.truncate(k);
@@ -58,7 +67,9 @@ fn synthetic(k: usize) -> Case {
     let (n, d, nq, clusters) = (4000, 512, 20, 40);
     let mut state = 42u64;
     let centres = Mat::from_fn(clusters, d, |_, _| gaussian(&mut state));
-    let mut x = Mat::from_fn(n, d, |i, j| centres[(i % clusters, j)] + 1.5 * gaussian(&mut state));
+    let mut x = Mat::from_fn(n, d, |i, j| {
+        centres[(i % clusters, j)] + 1.5 * gaussian(&mut state)
+    });
     normalise(&mut x);
     let mut q = Mat::from_fn(nq, d, |i, j| x[(97 * i, j)] + 0.02 * gaussian(&mut state));
     normalise(&mut q);
@@ -79,7 +90,13 @@ fn from_file(path: &str) -> Case {
     let ranks = (0..nq)
         .map(|i| {
             (0..k)
-                .map(|p| i64::from_le_bytes(bytes[r0 + 8 * (i * k + p)..r0 + 8 * (i * k + p) + 8].try_into().unwrap()) as usize)
+                .map(|p| {
+                    i64::from_le_bytes(
+                        bytes[r0 + 8 * (i * k + p)..r0 + 8 * (i * k + p) + 8]
+                            .try_into()
+                            .unwrap(),
+                    ) as usize
+                })
                 .collect()
         })
         .collect();
@@ -88,7 +105,9 @@ fn from_file(path: &str) -> Case {
 
 fn max_relative_error(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
 }
 
 fn run<T: Real>(case: &Case, name: &str, truth: &[Vec<f64>]) {
@@ -107,7 +126,8 @@ fn run<T: Real>(case: &Case, name: &str, truth: &[Vec<f64>]) {
         for _ in 0..reps {
             for (i, cand) in case.ranks.iter().enumerate() {
                 let start = Instant::now();
-                build_heat_system(x, q.row(i), cand, 0.1, cells.as_mut(), m.as_mut()).expect("not degenerate");
+                build_heat_system(x, q.row(i), cand, 0.1, cells.as_mut(), m.as_mut())
+                    .expect("not degenerate");
                 let built = Instant::now();
                 let (mut t, it) = solve_heat_system(m.as_mut(), solver).unwrap();
                 solve.push(built.elapsed().as_secs_f64() * 1e3);
@@ -146,9 +166,19 @@ fn main() {
     };
     let (x, q): (MatRef<'_, f64>, MatRef<'_, f64>) = (case.x.as_ref(), case.q.as_ref());
     let truth: Vec<Vec<f64>> = (0..case.ranks.len())
-        .map(|i| heat_temperatures_traced(x, q.row(i), &case.ranks[i], 0.1, HerSolver::Cholesky).unwrap().0)
+        .map(|i| {
+            heat_temperatures_traced(x, q.row(i), &case.ranks[i], 0.1, HerSolver::Cholesky)
+                .unwrap()
+                .0
+        })
         .collect();
-    println!("n = {}, d = {}, queries = {}, k = {}", x.nrows(), x.ncols(), case.ranks.len(), case.ranks[0].len());
+    println!(
+        "n = {}, d = {}, queries = {}, k = {}",
+        x.nrows(),
+        x.ncols(),
+        case.ranks.len(),
+        case.ranks[0].len()
+    );
     run::<f32>(&case, "f32", &truth);
     run::<f64>(&case, "f64", &truth);
 }

@@ -49,7 +49,13 @@ const COLUMNS_PER_ITEM: usize = 16;
 ///
 /// With `unit`, a row equal to `mu` up to rounding (`||f_i - mu|| <= 16 eps (||f_i|| +
 /// ||mu||)`, `eps` of `T`) becomes a zero column: its affinity to every cell is 0.
-pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], unit: bool, out: &SharedMat<'_, T>) {
+pub fn centre_columns<T: Real>(
+    crew: &Crew<'_>,
+    f: MatRef<'_, T>,
+    mu: &[f64],
+    unit: bool,
+    out: &SharedMat<'_, T>,
+) {
     let (n, c) = (f.nrows(), f.ncols());
     let mu_norm = sum_squares(mu).sqrt();
     let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
@@ -61,7 +67,11 @@ pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], un
             let (mut f2, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
             match f.row(i).try_as_row_major() {
                 Some(r) => {
-                    for ((ds, xs), ms) in d.chunks_exact_mut(LANES).zip(r.as_slice().chunks_exact(LANES)).zip(mu.chunks_exact(LANES)) {
+                    for ((ds, xs), ms) in d
+                        .chunks_exact_mut(LANES)
+                        .zip(r.as_slice().chunks_exact(LANES))
+                        .zip(mu.chunks_exact(LANES))
+                    {
                         for l in 0..LANES {
                             let x = xs[l].f64();
                             ds[l] = x - ms[l];
@@ -70,12 +80,24 @@ pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], un
                         }
                     }
                     let done = c - c % LANES;
-                    centre_lanes(&mut d[done..], r.as_slice()[done..].iter().map(|x| x.f64()), &mu[done..], &mut f2, &mut d2);
+                    centre_lanes(
+                        &mut d[done..],
+                        r.as_slice()[done..].iter().map(|x| x.f64()),
+                        &mu[done..],
+                        &mut f2,
+                        &mut d2,
+                    );
                 }
                 None => {
                     for k0 in (0..c).step_by(LANES) {
                         let k1 = (k0 + LANES).min(c);
-                        centre_lanes(&mut d[k0..k1], (k0..k1).map(|k| f[(i, k)].f64()), &mu[k0..k1], &mut f2, &mut d2);
+                        centre_lanes(
+                            &mut d[k0..k1],
+                            (k0..k1).map(|k| f[(i, k)].f64()),
+                            &mu[k0..k1],
+                            &mut f2,
+                            &mut d2,
+                        );
                     }
                 }
             }
@@ -101,7 +123,13 @@ pub fn centre_columns<T: Real>(crew: &Crew<'_>, f: MatRef<'_, T>, mu: &[f64], un
 /// Up to `LANES` values `xs` centred by `ms` into `ds`; their squares and those of the
 /// centred values are added to the lanes `f2` and `d2`.
 #[inline(always)]
-fn centre_lanes(ds: &mut [f64], xs: impl Iterator<Item = f64>, ms: &[f64], f2: &mut [f64; LANES], d2: &mut [f64; LANES]) {
+fn centre_lanes(
+    ds: &mut [f64],
+    xs: impl Iterator<Item = f64>,
+    ms: &[f64],
+    f2: &mut [f64; LANES],
+    d2: &mut [f64; LANES],
+) {
     for (l, ((dk, x), m)) in ds.iter_mut().zip(xs).zip(ms).enumerate() {
         *dk = x - m;
         f2[l] += x * x;
@@ -125,13 +153,28 @@ struct TileSums {
 #[inline]
 fn keep_and_negate<T: Real>(col: &mut [T], tau: T, rows: &mut [f64]) -> (f64, usize) {
     let zero = T::of(0.0);
-    let keep = |x: T| if tau > zero { if x >= tau { x } else { zero } } else if x > zero { x } else { zero };
+    let keep = |x: T| {
+        if tau > zero {
+            if x >= tau {
+                x
+            } else {
+                zero
+            }
+        } else if x > zero {
+            x
+        } else {
+            zero
+        }
+    };
     let mut lanes = [0.0f64; LANES];
     let mut kept = 0usize;
     let split = col.len() - col.len() % LANES;
     let (body, tail) = col.split_at_mut(split);
     let (rows_body, rows_tail) = rows.split_at_mut(split);
-    for (xs, rs) in body.chunks_exact_mut(LANES).zip(rows_body.chunks_exact_mut(LANES)) {
+    for (xs, rs) in body
+        .chunks_exact_mut(LANES)
+        .zip(rows_body.chunks_exact_mut(LANES))
+    {
         for l in 0..LANES {
             let v = keep(xs[l]);
             lanes[l] += v.f64();
@@ -170,7 +213,9 @@ pub fn heat_system<T: Real>(
     // half lands in M's unused upper triangle). Each item filters its tile while it is still
     // in cache, sums what it kept and stores it negated: the off-diagonal part of M.
     let tiles = n.div_ceil(tile);
-    let lower: Vec<(usize, usize)> = (0..tiles).flat_map(|j| (j..tiles).map(move |i| (i, j))).collect();
+    let lower: Vec<(usize, usize)> = (0..tiles)
+        .flat_map(|j| (j..tiles).map(move |i| (i, j)))
+        .collect();
     let tau = T::of(rules.threshold);
     let zero = T::of(0.0);
     let sums = crew.map(lower.len(), |item| {
@@ -179,12 +224,28 @@ pub fn heat_system<T: Real>(
         let (rows, cols) = (tile.min(n - r0), tile.min(n - c0));
         // SAFETY: each item writes its own tile of `m`.
         let mut out = unsafe { m.block_mut(r0, c0, rows, cols) };
-        matmul(out.rb_mut(), Accum::Replace, cells.subcols(r0, rows).transpose(), cells.subcols(c0, cols), T::of(1.0), Par::Seq);
-        let mut sums = TileSums { columns: vec![0.0; cols], rows: vec![0.0; rows], positives: 0 };
+        matmul(
+            out.rb_mut(),
+            Accum::Replace,
+            cells.subcols(r0, rows).transpose(),
+            cells.subcols(c0, cols),
+            T::of(1.0),
+            Par::Seq,
+        );
+        let mut sums = TileSums {
+            columns: vec![0.0; cols],
+            rows: vec![0.0; rows],
+            positives: 0,
+        };
         for c in 0..cols {
             // Below the diagonal only.
             let first = if i == j { c + 1 } else { 0 };
-            let col = &mut out.rb_mut().col_mut(c).try_as_col_major_mut().expect("column-major").as_slice_mut()[first..];
+            let col = &mut out
+                .rb_mut()
+                .col_mut(c)
+                .try_as_col_major_mut()
+                .expect("column-major")
+                .as_slice_mut()[first..];
             if let Some(dead) = dead.filter(|d| d[c0 + c]) {
                 for (x, &d) in col.iter_mut().zip(&dead[r0 + first..r0 + rows]) {
                     if d {
@@ -223,5 +284,8 @@ pub fn heat_system<T: Real>(
         }
     });
     // All kept entries are positive, so a cell is connected exactly when its degree is.
-    Some(HeatSystem { connected: degree.iter().map(|&d| d > 0.0).collect(), z })
+    Some(HeatSystem {
+        connected: degree.iter().map(|&d| d > 0.0).collect(),
+        z,
+    })
 }

@@ -53,7 +53,14 @@ pub struct DiffusionParams {
 
 impl Default for DiffusionParams {
     fn default() -> Self {
-        Self { query_k: 10, alpha: 0.99, gamma: 3.0, truncation: Some(1000), iterations: 20, tol: 1e-6 }
+        Self {
+            query_k: 10,
+            alpha: 0.99,
+            gamma: 3.0,
+            truncation: Some(1000),
+            iterations: 20,
+            tol: 1e-6,
+        }
     }
 }
 
@@ -78,7 +85,11 @@ impl Transition {
 
 /// `S` of the mutual kNN graph given as neighbour lists: `indices (n, k)` (0-based, distinct
 /// within a row; an item listed as its own neighbour is ignored) and their `similarities`.
-pub fn transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, T>, gamma: f64) -> Result<Transition> {
+pub fn transition<T: Real>(
+    indices: MatRef<'_, i64>,
+    similarities: MatRef<'_, T>,
+    gamma: f64,
+) -> Result<Transition> {
     check_gamma(gamma)?;
     let (n, k) = (indices.nrows(), indices.ncols());
     if (similarities.nrows(), similarities.ncols()) != (n, k) {
@@ -91,10 +102,16 @@ pub fn transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, T>
     threads::install(|_| build_transition(indices, similarities, gamma))?
 }
 
-fn build_transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, T>, gamma: f64) -> Result<Transition> {
+fn build_transition<T: Real>(
+    indices: MatRef<'_, i64>,
+    similarities: MatRef<'_, T>,
+    gamma: f64,
+) -> Result<Transition> {
     let (n, k) = (indices.nrows(), indices.ncols());
     if n > u32::MAX as usize {
-        return Err(Error::Shape(format!("the graph may have at most 2^32 - 1 items, got {n}")));
+        return Err(Error::Shape(format!(
+            "the graph may have at most 2^32 - 1 items, got {n}"
+        )));
     }
     validate::finite(similarities, "the graph's similarities")?;
     // Each row's neighbours sorted by index (for the mutual test), self links dropped, in
@@ -135,7 +152,13 @@ fn build_transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, 
     // x^gamma by multiplications for a small integer gamma (the default 3): libm's pow took
     // half of the graph's construction time.
     let integer = gamma == gamma.round() && gamma <= 16.0;
-    let power = |s: f64| if integer { s.powi(gamma as i32) } else { s.powf(gamma) };
+    let power = |s: f64| {
+        if integer {
+            s.powi(gamma as i32)
+        } else {
+            s.powf(gamma)
+        }
+    };
     // Who lists i: the reversed lists by a counting sort, each sorted by the listing item
     // (they are filled in increasing i). Row i's mutual neighbours are then the common
     // entries of two sorted lists, merged in one sequential pass (binary searches in the
@@ -161,8 +184,14 @@ fn build_transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, 
     let weights: Vec<Vec<(u32, f64)>> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let (out_j, out_s) = (&neighbour[start[i]..start[i + 1]], &similarity[start[i]..start[i + 1]]);
-            let (in_i, in_s) = (&in_source[in_start[i]..in_start[i + 1]], &in_similarity[in_start[i]..in_start[i + 1]]);
+            let (out_j, out_s) = (
+                &neighbour[start[i]..start[i + 1]],
+                &similarity[start[i]..start[i + 1]],
+            );
+            let (in_i, in_s) = (
+                &in_source[in_start[i]..in_start[i + 1]],
+                &in_similarity[in_start[i]..in_start[i + 1]],
+            );
             let mut row = Vec::new();
             let (mut a, mut b) = (0, 0);
             while a < out_j.len() && b < in_i.len() {
@@ -183,7 +212,10 @@ fn build_transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, 
             row
         })
         .collect();
-    let degree: Vec<f64> = weights.iter().map(|row| row.iter().map(|e| e.1).sum()).collect();
+    let degree: Vec<f64> = weights
+        .iter()
+        .map(|row| row.iter().map(|e| e.1).sum())
+        .collect();
     let mut indptr = Vec::with_capacity(n + 1);
     indptr.push(0);
     for row in &weights {
@@ -198,7 +230,11 @@ fn build_transition<T: Real>(indices: MatRef<'_, i64>, similarities: MatRef<'_, 
             values.push(w / (degree[i] * degree[j as usize]).sqrt());
         }
     }
-    Ok(Transition { indptr, indices: cols, values })
+    Ok(Transition {
+        indptr,
+        indices: cols,
+        values,
+    })
 }
 
 /// Diffusion re-ranking of first-pass rankings (see the module docs).
@@ -225,13 +261,21 @@ pub fn diffusion_rerank<T: Real>(
     let (nq, m) = (ranks.nrows(), ranks.ncols());
     check_params(&params)?;
     if q.ncols() != d {
-        return Err(Error::Shape(format!("Q must have d = {d} columns (the dimension of X), got {}", q.ncols())));
+        return Err(Error::Shape(format!(
+            "Q must have d = {d} columns (the dimension of X), got {}",
+            q.ncols()
+        )));
     }
     if nq != q.nrows() {
-        return Err(Error::Shape(format!("ranks must have one row per query ({}), got {nq} rows", q.nrows())));
+        return Err(Error::Shape(format!(
+            "ranks must have one row per query ({}), got {nq} rows",
+            q.nrows()
+        )));
     }
     if m > n {
-        return Err(Error::Shape(format!("ranks must have at most n = {n} columns (the database size), got {m}")));
+        return Err(Error::Shape(format!(
+            "ranks must have at most n = {n} columns (the database size), got {m}"
+        )));
     }
     if let Some(s) = scores {
         if (s.nrows(), s.ncols()) != (nq, m) {
@@ -258,7 +302,10 @@ pub fn diffusion_rerank<T: Real>(
         validate::rankings(ranks, n)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
-            .map_init(|| vec![u32::MAX; n], |pos, i| diffuse_one(x, q, i, ranks, scores, &s, &params, pos))
+            .map_init(
+                || vec![u32::MAX; n],
+                |pos, i| diffuse_one(x, q, i, ranks, scores, &s, &params, pos),
+            )
             .collect();
         Ok(Ranking::from_rows(rows, m))
     })?
@@ -266,7 +313,9 @@ pub fn diffusion_rerank<T: Real>(
 
 fn check_gamma(gamma: f64) -> Result<()> {
     if !(gamma.is_finite() && gamma > 0.0) {
-        return Err(Error::Value(format!("gamma must be a finite number > 0, got {gamma}")));
+        return Err(Error::Value(format!(
+            "gamma must be a finite number > 0, got {gamma}"
+        )));
     }
     Ok(())
 }
@@ -280,7 +329,10 @@ fn check_params(p: &DiffusionParams) -> Result<()> {
         )));
     }
     if !(p.tol.is_finite() && p.tol >= 0.0) {
-        return Err(Error::Value(format!("tol must be a finite number >= 0, got {}", p.tol)));
+        return Err(Error::Value(format!(
+            "tol must be a finite number >= 0, got {}",
+            p.tol
+        )));
     }
     Ok(())
 }
@@ -323,18 +375,31 @@ fn diffuse_one<T: Real>(
         return (out_ranks, out_scores);
     }
     let y: Vec<f64> = (0..t)
-        .map(|a| if a < kq { dot(x, row[a], &qf).max(0.0).powf(params.gamma) } else { 0.0 })
+        .map(|a| {
+            if a < kq {
+                dot(x, row[a], &qf).max(0.0).powf(params.gamma)
+            } else {
+                0.0
+            }
+        })
         .collect();
     // The subgraph induced by the top t items, in local indices (positions in the ranking).
     // S's rows are read in increasing item order, a forward sweep the hardware prefetches
     // (reading them in ranking order, at random, left this loop waiting on memory); each
     // stored row remembers its local index.
-    let mut items: Vec<(usize, u32)> = row[..t].iter().enumerate().map(|(a, &r)| (r, a as u32)).collect();
+    let mut items: Vec<(usize, u32)> = row[..t]
+        .iter()
+        .enumerate()
+        .map(|(a, &r)| (r, a as u32))
+        .collect();
     items.sort_unstable();
     for &(r, a) in &items {
         pos[r] = a;
     }
-    let total: usize = items.iter().map(|&(r, _)| s.indptr[r + 1] - s.indptr[r]).sum();
+    let total: usize = items
+        .iter()
+        .map(|&(r, _)| s.indptr[r + 1] - s.indptr[r])
+        .sum();
     let mut rows = Vec::with_capacity(t);
     let mut indptr = Vec::with_capacity(t + 1);
     let mut cols = vec![0u32; total];
@@ -358,7 +423,12 @@ fn diffuse_one<T: Real>(
     for &(r, _) in &items {
         pos[r] = u32::MAX;
     }
-    let sub = Csr { rows, indptr, indices: cols, values: vals };
+    let sub = Csr {
+        rows,
+        indptr,
+        indices: cols,
+        values: vals,
+    };
     let f = conjugate_gradient(&sub, params.alpha, &y, params.iterations, params.tol);
     let mut order: Vec<usize> = (0..t).collect();
     // Stable: equal diffusion scores keep their first-pass order.
@@ -383,7 +453,11 @@ struct Csr {
 fn apply(s: &Csr, alpha: f64, p: &[f64], out: &mut [f64]) {
     for (k, &a) in s.rows.iter().enumerate() {
         let (lo, hi) = (s.indptr[k], s.indptr[k + 1]);
-        let sp: f64 = s.indices[lo..hi].iter().zip(&s.values[lo..hi]).map(|(&b, v)| v * p[b as usize]).sum();
+        let sp: f64 = s.indices[lo..hi]
+            .iter()
+            .zip(&s.values[lo..hi])
+            .map(|(&b, v)| v * p[b as usize])
+            .sum();
         out[a as usize] = p[a as usize] - alpha * sp;
     }
 }
@@ -416,7 +490,9 @@ fn conjugate_gradient(s: &Csr, alpha: f64, y: &[f64], iterations: usize, tol: f6
             p.copy_from_slice(&r);
         } else {
             let beta = rho / rho_prev;
-            p.iter_mut().zip(&r).for_each(|(pi, ri)| *pi = *pi * beta + ri);
+            p.iter_mut()
+                .zip(&r)
+                .for_each(|(pi, ri)| *pi = *pi * beta + ri);
         }
         apply(s, alpha, &p, &mut ap);
         let pap = dot_f64(&p, &ap);
@@ -447,8 +523,8 @@ mod tests {
         // W: w01 = 0.6, w12 = 0.2, w02 = (0.1 + 0.9) / 2 = 0.5 (0 lists 2 and 2 lists 0).
         assert_eq!(s.indptr, vec![0, 2, 4, 6]);
         assert_eq!(s.indices, vec![1, 2, 0, 2, 0, 1]);
-        let d = [1.1, 0.8, 0.7];
-        let want = [0.6 / (d[0] * d[1] as f64).sqrt(), 0.5 / (d[0] * d[2] as f64).sqrt()];
+        let d: [f64; 3] = [1.1, 0.8, 0.7];
+        let want = [0.6 / (d[0] * d[1]).sqrt(), 0.5 / (d[0] * d[2]).sqrt()];
         assert!((s.values[0] - want[0]).abs() < 1e-15 && (s.values[1] - want[1]).abs() < 1e-15);
         assert_eq!(s.values[0], s.values[2]);
         // One-way links only: no edge.
@@ -461,10 +537,18 @@ mod tests {
     #[test]
     fn conjugate_gradient_solves_a_two_node_system() {
         // S = [[0, 1], [1, 0]], alpha = 0.5: (I - 0.5 S) f = (1, 0) -> f = (4/3, 2/3).
-        let s = Csr { rows: vec![1, 0], indptr: vec![0, 1, 2], indices: vec![0, 1], values: vec![1.0, 1.0] };
+        let s = Csr {
+            rows: vec![1, 0],
+            indptr: vec![0, 1, 2],
+            indices: vec![0, 1],
+            values: vec![1.0, 1.0],
+        };
         let f = conjugate_gradient(&s, 0.5, &[1.0, 0.0], 20, 1e-12);
         assert!((f[0] - 4.0 / 3.0).abs() < 1e-12 && (f[1] - 2.0 / 3.0).abs() < 1e-12);
-        assert_eq!(conjugate_gradient(&s, 0.5, &[0.0, 0.0], 20, 1e-12), vec![0.0, 0.0]);
+        assert_eq!(
+            conjugate_gradient(&s, 0.5, &[0.0, 0.0], 20, 1e-12),
+            vec![0.0, 0.0]
+        );
     }
 
     #[test]
@@ -477,14 +561,36 @@ mod tests {
         let gi = Mat::from_fn(4, 2, |i, j| g.indices[i * 2 + j]);
         let gs = Mat::from_fn(4, 2, |i, j| g.similarities[i * 2 + j]);
         let ranks = Mat::from_fn(1, 4, |_, j| [2i64, 3, 0, 1][j]);
-        let params = DiffusionParams { query_k: 1, truncation: Some(3), ..Default::default() };
-        let r = diffusion_rerank(x.as_ref(), q.as_ref(), ranks.as_ref(), None, gi.as_ref(), gs.as_ref(), params).unwrap();
+        let params = DiffusionParams {
+            query_k: 1,
+            truncation: Some(3),
+            ..Default::default()
+        };
+        let r = diffusion_rerank(
+            x.as_ref(),
+            q.as_ref(),
+            ranks.as_ref(),
+            None,
+            gi.as_ref(),
+            gs.as_ref(),
+            params,
+        )
+        .unwrap();
         // y heats item 2 (the ranking's first); inside the top 3 {2, 3, 0} only 2 - 0 is a
         // mutual link, so f_2 > f_0 > f_3 = 0; item 1 stays last with its inner product 0.9.
         assert_eq!(r.ranks, vec![2, 0, 3, 1]);
         assert!(r.scores[0] > r.scores[1] && r.scores[1] > 0.0);
         assert_eq!((r.scores[2], r.scores[3]), (0.0, 0.9));
         let bad = Mat::from_fn(1, 4, |_, j| [3i64, 3, 1, 2][j]);
-        assert!(diffusion_rerank(x.as_ref(), q.as_ref(), bad.as_ref(), None, gi.as_ref(), gs.as_ref(), params).is_err());
+        assert!(diffusion_rerank(
+            x.as_ref(),
+            q.as_ref(),
+            bad.as_ref(),
+            None,
+            gi.as_ref(),
+            gs.as_ref(),
+            params
+        )
+        .is_err());
     }
 }

@@ -38,9 +38,15 @@ pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
 pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
     let n = m.nrows();
     let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
-    cholesky_in_place(m, Default::default(), par, MemStack::new(&mut mem), Default::default())
-        .map(|_| ())
-        .map_err(not_positive_definite)
+    cholesky_in_place(
+        m,
+        Default::default(),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map(|_| ())
+    .map_err(not_positive_definite)
 }
 
 /// Per source j, `T_j = (1/(N+1)) sum_{i != j} (M^-1)_ij / (M^-1)_jj`, from `V = L^-1` (the
@@ -48,7 +54,11 @@ pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
 /// triangle (what [`crate::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v` meanwhile.
 ///
 /// Entries are `f64`; a cell with no path to any other cell gets exactly 0.
-pub fn system_temperatures<T: Real>(crew: &Crew<'_>, v: &SharedMat<'_, T>, off: &[f64]) -> Vec<f64> {
+pub fn system_temperatures<T: Real>(
+    crew: &Crew<'_>,
+    v: &SharedMat<'_, T>,
+    off: &[f64],
+) -> Vec<f64> {
     const COLUMNS_PER_ITEM: usize = 16;
     let n = v.nrows();
     // SAFETY (the reads of `v`): read-only phases.

@@ -18,10 +18,10 @@ use rayon::ThreadPool;
 use crate::affinity::{centre_columns, heat_system, AffinityRules};
 use crate::error::{Error, Result};
 use crate::heat::system_temperatures;
-use crate::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
 use crate::real::Real;
 use crate::shared_mat::SharedMat;
 use crate::team::Members;
+use crate::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
 use crate::workspace::with_workspace;
 use crate::{team, threads, validate};
 
@@ -37,14 +37,21 @@ pub struct HewParams {
 
 impl Default for HewParams {
     fn default() -> Self {
-        Self { threshold: 0.0, ground: 0.1 }
+        Self {
+            threshold: 0.0,
+            ground: 0.1,
+        }
     }
 }
 
 /// HeW weights of one map `f` (N cells x C channels, any strides), `(N,)`, in `T`.
 ///
 /// `mean`: the centering mean `(C,)`; `None` uses the map's own mean of local features.
-pub fn hew_weights<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewParams) -> Result<Vec<T>> {
+pub fn hew_weights<T: Real>(
+    f: MatRef<'_, T>,
+    mean: Option<&[T]>,
+    params: HewParams,
+) -> Result<Vec<T>> {
     validate::non_empty(f, "the feature map")?;
     let mu = check_mean(mean, f.ncols())?;
     validate::heat_params(params.threshold, params.ground)?;
@@ -52,7 +59,11 @@ pub fn hew_weights<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewPar
 }
 
 /// HeW descriptor of one map: `sum_j w_j f_j`, `(C,)`, in `T` (accumulated in `f64`).
-pub fn hew_pool<T: Real>(f: MatRef<'_, T>, mean: Option<&[T]>, params: HewParams) -> Result<Vec<T>> {
+pub fn hew_pool<T: Real>(
+    f: MatRef<'_, T>,
+    mean: Option<&[T]>,
+    params: HewParams,
+) -> Result<Vec<T>> {
     validate::non_empty(f, "the feature map")?;
     let mu = check_mean(mean, f.ncols())?;
     validate::heat_params(params.threshold, params.ground)?;
@@ -74,11 +85,20 @@ pub fn hew_pool_batch<T: Real>(
     };
     validate::heat_params(params.threshold, params.ground)?;
     threads::with_pool(|pool| {
-        pool.install(|| maps.par_iter().try_for_each(|m| validate::finite(*m, "every feature map")))?;
+        pool.install(|| {
+            maps.par_iter()
+                .try_for_each(|m| validate::finite(*m, "every feature map"))
+        })?;
         if maps.len() >= pool.current_num_threads() {
-            pool.install(|| maps.par_iter().map(|m| descriptor(*m, mu.as_deref(), params, Members::Caller)).collect())
+            pool.install(|| {
+                maps.par_iter()
+                    .map(|m| descriptor(*m, mu.as_deref(), params, Members::Caller))
+                    .collect()
+            })
         } else {
-            maps.iter().map(|m| descriptor(*m, mu.as_deref(), params, members(pool, m.nrows()))).collect()
+            maps.iter()
+                .map(|m| descriptor(*m, mu.as_deref(), params, members(pool, m.nrows())))
+                .collect()
         }
     })?
 }
@@ -86,8 +106,9 @@ pub fn hew_pool_batch<T: Real>(
 /// The mean of all local features of all maps, `(C,)`: the sum of every cell of every map
 /// divided by the total number of cells (not a mean of per-map means), accumulated in `f64`.
 pub fn local_mean<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Vec<T>> {
-    let c = check_batch(maps)?
-        .ok_or_else(|| Error::Shape("local_mean needs at least one feature map, got none".into()))?;
+    let c = check_batch(maps)?.ok_or_else(|| {
+        Error::Shape("local_mean needs at least one feature map, got none".into())
+    })?;
     threads::install(|_| {
         let sums = maps
             .par_iter()
@@ -105,7 +126,11 @@ pub fn local_mean<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Vec<T>> {
 
 /// Every thread of the pool for a map of more than one cell.
 fn members(pool: &ThreadPool, cells: usize) -> Members<'_> {
-    if cells > 1 { Members::Pool(pool, pool.current_num_threads()) } else { Members::Caller }
+    if cells > 1 {
+        Members::Pool(pool, pool.current_num_threads())
+    } else {
+        Members::Caller
+    }
 }
 
 fn check_mean<T: Real>(mean: Option<&[T]>, c: usize) -> Result<Option<Vec<f64>>> {
@@ -118,7 +143,9 @@ fn check_mean<T: Real>(mean: Option<&[T]>, c: usize) -> Result<Option<Vec<f64>>>
 
 /// All maps non-empty with the same C; returns that C (`None` for an empty batch).
 fn check_batch<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Option<usize>> {
-    let Some(first) = maps.first() else { return Ok(None) };
+    let Some(first) = maps.first() else {
+        return Ok(None);
+    };
     for (b, m) in maps.iter().enumerate() {
         validate::non_empty(*m, &format!("feature map {b}"))?;
         if m.ncols() != first.ncols() {
@@ -137,7 +164,10 @@ fn column_sums<T: Real>(f: MatRef<'_, T>) -> Vec<f64> {
     let mut acc = vec![0.0f64; f.ncols()];
     for i in 0..f.nrows() {
         match f.row(i).try_as_row_major() {
-            Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, x)| *a += x.f64()),
+            Some(r) => acc
+                .iter_mut()
+                .zip(r.as_slice())
+                .for_each(|(a, x)| *a += x.f64()),
             None => for_row(f, i, |k, x| acc[k] += x),
         }
     }
@@ -149,17 +179,37 @@ fn column_sums<T: Real>(f: MatRef<'_, T>) -> Vec<f64> {
 fn for_row<T: Real>(f: MatRef<'_, T>, i: usize, mut op: impl FnMut(usize, f64)) {
     let row = f.row(i);
     match row.try_as_row_major() {
-        Some(r) => r.as_slice().iter().enumerate().for_each(|(k, x)| op(k, x.f64())),
+        Some(r) => r
+            .as_slice()
+            .iter()
+            .enumerate()
+            .for_each(|(k, x)| op(k, x.f64())),
         None => (0..f.ncols()).for_each(|k| op(k, row[k].f64())),
     }
 }
 
-fn descriptor<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, members: Members<'_>) -> Result<Vec<T>> {
-    Ok(map_heat(f, mu, params, members, Output::Descriptor)?.into_iter().map(T::of).collect())
+fn descriptor<T: Real>(
+    f: MatRef<'_, T>,
+    mu: Option<&[f64]>,
+    params: HewParams,
+    members: Members<'_>,
+) -> Result<Vec<T>> {
+    Ok(map_heat(f, mu, params, members, Output::Descriptor)?
+        .into_iter()
+        .map(T::of)
+        .collect())
 }
 
-fn weights<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, members: Members<'_>) -> Result<Vec<T>> {
-    Ok(map_heat(f, mu, params, members, Output::Weights)?.into_iter().map(T::of).collect())
+fn weights<T: Real>(
+    f: MatRef<'_, T>,
+    mu: Option<&[f64]>,
+    params: HewParams,
+    members: Members<'_>,
+) -> Result<Vec<T>> {
+    Ok(map_heat(f, mu, params, members, Output::Weights)?
+        .into_iter()
+        .map(T::of)
+        .collect())
 }
 
 /// What [`map_heat`] returns.
@@ -178,14 +228,28 @@ const ROWS_PER_ITEM: usize = 64;
 /// HeW of one non-empty map, in `f64`: the weights or the descriptor (an error if the map
 /// holds NaN or infinity). All of it runs in one team (a single entry into the thread
 /// pool): every step is a phase of it.
-fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, members: Members<'_>, output: Output) -> Result<Vec<f64>> {
+fn map_heat<T: Real>(
+    f: MatRef<'_, T>,
+    mu: Option<&[f64]>,
+    params: HewParams,
+    members: Members<'_>,
+    output: Output,
+) -> Result<Vec<f64>> {
     let (n, c) = (f.nrows(), f.ncols());
-    let rules = AffinityRules { threshold: params.threshold, ground: params.ground };
+    let rules = AffinityRules {
+        threshold: params.threshold,
+        ground: params.ground,
+    };
     let tile = tile_size(n);
     let plan = Plan::get(n.div_ceil(tile), members.size());
     with_workspace::<T, _>(|ws| {
         let [cells, m, v, scratch] = ws.views([(c, n), (n, n), (n, n), (n, tile)]);
-        let (cells, m, v, scratch) = (SharedMat::new(cells), SharedMat::new(m), SharedMat::new(v), SharedMat::new(scratch));
+        let (cells, m, v, scratch) = (
+            SharedMat::new(cells),
+            SharedMat::new(m),
+            SharedMat::new(v),
+            SharedMat::new(scratch),
+        );
         team::run(members, |crew| {
             let weights = if n == 1 {
                 validate::finite(f, "the feature map")?;
@@ -228,11 +292,16 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, me
                 let mu = match mu {
                     Some(mu) => mu,
                     None => {
-                        own_mean = (0..c).map(|k| chunks.iter().map(|(s, _, _)| s[k]).sum::<f64>() / n as f64).collect();
+                        own_mean = (0..c)
+                            .map(|k| chunks.iter().map(|(s, _, _)| s[k]).sum::<f64>() / n as f64)
+                            .collect();
                         &own_mean
                     }
                 };
-                let dead: Vec<bool> = chunks.iter().flat_map(|(_, d, _)| d.iter().copied()).collect();
+                let dead: Vec<bool> = chunks
+                    .iter()
+                    .flat_map(|(_, d, _)| d.iter().copied())
+                    .collect();
                 centre_columns(crew, f, mu, true, &cells);
                 // SAFETY: the centring phase is over; nothing writes `cells` any more.
                 let centred = unsafe { cells.block(0, 0, c, n) };
@@ -254,7 +323,10 @@ fn map_heat<T: Real>(f: MatRef<'_, T>, mu: Option<&[f64]>, params: HewParams, me
                 let rows = item * ROWS_PER_ITEM..((item + 1) * ROWS_PER_ITEM).min(n);
                 for (i, &w) in rows.clone().zip(&weights[rows]) {
                     match f.row(i).try_as_row_major() {
-                        Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, x)| *a += w * x.f64()),
+                        Some(r) => acc
+                            .iter_mut()
+                            .zip(r.as_slice())
+                            .for_each(|(a, x)| *a += w * x.f64()),
                         None => for_row(f, i, |k, x| acc[k] += w * x),
                     }
                 }
@@ -280,7 +352,9 @@ fn weights_from_temperatures(t: &[f64], connected: &[bool]) -> Vec<f64> {
     if largest.is_nan() {
         return vec![1.0; t.len()];
     }
-    (0..t.len()).map(|j| if regular(j) { 1.0 / t[j] } else { largest }).collect()
+    (0..t.len())
+        .map(|j| if regular(j) { 1.0 / t[j] } else { largest })
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,7 +363,13 @@ mod tests {
 
     #[test]
     fn weights_from_temperatures_follow_the_degenerate_rules() {
-        assert_eq!(weights_from_temperatures(&[0.5, 0.25, 0.0], &[true, true, false]), vec![2.0, 4.0, 4.0]);
-        assert_eq!(weights_from_temperatures(&[0.0, 0.0], &[false, false]), vec![1.0, 1.0]);
+        assert_eq!(
+            weights_from_temperatures(&[0.5, 0.25, 0.0], &[true, true, false]),
+            vec![2.0, 4.0, 4.0]
+        );
+        assert_eq!(
+            weights_from_temperatures(&[0.0, 0.0], &[false, false]),
+            vec![1.0, 1.0]
+        );
     }
 }

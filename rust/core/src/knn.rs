@@ -61,7 +61,12 @@ pub fn knn_graph<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<KnnGraph<T>> {
     check_size(n)?;
     let k = k.min(n.saturating_sub(1));
     let (indices, similarities) = threads::install(|_| knn(x, k))??;
-    Ok(KnnGraph { indices, similarities, n, k })
+    Ok(KnnGraph {
+        indices,
+        similarities,
+        n,
+        k,
+    })
 }
 
 fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
@@ -73,15 +78,32 @@ fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
     let blocks = n.div_ceil(TILE);
     let cap = list_capacity(k, n);
     let size = |a: usize| TILE.min(n - a * TILE);
-    let selections: Vec<Mutex<Selection<T>>> = (0..blocks).map(|a| Mutex::new(Selection::new(size(a), k, cap, false))).collect();
+    let selections: Vec<Mutex<Selection<T>>> = (0..blocks)
+        .map(|a| Mutex::new(Selection::new(size(a), k, cap, false)))
+        .collect();
     // Tiles (a, b), a <= b, row by row of the block triangle.
-    let tiles: Vec<(usize, usize)> = (0..blocks).flat_map(|a| (a..blocks).map(move |b| (a, b))).collect();
+    let tiles: Vec<(usize, usize)> = (0..blocks)
+        .flat_map(|a| (a..blocks).map(move |b| (a, b)))
+        .collect();
     tiles.par_iter().for_each(|&(a, b)| {
         let (a0, b0, la, lb) = (a * TILE, b * TILE, size(a), size(b));
         with_workspace::<T, _>(|ws| {
             let mut s = score_block(ws, la, lb);
-            matmul(s.rb_mut(), Accum::Replace, x.subrows(a0, la), x.subrows(b0, lb).transpose(), T::of(1.0), Par::Seq);
-            let col = |j: usize| s.rb().col(j).try_as_col_major().expect("workspace columns are contiguous").as_slice();
+            matmul(
+                s.rb_mut(),
+                Accum::Replace,
+                x.subrows(a0, la),
+                x.subrows(b0, lb).transpose(),
+                T::of(1.0),
+                Par::Seq,
+            );
+            let col = |j: usize| {
+                s.rb()
+                    .col(j)
+                    .try_as_col_major()
+                    .expect("workspace columns are contiguous")
+                    .as_slice()
+            };
             {
                 let mut sel = lock(&selections[a]);
                 for j in 0..lb {
@@ -98,11 +120,17 @@ fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
             }
         });
     });
-    let selections: Vec<Selection<T>> = selections.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())).collect();
+    let selections: Vec<Selection<T>> = selections
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect();
     if selections.iter().any(|s| s.nonfinite()) {
         validate::finite(x, "X")?;
     }
-    let lists: Vec<Vec<_>> = selections.into_iter().flat_map(|s| s.into_lists()).collect();
+    let lists: Vec<Vec<_>> = selections
+        .into_iter()
+        .flat_map(|s| s.into_lists())
+        .collect();
     let mut indices = vec![0i64; n * k];
     let mut similarities = vec![T::of(0.0); n * k];
     write_rows(&mut indices, &mut similarities, k, lists.into_par_iter());

@@ -22,11 +22,11 @@ use rayon::prelude::*;
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
 use crate::error::{Error, Result};
 use crate::heat::cholesky;
-use crate::tiled_cholesky::tile_size;
+use crate::real::Real;
 use crate::search::Ranking;
 use crate::shared_mat::SharedMat;
 use crate::team;
-use crate::real::Real;
+use crate::tiled_cholesky::tile_size;
 use crate::triangle::{column, dot_with};
 use crate::workspace::with_workspace;
 use crate::{threads, validate};
@@ -98,7 +98,11 @@ pub struct HerParams {
 
 impl Default for HerParams {
     fn default() -> Self {
-        Self { k: DEFAULT_K, ground: DEFAULT_GROUND, solver: HerSolver::default() }
+        Self {
+            k: DEFAULT_K,
+            ground: DEFAULT_GROUND,
+            solver: HerSolver::default(),
+        }
     }
 }
 
@@ -198,10 +202,20 @@ fn rerank_one<T: Real>(
     let query = q.row(i);
     let mut out_ranks: Vec<i64> = row.iter().map(|&r| r as i64).collect();
     let mut out_scores: Vec<T> = match scores {
-        Some(s) => (0..m).map(|p| if p < k { T::of(0.0) } else { s[(i, p)] }).collect(),
+        Some(s) => (0..m)
+            .map(|p| if p < k { T::of(0.0) } else { s[(i, p)] })
+            .collect(),
         None => {
             let qf: Vec<f64> = row_f64(query);
-            (0..m).map(|p| if p < k { T::of(0.0) } else { T::of(dot_row(x.row(row[p]), &qf)) }).collect()
+            (0..m)
+                .map(|p| {
+                    if p < k {
+                        T::of(0.0)
+                    } else {
+                        T::of(dot_row(x.row(row[p]), &qf))
+                    }
+                })
+                .collect()
         }
     };
     let t = heat_temperatures(x, query, &row[..k], params.ground, params.solver)?;
@@ -234,8 +248,14 @@ fn dot_row<T: Real>(row: RowRef<'_, T>, y: &[f64]) -> f64 {
 /// Adds a row to an `f64` accumulator.
 fn add_row<T: Real>(row: RowRef<'_, T>, acc: &mut [f64]) {
     match row.try_as_row_major() {
-        Some(r) => acc.iter_mut().zip(r.as_slice()).for_each(|(a, v)| *a += v.f64()),
-        None => acc.iter_mut().enumerate().for_each(|(c, a)| *a += row[c].f64()),
+        Some(r) => acc
+            .iter_mut()
+            .zip(r.as_slice())
+            .for_each(|(a, v)| *a += v.f64()),
+        None => acc
+            .iter_mut()
+            .enumerate()
+            .for_each(|(c, a)| *a += row[c].f64()),
     }
 }
 
@@ -249,10 +269,21 @@ const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
 /// rows (in `f64`, no re-normalisation), into the columns of `out` (`d x (k+1)`). A row equal
 /// to the mean up to rounding (`||x_i - mu|| <= 16 eps (||x_i|| + ||mu||)`, `eps` of `T`)
 /// becomes a zero column: affinity 0 to every row.
-fn centre<T: Real>(x: MatRef<'_, T>, query: RowRef<'_, T>, candidates: &[usize], mut out: MatMut<'_, T>) {
+fn centre<T: Real>(
+    x: MatRef<'_, T>,
+    query: RowRef<'_, T>,
+    candidates: &[usize],
+    mut out: MatMut<'_, T>,
+) {
     let d = x.ncols();
     let size = candidates.len() + 1;
-    let row_of = |j: usize| if j < candidates.len() { x.row(candidates[j]) } else { query };
+    let row_of = |j: usize| {
+        if j < candidates.len() {
+            x.row(candidates[j])
+        } else {
+            query
+        }
+    };
     let mut mean = vec![0.0f64; d];
     for j in 0..size {
         add_row(row_of(j), &mut mean);
@@ -273,9 +304,16 @@ fn centre<T: Real>(x: MatRef<'_, T>, query: RowRef<'_, T>, candidates: &[usize],
         };
         let (row_norm2, centred_norm2) = centre_row(values, &mean, &mut centred);
         let keep = centred_norm2.sqrt() > tolerance * (row_norm2.sqrt() + mean_norm);
-        let col = out.rb_mut().col_mut(j).try_as_col_major_mut().expect("workspace columns are contiguous").as_slice_mut();
+        let col = out
+            .rb_mut()
+            .col_mut(j)
+            .try_as_col_major_mut()
+            .expect("workspace columns are contiguous")
+            .as_slice_mut();
         if keep {
-            col.iter_mut().zip(&centred).for_each(|(o, c)| *o = T::of(*c));
+            col.iter_mut()
+                .zip(&centred)
+                .for_each(|(o, c)| *o = T::of(*c));
         } else {
             col.iter_mut().for_each(|o| *o = T::of(0.0));
         }
@@ -288,7 +326,11 @@ fn centre_row<T: Real>(row: &[T], mean: &[f64], centred: &mut [f64]) -> (f64, f6
     const L: usize = 8;
     let (mut rn, mut cn) = ([0.0f64; L], [0.0f64; L]);
     let split = row.len() - row.len() % L;
-    for ((r, m), c) in row[..split].chunks_exact(L).zip(mean[..split].chunks_exact(L)).zip(centred[..split].chunks_exact_mut(L)) {
+    for ((r, m), c) in row[..split]
+        .chunks_exact(L)
+        .zip(mean[..split].chunks_exact(L))
+        .zip(centred[..split].chunks_exact_mut(L))
+    {
         for l in 0..L {
             let v = r[l].f64();
             let t = v - m[l];
@@ -298,7 +340,11 @@ fn centre_row<T: Real>(row: &[T], mean: &[f64], centred: &mut [f64]) -> (f64, f6
         }
     }
     let (mut rt, mut ct) = (0.0, 0.0);
-    for ((r, m), c) in row[split..].iter().zip(&mean[split..]).zip(&mut centred[split..]) {
+    for ((r, m), c) in row[split..]
+        .iter()
+        .zip(&mean[split..])
+        .zip(&mut centred[split..])
+    {
         let v = r.f64();
         let t = v - m;
         *c = t;
@@ -311,8 +357,14 @@ fn centre_row<T: Real>(row: &[T], mean: &[f64], centred: &mut [f64]) -> (f64, f6
 /// Copies a row into an `f64` buffer of its length.
 fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
     match row.try_as_row_major() {
-        Some(r) => out.iter_mut().zip(r.as_slice()).for_each(|(o, v)| *o = v.f64()),
-        None => out.iter_mut().enumerate().for_each(|(c, o)| *o = row[c].f64()),
+        Some(r) => out
+            .iter_mut()
+            .zip(r.as_slice())
+            .for_each(|(o, v)| *o = v.f64()),
+        None => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(c, o)| *o = row[c].f64()),
     }
 }
 
@@ -398,7 +450,11 @@ fn symv_lower_body<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
             }
         }
         let mut tail = 0.0;
-        for ((a, xv), yv) in below[split..].iter().zip(&xs[split..]).zip(&mut ys[split..]) {
+        for ((a, xv), yv) in below[split..]
+            .iter()
+            .zip(&xs[split..])
+            .zip(&mut ys[split..])
+        {
             let aij = a.f64();
             tail += aij * xv;
             *yv += aij * xj;
@@ -473,7 +529,8 @@ pub fn heat_temperatures_traced<T: Real>(
     with_workspace::<T, _>(|ws| {
         let [cells, mut m, _, _] = ws.views([(d, size), (size, size), (0, 0), (0, 0)]);
         // No positive affinity: A = 0, G = I, every candidate's temperature is 0.
-        let Some(system) = build_heat_system(x, query, candidates, ground, cells, m.rb_mut()) else {
+        let Some(system) = build_heat_system(x, query, candidates, ground, cells, m.rb_mut())
+        else {
             return Ok((vec![0.0; k], None));
         };
         let (mut t, iterations) = solve_heat_system(m, solver)?;
@@ -501,16 +558,24 @@ pub fn build_heat_system<T: Real>(
     m: MatMut<'_, T>,
 ) -> Option<HeatSystem> {
     centre(x, query, candidates, cells.rb_mut());
-    let rules = AffinityRules { threshold: 0.0, ground };
+    let rules = AffinityRules {
+        threshold: 0.0,
+        ground,
+    };
     let m = SharedMat::new(m);
-    team::run(team::Members::Caller, |crew| heat_system(crew, cells.rb(), None, rules, &m, tile_size(m.nrows())))
+    team::run(team::Members::Caller, |crew| {
+        heat_system(crew, cells.rb(), None, rules, &m, tile_size(m.nrows()))
+    })
 }
 
 /// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node) and the number of CG
 /// iterations (`None`: solved by Cholesky, which overwrites `m` with its factor). Public
 /// (hidden) for `examples/her_solvers.rs`.
 #[doc(hidden)]
-pub fn solve_heat_system<T: Real>(m: MatMut<'_, T>, solver: HerSolver) -> Result<(Vec<f64>, Option<usize>)> {
+pub fn solve_heat_system<T: Real>(
+    m: MatMut<'_, T>,
+    solver: HerSolver,
+) -> Result<(Vec<f64>, Option<usize>)> {
     let cg = match solver {
         HerSolver::Cholesky => None,
         HerSolver::ConjugateGradient => cg_iterations(m.rb()),
@@ -529,9 +594,28 @@ mod tests {
         faer::Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j])
     }
 
-    fn rerank(x: &faer::Mat<f64>, q: &faer::Mat<f64>, ranks: &[i64], k: usize, solver: HerSolver) -> Ranking<f64> {
-        let r = faer::Mat::from_fn(q.nrows(), ranks.len() / q.nrows(), |i, p| ranks[i * (ranks.len() / q.nrows()) + p]);
-        heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, HerParams { k, ground: 0.1, solver }).unwrap()
+    fn rerank(
+        x: &faer::Mat<f64>,
+        q: &faer::Mat<f64>,
+        ranks: &[i64],
+        k: usize,
+        solver: HerSolver,
+    ) -> Ranking<f64> {
+        let r = faer::Mat::from_fn(q.nrows(), ranks.len() / q.nrows(), |i, p| {
+            ranks[i * (ranks.len() / q.nrows()) + p]
+        });
+        heat_rerank(
+            x.as_ref(),
+            q.as_ref(),
+            r.as_ref(),
+            None,
+            HerParams {
+                k,
+                ground: 0.1,
+                solver,
+            },
+        )
+        .unwrap()
     }
 
     /// Worked by hand. Database x0 = (2, 0), x1 = (0, 2), x2 = (-2, 0); query (2, 0); first
@@ -553,7 +637,11 @@ mod tests {
             let out = rerank(&x, &q, &[1, 2, 0], 3, solver);
             assert_eq!(out.ranks, vec![0, 1, 2]);
             let expected = 2.5 * 2.65 / 0.7725;
-            assert!((out.scores[0] - expected).abs() < 1e-12 * expected, "{:?}", out.scores);
+            assert!(
+                (out.scores[0] - expected).abs() < 1e-12 * expected,
+                "{:?}",
+                out.scores
+            );
             assert_eq!(&out.scores[1..], &[0.0, 0.0]);
         }
     }
@@ -580,7 +668,9 @@ mod tests {
         // A deterministic pseudo-random database (LCG), 60 x 8, query = row 5 perturbed.
         let mut state = 12345u64;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
         let x = faer::Mat::from_fn(60, 8, |_, _| next());
@@ -600,7 +690,13 @@ mod tests {
         let q = mat(&[&[2.0, 0.0]]);
         let run = |r: &[i64]| {
             let r = faer::Mat::from_fn(1, r.len(), |_, p| r[p]);
-            heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, HerParams::default())
+            heat_rerank(
+                x.as_ref(),
+                q.as_ref(),
+                r.as_ref(),
+                None,
+                HerParams::default(),
+            )
         };
         assert!(matches!(run(&[0, 3]), Err(Error::Value(_))));
         assert!(matches!(run(&[0, -1]), Err(Error::Value(_))));
@@ -609,12 +705,36 @@ mod tests {
         let big = faer::Mat::from_fn(100, 2, |i, j| (i + j) as f64);
         let rank = |r: &[i64]| faer::Mat::from_fn(1, r.len(), |_, p| r[p]);
         let q2 = faer::Mat::from_fn(1, 2, |_, j| j as f64);
-        let err = heat_rerank(big.as_ref(), q2.as_ref(), rank(&[7, 3, 7]).as_ref(), None, HerParams::default());
-        assert_eq!(err, Err(Error::Value("a ranking must not hold an index twice, got 7 again at row 0, column 2".into())));
-        assert!(heat_rerank(big.as_ref(), q2.as_ref(), rank(&[7, 3, 8]).as_ref(), None, HerParams::default()).is_ok());
+        let err = heat_rerank(
+            big.as_ref(),
+            q2.as_ref(),
+            rank(&[7, 3, 7]).as_ref(),
+            None,
+            HerParams::default(),
+        );
+        assert_eq!(
+            err,
+            Err(Error::Value(
+                "a ranking must not hold an index twice, got 7 again at row 0, column 2".into()
+            ))
+        );
+        assert!(heat_rerank(
+            big.as_ref(),
+            q2.as_ref(),
+            rank(&[7, 3, 8]).as_ref(),
+            None,
+            HerParams::default()
+        )
+        .is_ok());
         assert!(matches!(run(&[0, 1, 2, 0]), Err(Error::Shape(_))));
-        let bad = HerParams { ground: 0.0, ..HerParams::default() };
+        let bad = HerParams {
+            ground: 0.0,
+            ..HerParams::default()
+        };
         let r = faer::Mat::from_fn(1, 1, |_, _| 0i64);
-        assert!(matches!(heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, bad), Err(Error::Value(_))));
+        assert!(matches!(
+            heat_rerank(x.as_ref(), q.as_ref(), r.as_ref(), None, bad),
+            Err(Error::Value(_))
+        ));
     }
 }

@@ -73,7 +73,12 @@ pub struct Ranking<T> {
 impl<T> Ranking<T> {
     /// One ranking from per-query rows `(ranks, scores)`, each of length `cols`.
     pub fn from_rows(rows: Vec<(Vec<i64>, Vec<T>)>, cols: usize) -> Self {
-        let mut out = Ranking { ranks: Vec::with_capacity(rows.len() * cols), scores: Vec::with_capacity(rows.len() * cols), rows: rows.len(), cols };
+        let mut out = Ranking {
+            ranks: Vec::with_capacity(rows.len() * cols),
+            scores: Vec::with_capacity(rows.len() * cols),
+            rows: rows.len(),
+            cols,
+        };
         for (r, s) in rows {
             debug_assert!(r.len() == cols && s.len() == cols);
             out.ranks.extend(r);
@@ -104,12 +109,22 @@ pub fn search<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: Option<usize>) -> 
     check_size(n)?;
     let k = k.map_or(n, |k| k.min(n));
     let (ranks, scores) = threads::install(|threads| top_k(x, q, k, threads))??;
-    Ok(Ranking { ranks, scores, rows: q.nrows(), cols: k })
+    Ok(Ranking {
+        ranks,
+        scores,
+        rows: q.nrows(),
+        cols: k,
+    })
 }
 
 /// Top `k <= n` of every query, `(ranks, scores)` row-major `(nq, k)`, on the current rayon
 /// pool (of `threads` threads).
-fn top_k<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: usize, threads: usize) -> Result<(Vec<i64>, Vec<T>)> {
+fn top_k<T: Real>(
+    x: MatRef<'_, T>,
+    q: MatRef<'_, T>,
+    k: usize,
+    threads: usize,
+) -> Result<(Vec<i64>, Vec<T>)> {
     let (n, nq) = (x.nrows(), q.nrows());
     validate::finite(q, "Q")?;
     if k == 0 || nq == 0 {
@@ -122,7 +137,18 @@ fn top_k<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: usize, threads: usize) 
     let shared = SharedThresholds::new(nq);
     let tasks = (0..plan.qblocks * plan.chunks)
         .into_par_iter()
-        .map(|t| scan_task(x, q, &plan, t / plan.chunks, t % plan.chunks, k, cap, &shared))
+        .map(|t| {
+            scan_task(
+                x,
+                q,
+                &plan,
+                t / plan.chunks,
+                t % plan.chunks,
+                k,
+                cap,
+                &shared,
+            )
+        })
         .collect::<Vec<_>>();
     if tasks.iter().any(|t| t.nonfinite) {
         validate::finite(x, "X")?;
@@ -143,7 +169,11 @@ fn top_k<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: usize, threads: usize) 
 /// Candidate lists are cut back to their best k when they reach this length (`n` when all n
 /// items are kept anyway).
 pub(crate) fn list_capacity(k: usize, n: usize) -> usize {
-    if k >= n { n } else { 2 * k + SCAN }
+    if k >= n {
+        n
+    } else {
+        2 * k + SCAN
+    }
 }
 
 /// Row g of the `(rows, k)` outputs: the best k of the g-th candidate list, sorted (in
@@ -154,12 +184,16 @@ pub(crate) fn write_rows<T: Real>(
     k: usize,
     candidates: impl IndexedParallelIterator<Item = Vec<Candidate<T>>>,
 ) {
-    ranks.par_chunks_mut(k).zip(scores.par_chunks_mut(k)).zip(candidates).for_each(|((r, s), mut all)| {
-        for (p, c) in select_sorted(&mut all, k).iter().enumerate() {
-            r[p] = c.index as i64;
-            s[p] = c.score;
-        }
-    });
+    ranks
+        .par_chunks_mut(k)
+        .zip(scores.par_chunks_mut(k))
+        .zip(candidates)
+        .for_each(|((r, s), mut all)| {
+            for (p, c) in select_sorted(&mut all, k).iter().enumerate() {
+                r[p] = c.index as i64;
+                s[p] = c.score;
+            }
+        });
 }
 
 /// The block grid of a search: a function of the shape only.
@@ -183,15 +217,29 @@ impl Plan {
         // With a few-row tail (see `few`), the block's database rows must stay in L2 for it.
         let lanes = 64 / size;
         let tail = few::isa().is_some() && (qb % lanes != 0 || (nq % qb) % lanes != 0);
-        let rows = if tail { ROWS_BLOCK_BYTES / (d.max(1) * size) } else { usize::MAX };
+        let rows = if tail {
+            ROWS_BLOCK_BYTES / (d.max(1) * size)
+        } else {
+            usize::MAX
+        };
         let budget = (SCORE_BLOCK_BYTES / (qb * size)).min(rows);
         let nb = budget.clamp(256, 16384) / 64 * 64;
         let nb = nb.min(n.max(1));
         let dblocks = n.div_ceil(nb).max(1);
-        let chunks = (TASKS_PER_THREAD * threads).div_ceil(qblocks).clamp(1, dblocks);
+        let chunks = (TASKS_PER_THREAD * threads)
+            .div_ceil(qblocks)
+            .clamp(1, dblocks);
         let chunk_blocks = dblocks.div_ceil(chunks);
         let chunks = dblocks.div_ceil(chunk_blocks);
-        Self { qb, qblocks, nb, chunk_blocks, chunks, n, nq }
+        Self {
+            qb,
+            qblocks,
+            nb,
+            chunk_blocks,
+            chunks,
+            n,
+            nq,
+        }
     }
 }
 
@@ -209,7 +257,9 @@ pub const MAX_ITEMS: usize = u32::MAX as usize;
 /// A database of more than [`MAX_ITEMS`] items is an error.
 pub(crate) fn check_size(n: usize) -> Result<()> {
     if n > MAX_ITEMS {
-        return Err(Error::Shape(format!("X may have at most {MAX_ITEMS} rows (database items), got {n}")));
+        return Err(Error::Shape(format!(
+            "X may have at most {MAX_ITEMS} rows (database items), got {n}"
+        )));
     }
     Ok(())
 }
@@ -259,8 +309,14 @@ fn scan_task<T: Real>(
     let qs = q.subrows(q0, qlen);
     // The last rows of a block that do not fill a SIMD strip go to the few-row kernel.
     let few = few::isa().filter(|_| x.ncols() == 0 || x.col_stride() == 1);
-    let main = if few.is_some() { qlen - qlen % (64 / std::mem::size_of::<T>()) } else { qlen };
-    let tail: Vec<T> = (main..qlen).flat_map(|i| (0..x.ncols()).map(move |c| qs[(i, c)])).collect();
+    let main = if few.is_some() {
+        qlen - qlen % (64 / std::mem::size_of::<T>())
+    } else {
+        qlen
+    };
+    let tail: Vec<T> = (main..qlen)
+        .flat_map(|i| (0..x.ncols()).map(move |c| qs[(i, c)]))
+        .collect();
     let mut sel = Selection::new(qlen, k, cap, true);
     let first = c * plan.chunk_blocks * plan.nb;
     let last = ((c + 1) * plan.chunk_blocks * plan.nb).min(plan.n);
@@ -272,31 +328,58 @@ fn scan_task<T: Real>(
             let mut s = score_block(ws, qlen, len);
             let xs = x.subrows(i0, len);
             if main > 0 {
-                matmul(s.rb_mut().subrows_mut(0, main), Accum::Replace, qs.subrows(0, main), xs.transpose(), T::of(1.0), Par::Seq);
+                matmul(
+                    s.rb_mut().subrows_mut(0, main),
+                    Accum::Replace,
+                    qs.subrows(0, main),
+                    xs.transpose(),
+                    T::of(1.0),
+                    Par::Seq,
+                );
             }
             if let Some(isa) = few.filter(|_| main < qlen) {
                 few::scores(isa, &tail, xs, s.rb_mut().subrows_mut(main, qlen - main));
             }
             for j in 0..len {
-                let col = s.rb().col(j).try_as_col_major().expect("workspace columns are contiguous");
+                let col = s
+                    .rb()
+                    .col(j)
+                    .try_as_col_major()
+                    .expect("workspace columns are contiguous");
                 sel.scan(col.as_slice(), i0 + j, usize::MAX);
             }
             i0 += len;
         }
     });
-    TaskResult { nonfinite: sel.nonfinite(), lists: sel.into_lists() }
+    TaskResult {
+        nonfinite: sel.nonfinite(),
+        lists: sel.into_lists(),
+    }
 }
 
 /// A `rows x cols` column-major view of the workspace for a block of scores, its columns
 /// starting on 64-byte boundaries: with 100 queries the product's stores into unaligned
 /// columns (stride 100 `f32`) made it 20% slower. Contents unspecified.
-pub(crate) fn score_block<'a, T: Real>(ws: &'a mut Workspace<T>, rows: usize, cols: usize) -> MatMut<'a, T> {
+pub(crate) fn score_block<'a, T: Real>(
+    ws: &'a mut Workspace<T>,
+    rows: usize,
+    cols: usize,
+) -> MatMut<'a, T> {
     let lanes = 64 / std::mem::size_of::<T>();
     let stride = rows.next_multiple_of(lanes).max(1);
     let [buf, _, _, _] = ws.views([(stride * cols + lanes, 1), (0, 0), (0, 0), (0, 0)]);
-    let all = buf.col_mut(0).try_as_col_major_mut().expect("a workspace column is contiguous").as_slice_mut();
+    let all = buf
+        .col_mut(0)
+        .try_as_col_major_mut()
+        .expect("a workspace column is contiguous")
+        .as_slice_mut();
     let skip = all.as_ptr().align_offset(64).min(lanes);
-    MatMut::from_column_major_slice_with_stride_mut(&mut all[skip..skip + stride * cols], rows, cols, stride)
+    MatMut::from_column_major_slice_with_stride_mut(
+        &mut all[skip..skip + stride * cols],
+        rows,
+        cols,
+        stride,
+    )
 }
 
 /// The running top k of a block of queries.
@@ -320,7 +403,9 @@ impl<T: Real> Selection<T> {
     /// other selections' ([`Selection::raise_thresholds`]).
     pub(crate) fn new(queries: usize, k: usize, cap: usize, shared: bool) -> Self {
         Self {
-            lists: (0..queries).map(|_| Vec::with_capacity(cap.min(4096))).collect(),
+            lists: (0..queries)
+                .map(|_| Vec::with_capacity(cap.min(4096)))
+                .collect(),
             thresholds: vec![T::neg_infinity(); queries],
             k,
             cap,
@@ -354,7 +439,10 @@ impl<T: Real> Selection<T> {
         while start < scores.len() {
             let end = (start + SCAN).min(scores.len());
             let s = &scores[start..end];
-            let (mut hits, bad) = match (<&[T; SCAN]>::try_from(s), <&[T; SCAN]>::try_from(&self.thresholds[start..end])) {
+            let (mut hits, bad) = match (
+                <&[T; SCAN]>::try_from(s),
+                <&[T; SCAN]>::try_from(&self.thresholds[start..end]),
+            ) {
                 (Ok(v), Ok(th)) => lanes(v, |l| th[l]),
                 _ => lanes_partial(s, |l| self.thresholds[start + l]),
             };
@@ -444,7 +532,10 @@ impl<T: Real> Selection<T> {
     #[inline]
     fn push(&mut self, i: usize, score: T, item: usize) {
         let list = &mut self.lists[i];
-        list.push(Candidate { score, index: item as u32 });
+        list.push(Candidate {
+            score,
+            index: item as u32,
+        });
         if list.len() >= self.cap && self.cap > self.k {
             list.select_nth_unstable_by_key(self.k - 1, rank_key);
             list.truncate(self.k);
@@ -476,9 +567,9 @@ impl<T: Real> Selection<T> {
 fn lanes<T: Real>(v: &[T; SCAN], th: impl Fn(usize) -> T) -> (u32, bool) {
     let mut hits = 0u32;
     let mut bad = false;
-    for l in 0..SCAN {
-        hits |= u32::from(v[l] >= th(l)) << l;
-        bad |= !v[l].is_finite();
+    for (l, &x) in v.iter().enumerate() {
+        hits |= u32::from(x >= th(l)) << l;
+        bad |= !x.is_finite();
     }
     (hits, bad)
 }
@@ -509,14 +600,22 @@ struct SharedThresholds {
 
 impl SharedThresholds {
     fn new(queries: usize) -> Self {
-        Self { of: (0..queries).map(|_| AtomicU64::new(order_key(f64::NEG_INFINITY))).collect() }
+        Self {
+            of: (0..queries)
+                .map(|_| AtomicU64::new(order_key(f64::NEG_INFINITY)))
+                .collect(),
+        }
     }
 }
 
 /// Maps `f64` to `u64` so that the integer order is the numeric order (non-NaN values).
 fn order_key(v: f64) -> u64 {
     let b = v.to_bits();
-    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
 }
 
 fn from_order_key(k: u64) -> f64 {
@@ -553,7 +652,9 @@ mod few {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Some(Isa::Avx512);
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 return Some(Isa::Avx2);
             }
         }
@@ -602,7 +703,11 @@ mod few {
             let p = v.as_ptr().cast::<i8>();
             for off in (0..bytes).step_by(64) {
                 // SAFETY: a prefetch is a hint; `off < bytes` keeps the address inside `v`.
-                unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(off)) };
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        p.add(off),
+                    )
+                };
             }
         }
     }
@@ -631,10 +736,18 @@ mod few {
         let pairs = d / (2 * L);
         let zero = T::of(0.0);
         for i in 0..out.ncols() {
-            let row = x.row(i).try_as_row_major().expect("contiguous database rows");
+            let row = x
+                .row(i)
+                .try_as_row_major()
+                .expect("contiguous database rows");
             let xr = row.as_slice();
             if i + 2 < out.ncols() {
-                prefetch(x.row(i + 2).try_as_row_major().expect("contiguous database rows").as_slice());
+                prefetch(
+                    x.row(i + 2)
+                        .try_as_row_major()
+                        .expect("contiguous database rows")
+                        .as_slice(),
+                );
             }
             // Two accumulators per query (even and odd chunks of L lanes): 2G independent
             // chains of fused multiply-adds hide their latency.
@@ -658,7 +771,7 @@ mod few {
                 let mut half = L / 2;
                 while half > 0 {
                     for l in 0..half {
-                        a[l] = a[l] + a[l + half];
+                        a[l] += a[l + half];
                     }
                     half /= 2;
                 }
@@ -684,7 +797,13 @@ mod tests {
     #[test]
     fn ranks_by_inner_product_with_ties_to_the_lower_index() {
         // Scores of q = (1, 0): 1, 0, 1, -1, 2 -> order 4, 0, 2, 1, 3.
-        let x = mat(&[&[1.0, 5.0], &[0.0, 1.0], &[1.0, -3.0], &[-1.0, 0.0], &[2.0, 0.0]]);
+        let x = mat(&[
+            &[1.0, 5.0],
+            &[0.0, 1.0],
+            &[1.0, -3.0],
+            &[-1.0, 0.0],
+            &[2.0, 0.0],
+        ]);
         let q = mat(&[&[1.0, 0.0], &[0.0, 1.0]]);
         let r = search(x.as_ref(), q.as_ref(), Some(3)).unwrap();
         assert_eq!((r.rows, r.cols), (2, 3));
@@ -719,16 +838,29 @@ mod tests {
                 let exact: f32 = (0..37).map(|c| q[(i, c)] * x[(item as usize, c)]).sum();
                 assert_eq!(s, exact);
             }
-            assert!(ranks.windows(2).zip(scores.windows(2)).all(|(r, s)| s[0] > s[1] || (s[0] == s[1] && r[0] < r[1])));
+            assert!(ranks
+                .windows(2)
+                .zip(scores.windows(2))
+                .all(|(r, s)| s[0] > s[1] || (s[0] == s[1] && r[0] < r[1])));
         }
     }
 
     #[test]
     fn order_keys_sort_like_the_numbers() {
-        let v = [f64::NEG_INFINITY, -2.5, -0.0, 0.0, 1e-300, 3.0, f64::INFINITY];
+        let v = [
+            f64::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-300,
+            3.0,
+            f64::INFINITY,
+        ];
         let keys: Vec<u64> = v.iter().map(|&x| order_key(x)).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]));
-        assert!(v.iter().all(|&x| from_order_key(order_key(x)).to_bits() == x.to_bits()));
+        assert!(v
+            .iter()
+            .all(|&x| from_order_key(order_key(x)).to_bits() == x.to_bits()));
     }
 
     #[test]
@@ -736,8 +868,14 @@ mod tests {
         let x = mat(&[&[1.0, 2.0], &[3.0, f64::NAN]]);
         let q = mat(&[&[1.0, 0.0]]);
         let e = search(x.as_ref(), q.as_ref(), Some(1)).unwrap_err();
-        assert_eq!(e, Error::NonFinite("X must be finite, got NaN at row 1, column 1".into()));
+        assert_eq!(
+            e,
+            Error::NonFinite("X must be finite, got NaN at row 1, column 1".into())
+        );
         let q3 = mat(&[&[1.0, 0.0, 0.0]]);
-        assert!(matches!(search(x.as_ref(), q3.as_ref(), None), Err(Error::Shape(_))));
+        assert!(matches!(
+            search(x.as_ref(), q3.as_ref(), None),
+            Err(Error::Shape(_))
+        ));
     }
 }

@@ -29,7 +29,13 @@ impl<'a, T> SharedMat<'a, T> {
     /// Shares `m`, which must have unit row stride (column-major).
     pub fn new(m: MatMut<'a, T>) -> Self {
         assert_eq!(m.row_stride(), 1, "a SharedMat must be column-major");
-        Self { ptr: m.as_ptr_mut(), nrows: m.nrows(), ncols: m.ncols(), col_stride: m.col_stride(), _borrow: PhantomData }
+        Self {
+            ptr: m.as_ptr_mut(),
+            nrows: m.nrows(),
+            ncols: m.ncols(),
+            col_stride: m.col_stride(),
+            _borrow: PhantomData,
+        }
     }
 
     pub fn nrows(&self) -> usize {
@@ -54,18 +60,44 @@ impl<'a, T> SharedMat<'a, T> {
     /// # Safety
     /// No other view of any part of the block may be alive while this one is.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn block_mut(&self, row: usize, col: usize, nrows: usize, ncols: usize) -> MatMut<'_, T> {
+    pub unsafe fn block_mut(
+        &self,
+        row: usize,
+        col: usize,
+        nrows: usize,
+        ncols: usize,
+    ) -> MatMut<'_, T> {
         self.check(row, col, nrows, ncols);
-        MatMut::from_raw_parts_mut(self.ptr.offset(row as isize + col as isize * self.col_stride), nrows, ncols, 1, self.col_stride)
+        MatMut::from_raw_parts_mut(
+            self.ptr
+                .offset(row as isize + col as isize * self.col_stride),
+            nrows,
+            ncols,
+            1,
+            self.col_stride,
+        )
     }
 
     /// The block of `nrows x ncols` at (`row`, `col`), read-only.
     ///
     /// # Safety
     /// No writable view of any part of the block may be alive while this one is.
-    pub unsafe fn block(&self, row: usize, col: usize, nrows: usize, ncols: usize) -> MatRef<'_, T> {
+    pub unsafe fn block(
+        &self,
+        row: usize,
+        col: usize,
+        nrows: usize,
+        ncols: usize,
+    ) -> MatRef<'_, T> {
         self.check(row, col, nrows, ncols);
-        MatRef::from_raw_parts(self.ptr.offset(row as isize + col as isize * self.col_stride), nrows, ncols, 1, self.col_stride)
+        MatRef::from_raw_parts(
+            self.ptr
+                .offset(row as isize + col as isize * self.col_stride),
+            nrows,
+            ncols,
+            1,
+            self.col_stride,
+        )
     }
 
     /// Column `j` from row `row` on, writable.
@@ -75,7 +107,10 @@ impl<'a, T> SharedMat<'a, T> {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn column_mut(&self, j: usize, row: usize) -> &mut [T] {
         self.check(row, j, self.nrows - row, 1);
-        std::slice::from_raw_parts_mut(self.ptr.offset(row as isize + j as isize * self.col_stride), self.nrows - row)
+        std::slice::from_raw_parts_mut(
+            self.ptr.offset(row as isize + j as isize * self.col_stride),
+            self.nrows - row,
+        )
     }
 
     /// Column `j` from row `row` on, read-only.
@@ -84,6 +119,9 @@ impl<'a, T> SharedMat<'a, T> {
     /// As for [`Self::block`].
     pub unsafe fn column(&self, j: usize, row: usize) -> &[T] {
         self.check(row, j, self.nrows - row, 1);
-        std::slice::from_raw_parts(self.ptr.offset(row as isize + j as isize * self.col_stride), self.nrows - row)
+        std::slice::from_raw_parts(
+            self.ptr.offset(row as isize + j as isize * self.col_stride),
+            self.nrows - row,
+        )
     }
 }

@@ -34,7 +34,10 @@ impl TaskGraph {
         let mut successors = vec![Vec::new(); n];
         for (id, before) in needs.iter().enumerate() {
             for &d in before {
-                assert!(d < id, "task {id} needs task {d}: ids must be a topological order");
+                assert!(
+                    d < id,
+                    "task {id} needs task {d}: ids must be a topological order"
+                );
                 successors[d].push(id);
             }
         }
@@ -45,19 +48,25 @@ impl TaskGraph {
         }
         let mut waiting: Vec<usize> = needs.iter().map(Vec::len).collect();
         // Ready tasks, most urgent first (ties: the smaller id).
-        let mut ready: BinaryHeap<(u64, Reverse<usize>)> =
-            (0..n).filter(|&id| waiting[id] == 0).map(|id| (bottom[id], Reverse(id))).collect();
+        let mut ready: BinaryHeap<(u64, Reverse<usize>)> = (0..n)
+            .filter(|&id| waiting[id] == 0)
+            .map(|id| (bottom[id], Reverse(id)))
+            .collect();
         // Running tasks, the first to finish first.
         let mut running: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
         let mut order = Vec::with_capacity(n);
         let mut now = 0u64;
         loop {
             while running.len() < workers.max(1) {
-                let Some((_, Reverse(id))) = ready.pop() else { break };
+                let Some((_, Reverse(id))) = ready.pop() else {
+                    break;
+                };
                 order.push(id);
                 running.push(Reverse((now + cost[id], id)));
             }
-            let Some(Reverse((end, id))) = running.pop() else { break };
+            let Some(Reverse((end, id))) = running.pop() else {
+                break;
+            };
             now = end;
             for &s in &successors[id] {
                 waiting[s] -= 1;
@@ -71,7 +80,10 @@ impl TaskGraph {
         for (p, &id) in order.iter().enumerate() {
             position[id] = u32::try_from(p).expect("a graph has fewer than 2^32 tasks");
         }
-        let needs = order.iter().map(|&id| needs[id].iter().map(|&d| position[d]).collect()).collect();
+        let needs = order
+            .iter()
+            .map(|&id| needs[id].iter().map(|&d| position[d]).collect())
+            .collect();
         Self { order, needs }
     }
 

@@ -108,7 +108,12 @@ impl Crew<'_> {
             if current != p || next >= items {
                 break;
             }
-            match shared.state.compare_exchange_weak(state, pack(p, next + 1), Ordering::AcqRel, Ordering::Acquire) {
+            match shared.state.compare_exchange_weak(
+                state,
+                pack(p, next + 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     let guard = PanicGuard(&shared.poisoned);
                     op(next as usize);
@@ -124,7 +129,9 @@ impl Crew<'_> {
                 Err(now) => state = now,
             }
         }
-        wait(shared, || unpack(shared.state.load(Ordering::Acquire)).0 > p);
+        wait(shared, || {
+            unpack(shared.state.load(Ordering::Acquire)).0 > p
+        });
     }
 
     /// Raises the team's flag: an item found a problem (a failed factorisation) that every
@@ -140,7 +147,11 @@ impl Crew<'_> {
 
     /// A phase whose items return results: every participant gets all of them, in item
     /// order, once the phase is finished.
-    pub fn map<R: Clone + Send + Sync + 'static>(&self, items: usize, op: impl Fn(usize) -> R) -> Vec<R> {
+    pub fn map<R: Clone + Send + Sync + 'static>(
+        &self,
+        items: usize,
+        op: impl Fn(usize) -> R,
+    ) -> Vec<R> {
         let slots = self.slots::<R>(items);
         self.phase(items, |i| slots.set(i, op(i)));
         slots.iter().cloned().collect()
@@ -150,17 +161,25 @@ impl Crew<'_> {
     /// once all the tasks it needs are finished; returns the results by task id. A
     /// participant that claims a task whose needs are still running waits for them: they
     /// come earlier in the order, so they were claimed earlier and the wait ends.
-    pub fn graph<R: Clone + Send + Sync + 'static>(&self, graph: &TaskGraph, op: impl Fn(usize) -> R) -> Vec<R> {
+    pub fn graph<R: Clone + Send + Sync + 'static>(
+        &self,
+        graph: &TaskGraph,
+        op: impl Fn(usize) -> R,
+    ) -> Vec<R> {
         let slots = self.slots::<R>(graph.len());
         self.phase(graph.len(), |p| {
-            wait(self.shared, || graph.needs[p].iter().all(|&d| slots.is_set(d as usize)));
+            wait(self.shared, || {
+                graph.needs[p].iter().all(|&d| slots.is_set(d as usize))
+            });
             slots.set(p, op(graph.order[p]));
         });
         let mut out: Vec<Option<R>> = vec![None; graph.len()];
         for (p, &id) in graph.order.iter().enumerate() {
             out[id] = Some(slots.get(p).clone());
         }
-        out.into_iter().map(|r| r.expect("every task ran")).collect()
+        out.into_iter()
+            .map(|r| r.expect("every task ran"))
+            .collect()
     }
 
     /// The number of participants the team was asked for.
@@ -177,7 +196,9 @@ impl Crew<'_> {
         if all.len() == k {
             all.push(Arc::new(Slots::<R>::new(items)));
         }
-        Arc::clone(&all[k]).downcast::<Slots<R>>().expect("every participant runs the same program")
+        Arc::clone(&all[k])
+            .downcast::<Slots<R>>()
+            .expect("every participant runs the same program")
     }
 
     /// A phase of one item.
@@ -222,7 +243,11 @@ pub fn run<R: Send>(members: Members<'_>, program: impl Fn(&Crew<'_>) -> R + Syn
     let participate = || {
         shared.started.fetch_add(1, Ordering::AcqRel);
         let guard = PanicGuard(&shared.poisoned);
-        let out = program(&Crew { shared: &shared, phase: Cell::new(0), maps: Cell::new(0) });
+        let out = program(&Crew {
+            shared: &shared,
+            phase: Cell::new(0),
+            maps: Cell::new(0),
+        });
         drop(guard);
         shared.finished.fetch_add(1, Ordering::AcqRel);
         out
@@ -242,7 +267,9 @@ pub fn run<R: Send>(members: Members<'_>, program: impl Fn(&Crew<'_>) -> R + Syn
         // than in the scope, where this thread could fall asleep and take tens of
         // microseconds to wake. Helpers that have not started are run by the scope.
         let started = shared.started.load(Ordering::Acquire);
-        wait(&shared, || shared.finished.load(Ordering::Acquire) >= started);
+        wait(&shared, || {
+            shared.finished.load(Ordering::Acquire) >= started
+        });
         out
     })
 }
@@ -254,7 +281,9 @@ struct Slots<R> {
 
 impl<R> Slots<R> {
     fn new(n: usize) -> Self {
-        Self { slots: (0..n).map(|_| OnceLock::new()).collect() }
+        Self {
+            slots: (0..n).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     fn set(&self, i: usize, value: R) {
@@ -266,7 +295,9 @@ impl<R> Slots<R> {
     }
 
     fn get(&self, i: usize) -> &R {
-        self.slots[i].get().expect("read a slot before its phase finished")
+        self.slots[i]
+            .get()
+            .expect("read a slot before its phase finished")
     }
 
     fn iter(&self) -> impl Iterator<Item = &R> {
@@ -293,13 +324,21 @@ mod tests {
         squares.iter().sum::<usize>() + doubled.iter().sum::<usize>()
     }
 
-    const TOTAL: usize = 40425 + 2 * (0 + 1 + 4);
+    // Sum of the squares of 0..50, plus the doubled squares of 0..3.
+    const TOTAL: usize = 40425 + 2 * 5;
 
     #[test]
     fn every_item_runs_once_whatever_the_team_size() {
         for threads in [1, 2, 3, 4] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let members = if threads == 1 { Members::Caller } else { Members::Pool(&pool, threads) };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let members = if threads == 1 {
+                Members::Caller
+            } else {
+                Members::Pool(&pool, threads)
+            };
             for i in 0..40 {
                 let runs = AtomicUsize::new(0);
                 // Called from outside the pool (a Python thread) and from inside (a map of
@@ -317,7 +356,10 @@ mod tests {
 
     #[test]
     fn a_team_larger_than_the_pool_still_finishes() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let runs = AtomicUsize::new(0);
         let total = run(Members::Pool(&pool, 4), |crew| program(crew, &runs));
         assert_eq!(runs.load(Ordering::Relaxed), 51);
@@ -326,7 +368,10 @@ mod tests {
 
     #[test]
     fn a_panicking_item_reaches_the_caller_instead_of_hanging() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             pool.install(|| {
                 run(Members::Pool(&pool, 2), |crew| {

@@ -38,7 +38,11 @@ use crate::team::Crew;
 /// enough of them to share; 64, 128 and 192 were slower), larger tiles pay off from N = 1536
 /// on.
 pub fn tile_size(n: usize) -> usize {
-    if n <= 1024 { 96 } else { 192 }
+    if n <= 1024 {
+        96
+    } else {
+        192
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,7 +76,13 @@ impl Plan {
         };
         // Ids in a topological order: step by step.
         for k in 0..tiles {
-            let updated = |i: usize, j: usize| if k == 0 { vec![] } else { vec![Task::Update(i, j, k - 1)] };
+            let updated = |i: usize, j: usize| {
+                if k == 0 {
+                    vec![]
+                } else {
+                    vec![Task::Update(i, j, k - 1)]
+                }
+            };
             add(Task::Factor(k), &updated(k, k), 5);
             for j in 0..k {
                 let mut before = vec![Task::Factor(k), Task::Factor(j)];
@@ -96,7 +106,10 @@ impl Plan {
                 }
             }
         }
-        Self { graph: TaskGraph::schedule(&needs, &cost, workers), tasks }
+        Self {
+            graph: TaskGraph::schedule(&needs, &cost, workers),
+            tasks,
+        }
     }
 
     /// The plan for `tiles` tiles a side and `workers` threads, from a small cache: a batch
@@ -107,7 +120,12 @@ impl Plan {
         const KEPT: usize = 8;
         static CACHE: Cache = Mutex::new(Vec::new());
         let key = (tiles, workers);
-        if let Some((_, plan)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+        if let Some((_, plan)) = CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(k, _)| *k == key)
+        {
             return Arc::clone(plan);
         }
         let plan = Arc::new(Plan::new(tiles, workers));
@@ -149,8 +167,18 @@ pub fn cholesky_inverse<T: Real>(
             Task::Factor(k) => {
                 let (s, b) = (start(k), size(k));
                 let mut mk = m.block_mut(s, s, b, b);
-                let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(b, Par::Seq, Default::default()));
-                let factored = cholesky_in_place(mk.rb_mut(), Default::default(), Par::Seq, MemStack::new(&mut mem), Default::default());
+                let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(
+                    b,
+                    Par::Seq,
+                    Default::default(),
+                ));
+                let factored = cholesky_in_place(
+                    mk.rb_mut(),
+                    Default::default(),
+                    Par::Seq,
+                    MemStack::new(&mut mem),
+                    Default::default(),
+                );
                 if factored.is_err() {
                     crew.raise();
                 }
@@ -169,7 +197,14 @@ pub fn cholesky_inverse<T: Real>(
                 copy.copy_from(m.block(start(i), start(k), size(i), size(k)));
                 let vkk = v.block(start(k), start(k), size(k), size(k));
                 let out = m.block_mut(start(i), start(k), size(i), size(k));
-                matmul(out, Accum::Replace, copy.rb(), vkk.transpose(), one, Par::Seq);
+                matmul(
+                    out,
+                    Accum::Replace,
+                    copy.rb(),
+                    vkk.transpose(),
+                    one,
+                    Par::Seq,
+                );
                 Vec::new()
             }
             Task::Update(i, j, k) => {
@@ -199,7 +234,9 @@ pub fn cholesky_inverse<T: Real>(
         }
     });
     if crew.raised() {
-        return Err(not_positive_definite("a diagonal tile is not positive definite"));
+        return Err(not_positive_definite(
+            "a diagonal tile is not positive definite",
+        ));
     }
     let mut off = vec![0.0f64; n];
     for (task, rows) in plan.tasks.iter().zip(&row_sums) {
@@ -213,7 +250,10 @@ pub fn cholesky_inverse<T: Real>(
         // SAFETY: the graph is finished; V is read-only from here on.
         let diagonal = unsafe { v.block(start(k), start(k), size(k), size(k)) };
         for c in 0..size(k) {
-            for (o, x) in off[start(k) + c + 1..].iter_mut().zip(diagonal.col(c).iter().skip(c + 1)) {
+            for (o, x) in off[start(k) + c + 1..]
+                .iter_mut()
+                .zip(diagonal.col(c).iter().skip(c + 1))
+            {
                 *o += x.f64();
             }
         }
@@ -229,8 +269,20 @@ mod tests {
 
     /// A diagonally dominant SPD matrix like HeW's: `D - A` with `A >= 0`.
     fn heat_like(n: usize) -> Mat<f64> {
-        let a = Mat::<f64>::from_fn(n, n, |i, j| if i == j { 0.0 } else { (((i * 7 + j * 7 + i * j) % 13) as f64) / 13.0 });
-        Mat::from_fn(n, n, |i, j| if i == j { (0..n).map(|k| a[(i, k)]).sum::<f64>() + 0.5 } else { -a[(i, j)] })
+        let a = Mat::<f64>::from_fn(n, n, |i, j| {
+            if i == j {
+                0.0
+            } else {
+                (((i * 7 + j * 7 + i * j) % 13) as f64) / 13.0
+            }
+        });
+        Mat::from_fn(n, n, |i, j| {
+            if i == j {
+                (0..n).map(|k| a[(i, k)]).sum::<f64>() + 0.5
+            } else {
+                -a[(i, j)]
+            }
+        })
     }
 
     fn run(n: usize, tile: usize, threads: usize) -> (Mat<f64>, Mat<f64>, Vec<f64>) {
@@ -238,10 +290,24 @@ mod tests {
         let mut v = Mat::<f64>::zeros(n, n);
         let mut scratch = Mat::<f64>::zeros(n, tile);
         let plan = Plan::get(n.div_ceil(tile), threads);
-        let (ms, vs, ss) = (SharedMat::new(m.as_mut()), SharedMat::new(v.as_mut()), SharedMat::new(scratch.as_mut()));
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let members = if threads == 1 { Members::Caller } else { Members::Pool(&pool, threads) };
-        let off = team::run(members, |crew| cholesky_inverse(crew, &plan, &ms, &vs, &ss, tile)).unwrap();
+        let (ms, vs, ss) = (
+            SharedMat::new(m.as_mut()),
+            SharedMat::new(v.as_mut()),
+            SharedMat::new(scratch.as_mut()),
+        );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let members = if threads == 1 {
+            Members::Caller
+        } else {
+            Members::Pool(&pool, threads)
+        };
+        let off = team::run(members, |crew| {
+            cholesky_inverse(crew, &plan, &ms, &vs, &ss, tile)
+        })
+        .unwrap();
         (m, v, off)
     }
 
@@ -257,12 +323,21 @@ mod tests {
                 let lv = &l * &vl;
                 for i in 0..n {
                     for j in 0..n {
-                        assert!((llt[(i, j)] - a[(i, j)]).abs() < 1e-9 * a[(i, i)], "L L^T != M at ({i}, {j}), n = {n}");
+                        assert!(
+                            (llt[(i, j)] - a[(i, j)]).abs() < 1e-9 * a[(i, i)],
+                            "L L^T != M at ({i}, {j}), n = {n}"
+                        );
                         let id = if i == j { 1.0 } else { 0.0 };
-                        assert!((lv[(i, j)] - id).abs() < 1e-9, "L V != I at ({i}, {j}), n = {n}");
+                        assert!(
+                            (lv[(i, j)] - id).abs() < 1e-9,
+                            "L V != I at ({i}, {j}), n = {n}"
+                        );
                     }
                     let strict: f64 = (0..i).map(|j| vl[(i, j)]).sum();
-                    assert!((off[i] - strict).abs() < 1e-12 * (1.0 + strict.abs()), "row sum {i}, n = {n}");
+                    assert!(
+                        (off[i] - strict).abs() < 1e-12 * (1.0 + strict.abs()),
+                        "row sum {i}, n = {n}"
+                    );
                 }
             }
         }
@@ -273,7 +348,10 @@ mod tests {
         let (m1, v1, o1) = run(50, 8, 1);
         for threads in [2, 4] {
             let (m, v, o) = run(50, 8, threads);
-            assert!(m == m1 && v == v1 && o == o1, "{threads} threads differ from one");
+            assert!(
+                m == m1 && v == v1 && o == o1,
+                "{threads} threads differ from one"
+            );
         }
     }
 
@@ -285,8 +363,14 @@ mod tests {
         let mut v = Mat::<f64>::zeros(n, n);
         let mut scratch = Mat::<f64>::zeros(n, 4);
         let plan = Plan::get(3, 1);
-        let (ms, vs, ss) = (SharedMat::new(m.as_mut()), SharedMat::new(v.as_mut()), SharedMat::new(scratch.as_mut()));
-        let result = team::run(Members::Caller, |crew| cholesky_inverse(crew, &plan, &ms, &vs, &ss, 4));
+        let (ms, vs, ss) = (
+            SharedMat::new(m.as_mut()),
+            SharedMat::new(v.as_mut()),
+            SharedMat::new(scratch.as_mut()),
+        );
+        let result = team::run(Members::Caller, |crew| {
+            cholesky_inverse(crew, &plan, &ms, &vs, &ss, 4)
+        });
         assert!(result.is_err());
     }
 }

@@ -11,7 +11,10 @@ pub(crate) const LANES: usize = 8;
 
 /// Column `j` of a column-major matrix as a slice.
 pub(crate) fn column<'a, T: Real>(m: MatRef<'a, T>, j: usize) -> &'a [T] {
-    m.col(j).try_as_col_major().expect("columns of a column-major matrix are contiguous").as_slice()
+    m.col(j)
+        .try_as_col_major()
+        .expect("columns of a column-major matrix are contiguous")
+        .as_slice()
 }
 
 /// `sum_k op(x_k, y_k)` in `f64` over two equally long slices, in eight lanes.

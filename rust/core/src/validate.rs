@@ -38,7 +38,9 @@ pub(crate) fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
         for j in 0..m.ncols() {
             let v = m[(i, j)];
             if !v.is_finite() {
-                return Err(Error::NonFinite(format!("{what} must be finite, got {v:?} at row {i}, column {j}")));
+                return Err(Error::NonFinite(format!(
+                    "{what} must be finite, got {v:?} at row {i}, column {j}"
+                )));
             }
         }
     }
@@ -48,7 +50,8 @@ pub(crate) fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
 /// Whether every value is finite (branch-free within chunks of 64).
 #[inline]
 pub(crate) fn all_finite<T: Real>(v: &[T]) -> bool {
-    v.chunks(64).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
+    v.chunks(64)
+        .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
 /// A vector must be finite and of length `len`.
@@ -60,7 +63,9 @@ pub(crate) fn vector<T: Real>(v: &[T], len: usize, what: &str) -> Result<()> {
         )));
     }
     if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::NonFinite(format!("{what} must be finite, got {x:?} at index {i}")));
+        return Err(Error::NonFinite(format!(
+            "{what} must be finite, got {x:?} at index {i}"
+        )));
     }
     Ok(())
 }
@@ -102,7 +107,8 @@ pub(crate) fn rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
             }
             let mut sorted: Vec<i64> = (0..m).map(|p| ranks[(i, p)]).collect();
             sorted.sort_unstable();
-            let in_range = sorted.first().is_none_or(|&r| r >= 0) && sorted.last().is_none_or(|&r| (r as u64) < n as u64);
+            let in_range = sorted.first().is_none_or(|&r| r >= 0)
+                && sorted.last().is_none_or(|&r| (r as u64) < n as u64);
             if in_range && sorted.windows(2).all(|w| w[0] != w[1]) {
                 return None;
             }
@@ -119,7 +125,12 @@ pub(crate) fn rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
 
 /// The first entry of row `i` out of `0..n` or (by `seen_before`, called in ranking order on
 /// the entries in range) repeated, as an error.
-fn first_bad_entry(ranks: MatRef<'_, i64>, i: usize, n: usize, mut seen_before: impl FnMut(usize) -> bool) -> Option<Error> {
+fn first_bad_entry(
+    ranks: MatRef<'_, i64>,
+    i: usize,
+    n: usize,
+    mut seen_before: impl FnMut(usize) -> bool,
+) -> Option<Error> {
     for p in 0..ranks.ncols() {
         let r = ranks[(i, p)];
         if r < 0 || r as u64 >= n as u64 {
@@ -158,7 +169,10 @@ mod tests {
             let e = check(&[&[7, 7, -1, 2]], n).unwrap_err();
             assert!(e.contains("twice, got 7 again at row 0, column 1"), "{e}");
             let e = check(&[&[1, 2, 3, 4], &[2, -1, 2, 5], &[9, 9, 9, 9]], n).unwrap_err();
-            assert!(e.contains(&format!("[0, {n}), got -1 at row 1, column 1")), "{e}");
+            assert!(
+                e.contains(&format!("[0, {n}), got -1 at row 1, column 1")),
+                "{e}"
+            );
             // The same index in different rows is fine.
             assert_eq!(check(&[&[9, 8], &[9, 8]], n), Ok(()));
         }

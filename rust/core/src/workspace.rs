@@ -19,7 +19,9 @@ pub struct Workspace<T> {
 
 impl<T> Default for Workspace<T> {
     fn default() -> Self {
-        Self { bufs: [Vec::new(), Vec::new(), Vec::new(), Vec::new()] }
+        Self {
+            bufs: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
+        }
     }
 }
 
@@ -34,7 +36,12 @@ impl<T: Real> Workspace<T> {
     /// Column-major views of the given shapes; contents are unspecified.
     pub(crate) fn views(&mut self, shapes: [(usize, usize); 4]) -> [MatMut<'_, T>; 4] {
         let [a, b, c, d] = &mut self.bufs;
-        [view(a, shapes[0]), view(b, shapes[1]), view(c, shapes[2]), view(d, shapes[3])]
+        [
+            view(a, shapes[0]),
+            view(b, shapes[1]),
+            view(c, shapes[2]),
+            view(d, shapes[3]),
+        ]
     }
 }
 

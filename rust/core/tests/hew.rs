@@ -43,13 +43,27 @@ fn hand_worked_example_f64_and_f32() {
 fn degenerate_maps() {
     let p = HewParams::default();
     // One cell.
-    assert_eq!(hew_weights(mat![[3.0f64, 4.0]].as_ref(), None, p).unwrap(), vec![1.0]);
+    assert_eq!(
+        hew_weights(mat![[3.0f64, 4.0]].as_ref(), None, p).unwrap(),
+        vec![1.0]
+    );
     // All dead.
-    assert_eq!(hew_weights(Mat::<f64>::zeros(5, 3).as_ref(), None, p).unwrap(), vec![1.0; 5]);
+    assert_eq!(
+        hew_weights(Mat::<f64>::zeros(5, 3).as_ref(), None, p).unwrap(),
+        vec![1.0; 5]
+    );
     // Opposite directions after centring: no positive affinity.
-    assert_eq!(hew_weights(mat![[1.0f64, 0.0], [0.0, 1.0]].as_ref(), None, p).unwrap(), vec![1.0; 2]);
+    assert_eq!(
+        hew_weights(mat![[1.0f64, 0.0], [0.0, 1.0]].as_ref(), None, p).unwrap(),
+        vec![1.0; 2]
+    );
     // An isolated cell gets the largest weight of the others.
-    let f = mat![[1.0f64, 0.0, 0.0], [1.0, 0.1, 0.0], [0.9, 0.2, 0.0], [0.0, 0.0, 1.0]];
+    let f = mat![
+        [1.0f64, 0.0, 0.0],
+        [1.0, 0.1, 0.0],
+        [0.9, 0.2, 0.0],
+        [0.0, 0.0, 1.0]
+    ];
     let w = hew_weights(f.as_ref(), Some(&[0.0; 3]), p).unwrap();
     let largest = w[..3].iter().cloned().fold(f64::MIN, f64::max);
     assert_eq!(w[3], largest);
@@ -71,15 +85,39 @@ fn batch_rows_equal_single_maps_and_mean_of_all_cells() {
 fn bad_input_is_an_error_not_a_panic() {
     let p = HewParams::default();
     let nan = mat![[1.0f64, f64::NAN]];
-    assert!(matches!(hew_weights(nan.as_ref(), None, p), Err(Error::NonFinite(_))));
+    assert!(matches!(
+        hew_weights(nan.as_ref(), None, p),
+        Err(Error::NonFinite(_))
+    ));
     let empty = Mat::<f64>::zeros(0, 3);
-    assert!(matches!(hew_pool(empty.as_ref(), None, p), Err(Error::Shape(_))));
+    assert!(matches!(
+        hew_pool(empty.as_ref(), None, p),
+        Err(Error::Shape(_))
+    ));
     let f = mat![[1.0f64, 2.0]];
-    assert!(matches!(hew_weights(f.as_ref(), Some(&[1.0]), p), Err(Error::Shape(_))));
-    let bad = HewParams { threshold: -0.1, ground: 0.1 };
-    assert!(matches!(hew_weights(f.as_ref(), None, bad), Err(Error::Value(_))));
-    let bad = HewParams { threshold: 0.0, ground: 0.0 };
-    assert!(matches!(hew_weights(f.as_ref(), None, bad), Err(Error::Value(_))));
+    assert!(matches!(
+        hew_weights(f.as_ref(), Some(&[1.0]), p),
+        Err(Error::Shape(_))
+    ));
+    let bad = HewParams {
+        threshold: -0.1,
+        ground: 0.1,
+    };
+    assert!(matches!(
+        hew_weights(f.as_ref(), None, bad),
+        Err(Error::Value(_))
+    ));
+    let bad = HewParams {
+        threshold: 0.0,
+        ground: 0.0,
+    };
+    assert!(matches!(
+        hew_weights(f.as_ref(), None, bad),
+        Err(Error::Value(_))
+    ));
     let c3 = mat![[1.0f64, 2.0, 3.0]];
-    assert!(matches!(hew_pool_batch(&[f.as_ref(), c3.as_ref()], None, p), Err(Error::Shape(_))));
+    assert!(matches!(
+        hew_pool_batch(&[f.as_ref(), c3.as_ref()], None, p),
+        Err(Error::Shape(_))
+    ));
 }

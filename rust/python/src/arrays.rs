@@ -62,19 +62,36 @@ pub fn dtype_name(m: &Matrix<'_>) -> &'static str {
 
 /// `heatsearch.errors.InvalidDTypeError(message)`.
 pub fn dtype_error(py: Python<'_>, message: String) -> PyErr {
-    match py.import("heatsearch.errors").and_then(|m| m.getattr("InvalidDTypeError")).and_then(|c| Ok(c.cast_into::<PyType>()?)) {
+    match py
+        .import("heatsearch.errors")
+        .and_then(|m| m.getattr("InvalidDTypeError"))
+        .and_then(|c| Ok(c.cast_into::<PyType>()?))
+    {
         Ok(class) => PyErr::from_type(class, message),
         Err(e) => e,
     }
 }
 
 /// A `(rows, cols)` row-major vector as a NumPy array (no copy).
-pub fn to_array<T: Element>(py: Python<'_>, v: Vec<T>, rows: usize, cols: usize) -> Bound<'_, PyArray2<T>> {
-    Array2::from_shape_vec((rows, cols), v).expect("rows * cols entries").into_pyarray(py)
+pub fn to_array<T: Element>(
+    py: Python<'_>,
+    v: Vec<T>,
+    rows: usize,
+    cols: usize,
+) -> Bound<'_, PyArray2<T>> {
+    Array2::from_shape_vec((rows, cols), v)
+        .expect("rows * cols entries")
+        .into_pyarray(py)
 }
 
 /// A ranking as `(ranks int64, scores)` arrays.
-pub fn ranking_to_py<'py, T: Float>(py: Python<'py>, r: Ranking<T>) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
+pub fn ranking_to_py<'py, T: Float>(
+    py: Python<'py>,
+    r: Ranking<T>,
+) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
     let (rows, cols) = (r.rows, r.cols);
-    (to_array(py, r.ranks, rows, cols).into_any(), to_array(py, r.scores, rows, cols).into_any())
+    (
+        to_array(py, r.ranks, rows, cols).into_any(),
+        to_array(py, r.scores, rows, cols).into_any(),
+    )
 }

@@ -22,9 +22,21 @@ fn run<'py, T: Float>(
     graph_indices: PyReadonlyArray2<'py, i64>,
     params: DiffusionParams,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let (xv, qv, rv, gi, gs) = (a.x.as_array(), a.q.as_array(), ranks.as_array(), graph_indices.as_array(), a.graph_similarities.as_array());
+    let (xv, qv, rv, gi, gs) = (
+        a.x.as_array(),
+        a.q.as_array(),
+        ranks.as_array(),
+        graph_indices.as_array(),
+        a.graph_similarities.as_array(),
+    );
     let sv = a.scores.as_ref().map(|s| s.as_array());
-    let (xm, qm, rm, gim, gsm) = (mat_ref(&xv), mat_ref(&qv), mat_ref(&rv), mat_ref(&gi), mat_ref(&gs));
+    let (xm, qm, rm, gim, gsm) = (
+        mat_ref(&xv),
+        mat_ref(&qv),
+        mat_ref(&rv),
+        mat_ref(&gi),
+        mat_ref(&gs),
+    );
     let sm = sv.as_ref().map(mat_ref);
     let r = py
         .detach(|| heatsearch_core::diffusion_rerank(xm, qm, rm, sm, gim, gsm, params))
@@ -39,7 +51,16 @@ fn same<'py, T: Float>(
     m: Matrix<'py>,
     pick: fn(Matrix<'py>) -> Result<PyReadonlyArray2<'py, T>, Matrix<'py>>,
 ) -> PyResult<PyReadonlyArray2<'py, T>> {
-    pick(m).map_err(|m| dtype_error(py, format!("{name} must have the dtype of X ({}), got {}", T::NAME, dtype_name(&m))))
+    pick(m).map_err(|m| {
+        dtype_error(
+            py,
+            format!(
+                "{name} must have the dtype of X ({}), got {}",
+                T::NAME,
+                dtype_name(&m)
+            ),
+        )
+    })
 }
 
 fn f32s(m: Matrix<'_>) -> Result<PyReadonlyArray2<'_, f32>, Matrix<'_>> {
@@ -96,10 +117,37 @@ fn diffusion_rerank<'py>(
     iterations: usize,
     tol: f64,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let params = DiffusionParams { query_k, alpha, gamma, truncation, iterations, tol };
+    let params = DiffusionParams {
+        query_k,
+        alpha,
+        gamma,
+        truncation,
+        iterations,
+        tol,
+    };
     match x {
-        Matrix::F32(x) => typed(py, x, q, scores, graph_similarities, ranks, graph_indices, params, f32s),
-        Matrix::F64(x) => typed(py, x, q, scores, graph_similarities, ranks, graph_indices, params, f64s),
+        Matrix::F32(x) => typed(
+            py,
+            x,
+            q,
+            scores,
+            graph_similarities,
+            ranks,
+            graph_indices,
+            params,
+            f32s,
+        ),
+        Matrix::F64(x) => typed(
+            py,
+            x,
+            q,
+            scores,
+            graph_similarities,
+            ranks,
+            graph_indices,
+            params,
+            f64s,
+        ),
     }
 }
 

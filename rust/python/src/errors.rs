@@ -6,7 +6,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 fn exception_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
-    Ok(py.import("heatsearch.errors")?.getattr(name)?.cast_into::<PyType>()?)
+    Ok(py
+        .import("heatsearch.errors")?
+        .getattr(name)?
+        .cast_into::<PyType>()?)
 }
 
 /// Converts a core error to its Python exception.

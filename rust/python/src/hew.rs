@@ -9,17 +9,23 @@ use pyo3::prelude::*;
 use crate::arrays::{self, mat_ref, Float, Matrix};
 use crate::errors::IntoPy;
 
+/// A core kernel on one `(N, C)` map: `hew_weights` or `hew_pool`.
+type MapKernel<T> =
+    fn(faer::MatRef<'_, T>, Option<&[T]>, HewParams) -> heatsearch_core::Result<Vec<T>>;
+
 fn one_map<'py, T: Float>(
     py: Python<'py>,
     fmap: PyReadonlyArray2<'py, T>,
     mean: Option<&Bound<'py, PyAny>>,
     params: HewParams,
-    kernel: fn(faer::MatRef<'_, T>, Option<&[T]>, HewParams) -> heatsearch_core::Result<Vec<T>>,
+    kernel: MapKernel<T>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mean = arrays::vector::<T>(mean, "mean", T::NAME)?;
     let view = fmap.as_array();
     let f = mat_ref(&view);
-    let out = py.detach(|| kernel(f, mean.as_deref(), params)).py_err(py)?;
+    let out = py
+        .detach(|| kernel(f, mean.as_deref(), params))
+        .py_err(py)?;
     Ok(PyArray1::from_vec(py, out).into_any())
 }
 
@@ -35,8 +41,20 @@ fn hew_weights<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let params = HewParams { threshold, ground };
     match fmap {
-        Matrix::F32(a) => one_map(py, a, mean.as_ref(), params, heatsearch_core::hew_weights::<f32>),
-        Matrix::F64(a) => one_map(py, a, mean.as_ref(), params, heatsearch_core::hew_weights::<f64>),
+        Matrix::F32(a) => one_map(
+            py,
+            a,
+            mean.as_ref(),
+            params,
+            heatsearch_core::hew_weights::<f32>,
+        ),
+        Matrix::F64(a) => one_map(
+            py,
+            a,
+            mean.as_ref(),
+            params,
+            heatsearch_core::hew_weights::<f64>,
+        ),
     }
 }
 
@@ -52,8 +70,20 @@ fn hew_pool<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let params = HewParams { threshold, ground };
     match fmap {
-        Matrix::F32(a) => one_map(py, a, mean.as_ref(), params, heatsearch_core::hew_pool::<f32>),
-        Matrix::F64(a) => one_map(py, a, mean.as_ref(), params, heatsearch_core::hew_pool::<f64>),
+        Matrix::F32(a) => one_map(
+            py,
+            a,
+            mean.as_ref(),
+            params,
+            heatsearch_core::hew_pool::<f32>,
+        ),
+        Matrix::F64(a) => one_map(
+            py,
+            a,
+            mean.as_ref(),
+            params,
+            heatsearch_core::hew_pool::<f64>,
+        ),
     }
 }
 
@@ -110,7 +140,9 @@ fn batch<'py, T: Float>(
             Ok(out.into_pyarray(py).into_any())
         }
         None => {
-            let mu = py.detach(|| heatsearch_core::local_mean(&refs)).py_err(py)?;
+            let mu = py
+                .detach(|| heatsearch_core::local_mean(&refs))
+                .py_err(py)?;
             Ok(PyArray1::from_vec(py, mu).into_any())
         }
     }
@@ -138,7 +170,12 @@ fn hew_pool_batch<'py>(
     threshold: f64,
     ground: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    dispatch(py, fmaps, mean.as_ref(), Some(HewParams { threshold, ground }))
+    dispatch(
+        py,
+        fmaps,
+        mean.as_ref(),
+        Some(HewParams { threshold, ground }),
+    )
 }
 
 /// Mean `(C,)` of all local features of all maps.

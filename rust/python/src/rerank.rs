@@ -19,7 +19,9 @@ fn run<'py, T: Float>(
     let sv = scores.as_ref().map(|s| s.as_array());
     let (xm, qm, rm) = (mat_ref(&xv), mat_ref(&qv), mat_ref(&rv));
     let sm = sv.as_ref().map(mat_ref);
-    let out = py.detach(|| heatsearch_core::heat_rerank(xm, qm, rm, sm, params)).py_err(py)?;
+    let out = py
+        .detach(|| heatsearch_core::heat_rerank(xm, qm, rm, sm, params))
+        .py_err(py)?;
     Ok(ranking_to_py(py, out))
 }
 
@@ -35,19 +37,30 @@ fn heat_rerank<'py>(
     k: usize,
     ground: f64,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let params = HerParams { k, ground, ..HerParams::default() };
+    let params = HerParams {
+        k,
+        ground,
+        ..HerParams::default()
+    };
     match (x, q, scores) {
         (Matrix::F32(x), Matrix::F32(q), None) => run(py, x, q, ranks, None, params),
-        (Matrix::F32(x), Matrix::F32(q), Some(Matrix::F32(s))) => run(py, x, q, ranks, Some(s), params),
+        (Matrix::F32(x), Matrix::F32(q), Some(Matrix::F32(s))) => {
+            run(py, x, q, ranks, Some(s), params)
+        }
         (Matrix::F64(x), Matrix::F64(q), None) => run(py, x, q, ranks, None, params),
-        (Matrix::F64(x), Matrix::F64(q), Some(Matrix::F64(s))) => run(py, x, q, ranks, Some(s), params),
+        (Matrix::F64(x), Matrix::F64(q), Some(Matrix::F64(s))) => {
+            run(py, x, q, ranks, Some(s), params)
+        }
         (x, q, s) => {
             let (xn, qn) = (dtype_name(&x), dtype_name(&q));
             let (what, got) = match s {
                 Some(s) if xn == qn => ("scores", dtype_name(&s)),
                 _ => ("Q", qn),
             };
-            Err(dtype_error(py, format!("{what} must have the dtype of X ({xn}), got {got}")))
+            Err(dtype_error(
+                py,
+                format!("{what} must have the dtype of X ({xn}), got {got}"),
+            ))
         }
     }
 }

@@ -13,7 +13,9 @@ fn run<'py, T: Float>(
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let (xv, qv) = (x.as_array(), q.as_array());
     let (xm, qm) = (mat_ref(&xv), mat_ref(&qv));
-    let r = py.detach(|| heatsearch_core::search(xm, qm, k)).py_err(py)?;
+    let r = py
+        .detach(|| heatsearch_core::search(xm, qm, k))
+        .py_err(py)?;
     Ok(ranking_to_py(py, r))
 }
 
@@ -32,7 +34,11 @@ fn search<'py>(
         (Matrix::F64(x), Matrix::F64(q)) => run(py, x, q, k),
         (x, q) => Err(dtype_error(
             py,
-            format!("Q must have the dtype of X ({}), got {}", dtype_name(&x), dtype_name(&q)),
+            format!(
+                "Q must have the dtype of X ({}), got {}",
+                dtype_name(&x),
+                dtype_name(&q)
+            ),
         )),
     }
 }

@@ -300,8 +300,10 @@ class TestErrors:
             g[2, 1] = bad
             with pytest.raises(ValueError, match="finite"):
                 impl.hew_weights(g)
-            with pytest.raises(ValueError, match="finite"):
-                impl.hew_pool_batch([f, g])
+            # A batch names its first bad map, whatever the number of threads.
+            for fn in (impl.hew_pool_batch, impl.local_mean):
+                with pytest.raises(ValueError, match=r"fmaps\[1\] must be finite"):
+                    fn([f, g, g, f])
         with pytest.raises(ValueError, match="finite"):
             impl.hew_weights(f, np.array([0.0, np.nan, 0.0]))
 

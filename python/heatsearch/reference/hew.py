@@ -16,8 +16,10 @@ from ..hew import DEFAULT_GROUND, DEFAULT_THRESHOLD, EQUAL_TO_MEAN_ULPS
 __all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
 
 
-def _weights(F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: float) -> np.ndarray:
-    _checks.all_finite(F, "fmap")
+def _weights(
+    F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: float, name: str = "fmap"
+) -> np.ndarray:
+    _checks.all_finite(F, name)
     dtype = F.dtype
     n = F.shape[0]
     if n == 1:
@@ -96,6 +98,8 @@ def hew_pool_batch(
     mats = _checks.feature_maps(fmaps)
     mu = _checks.mean_vector(mean, mats[0].shape[1], mats[0].dtype)
     t, g = _checks.heat_params(threshold, ground)
+    for b, m in enumerate(mats):  # a bad map fails the batch before any is computed
+        _checks.all_finite(m, f"fmaps[{b}]")
     return np.stack([_weights(m, mu, t, g) @ m for m in mats])
 
 

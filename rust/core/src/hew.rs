@@ -85,10 +85,9 @@ pub fn hew_pool_batch<T: Real>(
     };
     validate::heat_params(params.threshold, params.ground)?;
     threads::with_pool(|pool| {
-        pool.install(|| {
-            maps.par_iter()
-                .try_for_each(|m| validate::finite(*m, "every feature map"))
-        })?;
+        // Checked up front (a pass over the inputs, about 1% of the work) so that a bad map
+        // fails the batch at once, named by its position, before any map is computed.
+        pool.install(|| validate::finite_maps(maps))?;
         if maps.len() >= pool.current_num_threads() {
             pool.install(|| {
                 maps.par_iter()
@@ -110,13 +109,14 @@ pub fn local_mean<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Vec<T>> {
         Error::Shape("local_mean needs at least one feature map, got none".into())
     })?;
     threads::install(|_| {
-        let sums = maps
+        // Each map is checked just before it is summed, while it is in cache.
+        let sums: Vec<Option<Vec<f64>>> = maps
             .par_iter()
-            .map(|m| {
-                validate::finite(*m, "every feature map")?;
-                Ok(column_sums(*m))
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|m| validate::finite(*m, "").is_ok().then(|| column_sums(*m)))
+            .collect();
+        let ok: Vec<bool> = sums.iter().map(Option::is_some).collect();
+        validate::first_bad_map(maps, &ok)?;
+        let sums: Vec<Vec<f64>> = sums.into_iter().flatten().collect();
         let cells: usize = maps.iter().map(|m| m.nrows()).sum();
         Ok((0..c)
             .map(|k| T::of(sums.iter().map(|s| s[k]).sum::<f64>() / cells as f64))

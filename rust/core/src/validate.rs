@@ -47,6 +47,22 @@ pub(crate) fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every map of a batch must be finite: an error naming the first bad map by its position,
+/// `fmaps[i]` as the Python API calls it, and its first bad entry in row-major order. The
+/// maps are scanned in parallel on the current pool.
+pub(crate) fn finite_maps<T: Real>(maps: &[MatRef<'_, T>]) -> Result<()> {
+    let ok: Vec<bool> = maps.par_iter().map(|m| finite(*m, "").is_ok()).collect();
+    first_bad_map(maps, &ok)
+}
+
+/// The error of [`finite_maps`] for the first map whose `ok` is false (`Ok` if none is).
+pub(crate) fn first_bad_map<T: Real>(maps: &[MatRef<'_, T>], ok: &[bool]) -> Result<()> {
+    match ok.iter().position(|ok| !ok) {
+        Some(i) => finite(maps[i], &format!("fmaps[{i}]")),
+        None => Ok(()),
+    }
+}
+
 /// Whether every value is finite (branch-free within chunks of 64).
 #[inline]
 pub(crate) fn all_finite<T: Real>(v: &[T]) -> bool {

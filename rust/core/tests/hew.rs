@@ -89,6 +89,22 @@ fn bad_input_is_an_error_not_a_panic() {
         hew_weights(nan.as_ref(), None, p),
         Err(Error::NonFinite(_))
     ));
+    // A batch names its first bad map and that map's first bad entry.
+    let ok = mat![[1.0f64, 2.0], [0.5, 0.0]];
+    let bad = mat![[1.0f64, 2.0], [f64::INFINITY, f64::NAN]];
+    let batch = [ok.as_ref(), bad.as_ref(), nan.as_ref()];
+    for result in [
+        hew_pool_batch(&batch, None, p).map(|_| ()),
+        local_mean(&batch).map(|_| ()),
+    ] {
+        match result {
+            Err(Error::NonFinite(msg)) => assert!(
+                msg.starts_with("fmaps[1] must be finite") && msg.ends_with("at row 1, column 0"),
+                "{msg}"
+            ),
+            other => panic!("expected a NonFinite error, got {other:?}"),
+        }
+    }
     let empty = Mat::<f64>::zeros(0, 3);
     assert!(matches!(
         hew_pool(empty.as_ref(), None, p),

@@ -142,6 +142,22 @@ def test_f32_accurate_with_a_training_set_mean(n):
     np.testing.assert_allclose(w32, w64, rtol=3e-5)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_f32_accurate_on_weakly_linked_cells(seed):
+    """Eight clusters cut apart by a high threshold: some cells keep one or two weak links
+    and get weights up to 80 times the smallest. Their temperatures are sums of products of
+    the non-negative entries of L^-1 (no cancellation), so float32 still follows float64
+    (measured 1.0e-6 to 1.8e-6)."""
+    threshold = 0.5
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((8, 256))
+    f = np.maximum(centres[rng.integers(0, 8, 768)] + rng.standard_normal((768, 256)), 0)
+    f = f.astype(np.float32)
+    w64 = hs.hew_weights(f.astype(np.float64), threshold=threshold)
+    assert w64.max() > 5 * w64.min()
+    np.testing.assert_allclose(hs.hew_weights(f, threshold=threshold), w64, rtol=2e-5)
+
+
 def test_random_shapes_sweep():
     """Many random shapes, N from 1 to ~1000 and C up to 2048, both dtypes."""
     rng = np.random.default_rng(2024)

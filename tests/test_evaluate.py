@@ -345,7 +345,7 @@ def test_transposed_ranks_are_rejected_with_a_hint():
     assert compute_map(ranks.T, gnd).map == 1.0
 
 
-@pytest.mark.parametrize("m", [7, 600_000])  # all rows sorted at once / row by row
+@pytest.mark.parametrize("m", [7, 5000])  # short rows sorted at once / long ones row by row
 @pytest.mark.parametrize("offset", [0, 10**12])  # dense indices (a seen table) / sparse ones
 def test_repeated_index_is_named_on_every_path(m, offset):
     rng = np.random.default_rng(m)

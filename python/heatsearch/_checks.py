@@ -255,10 +255,11 @@ def index_range(r: np.ndarray, n: Optional[int]) -> None:
         )
 
 
-# no_repeats sorts all rows at once up to this many entries; beyond, it checks row by row,
-# with a table of seen indices when the largest index allows one of at most
-# max(_SEEN_TABLE_SLACK * m, _SEEN_TABLE_MIN) bytes (O(m) a row), else by sorting each row.
-_SORT_ALL_MAX = 1 << 20
+# no_repeats sorts all rows at once when they are short (a vectorised sort, whatever the
+# number of rows); longer rows are checked one by one, with a table of seen indices when the
+# largest index allows one of at most max(_SEEN_TABLE_SLACK * m, _SEEN_TABLE_MIN) bytes (O(m)
+# a row), else by sorting the row.
+_SORT_ALL_MAX_COLUMNS = 1024
 _SEEN_TABLE_SLACK = 16
 _SEEN_TABLE_MIN = 1 << 22
 
@@ -268,7 +269,7 @@ def no_repeats(r: np.ndarray) -> None:
     nq, m = r.shape
     if m < 2 or nq == 0:
         return
-    if r.size <= _SORT_ALL_MAX:
+    if m <= _SORT_ALL_MAX_COLUMNS:
         s = np.sort(r, axis=1)
         rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
         if rows.size:

@@ -255,13 +255,16 @@ def index_range(r: np.ndarray, n: Optional[int]) -> None:
         )
 
 
-# no_repeats sorts all rows at once when they are short (a vectorised sort, whatever the
-# number of rows); longer rows are checked one by one, with a table of seen indices when the
-# largest index allows one of at most max(_SEEN_TABLE_SLACK * m, _SEEN_TABLE_MIN) bytes (O(m)
-# a row), else by sorting the row.
-_SORT_ALL_MAX_COLUMNS = 1024
-_SEEN_TABLE_SLACK = 16
-_SEEN_TABLE_MIN = 1 << 22
+# no_repeats sorts short rows (at most _SORT_ROWS_MAX_COLUMNS) together, in blocks of about
+# _SORT_BLOCK entries (a vectorised sort whatever the number of rows, in bounded memory);
+# longer rows are checked one by one: with a table that stamps each index with its position
+# in the row when the largest index allows one of at most
+# max(_STAMP_TABLE_SLACK * m, _STAMP_TABLE_MIN) entries (O(m) a row, no reset), else by
+# sorting the row.
+_SORT_ROWS_MAX_COLUMNS = 1024
+_SORT_BLOCK = 1 << 20
+_STAMP_TABLE_SLACK = 16
+_STAMP_TABLE_MIN = 1 << 22
 
 
 def no_repeats(r: np.ndarray) -> None:
@@ -269,21 +272,24 @@ def no_repeats(r: np.ndarray) -> None:
     nq, m = r.shape
     if m < 2 or nq == 0:
         return
-    if m <= _SORT_ALL_MAX_COLUMNS:
-        s = np.sort(r, axis=1)
-        rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
-        if rows.size:
-            _raise_repeat(r, int(rows[0]))
+    if m <= _SORT_ROWS_MAX_COLUMNS:
+        step = max(1, _SORT_BLOCK // m)
+        for start in range(0, nq, step):
+            s = np.sort(r[start : start + step], axis=1)
+            rows = np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
+            if rows.size:
+                _raise_repeat(r, start + int(rows[0]))
         return
     lo, size = int(r.min()), int(r.max()) + 1
-    if lo >= 0 and size <= max(_SEEN_TABLE_SLACK * m, _SEEN_TABLE_MIN):
-        seen = np.zeros(size, dtype=np.uint8)
+    if lo >= 0 and size <= max(_STAMP_TABLE_SLACK * m, _STAMP_TABLE_MIN):
+        # Every index of a row is stamped with its position, then read back: an index that
+        # appears twice keeps only one of its stamps, so the other position reads a mismatch.
+        stamp = np.empty(size, dtype=np.intp)
+        positions = np.arange(m, dtype=np.intp)
         for i in range(nq):
             row = r[i].astype(np.intp, copy=False)
-            seen[row] = 1
-            distinct = int(np.count_nonzero(seen))
-            seen[row] = 0
-            if distinct != m:
+            stamp[row] = positions
+            if np.any(stamp[row] != positions):
                 _raise_repeat(r, i)
     else:
         for i in range(nq):

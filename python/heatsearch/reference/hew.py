@@ -16,10 +16,8 @@ from ..hew import DEFAULT_GROUND, DEFAULT_THRESHOLD, EQUAL_TO_MEAN_ULPS
 __all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
 
 
-def _weights(
-    F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: float, name: str = "fmap"
-) -> np.ndarray:
-    _checks.all_finite(F, name)
+def _weights(F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: float) -> np.ndarray:
+    _checks.all_finite(F, "fmap")
     dtype = F.dtype
     n = F.shape[0]
     if n == 1:

@@ -248,10 +248,11 @@ pub fn cholesky_inverse<T: Real>(
 /// The factor is computed in `f64` whatever `T`, then rounded to `T`. The pivots of the
 /// factorisation carry `M`'s smallest eigenvalue, the ground `z` (a tenth of a mean
 /// affinity, against diagonal entries of about N/2 mean affinities), and faer's `f32`
-/// Cholesky loses it: on a HeW system of N = 3072 its last pivot was 3.2e-4 off and the
-/// weights 4.7e-4, against 6e-7 for LAPACK's `spotrf` on the same `f32` matrix; the tile
-/// products (`f32` GEMM, as accurate as OpenBLAS's here) are not the cause. With the factor
-/// in `f64` the weights are within 4e-6 of the `f64` computation at N = 3072. It costs about
+/// Cholesky loses it: on a HeW system of N = 3072 its last pivot was 3.2e-4 off and
+/// `diag(M^-1)` 6.7e-4, against 6.1e-7 for LAPACK's `spotrf` on the same `f32` matrix; the
+/// tile products (`f32` GEMM, as accurate as OpenBLAS's here) are not the cause. With the
+/// factor in `f64` the weights of such a map are within 1e-5 of the `f64` computation at
+/// N = 3072 (3.5e-4 before; `tests/test_hew.py`). It costs about
 /// 2% of a map at N = 768 (the diagonal tiles are `N tile^2 / 3` of the `2 N^3 / 3` flops);
 /// the triangular inverse of the rounded factor stays in `T` (as accurate, measured).
 fn factor_tile<T: Real>(mut mk: MatMut<'_, T>, mut vk: MatMut<'_, T>) -> bool {

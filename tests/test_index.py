@@ -106,6 +106,26 @@ def test_add_and_remove(index, photo_folder, tmp_path):
         small.remove(["nope.jpg"])
 
 
+def test_a_feature_map_with_nan_is_reported_with_its_path(index, monkeypatch):
+    real = index.extractor.feature_map
+    bad_path = index.paths[3]
+
+    def feature_map(path, *args, **kwargs):
+        fmap = real(path, *args, **kwargs)
+        if path == bad_path:
+            fmap = fmap.copy()
+            fmap[0, 0, 0] = np.nan
+        return fmap
+
+    monkeypatch.setattr(index.extractor, "feature_map", feature_map)
+    fresh = Index(config=index.config, extractor=index.extractor)  # learns its mean: every map cached
+    with pytest.warns(UserWarning, match="1 image.*no usable features.*NaN or infinity"):
+        skipped = fresh.add(index.paths)
+    assert skipped == [(bad_path, "the network's feature map holds NaN or infinity")]
+    assert len(fresh) == len(index) - 1 and bad_path not in fresh.paths
+    assert np.all(np.isfinite(fresh.descriptors))
+
+
 def test_corrupt_and_mismatched_indexes_raise(index, tmp_path):
     with pytest.raises(IndexFileError, match="no index.json"):
         Index.load(tmp_path)

@@ -137,7 +137,7 @@ class Index:
     mean: Optional[np.ndarray] = None
     #: True when :attr:`whitening` was learned by the index itself ("auto").
     whitening_learned: bool = False
-    #: Files that could not be read, with the reason: ``(path, message)``.
+    #: Files that could not be read or gave no usable features, with the reason: ``(path, message)``.
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
     _graph: Any = field(default=None, repr=False)
@@ -202,12 +202,20 @@ class Index:
         extractor = self._get_extractor()
         for path in _progress(paths, progress, "extracting"):
             try:
-                yield path, extractor.feature_map(path), ""
+                fmap = extractor.feature_map(path)
             except (OSError, ValueError) as e:  # unreadable or undecodable image
                 yield path, None, f"{type(e).__name__}: {e}"
+                continue
+            # A map with NaN or infinity (broken weights, an overflow) is reported with its
+            # path here rather than failing the whole batch later without one.
+            if not all(np.isfinite(m).all() for m in ([fmap] if isinstance(fmap, np.ndarray) else fmap)):
+                yield path, None, "the network's feature map holds NaN or infinity"
+                continue
+            yield path, fmap, ""
 
     def add(self, paths: Iterable[PathLike], *, progress: bool = False) -> List[Tuple[str, str]]:
-        """Adds images; returns the ``(path, reason)`` of those that could not be read.
+        """Adds images; returns the ``(path, reason)`` of those that could not be read (or whose
+        feature map held NaN or infinity).
 
         The first call learns the HeW centering mean on (a sample of) the images added; later
         calls reuse it, so descriptors stay comparable.
@@ -253,7 +261,10 @@ class Index:
                 old_d = self.descriptors if self.descriptors is not None else np.empty((0, desc.shape[1]), np.float32)
                 self.descriptors = np.concatenate([np.asarray(old_d), desc])
         if skipped:
-            warnings.warn(f"{len(skipped)} image(s) could not be read and were skipped, e.g. {skipped[0][0]}: {skipped[0][1]}")
+            warnings.warn(
+                f"{len(skipped)} image(s) could not be read or gave no usable features and were "
+                f"skipped, e.g. {skipped[0][0]}: {skipped[0][1]}"
+            )
             self.skipped.extend(skipped)
         return skipped
 

@@ -252,9 +252,9 @@ pub fn cholesky_inverse<T: Real>(
 /// `diag(M^-1)` 6.7e-4, against 6.1e-7 for LAPACK's `spotrf` on the same `f32` matrix; the
 /// tile products (`f32` GEMM, as accurate as OpenBLAS's here) are not the cause. With the
 /// factor in `f64` the weights of such a map are within 1e-5 of the `f64` computation at
-/// N = 3072 (3.5e-4 before; `tests/test_hew.py`). It costs about
-/// 2% of a map at N = 768 (the diagonal tiles are `N tile^2 / 3` of the `2 N^3 / 3` flops);
-/// the triangular inverse of the rounded factor stays in `T` (as accurate, measured).
+/// N = 3072 (3.5e-4 before; `tests/test_hew.py`). It costs about 2% of a map at N = 768
+/// (the diagonal tiles are `N tile^2 / 3` of the `2 N^3 / 3` flops); the triangular inverse
+/// of the rounded factor stays in `T` (as accurate, measured).
 fn factor_tile<T: Real>(mut mk: MatMut<'_, T>, mut vk: MatMut<'_, T>) -> bool {
     let b = mk.nrows();
     let mut l = Mat::<f64>::from_fn(b, b, |i, j| if i >= j { mk[(i, j)].f64() } else { 0.0 });

@@ -334,11 +334,8 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let members = if threads == 1 {
-                Members::Caller
-            } else {
-                Members::Pool(&pool, threads)
-            };
+            // A team of one runs on the calling thread alone, as `Members::Caller` does.
+            let members = Members::Pool(&pool, threads);
             for i in 0..40 {
                 let runs = AtomicUsize::new(0);
                 // Called from outside the pool (a Python thread) and from inside (a map of

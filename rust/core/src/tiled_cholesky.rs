@@ -325,11 +325,8 @@ mod tests {
             .num_threads(threads)
             .build()
             .unwrap();
-        let members = if threads == 1 {
-            Members::Caller
-        } else {
-            Members::Pool(&pool, threads)
-        };
+        // A team of one runs on the calling thread alone, as `Members::Caller` does.
+        let members = Members::Pool(&pool, threads);
         let off = team::run(members, |crew| {
             cholesky_inverse(crew, &plan, &ms, &vs, &ss, tile)
         })

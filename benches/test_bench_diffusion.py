@@ -19,7 +19,7 @@ import pytest
 
 from heatsearch import reference as ref
 from heatsearch.diffusion import diffusion_rerank
-from heatsearch.evaluate import compute_map
+from heatsearch.eval import compute_map
 from heatsearch.knn import knn_graph
 from heatsearch.search import search
 

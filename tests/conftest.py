@@ -1,4 +1,5 @@
-"""Shared fixtures: the real evaluation data of ../shared/data, when present."""
+"""Shared fixtures: the real evaluation data of ../shared/data (when present), and the
+thread-count restorer of the tests that change heatsearch's pool size."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import heatsearch as hs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +29,11 @@ def shared_data() -> Path:
             "(set HEATSEARCH_SHARED_DATA to the folder holding gnd/, holidays/, ...)"
         )
     return path
+
+
+@pytest.fixture
+def restore_threads():
+    """Puts heatsearch's thread count back as it was after the test."""
+    n = hs.get_num_threads()
+    yield
+    hs.set_num_threads(n)

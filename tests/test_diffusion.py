@@ -11,21 +11,15 @@ import heatsearch as hs
 from heatsearch import reference as ref
 from heatsearch.diffusion import diffusion_rerank
 from heatsearch.errors import InvalidDTypeError, InvalidInputError
-from heatsearch.evaluate import compute_map
+from heatsearch.eval.evaluate import compute_map
 from heatsearch.knn import KnnGraph, knn_graph
 from heatsearch.search import search
-from ranking_checks import LAYOUTS, layouts, unit_rows
+from layouts import LAYOUTS, layouts, unit_rows
 
 pytest.importorskip("scipy", reason="the diffusion reference needs SciPy")
 
 DTYPES = [np.float32, np.float64]
 
-
-@pytest.fixture
-def restore_threads():
-    n = hs.get_num_threads()
-    yield
-    hs.set_num_threads(n)
 
 
 def clustered(seed, n, d, nq, clusters=12, spread=0.6, dtype=np.float32):
@@ -77,7 +71,7 @@ def assert_diffusions_agree(a, b, rtol):
 )
 def test_same_graph_and_ranks_as_the_reference(dtype, params):
     X, Q, _ = clustered(0, 1500, 32, 9, dtype=dtype)
-    g = knn_graph(X, 20)
+    g = knn_graph(X, neighbors=20)
     r0, s0 = search(X, Q)
     got = diffusion_rerank(X, Q, r0, scores=s0, graph=g, **params)
     want = ref.diffusion_rerank(X, Q, r0, scores=s0, graph=g, **params)
@@ -107,7 +101,7 @@ def test_end_to_end_same_map_as_the_reference(dtype):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_layouts(layout):
     X, Q, _ = clustered(2, 400, 16, 5, dtype=np.float64)
-    g = knn_graph(X, 10)
+    g = knn_graph(X, neighbors=10)
     r0, _ = search(X, Q, 300)
     base = diffusion_rerank(X, Q, r0, graph=g, truncation=100)
     got = diffusion_rerank(layouts(X)[layout], layouts(Q)[layout], layouts(r0)[layout], graph=g, truncation=100)
@@ -118,7 +112,7 @@ def test_layouts(layout):
 def test_partial_rankings_and_scores():
     """m < n, ranks from elsewhere (not by inner product), scores given or recomputed."""
     X, Q, _ = clustered(3, 600, 16, 4, dtype=np.float64)
-    g = knn_graph(X, 15)
+    g = knn_graph(X, neighbors=15)
     rng = np.random.default_rng(0)
     ranks = np.stack([rng.permutation(600)[:250] for _ in range(4)]).astype(np.int32)
     got = diffusion_rerank(X, Q, ranks, graph=g, truncation=100)
@@ -138,9 +132,9 @@ def test_truncation_uses_the_induced_subgraph():
     # to all: its links have weight 0): a chain 0 - 1 - 2.
     X = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [-0.28, 0.96, 0.0], [0.0, 0.0, 1.0]])
     Q = np.array([[1.0, 0.0, 0.0]])
-    g = knn_graph(X, 2)
-    full = diffusion_rerank(X, Q, np.array([[0, 1, 2, 3]]), graph=g, truncation=None, query_k=1)
-    cut = diffusion_rerank(X, Q, np.array([[0, 2, 1, 3]]), graph=g, truncation=2, query_k=1)
+    g = knn_graph(X, neighbors=2)
+    full = diffusion_rerank(X, Q, np.array([[0, 1, 2, 3]]), graph=g, truncation=None, query_neighbors=1)
+    cut = diffusion_rerank(X, Q, np.array([[0, 2, 1, 3]]), graph=g, truncation=2, query_neighbors=1)
     assert full[1][0, list(full[0][0]).index(2)] > 0  # heat reaches 2 through 1
     assert list(cut[0][0]) == [0, 2, 1, 3]
     assert cut[1][0, 1] == 0.0  # 2's only link (to 1) leaves the truncation
@@ -173,7 +167,7 @@ def test_thread_count_does_not_change_the_result(restore_threads):
     out = []
     for t in (1, 2, 3):
         hs.set_num_threads(t)
-        out.append(diffusion_rerank(X, Q, k=30))
+        out.append(diffusion_rerank(X, Q, neighbors=30))
     for r, s in out[1:]:
         np.testing.assert_array_equal(r, out[0][0])
         np.testing.assert_array_equal(s, out[0][1])
@@ -181,7 +175,7 @@ def test_thread_count_does_not_change_the_result(restore_threads):
 
 def test_graph_of_another_dtype_and_reuse():
     X, Q, _ = clustered(5, 500, 16, 3, dtype=np.float32)
-    g64 = knn_graph(X.astype(np.float64), 10)
+    g64 = knn_graph(X.astype(np.float64), neighbors=10)
     g32 = KnnGraph(g64.indices, g64.similarities.astype(np.float32))
     a = diffusion_rerank(X, Q, graph=g64)
     b = diffusion_rerank(X, Q, graph=g32)
@@ -194,7 +188,7 @@ def test_bad_input(impl):
     X = unit_rows(np.random.default_rng(0), 20, 4, np.float32)
     Q = X[:3].copy()
     ranks = np.tile(np.arange(20), (3, 1))
-    g = knn_graph(X, 5)
+    g = knn_graph(X, neighbors=5)
     cases = [
         (InvalidInputError, "d = 4", dict(Q=np.ones((3, 5), np.float32))),
         (InvalidDTypeError, "dtype of X", dict(Q=Q.astype(np.float64))),
@@ -206,7 +200,7 @@ def test_bad_input(impl):
         (InvalidInputError, "twice", dict(ranks=np.where(ranks == 5, 6, ranks))),
         (InvalidInputError, "without ranks", dict(scores=np.ones((3, 20)))),
         (InvalidInputError, "shape of ranks", dict(ranks=ranks, scores=np.ones((3, 19)))),
-        (InvalidInputError, "one row per database item", dict(graph=knn_graph(X[:10], 3))),
+        (InvalidInputError, "one row per database item", dict(graph=knn_graph(X[:10], neighbors=3))),
         (InvalidDTypeError, "KnnGraph", dict(graph=(g.indices, g.similarities))),
         (InvalidInputError, "alpha", dict(alpha=1.0)),
         (InvalidInputError, "alpha", dict(alpha=-0.1)),

@@ -10,16 +10,10 @@ import heatsearch as hs
 from heatsearch import reference as ref
 from heatsearch.errors import InvalidDTypeError, InvalidInputError
 from heatsearch.knn import KnnGraph, knn_graph
-from ranking_checks import LAYOUTS, assert_rankings_close, integer_data, layouts, tolerance, unit_rows
+from layouts import LAYOUTS, assert_rankings_close, integer_data, layouts, tolerance, unit_rows
 
 DTYPES = [np.float32, np.float64]
 
-
-@pytest.fixture
-def restore_threads():
-    n = hs.get_num_threads()
-    yield
-    hs.set_num_threads(n)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -28,7 +22,7 @@ def restore_threads():
 def test_exactly_the_reference_on_integer_data(dtype, n, d, k):
     rng = np.random.default_rng(n * 3 + d)
     X = integer_data(rng, n, d, dtype, -1, 2)
-    g, g_ref = knn_graph(X, k), ref.knn_graph(X, k)
+    g, g_ref = knn_graph(X, neighbors=k), ref.knn_graph(X, neighbors=k)
     assert (g.n, g.k) == (n, min(k, n - 1))
     assert g.indices.dtype == np.int64 and g.similarities.dtype == dtype
     np.testing.assert_array_equal(g.indices, g_ref.indices)
@@ -40,7 +34,7 @@ def test_exactly_the_reference_on_integer_data(dtype, n, d, k):
 def test_matches_the_reference_on_random_data(dtype, n, d, k):
     rng = np.random.default_rng(n)
     X = unit_rows(rng, n, d, dtype)
-    g, g_ref = knn_graph(X, k), ref.knn_graph(X, k)
+    g, g_ref = knn_graph(X, neighbors=k), ref.knn_graph(X, neighbors=k)
     assert_rankings_close(g.indices, g.similarities, g_ref.indices, g_ref.similarities, tolerance(dtype))
     assert not (g.indices == np.arange(n)[:, None]).any()
     assert np.all(np.diff(g.similarities, axis=1) <= 0)
@@ -50,8 +44,8 @@ def test_matches_the_reference_on_random_data(dtype, n, d, k):
 def test_layouts(layout):
     rng = np.random.default_rng(1)
     X = integer_data(rng, 500, 7, np.float64)
-    g = knn_graph(layouts(X)[layout], 12)
-    g0 = knn_graph(X, 12)
+    g = knn_graph(layouts(X)[layout], neighbors=12)
+    g0 = knn_graph(X, neighbors=12)
     np.testing.assert_array_equal(g.indices, g0.indices)
     np.testing.assert_array_equal(g.similarities, g0.similarities)
 
@@ -61,7 +55,7 @@ def test_duplicates_are_neighbours_and_self_is_not():
     X = unit_rows(rng, 30, 5, np.float32)
     X[[4, 9, 20]] = X[12]
     X[[0, 1]] = 0
-    g = knn_graph(X, 3)
+    g = knn_graph(X, neighbors=3)
     np.testing.assert_array_equal(g.indices[12], [4, 9, 20])
     np.testing.assert_array_equal(g.indices[4], [9, 12, 20])
     np.testing.assert_array_equal(g.indices[20], [4, 9, 12])
@@ -74,7 +68,7 @@ def test_duplicates_are_neighbours_and_self_is_not():
 def test_degenerate_sizes():
     g1 = knn_graph(np.ones((1, 4), np.float32))
     assert (g1.n, g1.k) == (1, 0) and g1.indices.shape == (1, 0)
-    g2 = knn_graph(np.array([[1.0], [2.0]]), 5)
+    g2 = knn_graph(np.array([[1.0], [2.0]]), neighbors=5)
     np.testing.assert_array_equal(g2.indices, [[1], [0]])
     np.testing.assert_array_equal(g2.similarities, [[2.0], [2.0]])
 
@@ -86,14 +80,14 @@ def test_thread_count_does_not_change_the_result(restore_threads):
     out = []
     for t in (1, 2, 3):
         hs.set_num_threads(t)
-        out.append(knn_graph(X, 20))
+        out.append(knn_graph(X, neighbors=20))
     for g in out[1:]:
         np.testing.assert_array_equal(g.indices, out[0].indices)
         np.testing.assert_array_equal(g.similarities, out[0].similarities)
 
 
 def test_graph_object():
-    g = knn_graph(np.eye(4, dtype=np.float32), 2)
+    g = knn_graph(np.eye(4, dtype=np.float32), neighbors=2)
     assert repr(g) == "KnnGraph(n=4, k=2, dtype=float32)"
     assert not g.indices.flags.writeable and not g.similarities.flags.writeable
     with pytest.raises(ValueError):

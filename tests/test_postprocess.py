@@ -38,15 +38,15 @@ def test_power_normalize_signed_sqrt_by_hand(dtype):
 
 def test_power_normalize_other_exponents_by_hand():
     X = np.array([-3.0, 2.0, 0.0])
-    np.testing.assert_allclose(power_normalize(X, 2), [-9.0, 4.0, 0.0])
-    np.testing.assert_allclose(power_normalize(X, 1.0), X)
-    np.testing.assert_allclose(power_normalize(X, np.float32(3)), [-27.0, 8.0, 0.0])
+    np.testing.assert_allclose(power_normalize(X, p=2), [-9.0, 4.0, 0.0])
+    np.testing.assert_allclose(power_normalize(X, p=1.0), X)
+    np.testing.assert_allclose(power_normalize(X, p=np.float32(3)), [-27.0, 8.0, 0.0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_power_normalize_numpy_scalar_exponent_keeps_dtype(dtype):
     # A NumPy float64 exponent must not promote float32 input to float64 (NEP 50).
-    out = power_normalize(np.ones((2, 2), dtype=dtype), np.float64(0.5))
+    out = power_normalize(np.ones((2, 2), dtype=dtype), p=np.float64(0.5))
     assert out.dtype == dtype
 
 
@@ -71,13 +71,13 @@ def test_power_normalize_empty_and_any_shape():
 @pytest.mark.parametrize("p", [0, -0.5, float("nan"), float("inf")])
 def test_power_normalize_rejects_bad_exponent(p):
     with pytest.raises(InvalidInputError, match="p must be a finite number > 0"):
-        power_normalize(np.ones(3), p)
+        power_normalize(np.ones(3), p=p)
 
 
 @pytest.mark.parametrize("p", ["0.5", True, None, [0.5]])
 def test_power_normalize_rejects_non_real_exponent(p):
     with pytest.raises(InvalidDTypeError, match="p must be a real number"):
-        power_normalize(np.ones(3), p)
+        power_normalize(np.ones(3), p=p)
 
 
 def test_power_normalize_rejects_bad_arrays():
@@ -95,7 +95,7 @@ def test_power_normalize_rejects_bad_arrays():
     p=st.floats(0.05, 4.0),
 )
 def test_power_normalize_keeps_signs_and_is_monotone(X, p):
-    out = power_normalize(X, p)
+    out = power_normalize(X, p=p)
     # The sign bit is always kept; a value whose power underflows becomes a zero of that sign.
     assert np.all(np.signbit(out) == np.signbit(X))
     nonzero = out != 0
@@ -131,7 +131,7 @@ def test_l2_normalize_zero_row_stays_zero_without_warning(dtype, eps):
     X = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]], dtype=dtype)
     with warnings.catch_warnings(), np.errstate(all="raise"):
         warnings.simplefilter("error")
-        out = l2_normalize(X, eps)
+        out = l2_normalize(X, eps=eps)
     np.testing.assert_array_equal(out[0], [0.0, 0.0, 0.0])
     np.testing.assert_allclose(out[1], [1 / 3, 2 / 3, 2 / 3], rtol=1e-6)
 
@@ -283,7 +283,7 @@ def test_postprocess_fit_learns_on_the_preprocessed_training_set():
     rng = np.random.default_rng(7)
     train = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 5))
     pp = PostProcess.fit(train, dim=3)
-    manual = PCAWhitening().fit(l2_normalize(power_normalize(train)), 3)
+    manual = PCAWhitening().fit(l2_normalize(power_normalize(train)), dim=3)
     np.testing.assert_allclose(pp.whitening.projection_, manual.projection_)
     np.testing.assert_allclose(pp.whitening.mean_, manual.mean_)
     X = rng.standard_normal((4, 5))

@@ -64,7 +64,7 @@ def test_average_qe_by_hand(dtype):
     X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=dtype)
     Q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=dtype)
     ranks = np.array([[0, 1, 2], [1, 0, 2]])
-    out = average_query_expansion(X, Q, ranks, k=2)
+    out = average_query_expansion(X, Q, ranks, neighbors=2)
     # q0: mean([1,0], [1,0], [0,1]) -> [2,1]/sqrt5; q1: mean([0,1], [0,1], [1,0]) -> [1,2]/sqrt5.
     assert out.dtype == dtype and out.shape == (2, 2)
     np.testing.assert_allclose(out, unit([[2.0, 1.0], [1.0, 2.0]]), rtol=1e-6)
@@ -74,13 +74,13 @@ def test_average_qe_k_zero_and_clamping():
     X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     Q = np.array([[2.0, 0.0]])  # not normalised: k = 0 returns it normalised
     ranks = np.array([[0, 1, 2]])
-    np.testing.assert_allclose(average_query_expansion(X, Q, ranks, k=0), [[1.0, 0.0]])
+    np.testing.assert_allclose(average_query_expansion(X, Q, ranks, neighbors=0), [[1.0, 0.0]])
     # k = 10 > m = 3: all three ranked items: [2,0] + [1,0] + [0,1] + [-1,0] = [2, 1].
-    np.testing.assert_allclose(average_query_expansion(X, Q, ranks, k=10), unit([[2.0, 1.0]]))
+    np.testing.assert_allclose(average_query_expansion(X, Q, ranks, neighbors=10), unit([[2.0, 1.0]]))
     # A ranking narrower than k: only its columns are used.
-    np.testing.assert_allclose(average_query_expansion(X, Q, ranks[:, :1], k=10), [[1.0, 0.0]])
+    np.testing.assert_allclose(average_query_expansion(X, Q, ranks[:, :1], neighbors=10), [[1.0, 0.0]])
     np.testing.assert_allclose(
-        average_query_expansion(X, Q, np.zeros((1, 0), dtype=int), k=10), [[1.0, 0.0]]
+        average_query_expansion(X, Q, np.zeros((1, 0), dtype=int), neighbors=10), [[1.0, 0.0]]
     )
 
 
@@ -95,7 +95,7 @@ def test_average_qe_default_k_is_10():
 def test_average_qe_zero_vectors_give_zero_not_nan():
     X = np.array([[0.0, 0.0], [1.0, 0.0]])
     Q = np.array([[0.0, 0.0]])
-    out = average_query_expansion(X, Q, [[0, 1]], k=1)
+    out = average_query_expansion(X, Q, [[0, 1]], neighbors=1)
     np.testing.assert_array_equal(out, [[0.0, 0.0]])
 
 
@@ -104,9 +104,9 @@ def test_average_qe_layouts_agree(dtype):
     X = random_unit(20, 5, seed=2, dtype=dtype)
     Q = random_unit(4, 5, seed=3, dtype=dtype)
     ranks = exact_ranks(X, Q)
-    ref = average_query_expansion(X, Q, ranks, k=4)
+    ref = average_query_expansion(X, Q, ranks, neighbors=4)
     for (nx, Xv), (nq, Qv) in zip(layouts(X).items(), layouts(Q).items()):
-        out = average_query_expansion(Xv, Qv, np.asfortranarray(ranks), k=4)
+        out = average_query_expansion(Xv, Qv, np.asfortranarray(ranks), neighbors=4)
         assert out.dtype == dtype
         np.testing.assert_allclose(out, ref, rtol=1e-6, err_msg=f"{nx}/{nq}")
 
@@ -122,7 +122,7 @@ def test_average_qe_ignores_the_order_of_the_top_k(seed, k):
     for row in shuffled:
         rng.shuffle(row[:k])
     np.testing.assert_allclose(
-        average_query_expansion(X, Q, shuffled, k), average_query_expansion(X, Q, ranks, k),
+        average_query_expansion(X, Q, shuffled, neighbors=k), average_query_expansion(X, Q, ranks, neighbors=k),
         rtol=1e-12, atol=1e-15,
     )
 
@@ -134,13 +134,13 @@ def test_alpha_qe_by_hand():
     Q = np.array([[1.0, 0.0]])
     ranks = np.array([[0, 1, 2, 3]])  # similarities 1, 0.6, 0, -0.6
     # alpha = 3: weights 1, 0.216, 0, 0 (negative similarity clipped): q + x0 + 0.216 x1.
-    out = alpha_query_expansion(X_PLANE, Q, ranks, k=4, alpha=3)
+    out = alpha_query_expansion(X_PLANE, Q, ranks, neighbors=4, alpha=3)
     np.testing.assert_allclose(out, unit([[2.1296, 0.1728]]), rtol=1e-12)
     # alpha = 1: weights 1, 0.6, 0, 0.
-    out = alpha_query_expansion(X_PLANE, Q, ranks, k=4, alpha=1)
+    out = alpha_query_expansion(X_PLANE, Q, ranks, neighbors=4, alpha=1)
     np.testing.assert_allclose(out, unit([[2.36, 0.48]]), rtol=1e-12)
     # k = 1: only x0 (weight 1): [2, 0].
-    np.testing.assert_allclose(alpha_query_expansion(X_PLANE, Q, ranks, k=1), [[1.0, 0.0]])
+    np.testing.assert_allclose(alpha_query_expansion(X_PLANE, Q, ranks, neighbors=1), [[1.0, 0.0]])
 
 
 def test_alpha_qe_defaults_are_k10_alpha3():
@@ -159,8 +159,8 @@ def test_alpha_zero_is_average_qe(k):
     Q = random_unit(4, 6, seed=7)
     ranks = exact_ranks(X, Q)
     np.testing.assert_allclose(
-        alpha_query_expansion(X, Q, ranks, k=k, alpha=0),
-        average_query_expansion(X, Q, ranks, k=k),
+        alpha_query_expansion(X, Q, ranks, neighbors=k, alpha=0),
+        average_query_expansion(X, Q, ranks, neighbors=k),
         rtol=1e-12,
     )
 
@@ -170,9 +170,9 @@ def test_alpha_qe_dtype_and_layouts(dtype):
     X = random_unit(15, 4, seed=8, dtype=dtype)
     Q = random_unit(3, 4, seed=9, dtype=dtype)
     ranks = exact_ranks(X, Q)
-    ref = alpha_query_expansion(X.astype(np.float64), Q.astype(np.float64), ranks, k=5)
+    ref = alpha_query_expansion(X.astype(np.float64), Q.astype(np.float64), ranks, neighbors=5)
     for (nx, Xv), (nq, Qv) in zip(layouts(X).items(), layouts(Q).items()):
-        out = alpha_query_expansion(Xv, Qv, ranks, k=5)
+        out = alpha_query_expansion(Xv, Qv, ranks, neighbors=5)
         assert out.dtype == dtype and out.shape == (3, 4)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6, err_msg=f"{nx}/{nq}")
 
@@ -182,7 +182,7 @@ def test_alpha_qe_dtype_and_layouts(dtype):
 def test_alpha_qe_outputs_are_unit_vectors_in_the_query_half_space(seed, k, alpha):
     X = random_unit(10, 3, seed=seed)
     Q = random_unit(4, 3, seed=seed + 1)
-    out = alpha_query_expansion(X, Q, exact_ranks(X, Q), k, alpha)
+    out = alpha_query_expansion(X, Q, exact_ranks(X, Q), neighbors=k, alpha=alpha)
     # Only neighbours with q . x > 0 get a (positive) weight, so q . (q + sum w x) >= 1:
     # the sum never vanishes and the new query stays on the query's side.
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-12)
@@ -195,7 +195,7 @@ def test_alpha_qe_outputs_are_unit_vectors_in_the_query_half_space(seed, k, alph
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dba_by_hand(dtype):
     X = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=dtype)
-    out = alpha_database_augmentation(X, k=1, alpha=3)
+    out = alpha_database_augmentation(X, neighbors=1, alpha=3)
     # x0: nearest other x1 (0.6): x0 + 0.216 x1; x1: nearest other x2 (0.8): x1 + 0.512 x2;
     # x2: nearest other x1 (0.8): x2 + 0.512 x1. The item itself counts once, with weight 1.
     expected = unit([[1.1296, 0.1728], [0.6, 1.312], [0.3072, 1.4096]])
@@ -207,24 +207,24 @@ def test_dba_item_counted_once_even_with_duplicates():
     # Items 0 and 1 are equal: each is the other's top neighbour (sim 1, weight 1); no item is
     # counted twice (which would give x0 weight 2 plus x1 weight 1).
     X = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    out = alpha_database_augmentation(X, k=2, alpha=1)
+    out = alpha_database_augmentation(X, neighbors=2, alpha=1)
     # x0 + 1 * x1 + 0 * x2 = [2, 0]; x2 + 0 * x0 + 0 * x1 = x2.
     np.testing.assert_allclose(out, [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], atol=1e-15)
     X2 = np.array([[1.0, 0.0], [0.6, 0.8]])
     # k = 1: x0 + 0.6 x1 (not 2 x0 + ...): direction [1.36, 0.48].
-    np.testing.assert_allclose(alpha_database_augmentation(X2, k=1, alpha=1)[0], unit([1.36, 0.48]))
+    np.testing.assert_allclose(alpha_database_augmentation(X2, neighbors=1, alpha=1)[0], unit([1.36, 0.48]))
 
 
 def test_dba_ties_go_to_the_smaller_index():
     # Items 1 and 2 are equally similar to item 0 (0.6); k = 1 must take item 1.
     X = np.array([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]])
-    out = alpha_database_augmentation(X, k=1, alpha=1)
+    out = alpha_database_augmentation(X, neighbors=1, alpha=1)
     np.testing.assert_allclose(out[0], unit([1.36, 0.48]), rtol=1e-12)
     # Duplicated database with many exact ties: same as the stable brute force.
     Y = np.repeat(random_unit(5, 3, seed=10), 3, axis=0)
     for k in (1, 2, 4):
         np.testing.assert_allclose(
-            alpha_database_augmentation(Y, k=k, alpha=3), brute_force_dba(Y, k, 3.0), rtol=1e-12
+            alpha_database_augmentation(Y, neighbors=k, alpha=3), brute_force_dba(Y, k, 3.0), rtol=1e-12
         )
 
 
@@ -233,7 +233,7 @@ def test_dba_ties_go_to_the_smaller_index():
 def test_dba_matches_brute_force_for_every_block_size(k, block_size):
     X = random_unit(23, 5, seed=11)
     np.testing.assert_allclose(
-        alpha_database_augmentation(X, k=k, alpha=3, block_size=block_size),
+        alpha_database_augmentation(X, neighbors=k, alpha=3, block_size=block_size),
         brute_force_dba(X, k, 3.0),
         rtol=1e-12,
         atol=1e-15,
@@ -245,18 +245,18 @@ def test_dba_equals_alpha_qe_of_the_database_on_itself():
     ranks = exact_ranks(X, X)
     others = np.array([[j for j in row if j != i] for i, row in enumerate(ranks)])
     np.testing.assert_allclose(
-        alpha_database_augmentation(X, k=5, alpha=3),
-        alpha_query_expansion(X, X, others, k=5, alpha=3),
+        alpha_database_augmentation(X, neighbors=5, alpha=3),
+        alpha_query_expansion(X, X, others, neighbors=5, alpha=3),
         rtol=1e-12,
     )
 
 
 def test_dba_k_zero_and_clamping():
     X = np.array([[2.0, 0.0], [0.0, 0.0], [0.6, 0.8]])
-    np.testing.assert_allclose(alpha_database_augmentation(X, k=0), [[1, 0], [0, 0], [0.6, 0.8]])
+    np.testing.assert_allclose(alpha_database_augmentation(X, neighbors=0), [[1, 0], [0, 0], [0.6, 0.8]])
     # k = 50 > n - 1 = 2 is clamped to 2.
     np.testing.assert_allclose(
-        alpha_database_augmentation(X, k=50), alpha_database_augmentation(X, k=2), rtol=1e-15
+        alpha_database_augmentation(X, neighbors=50), alpha_database_augmentation(X, neighbors=2), rtol=1e-15
     )
     single = np.array([[3.0, 4.0]], dtype=np.float32)
     out = alpha_database_augmentation(single)
@@ -270,7 +270,7 @@ def test_dba_dtype_and_layouts(dtype):
     X = random_unit(16, 5, seed=13, dtype=dtype)
     ref = brute_force_dba(X, 4, 3.0)
     for name, view in layouts(X).items():
-        out = alpha_database_augmentation(view, k=4, block_size=5)
+        out = alpha_database_augmentation(view, neighbors=4, block_size=5)
         assert out.dtype == dtype and out.shape == (16, 5)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -285,7 +285,7 @@ def test_dba_dtype_and_layouts(dtype):
 def test_dba_property_matches_brute_force(seed, n, k, block):
     X = random_unit(n, 3, seed=seed)
     np.testing.assert_allclose(
-        alpha_database_augmentation(X, k=k, alpha=3, block_size=block),
+        alpha_database_augmentation(X, neighbors=k, alpha=3, block_size=block),
         brute_force_dba(X, min(k, n - 1), 3.0),
         rtol=1e-10,
         atol=1e-12,
@@ -354,11 +354,11 @@ def test_alpha_rejected_when_invalid():
     ranks = exact_ranks(X, Q)
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InvalidInputError, match="alpha must be a finite number >= 0"):
-            alpha_query_expansion(X, Q, ranks, 3, bad)
+            alpha_query_expansion(X, Q, ranks, neighbors=3, alpha=bad)
         with pytest.raises(InvalidInputError, match="alpha must be a finite number >= 0"):
-            alpha_database_augmentation(X, 3, bad)
+            alpha_database_augmentation(X, neighbors=3, alpha=bad)
     with pytest.raises(InvalidDTypeError, match="alpha must be a real number, got str"):
-        alpha_query_expansion(X, Q, ranks, 3, "3")
+        alpha_query_expansion(X, Q, ranks, neighbors=3, alpha="3")
 
 
 def test_dba_rejects_bad_input():
@@ -370,6 +370,6 @@ def test_dba_rejects_bad_input():
     with pytest.raises(InvalidDTypeError, match="block_size must be an int or None"):
         alpha_database_augmentation(X, block_size=2.5)
     with pytest.raises(InvalidInputError, match="k must be >= 0"):
-        alpha_database_augmentation(X, k=-2)
+        alpha_database_augmentation(X, neighbors=-2)
     with pytest.raises(InvalidInputError, match="X must be finite"):
         alpha_database_augmentation(np.array([[np.nan, 1.0]]))

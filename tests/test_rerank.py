@@ -112,8 +112,8 @@ def test_k_smaller_than_m_keeps_the_tail(impl):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rust_matches_reference(dtype, k, seed):
     X, Q, r, s = problem(seed, dtype=dtype)
-    got = heat_rerank(X, Q, r, k)
-    want = ref.heat_rerank(X, Q, r, k)
+    got = heat_rerank(X, Q, r, depth=k)
+    want = ref.heat_rerank(X, Q, r, depth=k)
     assert_consistent(got, want, k, SCORE_RTOL[dtype])
     if dtype == np.float64:
         # Exact to rounding in float64: the rankings themselves agree.
@@ -123,8 +123,8 @@ def test_rust_matches_reference(dtype, k, seed):
 def test_f32_close_to_f64():
     """float32 input gives float64's temperatures to about 1e-5 of the row's largest."""
     X, Q, r, _ = problem(3, n=120, d=24, nq=3)
-    r64, s64 = heat_rerank(X, Q, r, 100)
-    r32, s32 = heat_rerank(X.astype(np.float32), Q.astype(np.float32), r, 100)
+    r64, s64 = heat_rerank(X, Q, r, depth=100)
+    r32, s32 = heat_rerank(X.astype(np.float32), Q.astype(np.float32), r, depth=100)
     scale = np.abs(s64[:, :100]).max(axis=1, keepdims=True)
     assert np.abs(s32[:, :100] - s64[:, :100]).max() <= 1e-4 * scale.max()
 
@@ -133,7 +133,7 @@ def test_f32_close_to_f64():
 def test_layouts_give_identical_results(dtype):
     """C order, Fortran order, strided and negatively strided views: bit-identical output."""
     X, Q, r, s = problem(4, dtype=dtype)
-    base = heat_rerank(X, Q, r, 50, scores=s)
+    base = heat_rerank(X, Q, r, depth=50, scores=s)
     big_x = np.zeros((X.shape[0], 2 * X.shape[1]), dtype)
     big_x[:, ::2] = X
     big_q = np.zeros((2 * Q.shape[0], Q.shape[1]), dtype)
@@ -147,7 +147,7 @@ def test_layouts_give_identical_results(dtype):
         (X.copy(order="F")[::1], Q.copy(order="F"), r.T.copy().T, s.T.copy().T),
     ]
     for Xv, Qv, rv, sv in variants:
-        got = heat_rerank(Xv, Qv, rv, 50, scores=sv)
+        got = heat_rerank(Xv, Qv, rv, depth=50, scores=sv)
         np.testing.assert_array_equal(got[0], base[0])
         np.testing.assert_array_equal(got[1], base[1])
 
@@ -163,12 +163,12 @@ def test_inputs_are_not_modified(impl):
 
 def test_integer_ranks_of_any_dtype_and_truncated_rankings():
     X, Q, r, s = problem(6)
-    base = heat_rerank(X, Q, r, 20)
+    base = heat_rerank(X, Q, r, depth=20)
     for dt in (np.int32, np.uint16, np.intp):
-        got = heat_rerank(X, Q, r.astype(dt), 20)
+        got = heat_rerank(X, Q, r.astype(dt), depth=20)
         np.testing.assert_array_equal(got[0], base[0])
     # A truncated first pass (m = 30 < n): the tail of the 30 is kept.
-    got = heat_rerank(X, Q, r[:, :30], 20)
+    got = heat_rerank(X, Q, r[:, :30], depth=20)
     np.testing.assert_array_equal(got[0], base[0][:, :30])
     np.testing.assert_array_equal(got[1], base[1][:, :30])
 
@@ -177,13 +177,13 @@ def test_scores_fill_the_tail():
     """Given first-pass scores are returned beyond k (in X's dtype); without them, the tail
     gets the inner products."""
     X, Q, r, s = problem(7)
-    a = heat_rerank(X, Q, r, 25, scores=s)
-    b = heat_rerank(X, Q, r, 25)
+    a = heat_rerank(X, Q, r, depth=25, scores=s)
+    b = heat_rerank(X, Q, r, depth=25)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1][:, :25], b[1][:, :25])
     np.testing.assert_array_equal(a[1][:, 25:], s[:, 25:])
     np.testing.assert_allclose(b[1][:, 25:], s[:, 25:], rtol=1e-12, atol=1e-15)
-    c = heat_rerank(X.astype(np.float32), Q.astype(np.float32), r, 25, scores=s)
+    c = heat_rerank(X.astype(np.float32), Q.astype(np.float32), r, depth=25, scores=s)
     assert c[1].dtype == np.float32
     np.testing.assert_array_equal(c[1][:, 25:], s[:, 25:].astype(np.float32))
 
@@ -260,7 +260,7 @@ class TestDegenerate:
         Q = X[[0, 30]].copy()
         r, s = first_pass(X, Q)
         got = IMPLS[impl](X, Q, r, 60)
-        want = ref.heat_rerank(X, Q, r, 60)
+        want = ref.heat_rerank(X, Q, r, depth=60)
         assert_consistent(got, want, 60, SCORE_RTOL[dtype])
         t = dict(zip(got[0][0].tolist(), got[1][0].tolist()))
         dup = np.array([t[j] for j in [0, *range(10, 20)]])
@@ -275,7 +275,7 @@ def test_degenerate_results_match_between_paths():
     Q = np.vstack([X[3], np.zeros(6), X[20]])
     r, _ = first_pass(X, Q)
     for k in (0, 1, 2, 3, 17, 40):
-        assert_consistent(heat_rerank(X, Q, r, k), ref.heat_rerank(X, Q, r, k), k, 1e-9)
+        assert_consistent(heat_rerank(X, Q, r, depth=k), ref.heat_rerank(X, Q, r, depth=k), k, 1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_head_is_a_permutation_and_tail_is_kept(seed, n, d, k, m_frac):
     Q = rng.standard_normal((2, d))
     m = int(round(m_frac * n))
     r = np.stack([rng.permutation(n)[:m] for _ in range(2)])
-    out_r, out_s = heat_rerank(X, Q, r, k)
+    out_r, out_s = heat_rerank(X, Q, r, depth=k)
     kk = min(k, m)
     np.testing.assert_array_equal(np.sort(out_r[:, :kk], axis=1), np.sort(r[:, :kk], axis=1))
     np.testing.assert_array_equal(out_r[:, kk:], r[:, kk:])
@@ -309,24 +309,18 @@ def test_head_is_a_permutation_and_tail_is_kept(seed, n, d, k, m_frac):
 def test_qe_plus_her_heats_with_the_expanded_query():
     """QE + HeR: the expanded query heats the ORIGINAL first-pass top k (ALGORITHM.md 2)."""
     X, Q, r, s = problem(14, n=100)
-    Qe = hs.average_query_expansion(X, Q, r, k=10)
-    got = heat_rerank(X, Qe, r, 60, scores=s)
-    want = ref.heat_rerank(X, Qe, r, 60, scores=s)
+    Qe = hs.average_query_expansion(X, Q, r, neighbors=10)
+    got = heat_rerank(X, Qe, r, depth=60, scores=s)
+    want = ref.heat_rerank(X, Qe, r, depth=60, scores=s)
     assert_consistent(got, want, 60, 1e-9)
     np.testing.assert_array_equal(got[1][:, 60:], s[:, 60:])
-    plain = heat_rerank(X, Q, r, 60, scores=s)
+    plain = heat_rerank(X, Q, r, depth=60, scores=s)
     assert not np.array_equal(plain[1], got[1])
 
 
 # ---------------------------------------------------------------------------------------------
 # Threads.
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def restore_threads():
-    n = hs.get_num_threads()
-    yield
-    hs.set_num_threads(n)
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_do_not_depend_on_the_thread_count(restore_threads, dtype):
@@ -334,7 +328,7 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, dtype):
     outs = []
     for n in (1, 2, 3):
         hs.set_num_threads(n)
-        outs.append(heat_rerank(X, Q, r, 250))
+        outs.append(heat_rerank(X, Q, r, depth=250))
     for o in outs[1:]:
         np.testing.assert_array_equal(o[0], outs[0][0])
         np.testing.assert_array_equal(o[1], outs[0][1])
@@ -355,7 +349,7 @@ def test_gil_is_released():
     counter.start()
     try:
         before = ticks
-        heat_rerank(X, Q, r, 800, scores=s)
+        heat_rerank(X, Q, r, depth=800, scores=s)
         during = ticks - before
     finally:
         done.set()
@@ -463,9 +457,9 @@ class TestErrors:
 # Real data: the authors' Holidays HeW descriptors (ALGORITHM.md section 4).
 # ---------------------------------------------------------------------------------------------
 def _holidays_map(ranks, gnd):
-    """mAP in [0, 1]: heatsearch.evaluate.compute_map, or the revisitop AP written out."""
+    """mAP in [0, 1]: heatsearch.eval.compute_map, or the revisitop AP written out."""
     try:
-        from heatsearch.evaluate import compute_map
+        from heatsearch.eval.evaluate import compute_map
     except ImportError:  # pragma: no cover - evaluate.py is written by another engineer
         compute_map = None
     if compute_map is not None:
@@ -520,7 +514,7 @@ def holidays_her(holidays):
     X, qidx, gnd = holidays
     Y = _l2n(np.sign(X) * np.sqrt(np.abs(X))).astype(np.float32)
     r, s = first_pass(Y, Y[qidx])
-    return Y, qidx, gnd, r, s, heat_rerank(Y, Y[qidx], r, 800, scores=s)
+    return Y, qidx, gnd, r, s, heat_rerank(Y, Y[qidx], r, depth=800, scores=s)
 
 
 def test_holidays_her_map(holidays_her):
@@ -528,7 +522,7 @@ def test_holidays_her_map(holidays_her):
     assert abs(100 * _holidays_map(r2, gnd) - 77.15) < 0.01
     np.testing.assert_array_equal(r2[:, 800:], r[:, 800:])
     # float64 input: the same figure.
-    r3, _ = heat_rerank(Y.astype(np.float64), Y[qidx].astype(np.float64), r, 800)
+    r3, _ = heat_rerank(Y.astype(np.float64), Y[qidx].astype(np.float64), r, depth=800)
     assert abs(100 * _holidays_map(r3, gnd) - 77.15) < 0.01
 
 
@@ -537,7 +531,7 @@ def test_holidays_her_matches_reference(holidays_her):
     """The dense-inverse reference (float32, about 0.1 s per query) gives the same mAP to 0.01
     points and the same temperatures to 2e-3 of each row's largest (measured: 9e-5)."""
     Y, qidx, gnd, r, s, (r2, s2) = holidays_her
-    rr, sr = ref.heat_rerank(Y, Y[qidx], r, 800, scores=s)
+    rr, sr = ref.heat_rerank(Y, Y[qidx], r, depth=800, scores=s)
     assert abs(100 * _holidays_map(rr, gnd) - 100 * _holidays_map(r2, gnd)) < 0.01
     scale = np.abs(sr[:, :800]).max(axis=1, keepdims=True)
     assert np.all(np.abs(s2[:, :800] - sr[:, :800]) <= 2e-3 * scale)

@@ -13,7 +13,7 @@ import heatsearch as hs
 from heatsearch import reference as ref
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
 from heatsearch.search import search
-from ranking_checks import (
+from layouts import (
     LAYOUTS,
     assert_rankings_close,
     assert_valid_ranking,
@@ -25,12 +25,6 @@ from ranking_checks import (
 
 DTYPES = [np.float32, np.float64]
 
-
-@pytest.fixture
-def restore_threads():
-    n = hs.get_num_threads()
-    yield
-    hs.set_num_threads(n)
 
 
 # (n, d, nq): tiny, one block, several database blocks and chunks, several query blocks (> 256).

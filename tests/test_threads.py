@@ -14,12 +14,6 @@ import pytest
 import heatsearch as hs
 
 
-@pytest.fixture
-def restore_threads():
-    n = hs.get_num_threads()
-    yield
-    hs.set_num_threads(n)
-
 
 def maps(seed=0, sizes=((32, 24), (16, 12), (64, 48), (8, 8)), c=256, dtype=np.float32):
     rng = np.random.default_rng(seed)

@@ -27,7 +27,7 @@ def correlated(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 def fitted(n: int = 80, d: int = 6, dim=None, seed: int = 0) -> PCAWhitening:
-    return PCAWhitening().fit(correlated(n, d, seed), dim)
+    return PCAWhitening().fit(correlated(n, d, seed), dim=dim)
 
 
 def layouts(a: np.ndarray):
@@ -68,7 +68,7 @@ def test_fit_by_hand_with_offset_and_dim():
 @pytest.mark.parametrize("dim", [None, 6, 3, 1])
 def test_training_set_becomes_white(dim):
     X = correlated(200, 6)
-    w = PCAWhitening().fit(X, dim)
+    w = PCAWhitening().fit(X, dim=dim)
     Z = w.transform(X)
     kept = 6 if dim is None else dim
     assert Z.shape == (200, kept) and w.dim_ == kept

@@ -5,39 +5,61 @@ baselines users compare them with (SPoC, MAC, GeM, R-MAC, CroW, query expansion,
 and the evaluation protocols of the field; a pure-NumPy reference of every kernel lives in
 :mod:`heatsearch.reference`.
 
+The package, by layer:
+
+* here: the algorithms on arrays (:mod:`~heatsearch.hew`, :mod:`~heatsearch.search`,
+  :mod:`~heatsearch.rerank`, :mod:`~heatsearch.knn`, :mod:`~heatsearch.diffusion`,
+  :mod:`~heatsearch.query_expansion`, :mod:`~heatsearch.aggregate`,
+  :mod:`~heatsearch.postprocess`, :mod:`~heatsearch.whitening`, :mod:`~heatsearch.pipeline`);
+* :mod:`heatsearch.reference`: the same kernels in pure NumPy;
+* :mod:`heatsearch.eval`: ground truth, descriptor files, mAP;
+* :mod:`heatsearch.vision`: images to CNN feature maps (the ``torch`` extra);
+* :mod:`heatsearch.app`: the image index, its on-disk format, the command line.
+
 Conventions: feature maps are channels-last ``(H, W, C)`` (or ``(N, C)`` local features);
 descriptors are rows (``X (n, d)``, ``Q (nq, d)``); rankings are ``(nq, m)`` arrays of
-0-based database indices, best first (cirtorch/revisitop use the transpose).
+0-based database indices, best first (cirtorch/revisitop use the transpose). ``k`` is always
+the number of results returned.
 """
 
 from __future__ import annotations
 
-from . import datasets, evaluate, reference
+import types
+
+from . import _compat
 from ._core import __version__
-from .datasets import load_descriptors, load_ground_truth
 from .errors import (
     HeatsearchError,
+    ImageReadError,
+    IndexFileError,
+    InternalError,
     InvalidDTypeError,
     InvalidInputError,
+    InvalidWeightsError,
     MissingDependencyError,
     NumericalError,
     ThreadPoolError,
+    WeightsNotFoundError,
 )
-from .diffusion import diffusion_rerank
-from .evaluate import compute_map, revisited
 from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
-from .index import Index, IndexConfig
-from .knn import KnnGraph, knn_graph
-from .postprocess import PostProcess, l2_normalize, power_normalize
-from .rerank import heat_rerank
 from .search import search
+from .rerank import heat_rerank
+from .knn import KnnGraph, knn_graph
+from .diffusion import diffusion_rerank
 from .query_expansion import (
     alpha_database_augmentation,
     alpha_query_expansion,
     average_query_expansion,
 )
-from .threads import get_num_threads, set_num_threads
+from .pipeline import RERANKERS, rank
+from .postprocess import PostProcess, l2_normalize, power_normalize
 from .whitening import PCAWhitening
+from .threads import get_num_threads, set_num_threads
+from . import eval, reference
+from .eval import compute_map, load_descriptors, load_ground_truth, revisited
+from .app import Index, IndexConfig
+
+_compat.install_moved_module_finder()
 
 __all__ = [
     "__version__",
@@ -52,6 +74,8 @@ __all__ = [
     "knn_graph",
     "KnnGraph",
     "diffusion_rerank",
+    "rank",
+    "RERANKERS",
     # query expansion / database augmentation
     "average_query_expansion",
     "alpha_query_expansion",
@@ -65,12 +89,11 @@ __all__ = [
     "Index",
     "IndexConfig",
     # evaluation and data
+    "eval",
     "compute_map",
     "revisited",
     "load_ground_truth",
     "load_descriptors",
-    "evaluate",
-    "datasets",
     # threads
     "set_num_threads",
     "get_num_threads",
@@ -82,4 +105,18 @@ __all__ = [
     "MissingDependencyError",
     "NumericalError",
     "ThreadPoolError",
+    "InternalError",
+    "ImageReadError",
+    "IndexFileError",
+    "WeightsNotFoundError",
+    "InvalidWeightsError",
 ]
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    """``heatsearch.datasets`` and ``heatsearch.evaluate``, the 0.1 names of modules that
+    moved to :mod:`heatsearch.eval` (with a DeprecationWarning)."""
+    old = f"{__name__}.{name}"
+    if old in _compat.MOVED_MODULES:
+        return _compat.moved_module(old)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

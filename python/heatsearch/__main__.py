@@ -1,7 +1,7 @@
-"""``python -m heatsearch``: the command line (see :mod:`heatsearch.cli`)."""
+"""``python -m heatsearch``: the command line (see :mod:`heatsearch.app.cli`)."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -1,58 +1,111 @@
-# Type stubs of the Rust extension (rust/python). Checked with `python -m mypy.stubtest heatsearch._core`.
-from typing import Optional, Sequence
+# Type stubs of the Rust extension (rust/python), checked with `python -m mypy.stubtest heatsearch._core`.
+#
+# The extension is private: call the Python API (heatsearch.hew, heatsearch.search, ...),
+# which checks every argument first (heatsearch._validate). Arguments are keyword-only after
+# the arrays, named and ordered as in the Python API.
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+#: A float32 or float64 array: results have the dtype of the first array argument.
+Floats = Union[F32, F64]
+Ints = NDArray[np.int64]
 
 __all__ = [
     "__version__",
-    "diffusion_rerank",
-    "get_num_threads",
-    "heat_rerank",
+    "hew_weights",
     "hew_pool",
     "hew_pool_batch",
-    "hew_weights",
-    "knn_graph",
     "local_mean",
     "search",
+    "knn_graph",
+    "heat_rerank",
+    "diffusion_rerank",
+    "check_finite",
+    "check_rankings",
     "set_num_threads",
+    "get_num_threads",
 ]
+
 __version__: str
 
+# The Rust core's defaults (the one place they are written).
+HEW_THRESHOLD: float
+HEW_GROUND: float
+EQUAL_TO_MEAN_ULPS: float
+HER_DEPTH: int
+HER_GROUND: float
+KNN_NEIGHBORS: int
+DIFFUSION_QUERY_NEIGHBORS: int
+DIFFUSION_ALPHA: float
+DIFFUSION_GAMMA: float
+DIFFUSION_TRUNCATION: int
+DIFFUSION_ITERATIONS: int
+DIFFUSION_TOL: float
+MAX_ITEMS: int
+
 def hew_weights(
-    fmap: np.ndarray, mean: Optional[np.ndarray], threshold: float, ground: float
-) -> np.ndarray: ...
-def hew_pool(
-    fmap: np.ndarray, mean: Optional[np.ndarray], threshold: float, ground: float
-) -> np.ndarray: ...
+    fmap: Floats, mean: Optional[Floats], *, threshold: float, ground: float
+) -> Floats:
+    """HeW weights ``(N,)`` of one ``(N, C)`` map; ``mean (C,)`` of its dtype or None."""
+
+def hew_pool(fmap: Floats, mean: Optional[Floats], *, threshold: float, ground: float) -> Floats:
+    """HeW descriptor ``(C,)`` of one ``(N, C)`` map."""
+
 def hew_pool_batch(
-    fmaps: Sequence[np.ndarray], mean: Optional[np.ndarray], threshold: float, ground: float
-) -> np.ndarray: ...
-def local_mean(fmaps: Sequence[np.ndarray]) -> np.ndarray: ...
-def set_num_threads(n: int) -> None: ...
-def get_num_threads() -> int: ...
-def search(
-    x: np.ndarray, q: np.ndarray, k: Optional[int]
-) -> tuple[np.ndarray, np.ndarray]: ...
-def knn_graph(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    fmaps: Sequence[Floats], mean: Optional[Floats], *, threshold: float, ground: float
+) -> Floats:
+    """HeW descriptors ``(B, C)`` of B maps ``(N_b, C)`` of one dtype, in parallel."""
+
+def local_mean(fmaps: Sequence[Floats]) -> Floats:
+    """Mean ``(C,)`` of all local features of all maps."""
+
+def search(x: Floats, q: Floats, *, k: int) -> Tuple[Ints, Floats]:
+    """Top ``k <= n`` ``(ranks (nq, k), scores (nq, k))`` of ``q (nq, d)`` in ``x (n, d)``."""
+
+def knn_graph(x: Floats, *, neighbors: int) -> Tuple[Ints, Floats]:
+    """``(indices (n, k'), similarities (n, k'))``, ``k' = min(neighbors, n - 1)``."""
+
+def heat_rerank(
+    x: Floats,
+    q: Floats,
+    ranks: Ints,
+    *,
+    depth: int,
+    ground: float,
+    scores: Optional[Floats],
+) -> Tuple[Ints, Floats]:
+    """HeR of the first-pass ``ranks (nq, m)``: ``(ranks (nq, m), scores (nq, m))``."""
+
 def diffusion_rerank(
-    x: np.ndarray,
-    q: np.ndarray,
-    ranks: np.ndarray,
-    scores: Optional[np.ndarray],
-    graph_indices: np.ndarray,
-    graph_similarities: np.ndarray,
-    query_k: int,
+    x: Floats,
+    q: Floats,
+    ranks: Ints,
+    *,
+    scores: Optional[Floats],
+    graph_indices: Ints,
+    graph_similarities: Floats,
+    query_neighbors: int,
     alpha: float,
     gamma: float,
     truncation: Optional[int],
     iterations: int,
     tol: float,
-) -> tuple[np.ndarray, np.ndarray]: ...
-def heat_rerank(
-    x: np.ndarray,
-    q: np.ndarray,
-    ranks: np.ndarray,
-    scores: Optional[np.ndarray],
-    k: int,
-    ground: float,
-) -> tuple[np.ndarray, np.ndarray]: ...
+) -> Tuple[Ints, Floats]:
+    """Diffusion re-ranking of the first-pass ``ranks (nq, m)`` on a kNN graph."""
+
+def check_finite(a: Floats, name: str) -> None:
+    """InvalidInputError naming the first NaN or infinity of a 1-D or 2-D array."""
+
+def check_rankings(ranks: Ints, n: Optional[int], name: str) -> None:
+    """InvalidInputError naming the first entry of ``ranks (nq, m)`` outside ``[0, n)`` (or
+    negative, ``n = None``) or repeated within its row."""
+
+def set_num_threads(n: int) -> None:
+    """Use ``n >= 1`` threads from now on."""
+
+def get_num_threads() -> int:
+    """The number of threads the kernels use."""

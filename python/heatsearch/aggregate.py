@@ -34,9 +34,11 @@ import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _checks
-from .errors import InvalidDTypeError, InvalidInputError
+from . import _validate
+from ._compat import accepts_old_arguments
+from .errors import InvalidInputError
 from .hew import DEFAULT_GROUND, DEFAULT_THRESHOLD, hew_pool, hew_pool_batch
 
 __all__ = [
@@ -77,61 +79,32 @@ CROW_A = 2.0
 CROW_B = 2.0
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument helpers.
-# ---------------------------------------------------------------------------------------------
-def _matrix(fmap: Any) -> Tuple[np.ndarray, Tuple[int, ...]]:
+def _matrix(fmap: ArrayLike) -> Tuple[np.ndarray, Tuple[int, ...]]:
     """A finite ``(H, W, C)`` or ``(N, C)`` map as an ``(N, C)`` matrix + its spatial shape."""
-    mat, spatial = _checks.feature_map(fmap)
-    _checks.all_finite(mat, "fmap")
+    mat, spatial = _validate.feature_map(fmap)
+    _validate.finite(mat, "fmap")
     return mat, spatial
 
 
-def _spatial(fmap: Any, method: str, why: str) -> np.ndarray:
+def _spatial(fmap: ArrayLike, method: str, why: str) -> np.ndarray:
     """A finite channels-last ``(H, W, C)`` map, for the methods that need the layout."""
-    arr = _checks.float_array(fmap, "fmap")
-    if arr.ndim != 3:
-        raise InvalidInputError(
-            f"{method} needs a channels-last (H, W, C) feature map ({why}), got an array of "
-            f"shape {arr.shape}"
-        )
-    _checks.feature_map(arr)  # the empty-map message
-    _checks.all_finite(arr, "fmap")
+    arr = _validate.spatial_map(fmap, method, why)
+    _validate.finite(arr, "fmap")
     return arr
 
 
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidDTypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+def _positive(value: float, name: str) -> float:
+    return _validate.real(value, name, low=0.0, low_open=True)
 
 
-def _positive(value: Any, name: str) -> float:
-    x = _real(value, name)
-    if not (math.isfinite(x) and x > 0):
-        raise InvalidInputError(f"{name} must be a finite number > 0, got {value}")
-    return x
-
-
-def _non_negative(value: Any, name: str) -> float:
-    x = _real(value, name)
-    if not (math.isfinite(x) and x >= 0):
-        raise InvalidInputError(f"{name} must be a finite number >= 0, got {value}")
-    return x
-
-
-def _count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidDTypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+def _non_negative(value: float, name: str) -> float:
+    return _validate.real(value, name, low=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # SPoC, MAC, GeM.
 # ---------------------------------------------------------------------------------------------
-def spoc(fmap: Any, *, centering: bool = False) -> np.ndarray:
+def spoc(fmap: ArrayLike, *, centering: bool = False) -> np.ndarray:
     """SPoC: sum pooling, ``sum_i f_i`` over the cells (Babenko & Lempitsky, ICCV 2015).
 
     Returns the SUM, as the paper does. cirtorch's ``spoc`` is average pooling (the sum
@@ -148,9 +121,7 @@ def spoc(fmap: Any, *, centering: bool = False) -> np.ndarray:
     Returns:
         ``(C,)`` in the map's dtype. An all-zero map gives zeros.
     """
-    if not isinstance(centering, (bool, np.bool_)):
-        raise InvalidDTypeError(f"centering must be True or False, got {type(centering).__name__}")
-    if not centering:
+    if not _validate.flag(centering, "centering"):
         mat, _ = _matrix(fmap)
         total: np.ndarray = mat.sum(axis=0, dtype=np.float64)
         return total.astype(mat.dtype)
@@ -165,7 +136,7 @@ def spoc(fmap: Any, *, centering: bool = False) -> np.ndarray:
     return out.astype(arr.dtype)
 
 
-def mac(fmap: Any) -> np.ndarray:
+def mac(fmap: ArrayLike) -> np.ndarray:
     """MAC: max pooling, ``max_i f_ic`` per channel (Tolias et al., ICLR 2016; cirtorch ``mac``).
 
     ``fmap``: ``(H, W, C)`` or ``(N, C)``, float32/float64. Returns ``(C,)`` in its dtype.
@@ -175,7 +146,8 @@ def mac(fmap: Any) -> np.ndarray:
     return out
 
 
-def gem(fmap: Any, p: float = GEM_P, eps: float = GEM_EPS) -> np.ndarray:
+@accepts_old_arguments(positional=("p", "eps"))
+def gem(fmap: ArrayLike, *, p: float = GEM_P, eps: float = GEM_EPS) -> np.ndarray:
     """GeM: generalised mean ``(mean_i max(f_ic, eps)^p)^(1/p)`` (Radenovic et al., TPAMI 2018).
 
     Clamp at ``eps``, power ``p``, mean over the cells, power ``1/p``: cirtorch's ``gem``,
@@ -206,8 +178,9 @@ def gem(fmap: Any, p: float = GEM_P, eps: float = GEM_EPS) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # R-MAC.
 # ---------------------------------------------------------------------------------------------
+@accepts_old_arguments(positional=("levels", "overlap"))
 def rmac_regions(
-    height: int, width: int, levels: int = RMAC_LEVELS, overlap: float = RMAC_OVERLAP
+    height: int, width: int, *, levels: int = RMAC_LEVELS, overlap: float = RMAC_OVERLAP
 ) -> List[Tuple[int, int, int]]:
     """The R-MAC region grid of a ``height x width`` map: ``(top, left, size)`` squares.
 
@@ -236,12 +209,10 @@ def rmac_regions(
         levels: number of scales ``L`` (>= 1); default 3 (cirtorch).
         overlap: wanted overlap fraction in [0, 1); default 0.4 (cirtorch, fixed there).
     """
-    h = _count(height, "height", 1)
-    wd = _count(width, "width", 1)
-    n_levels = _count(levels, "levels", 1)
-    ovr = _non_negative(overlap, "overlap")
-    if ovr >= 1:
-        raise InvalidInputError(f"overlap must be a number in [0, 1), got {overlap}")
+    h = _validate.integer(height, "height", minimum=1)
+    wd = _validate.integer(width, "width", minimum=1)
+    n_levels = _validate.integer(levels, "levels", minimum=1)
+    ovr = _validate.real(overlap, "overlap", low=0.0, high=1.0)
 
     f32 = np.float32
     w = min(h, wd)
@@ -275,8 +246,10 @@ def rmac_regions(
     return regions
 
 
+@accepts_old_arguments(positional=("levels", "overlap", "eps"))
 def rmac(
-    fmap: Any,
+    fmap: ArrayLike,
+    *,
     levels: int = RMAC_LEVELS,
     overlap: float = RMAC_OVERLAP,
     eps: float = RMAC_EPS,
@@ -303,7 +276,7 @@ def rmac(
         (levels 2, 3 have side 0), so ``rmac = 2 f / (||f|| + eps)``.
     """
     arr = _spatial(fmap, "rmac", "R-MAC regions are spatial")
-    regions = rmac_regions(arr.shape[0], arr.shape[1], levels, overlap)
+    regions = rmac_regions(arr.shape[0], arr.shape[1], levels=levels, overlap=overlap)
     floor = _non_negative(eps, "eps")
     c = arr.shape[2]
     vecs = np.empty((len(regions) + 1, c), dtype=np.float64)
@@ -319,8 +292,9 @@ def rmac(
 # ---------------------------------------------------------------------------------------------
 # CroW.
 # ---------------------------------------------------------------------------------------------
+@accepts_old_arguments(positional=("a", "b"))
 def crow_weights(
-    fmap: Any, a: float = CROW_A, b: float = CROW_B
+    fmap: ArrayLike, *, a: float = CROW_A, b: float = CROW_B
 ) -> Tuple[np.ndarray, np.ndarray]:
     """CroW's spatial and channel weights of one map (Kalantidis et al., ECCVW 2016).
 
@@ -375,7 +349,8 @@ def _crow_weights(mat: np.ndarray, a: float, b: float) -> Tuple[np.ndarray, np.n
     return spatial, channel
 
 
-def crow(fmap: Any, a: float = CROW_A, b: float = CROW_B) -> np.ndarray:
+@accepts_old_arguments(positional=("a", "b"))
+def crow(fmap: ArrayLike, *, a: float = CROW_A, b: float = CROW_B) -> np.ndarray:
     """CroW: cross-dimensional weighting (Kalantidis et al., ECCV workshops 2016).
 
     ``v_c = channel_c * sum_i spatial_i f_ic``, the weights of :func:`crow_weights` both
@@ -402,8 +377,8 @@ def crow(fmap: Any, a: float = CROW_A, b: float = CROW_B) -> np.ndarray:
 # HeW and the dispatcher.
 # ---------------------------------------------------------------------------------------------
 def hew(
-    fmap: Any,
-    mean: Optional[Any] = None,
+    fmap: ArrayLike,
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
@@ -427,16 +402,11 @@ POOLINGS: Dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def _method(method: Any) -> Callable[..., np.ndarray]:
-    func = POOLINGS.get(method) if isinstance(method, str) else None
-    if func is None:
-        raise InvalidInputError(
-            f"method must be one of {', '.join(map(repr, POOLINGS))}, got {method!r}"
-        )
-    return func
+def _method(method: str) -> Callable[..., np.ndarray]:
+    return POOLINGS[_validate.choice(method, "method", tuple(POOLINGS))]
 
 
-def pool(fmap: Any, method: str = "hew", **kwargs: Any) -> np.ndarray:
+def pool(fmap: ArrayLike, method: str = "hew", **kwargs: Any) -> np.ndarray:
     """``POOLINGS[method](fmap, **kwargs)``: one map to a ``(C,)`` descriptor.
 
     ``method`` is one of ``"hew"`` (default), ``"spoc"``, ``"mac"``, ``"gem"``, ``"rmac"``,
@@ -446,7 +416,7 @@ def pool(fmap: Any, method: str = "hew", **kwargs: Any) -> np.ndarray:
     return _method(method)(fmap, **kwargs)
 
 
-def pool_batch(fmaps: Sequence[Any], method: str = "hew", **kwargs: Any) -> np.ndarray:
+def pool_batch(fmaps: Sequence[ArrayLike], method: str = "hew", **kwargs: Any) -> np.ndarray:
     """Descriptors of many maps, ``(B, C)``: row b is ``pool(fmaps[b], method, **kwargs)``.
 
     ``fmaps``: a sequence of B maps (or one ``(B, H, W, C)`` / ``(B, N, C)`` array), spatial
@@ -457,10 +427,6 @@ def pool_batch(fmaps: Sequence[Any], method: str = "hew", **kwargs: Any) -> np.n
     func = _method(method)
     if func is hew:
         return hew_pool_batch(fmaps, **kwargs)
-    if isinstance(fmaps, np.ndarray):
-        _checks.feature_maps(fmaps)  # shape, C and dtype messages
-        maps = list(fmaps)
-    else:
-        maps = list(fmaps)
-        _checks.feature_maps(maps)
+    maps = list(fmaps)
+    _validate.feature_maps(fmaps if isinstance(fmaps, np.ndarray) else maps)  # shape, C, dtype
     return np.stack([func(m, **kwargs) for m in maps])

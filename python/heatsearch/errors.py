@@ -1,8 +1,8 @@
-"""The exceptions heatsearch raises.
+"""Every exception heatsearch raises on purpose.
 
-Every exception raised on purpose is a :class:`HeatsearchError`, and also a subclass of the
-built-in a caller would expect (``ValueError``, ``TypeError``, ...), so ``except ValueError``
-keeps working.
+All are :class:`HeatsearchError`, and each is also a subclass of the built-in a caller would
+expect (``ValueError``, ``TypeError``, ``OSError``, ...), so ``except ValueError`` keeps
+working. They are all importable from ``heatsearch`` itself.
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ __all__ = [
     "NumericalError",
     "ThreadPoolError",
     "MissingDependencyError",
+    "InternalError",
+    "ImageReadError",
+    "IndexFileError",
+    "WeightsNotFoundError",
+    "InvalidWeightsError",
 ]
+
+#: Where a bug is reported (named in :class:`InternalError` messages).
+ISSUES_URL = "https://github.com/heatsearch/heatsearch/issues"
 
 
 class HeatsearchError(Exception):
@@ -26,7 +34,8 @@ class InvalidInputError(HeatsearchError, ValueError):
 
 
 class InvalidDTypeError(HeatsearchError, TypeError):
-    """An array has a dtype heatsearch does not compute in (it takes float32 and float64)."""
+    """An argument has the wrong type, or an array a dtype heatsearch does not compute in
+    (it takes float32 and float64)."""
 
 
 class NumericalError(HeatsearchError, ArithmeticError):
@@ -40,3 +49,24 @@ class ThreadPoolError(HeatsearchError, RuntimeError):
 class MissingDependencyError(HeatsearchError, ImportError):
     """An optional dependency is not installed (SciPy for ``.mat`` files, torch for
     feature extraction); the message says which ``pip install`` brings it."""
+
+
+class InternalError(HeatsearchError, RuntimeError):
+    """A bug in heatsearch: the Rust core panicked, which valid or invalid input must never
+    cause. The message says what happened and where to report it."""
+
+
+class ImageReadError(HeatsearchError, OSError):
+    """An image file is missing, unreadable, truncated or not an image; the message names it."""
+
+
+class IndexFileError(HeatsearchError, ValueError):
+    """An index directory is missing, corrupt, of another format version, or inconsistent."""
+
+
+class WeightsNotFoundError(HeatsearchError, FileNotFoundError):
+    """The weights of a backbone are not on this machine (heatsearch never downloads them)."""
+
+
+class InvalidWeightsError(HeatsearchError, ValueError):
+    """A weights file cannot be read, or does not fit the backbone (strict loading)."""

@@ -2,7 +2,7 @@
 
 Pang et al., "Deep Feature Aggregation and Image Re-ranking with Heat Diffusion for Image
 Retrieval", IEEE TMM 21(6), 2019, section III; the exact computation is the project's
-ALGORITHM.md, section 1. Every local feature (cell) of a feature map is in turn a heat source;
+docs/ALGORITHM.md, section 1. Every local feature (cell) of a feature map is in turn a heat source;
 the system temperature ``T_j`` it causes is large for bursty features (similar to many other
 cells), which get the small weight ``w_j = 1 / T_j``. The descriptor is ``sum_j w_j f_j`` over
 the raw features.
@@ -18,26 +18,28 @@ float64 accumulations. The pure-NumPy transcription is :mod:`heatsearch.referenc
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _checks, _core
+from . import _core, _validate
 
 __all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
 
+# The defaults are the Rust core's (rust/core/src/hew.rs), the one place they are written.
 #: Affinity threshold ``tau``: 0 in the authors' first code release (0.1 in a later one).
-DEFAULT_THRESHOLD = 0.0
+DEFAULT_THRESHOLD: float = _core.HEW_THRESHOLD
 #: Ground conductance factor: ``z = 0.1 * mean of the positive affinities`` (the paper).
-DEFAULT_GROUND = 0.1
+DEFAULT_GROUND: float = _core.HEW_GROUND
 #: A cell counts as equal to the mean (zero affinity to all) when
 #: ``||f - mu|| <= 16 eps (||f|| + ||mu||)``: rounding noise of the mean is not a direction.
-EQUAL_TO_MEAN_ULPS = 16.0
+EQUAL_TO_MEAN_ULPS: float = _core.EQUAL_TO_MEAN_ULPS
 
 
 def hew_weights(
-    fmap: Any,
-    mean: Optional[Any] = None,
+    fmap: ArrayLike,
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
@@ -66,15 +68,13 @@ def hew_weights(
         InvalidInputError (a ValueError): wrong ndim, an empty map, NaN/Inf, a mean of the
             wrong length, ``threshold < 0`` or ``ground <= 0``.
     """
-    mat, spatial = _checks.feature_map(fmap)
-    mu = _checks.mean_vector(mean, mat.shape[1], mat.dtype)
-    t, g = _checks.heat_params(threshold, ground)
-    return _core.hew_weights(mat, mu, t, g).reshape(spatial)
+    mat, spatial, mu, t, g = _validate.hew_arguments(fmap, mean, threshold, ground)
+    return _core.hew_weights(mat, mu, threshold=t, ground=g).reshape(spatial)
 
 
 def hew_pool(
-    fmap: Any,
-    mean: Optional[Any] = None,
+    fmap: ArrayLike,
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
@@ -84,15 +84,13 @@ def hew_pool(
     Arguments and errors as in :func:`hew_weights` (channels-last maps). The descriptor is
     not normalised: the paper's post-processing is signed square root, L2, PCA-whitening, L2.
     """
-    mat, _ = _checks.feature_map(fmap)
-    mu = _checks.mean_vector(mean, mat.shape[1], mat.dtype)
-    t, g = _checks.heat_params(threshold, ground)
-    return _core.hew_pool(mat, mu, t, g)
+    mat, _, mu, t, g = _validate.hew_arguments(fmap, mean, threshold, ground)
+    return _core.hew_pool(mat, mu, threshold=t, ground=g)
 
 
 def hew_pool_batch(
-    fmaps: Sequence[Any],
-    mean: Optional[Any] = None,
+    fmaps: Sequence[ArrayLike],
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
@@ -108,17 +106,15 @@ def hew_pool_batch(
     Maps are pooled in parallel (one thread each; a batch smaller than the thread pool gives
     each map all threads). Row b equals ``hew_pool(fmaps[b], ...)`` exactly.
     """
-    mats = _checks.feature_maps(fmaps)
-    mu = _checks.mean_vector(mean, mats[0].shape[1], mats[0].dtype)
-    t, g = _checks.heat_params(threshold, ground)
-    return _core.hew_pool_batch(mats, mu, t, g)
+    mats, mu, t, g = _validate.hew_batch_arguments(fmaps, mean, threshold, ground)
+    return _core.hew_pool_batch(mats, mu, threshold=t, ground=g)
 
 
-def local_mean(fmaps: Sequence[Any]) -> np.ndarray:
+def local_mean(fmaps: Sequence[ArrayLike]) -> np.ndarray:
     """Mean of all local features of all maps, ``(C,)``, in the maps' dtype.
 
     The centering mean of HeW (the paper learns it on a training image set): the sum of every
     cell of every map divided by the total number of cells, not a mean of per-map means.
     Accumulated in float64. ``fmaps``: a sequence of channels-last maps of one dtype and C.
     """
-    return _core.local_mean(_checks.feature_maps(fmaps))
+    return _core.local_mean(_validate.feature_maps(fmaps))

@@ -7,19 +7,20 @@ fyang93/diffusion) in a :class:`KnnGraph`.
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _checks, _core
-from .errors import InvalidDTypeError, InvalidInputError
-from .search import count, database
+from . import _core, _validate
+from ._compat import accepts_old_arguments
 
-__all__ = ["KnnGraph", "knn_graph", "DEFAULT_K"]
+__all__ = ["KnnGraph", "knn_graph", "DEFAULT_NEIGHBORS"]
 
-#: Neighbours per database item: ``k = 50`` in Iscen et al., "Efficient Diffusion on Region
-#: Manifolds", CVPR 2017 (their diffusion-retrieval code and fyang93/diffusion alike).
-DEFAULT_K = 50
+#: Neighbours per database item: 50 in Iscen et al., "Efficient Diffusion on Region
+#: Manifolds", CVPR 2017 (their diffusion-retrieval code and fyang93/diffusion alike). The
+#: value is the Rust core's (rust/core/src/knn.rs), the one place it is written.
+DEFAULT_NEIGHBORS: int = _core.KNN_NEIGHBORS
 
 
 class KnnGraph:
@@ -31,7 +32,7 @@ class KnnGraph:
         similarities: ``(n, k)`` float32 or float64, the inner products beside them,
             non-increasing along each row for a graph built by :func:`knn_graph`.
         n: number of database items (rows).
-        k: neighbours per item (columns).
+        neighbors: neighbours per item (columns); ``k`` is its deprecated 0.1 name.
 
     Build one with :func:`knn_graph`, or from neighbour lists of your own: ``KnnGraph(indices,
     similarities)`` checks that the shapes agree, that every index is in ``[0, n)`` and that
@@ -42,33 +43,8 @@ class KnnGraph:
 
     __slots__ = ("_indices", "_similarities")
 
-    def __init__(self, indices: Any, similarities: Any) -> None:
-        idx = np.asarray(indices)
-        if idx.dtype.kind not in "iu":
-            raise InvalidDTypeError(f"indices must be an integer array, got dtype {idx.dtype}")
-        sims = _checks.float_array(similarities, "similarities")
-        if idx.ndim != 2:
-            raise InvalidInputError(f"indices must be a 2-D (n, k) array, got shape {idx.shape}")
-        if sims.shape != idx.shape:
-            raise InvalidInputError(
-                f"similarities must have the shape of indices {idx.shape}, got {sims.shape}"
-            )
-        n = idx.shape[0]
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            bad = idx[(idx < 0) | (idx >= n)][0]
-            raise InvalidInputError(
-                f"indices must be database indices in [0, {n}) (one row per item), got {bad}"
-            )
-        if idx.shape[1] > 1:
-            srt = np.sort(idx, axis=1)
-            rep = np.nonzero(srt[:, 1:] == srt[:, :-1])
-            if rep[0].size:
-                i = int(rep[0][0])
-                raise InvalidInputError(
-                    f"a row of indices must not repeat an index, got {srt[i, rep[1][0]]} twice "
-                    f"in row {i}"
-                )
-        _checks.all_finite(sims, "similarities")
+    def __init__(self, indices: ArrayLike, similarities: ArrayLike) -> None:
+        idx, sims = _validate.knn_graph_arrays(indices, similarities)
         self._indices = _frozen(np.array(idx, dtype=np.int64, order="C"))
         self._similarities = _frozen(np.array(sims, order="C"))
 
@@ -93,11 +69,24 @@ class KnnGraph:
         return int(self._indices.shape[0])
 
     @property
-    def k(self) -> int:
+    def neighbors(self) -> int:
         return int(self._indices.shape[1])
 
+    @property
+    def k(self) -> int:
+        """Deprecated name of :attr:`neighbors` (removed in heatsearch 0.3)."""
+        warnings.warn(
+            "KnnGraph.k is now KnnGraph.neighbors; the old name is removed in heatsearch 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.neighbors
+
     def __repr__(self) -> str:
-        return f"KnnGraph(n={self.n}, k={self.k}, dtype={self._similarities.dtype})"
+        return (
+            f"KnnGraph(n={self.n}, neighbors={self.neighbors}, "
+            f"dtype={self._similarities.dtype})"
+        )
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -105,29 +94,31 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def knn_graph(X: Any, k: int = DEFAULT_K) -> KnnGraph:
+@accepts_old_arguments(positional=("neighbors",), renamed={"k": "neighbors"})
+def knn_graph(X: ArrayLike, *, neighbors: int = DEFAULT_NEIGHBORS) -> KnnGraph:
     """The exact kNN graph of the database by inner product.
 
     Args:
         X: database ``(n, d)``, float32 or float64, one descriptor per ROW, any layout.
-        k: neighbours per item, default 50 (Iscen et al. CVPR 2017). Clamped to ``n - 1``.
+        neighbors: neighbours per item (``>= 1``), default 50 (Iscen et al. CVPR 2017).
+            Clamped to ``n - 1``. (Called ``k`` before heatsearch 0.2; the old spelling
+            still works, with a DeprecationWarning.)
 
     Returns:
-        A :class:`KnnGraph`: ``indices (n, min(k, n - 1))`` int64 and ``similarities`` (inner
-        products, ``X``'s dtype), best first. Each item is excluded from its own list BY INDEX:
-        a duplicate of item i at another index is one of its neighbours (score equal to the
-        self-similarity). Equal similarities are ordered by the lower index.
+        A :class:`KnnGraph`: ``indices (n, min(neighbors, n - 1))`` int64 and
+        ``similarities`` (inner products, ``X``'s dtype), best first. Each item is excluded
+        from its own list BY INDEX: a duplicate of item i at another index is one of its
+        neighbours (score equal to the self-similarity). Equal similarities are ordered by
+        the lower index.
 
     Raises:
-        InvalidDTypeError: a dtype other than float32/float64, ``k`` not an int.
-        InvalidInputError: ``X`` not 2-D, NaN or infinity in ``X``, ``k < 1``.
+        InvalidDTypeError: a dtype other than float32/float64, ``neighbors`` not an int.
+        InvalidInputError: ``X`` not 2-D, NaN or infinity in ``X``, ``neighbors < 1``.
 
-    Complexity: ``n^2 d`` multiply-adds (blocked GEMM fused with the top-k selection, as in
-    :func:`heatsearch.search`), memory ``O(n k)``; results do not depend on the number of
-    threads.
+    Complexity: ``n^2 d / 2`` multiply-adds (blocked GEMM fused with the top-k selection,
+    as in :func:`heatsearch.search`), memory ``O(n k)``; results do not depend on the
+    number of threads.
     """
-    x = database(X, "X")
-    kk = count(k, "k", minimum=1, allow_none=False)
-    assert kk is not None
-    indices, sims = _core.knn_graph(x, min(kk, max(x.shape[0] - 1, 0)))
+    x, nb = _validate.knn_arguments(X, neighbors)
+    indices, sims = _core.knn_graph(x, neighbors=nb)
     return KnnGraph._wrap(indices, sims)

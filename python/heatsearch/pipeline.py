@@ -5,10 +5,10 @@ One place that says what "+AQE", "+HeR", "+AQE+HeR" or "+diffusion" means, used 
 L2-normalised) rows: database ``X (n, d)``, queries ``Q (nq, d)``.
 
 ======================  =====================================================================
-``rerank``              what runs (defaults from the papers, see PEERS.md)
+``rerank``              what runs (defaults from the papers, see docs/PEERS.md)
 ======================  =====================================================================
 ``None``                exact inner-product search
-``"heat"``              HeR (Pang et al. 2019) over the first-pass top ``heat_k`` = 800
+``"heat"``              HeR (Pang et al. 2019) over the first-pass top ``depth`` = 800
 ``"aqe"``               average query expansion over the top 10, then a new search
 ``"alpha-qe"``          alpha-QE (alpha = 3) over the top 10, then a new search
 ``"aqe+heat"``          HeR over the ORIGINAL first-pass top 800 with the AQE query as the
@@ -19,32 +19,35 @@ L2-normalised) rows: database ``X (n, d)``, queries ``Q (nq, d)``.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .errors import InvalidInputError
-from .query_expansion import alpha_query_expansion, average_query_expansion
+from . import _validate
+from ._compat import accepts_old_arguments
+from .diffusion import diffusion_rerank
+from .knn import KnnGraph
+from .query_expansion import DEFAULT_NEIGHBORS, alpha_query_expansion, average_query_expansion
+from .rerank import DEFAULT_DEPTH, heat_rerank
+from .search import search
 
-__all__ = ["RERANKERS", "rank", "HER_K", "QE_K"]
+__all__ = ["RERANKERS", "rank"]
 
 #: The re-ranking methods :func:`rank` knows.
 RERANKERS = (None, "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion")
-#: HeR's top k (the paper: 800).
-HER_K = 800
-#: Query expansion's top k (AQE: 10, as in Chum et al. 2007, CroW and cirtorch).
-QE_K = 10
 
 
+@accepts_old_arguments(renamed={"heat_k": "depth", "qe_k": "qe_neighbors"})
 def rank(
-    X: Any,
-    Q: Any,
+    X: ArrayLike,
+    Q: ArrayLike,
     *,
     k: Optional[int] = None,
     rerank: Optional[str] = None,
-    heat_k: int = HER_K,
-    qe_k: int = QE_K,
-    graph: Any = None,
+    depth: int = DEFAULT_DEPTH,
+    qe_neighbors: int = DEFAULT_NEIGHBORS,
+    graph: Optional[KnnGraph] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Ranks the database for every query with an optional re-ranking.
 
@@ -54,37 +57,30 @@ def rank(
         k: length of the returned rankings (``None``: all n). Re-rankers see as many
             first-pass results as they need whatever ``k`` is.
         rerank: one of :data:`RERANKERS`.
-        heat_k: HeR's top k (default 800, the paper).
-        qe_k: query expansion's top k (default 10).
+        depth: HeR's re-ranked depth (default 800, the paper). (``heat_k`` before 0.2.)
+        qe_neighbors: query expansion's neighbours (default 10). (``qe_k`` before 0.2.)
         graph: a kNN graph of ``X`` (:func:`heatsearch.knn_graph`) reused by "diffusion".
 
     Returns:
         ``(ranks, scores)``, each ``(nq, min(k, n))``: 0-based database indices, best first
         (cirtorch/revisitop use the transpose), and their scores.
     """
-    from .diffusion import diffusion_rerank
-    from .rerank import heat_rerank
-    from .search import search
-
-    if rerank not in RERANKERS:
-        raise InvalidInputError(
-            f"rerank must be one of {', '.join(repr(r) for r in RERANKERS)}, got {rerank!r}"
-        )
-    X = np.asarray(X)
-    n = X.shape[0] if X.ndim == 2 else 0
-    out_k = n if k is None else min(int(k), n)
+    _validate.choice(rerank, "rerank", RERANKERS)
+    x, q, out_k = _validate.search_arguments(X, Q, k)
+    n = x.shape[0]
     if rerank is None:
-        return search(X, Q, out_k)
+        return search(x, q, out_k)
     if rerank in ("aqe", "alpha-qe"):
-        ranks, _ = search(X, Q, min(qe_k, n))
+        ranks, _ = search(x, q, min(_validate.integer(qe_neighbors, "qe_neighbors"), n))
         expand = average_query_expansion if rerank == "aqe" else alpha_query_expansion
-        return search(X, expand(X, Q, ranks, k=qe_k), out_k)
+        return search(x, expand(x, q, ranks, neighbors=qe_neighbors), out_k)
     if rerank == "diffusion":
-        ranks, scores = search(X, Q, None)
-        ranks, scores = diffusion_rerank(X, Q, ranks, graph=graph)
+        ranks, scores = search(x, q, None)
+        ranks, scores = diffusion_rerank(x, q, ranks, graph=graph)
         return ranks[:, :out_k], scores[:, :out_k]
     # HeR, with the original or the AQE query as the heat source.
-    ranks, scores = search(X, Q, max(out_k, min(heat_k, n)))
-    source = Q if rerank == "heat" else average_query_expansion(X, Q, ranks, k=qe_k)
-    ranks, scores = heat_rerank(X, source, ranks, k=heat_k)
+    dp = _validate.integer(depth, "depth")
+    ranks, scores = search(x, q, max(out_k, min(dp, n)))
+    source = q if rerank == "heat" else average_query_expansion(x, q, ranks, neighbors=qe_neighbors)
+    ranks, scores = heat_rerank(x, source, ranks, depth=dp)
     return ranks[:, :out_k], scores[:, :out_k]

@@ -1,9 +1,9 @@
 """Descriptor post-processing: signed power, L2 normalisation, and the paper's chain of them.
 
-Pang et al. (IEEE TMM 2019) post-process every HeW descriptor ``v`` as (ALGORITHM.md,
+Pang et al. (IEEE TMM 2019) post-process every HeW descriptor ``v`` as (docs/ALGORITHM.md,
 section 1)::
 
-    v <- sign(v) |v|^0.5      signed square root       power_normalize(v, 0.5)
+    v <- sign(v) |v|^0.5      signed square root       power_normalize(v, p=0.5)
     v <- v / ||v||            L2                       l2_normalize(v)
     v <- PCA-whitening(v)     learned on ANOTHER set   PCAWhitening.transform(v)
     v <- v / ||v||            L2                       l2_normalize(v)
@@ -17,11 +17,13 @@ input.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _checks
+from . import _validate
+from ._compat import accepts_old_arguments
 from .errors import InvalidDTypeError, InvalidInputError
 from .whitening import PCAWhitening
 
@@ -35,7 +37,8 @@ DEFAULT_POWER = 0.5
 L2_EPS = 1e-6
 
 
-def power_normalize(X: Any, p: float = DEFAULT_POWER) -> np.ndarray:
+@accepts_old_arguments(positional=("p",))
+def power_normalize(X: ArrayLike, *, p: float = DEFAULT_POWER) -> np.ndarray:
     """Signed power ``sign(x) |x|^p``, elementwise.
 
     Args:
@@ -54,17 +57,16 @@ def power_normalize(X: Any, p: float = DEFAULT_POWER) -> np.ndarray:
         InvalidInputError (a ValueError): NaN or infinity in ``X``; ``p <= 0``, NaN or inf
             (``p <= 0`` would turn zeros into infinities or ones).
     """
-    arr = _checks.float_array(X, "X")
-    exponent = _real(p, "p")
-    if not (np.isfinite(exponent) and exponent > 0):
-        raise InvalidInputError(f"p must be a finite number > 0, got {p}")
-    _checks.all_finite(arr, "X")
+    arr = _validate.array(X, "X")
+    exponent = _validate.real(p, "p", low=0.0, low_open=True)
+    _validate.finite(arr, "X")
     # A Python float exponent keeps float32 as float32 (a NumPy float64 scalar would not
     # under NEP 50). copysign is sign(x) * |x|^p in one pass.
     return np.copysign(np.abs(arr) ** exponent, arr)
 
 
-def l2_normalize(X: Any, eps: float = L2_EPS) -> np.ndarray:
+@accepts_old_arguments(positional=("eps",))
+def l2_normalize(X: ArrayLike, *, eps: float = L2_EPS) -> np.ndarray:
     """Scale every row of ``X`` (or the vector ``X``) to unit L2 norm.
 
     Each row ``x`` becomes ``x / max(||x||, eps)``: rows with a norm of at least ``eps`` get
@@ -89,15 +91,9 @@ def l2_normalize(X: Any, eps: float = L2_EPS) -> np.ndarray:
         InvalidInputError (a ValueError): ``X`` not 1-D or 2-D, NaN or infinity in ``X``,
             ``eps < 0`` or not finite.
     """
-    arr = _checks.float_array(X, "X")
-    floor = _real(eps, "eps")
-    if not (np.isfinite(floor) and floor >= 0):
-        raise InvalidInputError(f"eps must be a finite number >= 0, got {eps}")
-    if arr.ndim not in (1, 2):
-        raise InvalidInputError(
-            f"X must be a (d,) vector or an (n, d) matrix of row vectors, got shape {arr.shape}"
-        )
-    _checks.all_finite(arr, "X")
+    arr = _validate.vectors(X, "X")
+    floor = _validate.real(eps, "eps", low=0.0)
+    _validate.finite(arr, "X")
     rows = arr.reshape(1, -1) if arr.ndim == 1 else arr
     denom = np.maximum(_row_norms(rows), floor)
     denom[denom == 0] = 1.0  # zero rows (only possible with eps = 0) stay zero
@@ -154,24 +150,17 @@ class PostProcess:
                     "(PCAWhitening().fit(X_train)) or load one (PCAWhitening.load(path)); "
                     "PostProcess never learns it from the data it transforms"
                 )
-        if power is not None:
-            p = _real(power, "power")
-            if not (np.isfinite(p) and p > 0):
-                raise InvalidInputError(f"power must be a finite number > 0 or None, got {power}")
-            power = p
-        e = _real(eps, "eps")
-        if not (np.isfinite(e) and e >= 0):
-            raise InvalidInputError(f"eps must be a finite number >= 0, got {eps}")
         self._whitening = whitening
-        self._power = power
-        self._eps = e
+        self._power = None if power is None else _validate.real(power, "power", low=0.0, low_open=True)
+        self._eps = _validate.real(eps, "eps", low=0.0)
 
     @classmethod
+    @accepts_old_arguments(positional=("dim",))
     def fit(
         cls,
-        X_train: Any,
-        dim: Optional[int] = None,
+        X_train: ArrayLike,
         *,
+        dim: Optional[int] = None,
         power: Optional[float] = DEFAULT_POWER,
         eps: float = L2_EPS,
     ) -> "PostProcess":
@@ -182,7 +171,7 @@ class PostProcess:
         dimension, as the paper does). Warnings and errors as in :meth:`PCAWhitening.fit`.
         """
         pre = cls(None, power=power, eps=eps)
-        whitening = PCAWhitening().fit(pre(X_train), dim)
+        whitening = PCAWhitening().fit(pre(X_train), dim=dim)
         return cls(whitening, power=power, eps=eps)
 
     @property
@@ -200,28 +189,21 @@ class PostProcess:
         """``eps`` of the L2 steps."""
         return self._eps
 
-    def __call__(self, X: Any) -> np.ndarray:
+    def __call__(self, X: ArrayLike) -> np.ndarray:
         """Post-process ``X``: ``(n, d)`` rows or one ``(d,)`` vector, float32 or float64.
 
         Returns ``(n, d')`` (or ``(d',)``) in ``X``'s dtype, ``d' = whitening.dim_`` with
         whitening, else ``d``; every non-zero row has unit L2 norm. Errors as in the steps
         (``X`` of the wrong width for the whitening is an InvalidInputError).
         """
-        out = X if self._power is None else power_normalize(X, self._power)
-        out = l2_normalize(out, self._eps)
+        out = X if self._power is None else power_normalize(X, p=self._power)
+        out = l2_normalize(out, eps=self._eps)
         if self._whitening is not None:
-            out = l2_normalize(self._whitening.transform(out), self._eps)
+            out = l2_normalize(self._whitening.transform(out), eps=self._eps)
         return out
 
     def __repr__(self) -> str:
         return f"PostProcess(whitening={self._whitening!r}, power={self._power}, eps={self._eps})"
-
-
-def _real(value: Any, name: str) -> float:
-    """``value`` as a float if it is a real number (bools are not), else InvalidDTypeError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidDTypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
 
 
 def _row_norms(rows: np.ndarray) -> np.ndarray:

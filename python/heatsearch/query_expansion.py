@@ -4,7 +4,7 @@ Each replaces a vector by the L2-normalised (weighted) sum of itself and its top
 in the database, so that a second search by inner product finds what those neighbours see:
 
 - :func:`average_query_expansion` (AQE; Chum et al., ICCV 2007): ``l2n(mean(q, x_1..x_k))``
-  over the query's top k; k = 10 as in CroW, cirtorch and the paper (ALGORITHM.md section 2).
+  over the query's top k; k = 10 as in CroW, cirtorch and the paper (docs/ALGORITHM.md section 2).
 - :func:`alpha_query_expansion` (alpha-QE; Radenovic et al., TPAMI 2018): neighbour ``x_j``
   weighted by ``max(q . x_j, 0)^alpha``, the query by 1; alpha = 3 as in dirtorch/cirtorch.
 - :func:`alpha_database_augmentation` (alpha-DBA, same paper): the same for every database
@@ -21,55 +21,57 @@ with DBA, search the augmented database).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import warnings
+from typing import Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _checks
-from .errors import InvalidDTypeError, InvalidInputError
+from . import _validate
+from ._compat import accepts_old_arguments
 from .postprocess import l2_normalize
 
 __all__ = [
     "average_query_expansion",
     "alpha_query_expansion",
     "alpha_database_augmentation",
-    "DEFAULT_K",
+    "DEFAULT_NEIGHBORS",
     "DEFAULT_ALPHA",
 ]
 
 #: Neighbours used by every method: 10 (average QE "top 10" of CroW, cirtorch and the paper).
-DEFAULT_K = 10
+DEFAULT_NEIGHBORS = 10
 #: Exponent of the similarity weights: 3 (Radenovic et al. 2018, dirtorch, cirtorch).
 DEFAULT_ALPHA = 3.0
-#: The exact kNN search of alpha-DBA works on blocks of about this many similarities
-#: (``block_size * n``); peak memory is about 14 bytes per entry (float32), 18 (float64).
-KNN_BLOCK_ENTRIES = 1 << 22
 
 
-def average_query_expansion(X: Any, Q: Any, ranks: Any, k: int = DEFAULT_K) -> np.ndarray:
-    """Average query expansion: ``q' = l2n(mean(q, x_r1, ..., x_rk))``.
+@accepts_old_arguments(positional=("neighbors",), renamed={"k": "neighbors"})
+def average_query_expansion(
+    X: ArrayLike, Q: ArrayLike, ranks: ArrayLike, *, neighbors: int = DEFAULT_NEIGHBORS
+) -> np.ndarray:
+    """Average query expansion: ``q' = l2n(mean(q, x_r1, ..., x_rk))``, ``k = neighbors``.
 
     Args:
         X: database ``(n, d)``, float32 or float64, L2-normalised rows expected.
         Q: queries ``(nq, d)``, same dtype and ``d`` as ``X``.
         ranks: ``(nq, m)`` integer array, 0-based database indices best first (the first-pass
             ranking; cirtorch/revisitop's ``(n, nq)`` layout must be transposed). Only the
-            first ``k`` columns are used; they must not repeat an index.
-        k: neighbours averaged, ``>= 0``; default 10 (CroW, cirtorch, the paper). ``k = 0``
-            returns ``l2_normalize(Q)``; ``k > m`` is clamped to ``m`` (all ranked items).
+            first ``neighbors`` columns are used; they must not repeat an index.
+        neighbors: neighbours averaged, ``>= 0``; default 10 (CroW, cirtorch, the paper).
+            0 returns ``l2_normalize(Q)``; more than ``m`` is clamped to ``m`` (all ranked
+            items). (``k`` before heatsearch 0.2.)
 
     Returns:
         New queries ``(nq, d)`` in ``X``'s dtype, L2-normalised (a zero mean stays zero).
 
     Raises:
         InvalidDTypeError (a TypeError): non-float ``X``/``Q``, ``X`` and ``Q`` of different
-            dtypes, non-integer ``ranks`` or ``k``.
+            dtypes, non-integer ``ranks`` or ``neighbors``.
         InvalidInputError (a ValueError): shapes (``X``, ``Q`` not 2-D, different ``d``,
             ``ranks`` not ``(nq, m)``), NaN/Inf, indices out of ``[0, n)`` or repeated in the
-            top k, ``k < 0``.
+            top ``neighbors``, ``neighbors < 0``.
     """
-    Xa, Qa = _checks.descriptor_pair(X, Q, finite=True)
-    top = _checks.ranking(ranks, Qa.shape[0], Xa.shape[0], top=_count(k, "k"))
+    Xa, Qa, top = _validate.expansion_arguments(X, Q, ranks, neighbors)
     ones = np.ones(top.shape, dtype=Xa.dtype)
     total = _weighted_sum(Xa, Qa, top, ones)
     # mean = sum / (k + 1): same direction, but eps in l2_normalize applies to the mean.
@@ -77,15 +79,22 @@ def average_query_expansion(X: Any, Q: Any, ranks: Any, k: int = DEFAULT_K) -> n
     return l2_normalize(total)
 
 
+@accepts_old_arguments(positional=("neighbors", "alpha"), renamed={"k": "neighbors"})
 def alpha_query_expansion(
-    X: Any, Q: Any, ranks: Any, k: int = DEFAULT_K, alpha: float = DEFAULT_ALPHA
+    X: ArrayLike,
+    Q: ArrayLike,
+    ranks: ArrayLike,
+    *,
+    neighbors: int = DEFAULT_NEIGHBORS,
+    alpha: float = DEFAULT_ALPHA,
 ) -> np.ndarray:
-    """Alpha query expansion: ``q' = l2n(q + sum_j max(q . x_rj, 0)^alpha x_rj)``, j <= k.
+    """Alpha query expansion: ``q' = l2n(q + sum_j max(q . x_rj, 0)^alpha x_rj)``, over the
+    ``j <= neighbors`` top-ranked items.
 
     Args:
         X, Q, ranks: as in :func:`average_query_expansion`.
-        k: neighbours used, ``>= 0``; default 10. ``k = 0`` returns ``l2_normalize(Q)``;
-            ``k > m`` is clamped to ``m``.
+        neighbors: neighbours used, ``>= 0``; default 10. 0 returns ``l2_normalize(Q)``;
+            more than ``m`` is clamped to ``m``. (``k`` before heatsearch 0.2.)
         alpha: exponent, a finite real ``>= 0``; default 3 (Radenovic et al. 2018, dirtorch).
             Neighbours with a negative similarity get weight 0 (dirtorch would give them a
             negative one). ``alpha = 0`` weighs every neighbour 1 (``0^0 = 1``), which is
@@ -98,8 +107,7 @@ def alpha_query_expansion(
         As :func:`average_query_expansion`, plus InvalidInputError for ``alpha < 0``, NaN or
         inf and InvalidDTypeError for a non-real ``alpha``.
     """
-    Xa, Qa = _checks.descriptor_pair(X, Q, finite=True)
-    top = _checks.ranking(ranks, Qa.shape[0], Xa.shape[0], top=_count(k, "k"))
+    Xa, Qa, top = _validate.expansion_arguments(X, Q, ranks, neighbors)
     a = _exponent(alpha)
     sims = np.empty(top.shape, dtype=np.float64)
     for j in range(top.shape[1]):
@@ -107,81 +115,60 @@ def alpha_query_expansion(
     return l2_normalize(_weighted_sum(Xa, Qa, top, _alpha_weights(sims, a, Xa.dtype)))
 
 
+@accepts_old_arguments(positional=("neighbors", "alpha"), renamed={"k": "neighbors"})
 def alpha_database_augmentation(
-    X: Any, k: int = DEFAULT_K, alpha: float = DEFAULT_ALPHA, *, block_size: Optional[int] = None
+    X: ArrayLike,
+    *,
+    neighbors: int = DEFAULT_NEIGHBORS,
+    alpha: float = DEFAULT_ALPHA,
+    block_size: Optional[int] = None,
 ) -> np.ndarray:
     """Alpha database-side augmentation: alpha-QE of every database vector on the database.
 
-    ``x_i' = l2n(x_i + sum_j max(x_i . x_j, 0)^alpha x_j)`` over the ``k`` database items
-    ``j != i`` with the largest inner product ``x_i . x_j`` (exact search). The item itself is
-    its own top-1 neighbour, with weight 1 (its similarity to itself for a unit vector, and
-    the query's weight in alpha-QE); it is counted exactly once, by index: the search leaves
-    ``i`` out and ``k`` counts the OTHER neighbours, as dirtorch's ``expand_descriptors``
-    does. An exact duplicate of ``x_i`` stored at another index is another neighbour. Ties at
-    the k-th place go to the smaller index. Equals ``alpha_query_expansion(X, X, ranks, k,
-    alpha)`` with each row of ``ranks`` the exact ranking of the other items.
+    ``x_i' = l2n(x_i + sum_j max(x_i . x_j, 0)^alpha x_j)`` over the ``k = neighbors``
+    database items ``j != i`` with the largest inner product ``x_i . x_j`` (exact search,
+    :func:`heatsearch.knn_graph`). The item itself is its own top-1 neighbour, with weight 1
+    (its similarity to itself for a unit vector, and the query's weight in alpha-QE); it is
+    counted exactly once, by index: the search leaves ``i`` out and ``k`` counts the OTHER
+    neighbours, as dirtorch's ``expand_descriptors`` does. An exact duplicate of ``x_i``
+    stored at another index is another neighbour. Ties at the k-th place go to the smaller
+    index. Equals ``alpha_query_expansion(X, X, ranks, neighbors=k, alpha=alpha)`` with each
+    row of ``ranks`` the exact ranking of the other items.
 
     Args:
         X: database ``(n, d)``, float32 or float64, L2-normalised rows expected.
-        k: other neighbours, ``>= 0``; default 10. ``k = 0`` returns ``l2_normalize(X)``;
-            ``k > n - 1`` is clamped to ``n - 1``.
+        neighbors: other neighbours, ``>= 0``; default 10. 0 returns ``l2_normalize(X)``;
+            more than ``n - 1`` is clamped to ``n - 1``. (``k`` before heatsearch 0.2.)
         alpha: as in :func:`alpha_query_expansion`; default 3.
-        block_size: database rows searched at once; default about ``2**22 / n`` (at least 1),
-            keeping the ``(block_size, n)`` similarity block and its temporaries near 60 MB.
+        block_size: ignored since heatsearch 0.2, where the neighbours come from the Rust
+            kNN graph (tiled, memory ``O(n k)``); passing it warns (DeprecationWarning).
 
     Returns:
         Augmented database ``(n, d)`` in ``X``'s dtype, L2-normalised.
 
-    Complexity: ``O(n^2 d)`` for the exact search (blocked matrix products) plus ``O(n k d)``.
+    Complexity: ``n^2 d / 2`` multiply-adds for the kNN graph plus ``O(n k d)``.
 
     Raises:
-        InvalidDTypeError / InvalidInputError: as in :func:`alpha_query_expansion`, and for a
-        ``block_size`` that is not an int ``>= 1``.
+        InvalidDTypeError / InvalidInputError: as in :func:`alpha_query_expansion`.
     """
-    Xa = _checks.row_matrix(X, "X", "n", finite=True)
-    n = Xa.shape[0]
-    kk = min(_count(k, "k"), max(n - 1, 0))
+    from .knn import knn_graph
+
+    if block_size is not None:
+        warnings.warn(
+            "alpha_database_augmentation: block_size is ignored since heatsearch 0.2 (the "
+            "neighbours come from the tiled Rust kNN graph) and is removed in 0.3",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    Xa = _validate.rows(X, "X", "n")
+    _validate.finite(Xa, "X")
+    nb = _validate.integer(neighbors, "neighbors")
     a = _exponent(alpha)
-    block = _block_size(block_size, n)
-    if kk == 0:
+    if min(nb, Xa.shape[0] - 1) <= 0:
         return l2_normalize(Xa)
-    neighbours, sims = _inner_product_knn(Xa, kk, block)
-    weights = _alpha_weights(sims.astype(np.float64), a, Xa.dtype)
-    return l2_normalize(_weighted_sum(Xa, Xa, neighbours, weights))
-
-
-def _inner_product_knn(X: np.ndarray, k: int, block: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours of every row of ``X`` among the OTHER rows, by inner product.
-
-    Returns ``(indices (n, k) int64, similarities (n, k) in X's dtype)``, best first, ties by
-    smaller index; ``1 <= k <= n - 1``. Rows are processed ``block`` at a time. This is the
-    seam where a Rust search can replace the NumPy one.
-    """
-    n = X.shape[0]
-    indices = np.empty((n, k), dtype=np.int64)
-    sims = np.empty((n, k), dtype=X.dtype)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        rows = np.arange(stop - start)
-        S = X[start:stop] @ X.T  # (b, n)
-        S[rows, start + rows] = -np.inf  # an item is not its own "other" neighbour
-        part = np.argpartition(S, n - k, axis=1)[:, n - k :]  # the k largest, any order
-        vals = np.take_along_axis(S, part, axis=1)
-        kth = vals.min(axis=1)
-        n_above = np.count_nonzero(S > kth[:, None], axis=1)
-        n_at = np.count_nonzero(S == kth[:, None], axis=1)
-        # Exact ties across the k-th place (duplicates in the database): argpartition picks
-        # any of them; take the smallest indices so the result is deterministic.
-        for r in np.flatnonzero(n_above + n_at > k):
-            s = S[r]
-            above = np.flatnonzero(s > kth[r])
-            at = np.flatnonzero(s == kth[r])[: k - above.size]
-            part[r] = np.concatenate([above, at])
-            vals[r] = s[part[r]]
-        order = np.lexsort((part, -vals), axis=1)
-        indices[start:stop] = np.take_along_axis(part, order, axis=1)
-        sims[start:stop] = np.take_along_axis(vals, order, axis=1)
-    return indices, sims
+    graph = knn_graph(Xa, neighbors=nb)
+    weights = _alpha_weights(graph.similarities.astype(np.float64), a, Xa.dtype)
+    return l2_normalize(_weighted_sum(Xa, Xa, graph.indices, weights))
 
 
 def _weighted_sum(
@@ -203,33 +190,6 @@ def _alpha_weights(sims: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarra
     return (np.maximum(sims, 0.0) ** alpha).astype(dtype)
 
 
-def _count(k: Any, name: str) -> int:
-    """An int ``>= 0``."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidDTypeError(f"{name} must be an int, got {type(k).__name__}")
-    if k < 0:
-        raise InvalidInputError(f"{name} must be >= 0, got {k}")
-    return int(k)
-
-
-def _exponent(alpha: Any) -> float:
-    """A finite real ``>= 0``."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-        raise InvalidDTypeError(f"alpha must be a real number, got {type(alpha).__name__}")
-    a = float(alpha)
-    if not (np.isfinite(a) and a >= 0):
-        raise InvalidInputError(f"alpha must be a finite number >= 0, got {alpha}")
-    return a
-
-
-def _block_size(block_size: Any, n: int) -> int:
-    """Rows per kNN block: the given int ``>= 1``, or about ``KNN_BLOCK_ENTRIES / n``."""
-    if block_size is None:
-        return max(1, KNN_BLOCK_ENTRIES // max(n, 1))
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        raise InvalidDTypeError(
-            f"block_size must be an int or None, got {type(block_size).__name__}"
-        )
-    if block_size < 1:
-        raise InvalidInputError(f"block_size must be >= 1, got {block_size}")
-    return int(block_size)
+def _exponent(alpha: float) -> float:
+    """QE's exponent: a finite real ``>= 0``."""
+    return _validate.real(alpha, "alpha", low=0.0)

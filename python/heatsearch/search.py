@@ -13,17 +13,17 @@ transcription is :func:`heatsearch.reference.search`.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _checks, _core
-from .errors import InvalidDTypeError, InvalidInputError
+from . import _core, _validate
 
 __all__ = ["search"]
 
 
-def search(X: Any, Q: Any, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def search(X: ArrayLike, Q: ArrayLike, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Exact top-k search by inner product.
 
     Args:
@@ -50,27 +50,5 @@ def search(X: Any, Q: Any, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndar
     comparisons; memory ``O(nq * k)`` plus a score block of about 1 MB per thread. Results do
     not depend on the number of threads (:func:`heatsearch.set_num_threads`).
     """
-    X, Q = database_and_queries(X, Q)
-    kk = count(k, "k")
-    return _core.search(X, Q, None if kk is None else min(kk, X.shape[0]))
-
-
-def database(X: Any, name: str = "X") -> np.ndarray:
-    """``X`` as a 2-D float32/float64 array (kept as it is)."""
-    return _checks.row_matrix(X, name, "n")
-
-
-def database_and_queries(X: Any, Q: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """``X (n, d)`` and ``Q (nq, d)`` of one float dtype, checked (not converted)."""
-    return _checks.descriptor_pair(X, Q)
-
-
-def count(value: Any, name: str, *, minimum: int = 0, allow_none: bool = True) -> Optional[int]:
-    """An integer ``>= minimum`` (or None when allowed), else the matching heatsearch error."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidDTypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    x, q, kk = _validate.search_arguments(X, Q, k)
+    return _core.search(x, q, k=kk)

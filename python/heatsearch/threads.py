@@ -8,19 +8,14 @@ kernels run, so other Python threads keep going.
 
 from __future__ import annotations
 
-from . import _core
-from .errors import InvalidDTypeError, InvalidInputError
+from . import _core, _validate
 
 __all__ = ["set_num_threads", "get_num_threads"]
 
 
 def set_num_threads(n: int) -> None:
     """Use ``n >= 1`` threads from now on (the pool is rebuilt on its next use)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise InvalidDTypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise InvalidInputError(f"n must be >= 1, got {n}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(_validate.integer(n, "n", minimum=1))
 
 
 def get_num_threads() -> int:

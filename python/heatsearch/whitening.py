@@ -1,6 +1,6 @@
 """PCA-whitening of descriptors, learned on a separate training set.
 
-The paper's post-processing (Pang et al., IEEE TMM 2019; ALGORITHM.md section 1) whitens the
+The paper's post-processing (Pang et al., IEEE TMM 2019; docs/ALGORITHM.md section 1) whitens the
 signed-square-rooted, L2-normalised descriptors with a PCA learned on ANOTHER dataset (Paris6k
 for Oxford5k, Oxford5k for Paris6k and Holidays), at full dimension by default, then
 L2-normalises again. :class:`PCAWhitening` is the PCA step only: ``transform`` is the pure
@@ -20,9 +20,12 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from . import _checks
+from numpy.typing import ArrayLike
+
+from . import _validate
 from ._atomic import atomic_write
-from .errors import InvalidDTypeError, InvalidInputError
+from ._compat import accepts_old_arguments
+from .errors import InvalidInputError
 
 __all__ = ["PCAWhitening", "EIGENVALUE_FLOOR", "FILE_FORMAT", "FILE_VERSION"]
 
@@ -69,7 +72,8 @@ class PCAWhitening:
         """Whether :meth:`fit` or :meth:`load` has set the attributes."""
         return self.projection_ is not None
 
-    def fit(self, X: Any, dim: Optional[int] = None) -> "PCAWhitening":
+    @accepts_old_arguments(positional=("dim",))
+    def fit(self, X: ArrayLike, *, dim: Optional[int] = None) -> "PCAWhitening":
         """Learn the whitening from training vectors ``X``.
 
         Centres ``X`` by its mean, eigen-decomposes the sample covariance
@@ -101,11 +105,7 @@ class PCAWhitening:
         Complexity: ``O(n d^2)`` for the covariance plus ``O(d^3)`` for the eigen-decomposition;
         memory: a float64 copy of ``X`` and two ``d x d`` float64 matrices.
         """
-        arr = _checks.float_array(X, "X")
-        if arr.ndim != 2:
-            raise InvalidInputError(
-                f"X must be an (n, d) matrix of training vectors (rows), got shape {arr.shape}"
-            )
+        arr = _validate.rows(X, "X", "n")
         n, d = arr.shape
         if n < 2 or d < 1:
             raise InvalidInputError(
@@ -113,7 +113,7 @@ class PCAWhitening:
                 f"{arr.shape}"
             )
         wanted = d if dim is None else _dimension(dim, d)
-        _checks.all_finite(arr, "X")
+        _validate.finite(arr, "X")
 
         centred = arr.astype(np.float64)  # always a copy: centred in place below
         mean = centred.mean(axis=0)
@@ -168,7 +168,7 @@ class PCAWhitening:
         self.dim_ = kept
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """Whiten ``X``: ``(X - mean_) @ projection_``, no normalisation.
 
         Args:
@@ -187,14 +187,8 @@ class PCAWhitening:
         """
         self._require_fitted("transform")
         assert self.mean_ is not None and self.projection_ is not None
-        arr = _checks.float_array(X, "X")
-        d = self.mean_.shape[0]
-        if arr.ndim not in (1, 2) or arr.shape[-1] != d:
-            raise InvalidInputError(
-                f"X must be ({d},) or (n, {d}) (the whitening was learned on {d}-dimensional "
-                f"vectors), got shape {arr.shape}"
-            )
-        _checks.all_finite(arr, "X")
+        arr = _validate.vectors(X, "X", self.mean_.shape[0])
+        _validate.finite(arr, "X")
         # Centre first, then project: projecting X and the mean separately would subtract two
         # large, nearly equal numbers along low-variance directions.
         centred = arr - self.mean_.astype(arr.dtype)
@@ -323,12 +317,9 @@ def _bad_file_message(name: str, why: str) -> str:
     return f"{name!r} is not a valid heatsearch PCA-whitening file ({FILE_FORMAT}): {why}"
 
 
-def _dimension(dim: Any, d: int) -> int:
-    """``dim`` as an int in ``[1, d]``, else InvalidDTypeError / InvalidInputError."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise InvalidDTypeError(f"dim must be an int or None, got {type(dim).__name__}")
-    if not 1 <= dim <= d:
-        raise InvalidInputError(
-            f"dim must be between 1 and d = {d} (the input dimension), got {dim}"
-        )
-    return int(dim)
+def _dimension(dim: int, d: int) -> int:
+    """``dim`` as an int in ``[1, d]``."""
+    out = _validate.integer(dim, "dim", minimum=1)
+    if out > d:
+        raise InvalidInputError(f"dim must be at most d = {d} (the input dimension), got {dim}")
+    return out

@@ -1,6 +1,6 @@
 """Pure-NumPy reference implementations of heatsearch's kernels.
 
-Literal transcriptions of ALGORITHM.md (dense matrices, explicit inverses, computed in the
+Literal transcriptions of docs/ALGORITHM.md (dense matrices, explicit inverses, computed in the
 input's dtype), with the same signatures, argument checks and degenerate-case rules as the
 Rust path, and no Rust. They are slow on purpose: their job is to be obviously right, so the
 fast path can be tested against them and users can compare the two.

@@ -1,6 +1,6 @@
 """Diffusion re-ranking with SciPy: ``scipy.sparse`` for the graph and
 ``scipy.sparse.linalg.cg`` for each query's system, as fyang93/diffusion does it, transcribed
-from ALGORITHM.md section 3 and the docs of :mod:`heatsearch.diffusion`.
+from docs/ALGORITHM.md section 3 and the docs of :mod:`heatsearch.diffusion`.
 
 The graph, ``y`` and the conjugate gradient are computed in float64 (the similarities are
 converted first), as in the Rust path; the first pass and the graph's similarities come from
@@ -12,18 +12,19 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from .. import _validate
+from .._compat import accepts_old_arguments
 from ..diffusion import (
     DEFAULT_ALPHA,
     DEFAULT_GAMMA,
     DEFAULT_ITERATIONS,
-    DEFAULT_QUERY_K,
+    DEFAULT_QUERY_NEIGHBORS,
     DEFAULT_TOL,
     DEFAULT_TRUNCATION,
-    arguments,
 )
-from .. import _checks
-from ..knn import DEFAULT_K, KnnGraph
+from ..knn import DEFAULT_NEIGHBORS, KnnGraph
 from .search import knn_graph, search
 
 __all__ = ["diffusion_rerank", "transition"]
@@ -64,15 +65,16 @@ def conjugate_gradient(A: Any, b: np.ndarray, tol: float, iterations: int) -> np
     return np.asarray(x, dtype=np.float64)
 
 
+@accepts_old_arguments(renamed={"k": "neighbors", "query_k": "query_neighbors"})
 def diffusion_rerank(
-    X: Any,
-    Q: Any,
-    ranks: Optional[Any] = None,
+    X: ArrayLike,
+    Q: ArrayLike,
+    ranks: Optional[ArrayLike] = None,
     *,
-    scores: Optional[Any] = None,
+    scores: Optional[ArrayLike] = None,
     graph: Optional[KnnGraph] = None,
-    k: int = DEFAULT_K,
-    query_k: int = DEFAULT_QUERY_K,
+    neighbors: int = DEFAULT_NEIGHBORS,
+    query_neighbors: int = DEFAULT_QUERY_NEIGHBORS,
     alpha: float = DEFAULT_ALPHA,
     gamma: float = DEFAULT_GAMMA,
     truncation: Optional[int] = DEFAULT_TRUNCATION,
@@ -82,23 +84,21 @@ def diffusion_rerank(
     """Reference of :func:`heatsearch.diffusion_rerank` (same arguments, results, errors)."""
     from scipy import sparse  # type: ignore[import-untyped]
 
-    a = arguments(X, Q, ranks, scores, graph, k, query_k, alpha, gamma, truncation, iterations, tol)
+    a = _validate.diffusion_arguments(
+        X, Q, ranks, scores, graph, neighbors, query_neighbors, alpha, gamma, truncation,
+        iterations, tol,
+    )
     x, q = a.X, a.Q
-    _checks.all_finite(x, "X")
-    _checks.all_finite(q, "Q")
-    g = a.graph if a.graph is not None else knn_graph(x, a.k)
+    g = a.graph if a.graph is not None else knn_graph(x, neighbors=a.neighbors)
     s: Optional[np.ndarray]
     if a.ranks is None:
         r, s = search(x, q)
     else:
         r, s = a.ranks, a.scores
-        _checks.index_range(r, x.shape[0])
-        _checks.no_repeats(r)
-        if s is not None:
-            _checks.all_finite(s, "scores")
+    _validate.rerank_data(x, q, s, r)
     nq, m = r.shape
     t = m if a.truncation is None else min(a.truncation, m)
-    kq = min(a.query_k, t)
+    kq = min(a.query_neighbors, t)
     A = sparse.csr_matrix(sparse.identity(x.shape[0]) - a.alpha * transition(g, a.gamma))
     out_ranks = np.array(r, dtype=np.int64)
     out_scores = np.zeros((nq, m), x.dtype)

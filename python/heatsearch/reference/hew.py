@@ -1,4 +1,4 @@
-"""HeW in pure NumPy, transcribed from ALGORITHM.md section 1 as written there.
+"""HeW in pure NumPy, transcribed from docs/ALGORITHM.md section 1 as written there.
 
 Dense ``L = I - D^-1 A`` and ``G = inv(L)`` (``2 N^3`` flops instead of the Rust path's
 ``2 N^3 / 3``), everything in the input's dtype.
@@ -6,18 +6,18 @@ Dense ``L = I - D^-1 A`` and ``G = inv(L)`` (``2 N^3`` flops instead of the Rust
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .. import _checks
+from .. import _validate
 from ..hew import DEFAULT_GROUND, DEFAULT_THRESHOLD, EQUAL_TO_MEAN_ULPS
 
 __all__ = ["hew_weights", "hew_pool", "hew_pool_batch", "local_mean"]
 
 
 def _weights(F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: float) -> np.ndarray:
-    _checks.all_finite(F, "fmap")
     dtype = F.dtype
     n = F.shape[0]
     if n == 1:
@@ -58,54 +58,50 @@ def _weights(F: np.ndarray, mu: Optional[np.ndarray], threshold: float, ground: 
 
 
 def hew_weights(
-    fmap: Any,
-    mean: Optional[Any] = None,
+    fmap: ArrayLike,
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
 ) -> np.ndarray:
     """Reference of :func:`heatsearch.hew_weights` (same arguments, shapes and errors)."""
-    mat, spatial = _checks.feature_map(fmap)
-    mu = _checks.mean_vector(mean, mat.shape[1], mat.dtype)
-    t, g = _checks.heat_params(threshold, ground)
+    mat, spatial, mu, t, g = _validate.hew_arguments(fmap, mean, threshold, ground)
+    _validate.finite(mat, "fmap")
     return _weights(mat, mu, t, g).reshape(spatial)
 
 
 def hew_pool(
-    fmap: Any,
-    mean: Optional[Any] = None,
+    fmap: ArrayLike,
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
 ) -> np.ndarray:
     """Reference of :func:`heatsearch.hew_pool`: ``sum_j w_j f_j``, ``(C,)``."""
-    mat, _ = _checks.feature_map(fmap)
-    mu = _checks.mean_vector(mean, mat.shape[1], mat.dtype)
-    t, g = _checks.heat_params(threshold, ground)
+    mat, _, mu, t, g = _validate.hew_arguments(fmap, mean, threshold, ground)
+    _validate.finite(mat, "fmap")
     return _weights(mat, mu, t, g) @ mat
 
 
 def hew_pool_batch(
-    fmaps: Sequence[Any],
-    mean: Optional[Any] = None,
+    fmaps: Sequence[ArrayLike],
+    mean: Optional[ArrayLike] = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     ground: float = DEFAULT_GROUND,
 ) -> np.ndarray:
     """Reference of :func:`heatsearch.hew_pool_batch`: one map after the other, ``(B, C)``."""
-    mats = _checks.feature_maps(fmaps)
-    mu = _checks.mean_vector(mean, mats[0].shape[1], mats[0].dtype)
-    t, g = _checks.heat_params(threshold, ground)
+    mats, mu, t, g = _validate.hew_batch_arguments(fmaps, mean, threshold, ground)
     for b, m in enumerate(mats):  # a bad map fails the batch before any is computed
-        _checks.all_finite(m, f"fmaps[{b}]")
+        _validate.finite(m, f"fmaps[{b}]")
     return np.stack([_weights(m, mu, t, g) @ m for m in mats])
 
 
-def local_mean(fmaps: Sequence[Any]) -> np.ndarray:
+def local_mean(fmaps: Sequence[ArrayLike]) -> np.ndarray:
     """Reference of :func:`heatsearch.local_mean`: all cells of all maps, averaged."""
-    mats = _checks.feature_maps(fmaps)
+    mats = _validate.feature_maps(fmaps)
     for b, m in enumerate(mats):
-        _checks.all_finite(m, f"fmaps[{b}]")
+        _validate.finite(m, f"fmaps[{b}]")
     total = sum(m.sum(axis=0, dtype=np.float64) for m in mats)
     cells = sum(m.shape[0] for m in mats)
     return (total / cells).astype(mats[0].dtype)

@@ -1,4 +1,4 @@
-"""HeR in pure NumPy, transcribed from ALGORITHM.md section 2 as written there.
+"""HeR in pure NumPy, transcribed from docs/ALGORITHM.md section 2 as written there.
 
 Per query the dense ``L = I - D^-1 A`` and ``G = inv(L)`` (``2 (k+1)^3`` flops instead of the
 Rust path's one iterative solve), the score of each candidate being column ``q`` of ``G``;
@@ -7,18 +7,17 @@ everything in the input's dtype (the centring is done in float64 and rounded, as
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .. import _checks
-from ..rerank import DEFAULT_GROUND, DEFAULT_K, _arguments
+from .. import _validate
+from .._compat import accepts_old_arguments
+from ..hew import EQUAL_TO_MEAN_ULPS
+from ..rerank import DEFAULT_DEPTH, DEFAULT_GROUND
 
 __all__ = ["heat_rerank"]
-
-#: A row within this many ulps (relative to its norm plus the mean's) of the mean of the
-#: k + 1 rows counts as equal to it: affinity 0 to every row (as in the Rust path).
-EQUAL_TO_MEAN_ULPS = 16.0
 
 
 def _temperatures(T: np.ndarray, ground: float) -> np.ndarray:
@@ -52,14 +51,15 @@ def _temperatures(T: np.ndarray, ground: float) -> np.ndarray:
     return t
 
 
+@accepts_old_arguments(positional=("depth",), renamed={"k": "depth"})
 def heat_rerank(
-    X: Any,
-    Q: Any,
-    ranks: Any,
-    k: int = DEFAULT_K,
+    X: ArrayLike,
+    Q: ArrayLike,
+    ranks: ArrayLike,
     *,
+    depth: int = DEFAULT_DEPTH,
     ground: float = DEFAULT_GROUND,
-    scores: Optional[Any] = None,
+    scores: Optional[ArrayLike] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Reference of :func:`heatsearch.heat_rerank` (same arguments, shapes, rules and errors).
 
@@ -67,16 +67,9 @@ def heat_rerank(
     layout must be transposed). One query after the other, a dense inverse each: slow on
     purpose.
     """
-    Xa, Qa, r, k, g, s = _arguments(X, Q, ranks, k, ground, scores)
-    _checks.all_finite(Xa, "X")
-    _checks.all_finite(Qa, "Q")
-    if s is not None:
-        _checks.all_finite(s, "scores")
-    n = Xa.shape[0]
+    Xa, Qa, r, s, kk, g = _validate.her_arguments(X, Q, ranks, scores, depth, ground)
+    _validate.rerank_data(Xa, Qa, s, r)
     nq, m = r.shape
-    _checks.index_range(r, n)
-    _checks.no_repeats(r)
-    kk = min(k, m)
     out_ranks = r.copy()
     out_scores = s.copy() if s is not None else np.zeros((nq, m), Xa.dtype)
     for i in range(nq):

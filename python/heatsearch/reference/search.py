@@ -8,13 +8,14 @@ stable sort (so ties always go to the lower index), and only the k winners are s
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .. import _checks
-from ..knn import DEFAULT_K, KnnGraph
-from ..search import count, database, database_and_queries
+from .. import _validate
+from .._compat import accepts_old_arguments
+from ..knn import DEFAULT_NEIGHBORS, KnnGraph
 
 __all__ = ["search", "knn_graph"]
 
@@ -41,25 +42,23 @@ def top_k(S: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     return order.astype(np.int64), np.take_along_axis(S, order, axis=1)
 
 
-def search(X: Any, Q: Any, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def search(X: ArrayLike, Q: ArrayLike, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Reference of :func:`heatsearch.search` (same arguments, results and errors)."""
-    x, q = database_and_queries(X, Q)
-    kk = count(k, "k")
-    _checks.all_finite(x, "X")
-    _checks.all_finite(q, "Q")
-    n = x.shape[0]
-    return top_k(q @ x.T, n if kk is None else min(kk, n))
+    x, q, kk = _validate.search_arguments(X, Q, k)
+    # The Rust kernel checks Q, then X.
+    _validate.finite(q, "Q")
+    _validate.finite(x, "X")
+    return top_k(q @ x.T, kk)
 
 
-def knn_graph(X: Any, k: int = DEFAULT_K) -> KnnGraph:
-    """Reference of :func:`heatsearch.knn_graph`: each row's top ``k + 1`` of ``X @ X.T``,
-    then the item itself removed (or the last one when the item is not among them)."""
-    x = database(X, "X")
-    kk = count(k, "k", minimum=1, allow_none=False)
-    assert kk is not None
-    _checks.all_finite(x, "X")
+@accepts_old_arguments(positional=("neighbors",), renamed={"k": "neighbors"})
+def knn_graph(X: ArrayLike, *, neighbors: int = DEFAULT_NEIGHBORS) -> KnnGraph:
+    """Reference of :func:`heatsearch.knn_graph`: each row's top ``neighbors + 1`` of
+    ``X @ X.T``, then the item itself removed (or the last one when the item is not among
+    them)."""
+    x, kk = _validate.knn_arguments(X, neighbors)
+    _validate.finite(x, "X")
     n = x.shape[0]
-    kk = min(kk, max(n - 1, 0))
     if kk == 0:
         return KnnGraph(np.zeros((n, 0), np.int64), np.zeros((n, 0), x.dtype))
     idx, sims = top_k(x @ x.T, kk + 1)

@@ -1,20 +1,20 @@
-//! Thread-pool control.
+//! Thread-pool control: `set_num_threads`, `get_num_threads`.
 
 use heatsearch_core::threads;
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
+use crate::errors::to_py;
 
 /// Sets the number of threads heatsearch's kernels use.
 #[pyfunction]
 fn set_num_threads(py: Python<'_>, n: usize) -> PyResult<()> {
-    threads::set_num_threads(n).py_err(py)
+    threads::set_num_threads(n).map_err(|e| to_py(py, e))
 }
 
 /// The number of threads heatsearch's kernels use.
 #[pyfunction]
 fn get_num_threads(py: Python<'_>) -> PyResult<usize> {
-    threads::num_threads().py_err(py)
+    threads::num_threads().map_err(|e| to_py(py, e))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

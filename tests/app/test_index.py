@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("torch", reason="the index extracts features with torch (the 'torch' extra)")
 PIL = pytest.importorskip("PIL.Image")
 
-from heatsearch.demo import build_copy_detection_set  # noqa: E402
-from heatsearch.extract import Extractor  # noqa: E402
-from heatsearch.index import Index, IndexConfig, IndexFileError, find_images  # noqa: E402
+from heatsearch.app.demo import build_copy_detection_set  # noqa: E402
+from heatsearch.vision.extract import Extractor  # noqa: E402
+from heatsearch.app.index import Index, IndexConfig, IndexFileError, find_images  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_interrupted_save_keeps_the_old_index(index, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr("heatsearch.index._write_npy", fail)
+    monkeypatch.setattr("heatsearch.app.storage._write_npy", fail)
     with pytest.raises(OSError, match="disk full"):
         smaller.save(target)
     monkeypatch.undo()
@@ -192,7 +192,7 @@ class MapsFromNames:
 
 
 def test_auto_whitening_is_learned_on_the_database_once_it_is_large_enough(tmp_path):
-    from heatsearch.index import AUTO_WHITENING_MIN_IMAGES
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
     from heatsearch.postprocess import PostProcess
 
     names = [f"img{i:03d}.jpg" for i in range(AUTO_WHITENING_MIN_IMAGES + 6)]

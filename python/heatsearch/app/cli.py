@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import HeatsearchError
+from ..errors import HeatsearchError
 
 __all__ = ["main", "build_parser"]
 
@@ -42,7 +42,7 @@ def _bbox(text: str) -> List[float]:
 # -- index ---------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     from .index import Index, IndexConfig
-    from .whitening import PCAWhitening
+    from ..whitening import PCAWhitening
 
     config = IndexConfig(
         backbone=args.backbone,
@@ -93,7 +93,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         index = Index.load(args.index)
         mean, extractor = index.mean, index._get_extractor()
     elif args.backbone or args.layer:
-        from .extract import Extractor
+        from ..vision.extract import Extractor
 
         extractor = Extractor(backbone=args.backbone or "efficientnet_lite0", layer=args.layer)
     w = explain_image(args.image, args.output, extractor=extractor, mean=mean)
@@ -104,11 +104,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 # -- evaluate ------------------------------------------------------------------------------
 def _postprocess(X: np.ndarray, steps: Sequence[str]) -> np.ndarray:
-    from .postprocess import l2_normalize, power_normalize
+    from ..postprocess import l2_normalize, power_normalize
 
     for step in steps:
         if step == "sqrt":
-            X = power_normalize(X, 0.5)
+            X = power_normalize(X, p=0.5)
         elif step == "l2":
             X = l2_normalize(X)
         elif step != "none":
@@ -117,10 +117,9 @@ def _postprocess(X: np.ndarray, steps: Sequence[str]) -> np.ndarray:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import load_descriptors, load_ground_truth
-    from .evaluate import compute_map
-    from .pipeline import rank
-    from .postprocess import l2_normalize
+    from ..eval import compute_map, load_descriptors, load_ground_truth
+    from ..pipeline import rank
+    from ..postprocess import l2_normalize
 
     gt = load_ground_truth(args.gnd)
     X = load_descriptors(args.db, expected_count=len(gt.images))
@@ -137,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     steps = [s.strip() for s in args.postprocess.split(",") if s.strip()]
     X, Q = _postprocess(X, steps), _postprocess(Q, steps)
     if args.whiten:
-        from .whitening import PCAWhitening
+        from ..whitening import PCAWhitening
 
         w = PCAWhitening.load(args.whiten)
         X, Q = l2_normalize(w.transform(X)), l2_normalize(w.transform(Q))
@@ -154,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in methods:
         t = time.perf_counter()
         if EVAL_METHODS[name] == "diffusion" and graph is None:
-            from .knn import knn_graph
+            from ..knn import knn_graph
 
             graph = knn_graph(X)
         ranks, _ = rank(X, Q, rerank=EVAL_METHODS[name], graph=graph)
@@ -248,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
-        from .threads import set_num_threads
+        from ..threads import set_num_threads
 
         set_num_threads(args.threads)
     try:

@@ -1,4 +1,4 @@
-"""heatsearch.images: decoding, EXIF orientation, colour modes, crop and resize semantics."""
+"""heatsearch.vision.images: decoding, EXIF orientation, colour modes, crop and resize semantics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from heatsearch import images as im  # noqa: E402
-from heatsearch.images import ImageReadError  # noqa: E402
+from heatsearch.errors import ImageReadError  # noqa: E402
 
 
 def pattern(h=48, w=64):
@@ -299,7 +299,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_importing_heatsearch_modules_does_not_import_torch():
     r = _run(
-        "import sys, heatsearch, heatsearch.extract, heatsearch.images, heatsearch.backbones\n"
+        "import sys, heatsearch, heatsearch.vision.extract, heatsearch.vision.images, heatsearch.vision.backbones\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert 'PIL' not in sys.modules, 'PIL imported'\n"
     )
@@ -311,8 +311,8 @@ def test_extractor_without_torch_says_how_to_install():
         "import sys\n"
         "sys.modules['torch'] = None  # as if torch were not installed\n"
         "import heatsearch\n"
-        "from heatsearch.extract import Extractor\n"
-        "from heatsearch.datasets import MissingDependencyError\n"
+        "from heatsearch.vision.extract import Extractor\n"
+        "from heatsearch.errors import MissingDependencyError\n"
         "try:\n"
         "    Extractor()\n"
         "except MissingDependencyError as e:\n"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from heatsearch.cli import main
+from heatsearch.app.cli import main
 
 
 def test_help_teaches(capsys):
@@ -72,7 +72,7 @@ torch = pytest.importorskip("torch", reason="index/search/explain/demo extract f
 def folder(tmp_path_factory):
     from PIL import Image
 
-    from heatsearch.demo import build_copy_detection_set
+    from heatsearch.app.demo import build_copy_detection_set
 
     root = tmp_path_factory.mktemp("imgs")
     data = build_copy_detection_set(photos=("chelsea", "coffee"), edits=("crop", "blur"), seed=0)

@@ -44,12 +44,12 @@ def explain_image(image: Any, output: str, *, extractor: Any = None, mean: Optio
     ``(h, w)``. ``mean``: the centering mean (an index's); ``None`` uses the image's own."""
     from PIL import Image
 
-    from ._atomic import atomic_write
-    from .hew import hew_weights
-    from .images import load_image
+    from .._atomic import atomic_write
+    from ..hew import hew_weights
+    from ..vision.images import load_image
 
     if extractor is None:
-        from .extract import Extractor
+        from ..vision.extract import Extractor
 
         extractor = Extractor()
     rgb = load_image(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else np.asarray(image)

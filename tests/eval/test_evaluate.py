@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
-from heatsearch.evaluate import MapResult, compute_map, revisited
+from heatsearch.eval.evaluate import MapResult, compute_map, revisited
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_matches_loop_reference_on_random_data(seed):
     m = int(rng.integers(1, n + 1))
     ranks, gnd = random_case(rng, nq=int(rng.integers(1, 12)), n=n, m=m)
     kappas = (1, 3, 5, 10, 100)
-    assert_matches_loop(compute_map(ranks, gnd, kappas, n=n), ranks, gnd, kappas)
+    assert_matches_loop(compute_map(ranks, gnd, kappas=kappas, n=n), ranks, gnd, kappas)
 
 
 @settings(max_examples=60, deadline=None)
@@ -214,7 +214,7 @@ def test_matches_loop_reference_hypothesis(seed, nq, n, frac):
     rng = np.random.default_rng(seed)
     m = max(1, int(round(frac * n)))
     ranks, gnd = random_case(rng, nq=nq, n=n, m=m)
-    res = compute_map(ranks, gnd, (1, 2, 7))
+    res = compute_map(ranks, gnd, kappas=(1, 2, 7))
     assert_matches_loop(res, ranks, gnd, (1, 2, 7))
     assert 0.0 <= res.map <= 1.0
     valid = ~np.isnan(res.aps)

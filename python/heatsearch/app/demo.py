@@ -166,16 +166,16 @@ def run_demo(
 
     Returns ``[(pooling, mAP, mAP with HeR, seconds), ...]`` (mAP in [0, 1]).
     """
-    from .aggregate import pool
-    from .evaluate import compute_map
-    from .hew import local_mean
-    from .pipeline import rank
-    from .postprocess import PostProcess
+    from ..aggregate import pool
+    from ..eval.evaluate import compute_map
+    from ..hew import local_mean
+    from ..pipeline import rank
+    from ..postprocess import PostProcess
 
     t0 = time.perf_counter()
     data = build_copy_detection_set(photos, edits, seed=seed)
     if extractor is None:
-        from .extract import Extractor
+        from ..vision.extract import Extractor
 
         extractor = Extractor(max_size=max_size)
     out(f"copy detection: {len(data.images)} images ({len(photos)} photos x (original + {len(edits)} edits)), "

@@ -16,7 +16,7 @@ THUMBNAIL = 224
 def _thumbnail(image: Any) -> str:
     from PIL import Image
 
-    from .images import load_image
+    from ..vision.images import load_image
 
     img = Image.fromarray(load_image(image))
     img.thumbnail((THUMBNAIL, THUMBNAIL))
@@ -27,8 +27,8 @@ def _thumbnail(image: Any) -> str:
 
 def write_gallery(path: str, query: Any, hits: Sequence[Any], title: str = "heatsearch results") -> None:
     """Writes the page atomically. ``hits``: objects with ``path`` and ``score``
-    (:class:`heatsearch.index.SearchHit`)."""
-    from ._atomic import atomic_write
+    (:class:`heatsearch.app.index.SearchHit`)."""
+    from .._atomic import atomic_write
 
     cards = []
     for rank, hit in enumerate(hits, 1):

@@ -1,4 +1,4 @@
-"""Ground truth and descriptor files of the retrieval benchmarks, and a JSON format of our own.
+"""Ground-truth files of the retrieval benchmarks, and a JSON format of our own.
 
 :func:`load_ground_truth` reads, by content (falling back on the suffix):
 
@@ -37,8 +37,6 @@ What the shared benchmark files hold (checked by the tests): the classic Oxford5
 ``.mat`` files list each query image among its own positives (``ok``), as the original Oxford
 protocol does; Holidays lists each query as its own junk. The first 55 queries of revisited
 Oxford/Paris are the 55 classic queries, with the same boxes.
-
-:func:`load_descriptors` reads a descriptor matrix from ``.npy`` or ``.mat``.
 """
 
 from __future__ import annotations
@@ -52,16 +50,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, c
 
 import numpy as np
 
-from ._atomic import atomic_write
-from .errors import HeatsearchError, InvalidDTypeError, InvalidInputError, MissingDependencyError
+from .._atomic import atomic_write
+from ..errors import HeatsearchError, InvalidDTypeError, InvalidInputError
+from ._matlab import loadmat, variables
 from .evaluate import PROTOCOLS, revisited as _revisited
 
 __all__ = [
     "GroundTruth",
     "load_ground_truth",
     "save_ground_truth_json",
-    "load_descriptors",
-    "MissingDependencyError",
     "JSON_FORMAT",
     "JSON_VERSION",
 ]
@@ -73,7 +70,6 @@ JSON_FORMAT = "heatsearch-gnd"
 JSON_VERSION = 1
 #: The protocol name of a classic (``ok``/``junk``) ground truth.
 CLASSIC = "classic"
-_LAYOUTS = ("auto", "rows", "columns")
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +169,7 @@ class GroundTruth:
 
         Args:
             name: ``"easy"``, ``"medium"`` or ``"hard"`` for a revisited ground truth
-                (revisitop's protocols, see :func:`heatsearch.evaluate.revisited`);
+                (revisitop's protocols, see :func:`heatsearch.eval.revisited`);
                 ``"classic"`` for an ``ok``/``junk`` one.
 
         Returns:
@@ -226,7 +222,7 @@ def load_ground_truth(path: PathLike) -> GroundTruth:
     kind = _sniff(head, p)
     try:
         if kind == "mat":
-            return _gt_from_mat(_loadmat(p), p)
+            return _gt_from_mat(loadmat(p), p)
         if kind == "pickle":
             return _gt_from_pickle(p)
         return _gt_from_json(p)
@@ -407,34 +403,8 @@ def _json_ints(v: Any, name: str) -> None:
 # --- MATLAB
 
 
-def _loadmat(p: Path) -> Dict[str, Any]:
-    try:
-        from scipy.io import loadmat
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"reading the MATLAB file {p} needs SciPy, which is not installed: "
-            "pip install scipy (or pip install 'heatsearch[scipy]')"
-        ) from e
-    try:
-        # Raw layout (no squeezing): the shapes are normalised below, one rule for every file.
-        return loadmat(str(p), squeeze_me=False, struct_as_record=True, chars_as_strings=True)
-    except NotImplementedError as e:
-        raise InvalidInputError(
-            f"{p}: a MATLAB v7.3 (HDF5) file, which scipy.io.loadmat cannot read; re-save it "
-            "in MATLAB with save(..., '-v7')"
-        ) from e
-    except Exception as e:  # any corruption: ValueError, TypeError, zlib.error, ...
-        raise InvalidInputError(
-            f"{p}: not a readable MATLAB .mat file ({type(e).__name__}: {e})"
-        ) from e
-
-
-def _mat_vars(mat: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in mat.items() if not k.startswith("__")}
-
-
 def _gt_from_mat(mat: Mapping[str, Any], p: Path) -> GroundTruth:
-    v = _mat_vars(mat)
+    v = variables(mat)
     missing = [k for k in ("imlist", "gnd") if k not in v]
     if "qidx" not in v and "qimlist" not in v:
         missing.append("qidx or qimlist")
@@ -617,165 +587,4 @@ def _bbx(x: Any, name: str) -> np.ndarray:
         )
     out = arr.reshape(-1).astype(np.float64)
     out.setflags(write=False)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Descriptors
-
-
-def load_descriptors(
-    path: PathLike,
-    *,
-    layout: str = "auto",
-    expected_count: Optional[int] = None,
-    key: Optional[str] = None,
-) -> np.ndarray:
-    """Load a descriptor matrix ``(n, d)``, one vector per row, from ``.npy`` or ``.mat``.
-
-    Args:
-        path: a ``.npy`` file (a 2-D array, rows are vectors) or a MATLAB ``.mat`` file
-            holding a numeric matrix or a cell array with one vector per cell (the authors'
-            ``holidays/vecs_ho.mat``: a 1 x 1491 cell of 512 x 1 vectors gives
-            ``(1491, 512)``).
-        layout: how a numeric matrix holds its vectors. ``"rows"``: one per row (NumPy
-            convention). ``"columns"``: one per column, MATLAB's ``(d, n)`` convention, so the
-            matrix is transposed. ``"auto"`` (default): one per row, except that when
-            ``expected_count`` is given and equals the number of columns but not of rows the
-            matrix is taken as columns, and that a MATLAB vector (``(d, 1)`` or ``(1, d)``) is
-            one descriptor ``(1, d)``. Cell arrays are always one vector per cell (in MATLAB's
-            linear order); a 1-D ``.npy`` array is one descriptor.
-        expected_count: the number of descriptors ``n`` the caller expects (e.g. the number
-            of database images); checked, and used by ``"auto"`` to pick the orientation.
-        key: the variable to read from a ``.mat`` file holding several.
-
-    Returns:
-        A C-contiguous ``(n, d)`` array, float32 or float64 as stored.
-
-    Raises:
-        InvalidInputError: a corrupt file, an unknown format, an ambiguous or missing ``key``,
-            a non-matrix, an empty matrix, unequal cell vectors or a count that is not
-            ``expected_count``.
-        InvalidDTypeError: the values are not float32 or float64.
-        MissingDependencyError: a ``.mat`` file and SciPy is not installed.
-    """
-    if layout not in _LAYOUTS:
-        raise InvalidInputError(
-            f"layout must be one of {', '.join(repr(x) for x in _LAYOUTS)}, got {layout!r}"
-        )
-    if expected_count is not None and (
-        isinstance(expected_count, bool)
-        or not isinstance(expected_count, (int, np.integer))
-        or expected_count < 1
-    ):
-        raise InvalidInputError(
-            f"expected_count must be a positive integer, got {expected_count!r}"
-        )
-    p = Path(path)
-    with open(p, "rb") as f:
-        head = f.read(128)
-    if head.startswith(b"\x93NUMPY"):
-        try:
-            raw = np.load(p, allow_pickle=False)
-        except Exception as e:
-            raise InvalidInputError(
-                f"{p}: not a readable .npy array ({type(e).__name__}: {e}); expected a numeric "
-                "(n, d) array"
-            ) from e
-        from_mat = False
-    elif head.startswith(b"MATLAB") or p.suffix.lower() == ".mat":
-        raw = _mat_variable(_loadmat(p), key, p)
-        from_mat = True
-    else:
-        raise InvalidInputError(
-            f"{p}: expected a NumPy .npy file or a MATLAB .mat file, got a file starting with "
-            f"{head[:16]!r}"
-        )
-    try:
-        vecs = _orient(np.asarray(raw), layout, expected_count, from_mat)
-    except InvalidInputError as e:
-        raise InvalidInputError(f"{p}: {e}") from e
-    except InvalidDTypeError as e:
-        raise InvalidDTypeError(f"{p}: {e}") from e
-    return np.ascontiguousarray(vecs)
-
-
-def _mat_variable(mat: Mapping[str, Any], key: Optional[str], p: Path) -> Any:
-    v = _mat_vars(mat)
-    if key is not None:
-        if key not in v:
-            raise InvalidInputError(f"{p}: no variable {key!r}; it holds {sorted(v)}")
-        return v[key]
-    if len(v) != 1:
-        raise InvalidInputError(
-            f"{p}: expected a single variable, found {sorted(v)}: choose one with key="
-        )
-    return next(iter(v.values()))
-
-
-def _orient(
-    arr: np.ndarray, layout: str, expected_count: Optional[int], from_mat: bool
-) -> np.ndarray:
-    if arr.dtype == object:  # a MATLAB cell array: one vector per cell
-        if layout == "columns":
-            raise InvalidInputError(
-                "layout='columns' applies to numeric matrices; a cell array holds one vector "
-                "per cell (use layout='auto' or 'rows')"
-            )
-        cells = [np.asarray(c) for c in arr.ravel(order="F")]
-        if not cells:
-            raise InvalidInputError("the cell array is empty, expected one vector per cell")
-        for k, c in enumerate(cells):
-            if c.dtype.kind not in "iuf" or c.size == 0 or sum(s > 1 for s in c.shape) > 1:
-                raise InvalidInputError(
-                    f"cell {k + 1} must hold a non-empty numeric vector, got {c.dtype} of shape "
-                    f"{c.shape}"
-                )
-        sizes = {c.size for c in cells}
-        if len(sizes) != 1:
-            raise InvalidInputError(
-                f"every cell must hold a vector of the same length, got lengths {sorted(sizes)}"
-            )
-        dtypes = {c.dtype for c in cells}
-        if len(dtypes) != 1:
-            raise InvalidDTypeError(
-                f"every cell must hold the same dtype, got {sorted(map(str, dtypes))}"
-            )
-        out = np.stack([c.reshape(-1) for c in cells])
-    elif arr.dtype.kind not in "biufc":
-        raise InvalidInputError(f"expected a numeric matrix, got dtype {arr.dtype}")
-    elif arr.ndim == 1:
-        out = arr.reshape(1, -1)
-    elif arr.ndim != 2:
-        raise InvalidInputError(f"expected a 2-D matrix of descriptors, got shape {arr.shape}")
-    elif layout == "rows":
-        out = arr
-    elif layout == "columns":
-        out = arr.T
-    elif expected_count is not None:
-        if arr.shape[0] == expected_count:
-            out = arr
-        elif arr.shape[1] == expected_count:
-            out = arr.T
-        else:
-            raise InvalidInputError(
-                f"expected {expected_count} descriptors (rows or columns), got a matrix of "
-                f"shape {arr.shape}"
-            )
-    elif from_mat and arr.shape[1] == 1 and arr.shape[0] > 1:
-        out = arr.T  # a MATLAB column vector is one descriptor
-    else:
-        out = arr
-    if out.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise InvalidDTypeError(
-            f"descriptors must be float32 or float64, got {out.dtype} (convert them with "
-            ".astype(np.float32) first)"
-        )
-    if out.shape[0] == 0 or out.shape[1] == 0:
-        raise InvalidInputError(f"expected a non-empty (n, d) matrix, got shape {out.shape}")
-    if expected_count is not None and out.shape[0] != expected_count:
-        raise InvalidInputError(
-            f"expected {expected_count} descriptors, got {out.shape[0]} (of dimension "
-            f"{out.shape[1]}; layout={layout!r})"
-        )
     return out

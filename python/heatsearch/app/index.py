@@ -13,7 +13,7 @@ On disk an index is a directory::
     mean.npy          (C,) HeW centering mean (HeW pooling only)
     whitening.npz     the fitted PCAWhitening (when there is one)
 
-Defaults, chosen by measurement on the real multi-view photographs of ``benches/quality.py``
+Defaults, chosen by measurement on the real multi-view photographs of ``tools/quality.py``
 (README, "Retrieval quality"): EfficientNet-Lite0's head conv, longer side at most 1024 (never
 upscaled), three scales (1, 1/sqrt 2, 1/2), HeW pooling, signed square root + L2, and a
 PCA-whitening learned on the database's own pooled descriptors once it holds at least 64
@@ -26,10 +26,7 @@ index is never lost or half-overwritten when saving fails.
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,25 +34,20 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .errors import HeatsearchError, InvalidInputError
-from .pipeline import RERANKERS, rank
-from .postprocess import PostProcess
-from .whitening import PCAWhitening
+from .. import _validate
+from ..errors import IndexFileError, InvalidInputError
+from ..pipeline import RERANKERS, rank
+from ..postprocess import PostProcess
+from ..vision.images import SUPPORTED_EXTENSIONS
+from ..whitening import PCAWhitening
+from . import storage
 
 __all__ = ["Index", "IndexConfig", "SearchHit", "IndexFileError", "find_images", "IMAGE_EXTENSIONS"]
 
-#: Format name and version written into ``index.json``.
-INDEX_FORMAT = "heatsearch-index"
-INDEX_VERSION = 1
 #: Image files :func:`find_images` picks up (case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = SUPPORTED_EXTENSIONS
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class IndexFileError(HeatsearchError, ValueError):
-    """An index directory is missing, corrupt, of another format version, or inconsistent."""
-
 
 #: Multi-scale extraction factors (cirtorch's 1, 1/sqrt 2, 1/2): +3.5 mAP for HeW on
 #: smvs_paintings (33.9 -> 37.4), +3.4 for R-MAC, +4.1 for GeM (README, "Retrieval quality").
@@ -85,8 +77,7 @@ class IndexConfig:
     mean_sample: int = 256
 
     def __post_init__(self) -> None:
-        if self.whiten not in ("auto", "none"):
-            raise InvalidInputError(f"whiten must be 'auto' or 'none', got {self.whiten!r}")
+        _validate.choice(self.whiten, "whiten", ("auto", "none"))
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
 
     def to_dict(self) -> Dict[str, Any]:
@@ -164,7 +155,7 @@ class Index:
 
     def _get_extractor(self) -> Any:
         if self.extractor is None:
-            from .extract import Extractor
+            from ..vision.extract import Extractor
 
             self.extractor = Extractor(
                 backbone=self.config.backbone,
@@ -176,7 +167,7 @@ class Index:
 
     def _pool(self, fmaps: Any) -> np.ndarray:
         """The pooled descriptor ``(C,)`` of one image: one map, or the sum over scales."""
-        from .aggregate import pool
+        from ..aggregate import pool
 
         kwargs = {"mean": self.mean} if self.config.pooling == "hew" else {}
         maps = [fmaps] if isinstance(fmaps, np.ndarray) else list(fmaps)
@@ -228,7 +219,7 @@ class Index:
         cache: Dict[str, np.ndarray] = {}
         skipped: List[Tuple[str, str]] = []
         if self.config.pooling == "hew" and self.mean is None and new:
-            from .hew import local_mean
+            from ..hew import local_mean
 
             step = max(1, len(new) // max(1, self.config.mean_sample))
             for path, fmap, why in self._feature_maps(new[::step][: self.config.mean_sample], progress):
@@ -309,8 +300,7 @@ class Index:
         """
         if not len(self):
             raise InvalidInputError("the index is empty: add images before searching")
-        if rerank not in RERANKERS:
-            raise InvalidInputError(f"rerank must be one of {RERANKERS}, got {rerank!r}")
+        _validate.choice(rerank, "rerank", RERANKERS)
         X = np.asarray(self.descriptors)
         arr = None if isinstance(query, (str, os.PathLike)) else np.asarray(query) if isinstance(query, np.ndarray) else None
         if arr is not None and arr.ndim == 1:
@@ -320,7 +310,7 @@ class Index:
         else:
             q = self.describe(query, bbox=bbox)
         if rerank == "diffusion" and self._graph is None:
-            from .knn import knn_graph
+            from ..knn import knn_graph
 
             self._graph = knn_graph(X)
         ranks, scores = rank(X, q[None], k=k, rerank=rerank, graph=self._graph)
@@ -328,105 +318,39 @@ class Index:
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: PathLike) -> None:
-        """Writes the index to ``directory`` (created or replaced as a whole, atomically)."""
-        target = Path(directory)
-        parent = target.parent if str(target.parent) else Path(".")
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-        try:
-            desc = np.asarray(self.descriptors if self.descriptors is not None else np.empty((0, 0), np.float32))
-            meta = {
-                "format": INDEX_FORMAT,
-                "version": INDEX_VERSION,
-                "config": self.config.to_dict(),
-                "count": len(self.paths),
-                "dim": int(desc.shape[1]) if desc.ndim == 2 else 0,
-                "paths": self.paths,
-                "has_mean": self.mean is not None,
-                "has_whitening": self.whitening is not None,
-                "whitening_learned": self.whitening_learned,
-            }
-            _write_npy(tmp / "descriptors.npy", desc)
-            _write_npy(tmp / "pooled.npy", np.asarray(self.pooled if self.pooled is not None else np.empty((0, 0), np.float32)))
-            if self.mean is not None:
-                _write_npy(tmp / "mean.npy", np.asarray(self.mean))
-            if self.whitening is not None:
-                self.whitening.save(tmp / "whitening.npz")
-            with open(tmp / "index.json", "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            _swap_in(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """Writes the index to ``directory`` (created or replaced as a whole, atomically; see
+        :mod:`heatsearch.app.storage`)."""
+        storage.write_index(
+            directory,
+            storage.StoredIndex(
+                config=self.config.to_dict(),
+                paths=list(self.paths),
+                descriptors=self.descriptors,
+                pooled=self.pooled,
+                mean=self.mean,
+                whitening=self.whitening,
+                whitening_learned=self.whitening_learned,
+            ),
+        )
 
     @classmethod
     def load(cls, directory: PathLike, *, mmap: bool = True, extractor: Any = None) -> "Index":
         """Reads an index written by :meth:`save` (descriptors memory-mapped by default)."""
-        root = Path(directory)
-        meta_path = root / "index.json"
-        if not meta_path.is_file():
-            raise IndexFileError(f"{str(root)!r} is not a heatsearch index: no index.json in it")
+        stored = storage.read_index(directory, mmap=mmap)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise IndexFileError(f"{meta_path}: corrupt index.json ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-            raise IndexFileError(f"{meta_path}: expected format {INDEX_FORMAT!r}, got {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
-        if meta.get("version") != INDEX_VERSION:
-            raise IndexFileError(f"{meta_path}: index format version {meta.get('version')!r}, this heatsearch reads version {INDEX_VERSION}")
-        try:
-            config = IndexConfig.from_dict(meta["config"])
-            paths = list(meta["paths"])
-            desc = np.load(root / "descriptors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-            pooled = np.load(root / "pooled.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-            mean = np.load(root / "mean.npy", allow_pickle=False) if meta["has_mean"] else None
-            whitening = PCAWhitening.load(root / "whitening.npz") if meta["has_whitening"] else None
-        except (KeyError, TypeError, OSError, ValueError) as e:
-            raise IndexFileError(f"{root}: incomplete or corrupt index ({type(e).__name__}: {e})") from e
-        if desc.ndim != 2 or desc.shape[0] != len(paths) or desc.shape[0] != meta["count"] or (len(paths) and desc.shape[1] != meta["dim"]) or pooled.shape[0] != desc.shape[0]:
-            raise IndexFileError(
-                f"{root}: descriptors of shape {desc.shape} do not match the {len(paths)} paths "
-                f"and dimension {meta.get('dim')} recorded in index.json"
-            )
+            config = IndexConfig.from_dict(stored.config)
+        except (TypeError, InvalidInputError) as e:
+            raise IndexFileError(f"{directory}: bad configuration in index.json ({e})") from e
         return cls(
             config=config,
-            whitening=whitening,
-            whitening_learned=bool(meta.get("whitening_learned", False)),
-            paths=paths,
-            descriptors=desc if len(paths) else None,
-            pooled=pooled if len(paths) else None,
-            mean=mean,
+            whitening=stored.whitening,
+            whitening_learned=stored.whitening_learned,
+            paths=stored.paths,
+            descriptors=stored.descriptors,
+            pooled=stored.pooled,
+            mean=stored.mean,
             extractor=extractor,
         )
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replaces ``target`` by the complete directory ``new``: the old one is moved aside first
-    and removed only after the new one is in place (restored if the move fails)."""
-    if target.exists() and not (target / "index.json").is_file() and any(target.iterdir()):
-        raise IndexFileError(f"{str(target)!r} exists and is not a heatsearch index: refusing to replace it")
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:

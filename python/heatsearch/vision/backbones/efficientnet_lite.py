@@ -31,7 +31,7 @@ works and every stride-2 stage maps ``n`` to ``ceil(n / 2)``: the stride-32 maps
 ``ceil(H / 32) x ceil(W / 32)`` cells. (Stride-1 convs with odd kernels pad ``k // 2`` on each
 side, which is what 'same' gives for them.)
 
-Only torch is needed; the module is imported lazily by :mod:`heatsearch.extract`.
+Only torch is needed; the module is imported lazily by :mod:`heatsearch.vision.extract`.
 """
 
 from __future__ import annotations

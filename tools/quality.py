@@ -1,6 +1,6 @@
 """Retrieval quality on real multi-view photographs: the numbers behind heatsearch's defaults.
 
-    python benches/quality.py [--data ../shared/data] [--layers head,block15] [--sizes 0,512]
+    python tools/quality.py [--data ../shared/data] [--layers head,block15] [--sizes 0,512]
 
 Datasets (../shared/data, see its README):
 
@@ -28,7 +28,7 @@ import numpy as np
 
 import heatsearch as hs
 from heatsearch.aggregate import pool
-from heatsearch.extract import Extractor
+from heatsearch.vision.extract import Extractor
 from heatsearch.pipeline import rank
 
 POOLINGS = ("spoc", "mac", "gem", "rmac", "crow", "hew")

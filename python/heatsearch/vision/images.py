@@ -1,6 +1,6 @@
 """Image loading and preprocessing for CNN feature extraction.
 
-The pipeline of :mod:`heatsearch.extract`, step by step (each step is a public function):
+The pipeline of :mod:`heatsearch.vision.extract`, step by step (each step is a public function):
 
 1. :func:`to_rgb` / :func:`load_image`: decode with Pillow, apply the EXIF orientation (photos
    from phones are stored sideways with an orientation tag; ``exif_transpose=False`` keeps the
@@ -16,9 +16,8 @@ The pipeline of :mod:`heatsearch.extract`, step by step (each step is a public f
    full image, not of the crop, and ``base_scale = min(1, max_size / max(H, W))``: the longer
    side of a database image becomes at most ``max_size`` (default 1024, the paper's size; never
    upscaled), and a query crop is resized by the factor its full image gets, so queries and
-   database images are seen at the same scale. This is the reading of ALGORITHM.md's "queries
-   are cropped to their bounding box in pixel coordinates of the original image and not
-   resized again" (they are not resized to ``max_size`` on their own) and exactly what
+   database images are seen at the same scale. This is the query cropping of
+   docs/ALGORITHM.md, section 1 (a crop is not rescaled to ``max_size`` on its own) and what
    cirtorch/revisitop extraction does (``imresize(crop, imsize * max(crop.size) /
    max(full.size))``, never upscaling). For the Oxford/Paris images (longer side 1024 or less
    at ``max_size=1024``) the factor is 1: the crop is used as is. Cropping before resizing keeps
@@ -41,8 +40,9 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .datasets import MissingDependencyError
-from .errors import HeatsearchError, InvalidDTypeError, InvalidInputError
+from .. import _validate
+from .._compat import accepts_old_arguments
+from ..errors import ImageReadError, InvalidDTypeError, InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
@@ -76,10 +76,6 @@ DEFAULT_MAX_SIZE = 1024
 PathLike = Union[str, "os.PathLike[str]"]
 #: What the functions take as an image: a path, a PIL image or an ``(H, W[, 1|3|4])`` array.
 ImageLike = Union[PathLike, "PILImage.Image", np.ndarray]
-
-
-class ImageReadError(HeatsearchError, OSError):
-    """An image file is missing, unreadable, truncated or not an image; the message names it."""
 
 
 def _pil() -> Any:
@@ -345,29 +341,11 @@ def resize(image: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.stack(chans, axis=2), 0, 1).astype(np.float32)
 
 
-def _check_max_size(max_size: Any) -> Optional[int]:
-    if max_size is None:
-        return None
-    if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)):
-        raise InvalidDTypeError(f"max_size must be an int or None, got {type(max_size).__name__}")
-    if max_size < 1:
-        raise InvalidInputError(f"max_size must be >= 1, got {max_size}")
-    return int(max_size)
-
-
-def _check_scale(scale: Any) -> float:
-    try:
-        s = float(scale)
-    except (TypeError, ValueError):
-        raise InvalidDTypeError(f"a scale must be a number, got {type(scale).__name__}") from None
-    if not (math.isfinite(s) and s > 0):
-        raise InvalidInputError(f"a scale must be finite and > 0, got {scale!r}")
-    return s
-
-
+@accepts_old_arguments(positional=("max_size", "scale", "exif_transpose"))
 def prepare_image(
     image: ImageLike,
     bbox: Optional[Sequence[float]] = None,
+    *,
     max_size: Optional[int] = DEFAULT_MAX_SIZE,
     scale: float = 1.0,
     exif_transpose: bool = True,
@@ -388,8 +366,8 @@ def prepare_image(
         ``H' = round(h * s)``, ``W' = round(w * s)``, ``(h, w)`` the size of the (cropped)
         image and ``s = scale * min(1, max_size / max(H, W))`` for the full image's ``H, W``.
     """
-    max_size = _check_max_size(max_size)
-    s = _check_scale(scale)
+    max_size = _validate.optional_integer(max_size, "max_size", minimum=1)
+    s = _validate.real(scale, "scale", low=0.0, low_open=True)
     rgb = to_rgb(image, exif_transpose)
     full_h, full_w = rgb.shape[:2]
     if bbox is not None:

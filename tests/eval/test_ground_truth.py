@@ -11,16 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heatsearch import datasets
-from heatsearch.datasets import (
-    GroundTruth,
-    MissingDependencyError,
-    load_descriptors,
-    load_ground_truth,
-    save_ground_truth_json,
-)
-from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
-from heatsearch.evaluate import compute_map
+from heatsearch.eval import ground_truth
+from heatsearch.eval.descriptors import load_descriptors
+from heatsearch.eval.ground_truth import GroundTruth, load_ground_truth, save_ground_truth_json
+from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError, MissingDependencyError
+from heatsearch.eval.evaluate import compute_map
 
 try:
     import scipy.io as scipy_io
@@ -225,7 +220,7 @@ def test_json_docstring_example(tmp_path):
     assert gt.gnd[0]["ok"].tolist() == [1] and gt.gnd[1]["junk"].tolist() == []
     assert gt.gnd[0]["bbx"].tolist() == [10.0, 20.0, 200.0, 180.0] and "bbx" not in gt.gnd[1]
     assert gt.gnd[0]["ok"].flags.writeable is False
-    assert datasets.__doc__ is not None and '"format": "heatsearch-gnd"' in datasets.__doc__
+    assert ground_truth.__doc__ is not None and '"format": "heatsearch-gnd"' in ground_truth.__doc__
 
 
 def test_json_query_indices_only_and_revisited(tmp_path):

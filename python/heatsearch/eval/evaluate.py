@@ -3,7 +3,7 @@
 The protocol is the one of the Oxford/Paris benchmarks as coded in revisitop
 (Radenovic et al., "Revisiting Oxford and Paris", CVPR 2018,
 https://github.com/filipradenovic/revisitop, ``python/evaluate.py``) and the project's
-ALGORITHM.md, section 4:
+docs/ALGORITHM.md, section 4:
 
 * Junk images are ignored: every positive's 0-based position is decreased by the number of
   junk images ranked before it (the query itself is junk for Holidays, for example).
@@ -30,8 +30,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _checks
-from .errors import InvalidDTypeError, InvalidInputError
+from .. import _validate
+from .._compat import accepts_old_arguments
+from ..errors import InvalidDTypeError, InvalidInputError
 
 __all__ = ["MapResult", "compute_map", "revisited", "PROTOCOLS", "DEFAULT_KAPPAS"]
 
@@ -71,11 +72,12 @@ class MapResult:
         return f"MapResult(map={self.map:.4f}{', ' + mp if mp else ''}, queries={n}/{self.aps.size})"
 
 
+@accepts_old_arguments(positional=("kappas",))
 def compute_map(
     ranks: Any,
     gnd: Sequence[Mapping[str, Any]],
-    kappas: Sequence[int] = DEFAULT_KAPPAS,
     *,
+    kappas: Sequence[int] = DEFAULT_KAPPAS,
     n: Optional[int] = None,
 ) -> MapResult:
     """Mean average precision and mean precision at k of ranked retrieval results.
@@ -111,14 +113,11 @@ def compute_map(
     (``n`` = largest index + 1); a sort-based ``O(n_queries * m log m)`` path is used when the
     indices are too sparse for a table.
     """
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise InvalidInputError(f"n must be a non-negative integer (database size), got {n!r}")
-        n = int(n)
+    n = _validate.optional_integer(n, "n")
     qgnd = _check_gnd(gnd, n)
     nq = len(qgnd)
     ks = _check_kappas(kappas)
-    r = _checks.ranking(ranks, nq, n, max_columns=n)
+    r = _validate.ranking(ranks, nq, n, max_columns=n)
     m = r.shape[1]
 
     gnd_max = max((int(a.max()) for ok, junk in qgnd for a in (ok, junk) if a.size), default=-1)
@@ -166,7 +165,7 @@ def revisited(gnd: Sequence[Mapping[str, Any]], protocol: str) -> List[Dict[str,
             optionally ``"bbx"``.
         protocol: ``"easy"`` (positives: easy; junk: junk + hard), ``"medium"`` (positives:
             easy + hard; junk: junk) or ``"hard"`` (positives: hard; junk: junk + easy), as in
-            revisitop's ``example_evaluate.py`` and ALGORITHM.md, section 4.
+            revisitop's ``example_evaluate.py`` and docs/ALGORITHM.md, section 4.
 
     Returns:
         One ``{"ok": int64 array, "junk": int64 array}`` per query (plus ``"bbx"`` when the
@@ -177,10 +176,7 @@ def revisited(gnd: Sequence[Mapping[str, Any]], protocol: str) -> List[Dict[str,
             without ``easy``/``hard``/``junk``.
         InvalidDTypeError: non-integer indices.
     """
-    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
-        raise InvalidInputError(
-            f"protocol must be one of {', '.join(repr(p) for p in PROTOCOLS)}, got {protocol!r}"
-        )
+    _validate.choice(protocol, "protocol", PROTOCOLS)
     entries = _gnd_list(gnd)
     out: List[Dict[str, np.ndarray]] = []
     for i, entry in enumerate(entries):
@@ -264,7 +260,7 @@ def _positions_sorted(
 
 
 # --------------------------------------------------------------------------------------------
-# Argument checks
+# The ground-truth records and kappas (format checks of the evaluation's own inputs)
 
 
 def _gnd_list(gnd: Any) -> List[Mapping[str, Any]]:
@@ -347,15 +343,9 @@ def _check_gnd(gnd: Any, n: Optional[int]) -> List[Tuple[np.ndarray, np.ndarray]
 
 
 def _check_kappas(kappas: Any) -> Tuple[int, ...]:
-    try:
-        ks = tuple(kappas)
-    except TypeError:
-        raise InvalidInputError(
-            f"kappas must be a sequence of positive integers, got {kappas!r}"
-        ) from None
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidInputError(f"kappas must be positive integers, got {k!r} in {kappas!r}")
-    if len(set(int(k) for k in ks)) != len(ks):
+    if isinstance(kappas, (str, bytes)) or not hasattr(kappas, "__iter__"):
+        raise InvalidInputError(f"kappas must be a sequence of positive integers, got {kappas!r}")
+    ks = tuple(_validate.integer(k, f"kappas[{i}]", minimum=1) for i, k in enumerate(kappas))
+    if len(set(ks)) != len(ks):
         raise InvalidInputError(f"kappas must not repeat a value, got {kappas!r}")
-    return tuple(int(k) for k in ks)
+    return ks

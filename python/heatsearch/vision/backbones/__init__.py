@@ -1,4 +1,4 @@
-"""CNN backbones for :mod:`heatsearch.extract`: names, layers, offline weights.
+"""CNN backbones for :mod:`heatsearch.vision.extract`: names, layers, offline weights.
 
 ========================  =========================  ======================================
 backbone                  layers (default first)     weights when ``weights=None``
@@ -18,7 +18,7 @@ backbone                  layers (default first)     weights when ``weights=None
 The hub cache is ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``, by
 default ``~/.cache/torch/hub/checkpoints``). Nothing is ever downloaded: a missing file raises
 :class:`WeightsNotFoundError` saying where to put it. See
-:mod:`heatsearch.backbones.efficientnet_lite` and :mod:`heatsearch.backbones.torchvision_nets`
+:mod:`heatsearch.vision.backbones.efficientnet_lite` and :mod:`heatsearch.vision.backbones.torchvision_nets`
 for the networks and layer definitions. Every layer's map is taken after a ReLU/ReLU6 and is
 non-negative (EfficientNet's ``block<i>`` outputs are linear in the network; heatsearch adds a
 ReLU there).
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
-from ..errors import HeatsearchError, InvalidInputError
+from ...errors import InvalidInputError, InvalidWeightsError, WeightsNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -78,14 +78,6 @@ _RANDOM = "random"
 _TAGS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 
 Weights = Union[None, str, "os.PathLike[str]", Mapping[str, Any]]
-
-
-class WeightsNotFoundError(HeatsearchError, FileNotFoundError):
-    """The weights of a backbone are not on this machine (heatsearch never downloads them)."""
-
-
-class InvalidWeightsError(HeatsearchError, ValueError):
-    """A weights file cannot be read, or does not fit the backbone (strict loading)."""
 
 
 @dataclass(frozen=True)

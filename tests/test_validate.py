@@ -1,0 +1,134 @@
+"""One validation layer: the Rust path and the NumPy reference raise the same exception, with
+the same message, for the same bad input (and the message says what was expected)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+import pytest
+
+import heatsearch as hs
+from heatsearch import reference
+from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
+
+rng = np.random.default_rng(7)
+X = hs.l2_normalize(rng.standard_normal((40, 8)).astype(np.float32))
+Q = hs.l2_normalize(rng.standard_normal((3, 8)).astype(np.float32))
+R = np.argsort(-(Q @ X.T), axis=1)[:, :20].astype(np.int64)
+S = np.take_along_axis(Q @ X.T, R, axis=1)
+FMAP = np.maximum(rng.standard_normal((5, 4, 6)), 0).astype(np.float32)
+G = hs.knn_graph(X, neighbors=5)
+
+
+def with_nan(a: np.ndarray, index: Tuple[int, ...], value: float = np.nan) -> np.ndarray:
+    b = a.copy()
+    b[index] = value
+    return b
+
+
+def ranks_with(row: int, col: int, value: int) -> np.ndarray:
+    r = R.copy()
+    r[row, col] = value
+    return r
+
+
+# name -> (function name, args, kwargs, expected type, a fragment the message must hold)
+CASES: Dict[str, Tuple[str, tuple, dict, type, str]] = {
+    # search
+    "search int dtype": ("search", (X.astype(np.int32), Q), {}, InvalidDTypeError, "float32 or float64"),
+    "search dtype mismatch": ("search", (X, Q.astype(np.float64)), {}, InvalidDTypeError, "dtype of X"),
+    "search 1-D query": ("search", (X, Q[0]), {}, InvalidInputError, "q[None, :]"),
+    "search other d": ("search", (X, Q[:, :5]), {}, InvalidInputError, "dimension of X"),
+    "search NaN in X": ("search", (with_nan(X, (7, 2)), Q), {}, InvalidInputError, "X must be finite, got NaN at row 7, column 2"),
+    "search inf in Q": ("search", (X, with_nan(Q, (1, 3), np.inf))), {}, InvalidInputError, "Q must be finite, got inf at row 1, column 3"),
+    "search NaN in both": ("search", (with_nan(X, (0, 0)), with_nan(Q, (2, 1)))), {}, InvalidInputError, "Q must be finite"),
+    "search k < 0": ("search", (X, Q, -1), {}, InvalidInputError, "k must be >= 0"),
+    "search k float": ("search", (X, Q, 2.0), {}, InvalidDTypeError, "k must be an int"),
+    # kNN graph
+    "knn neighbors 0": ("knn_graph", (X,), {"neighbors": 0}, InvalidInputError, "neighbors must be >= 1"),
+    "knn NaN": ("knn_graph", (with_nan(X, (39, 7)),), {}, InvalidInputError, "X must be finite, got NaN at row 39, column 7"),
+    "knn 3-D": ("knn_graph", (X[None],), {}, InvalidInputError, "2-D array"),
+    # HeW
+    "hew int map": ("hew_weights", (FMAP.astype(np.int64),), {}, InvalidDTypeError, "float32 or float64"),
+    "hew 4-D map": ("hew_weights", (FMAP[None],), {}, InvalidInputError, "channels-last"),
+    "hew empty map": ("hew_weights", (FMAP[:0],), {}, InvalidInputError, "at least one cell"),
+    "hew NaN map": ("hew_weights", (with_nan(FMAP, (1, 2, 3)),), {}, InvalidInputError, "fmap must be finite, got NaN at row 6, column 3"),
+    "hew pool inf map": ("hew_pool", (with_nan(FMAP, (4, 3, 5), -np.inf),), {}, InvalidInputError, "fmap must be finite, got -inf at row 19, column 5"),
+    "hew mean length": ("hew_weights", (FMAP, np.zeros(5, np.float32)), {}, InvalidInputError, "mean must have shape (6,)"),
+    "hew mean NaN": ("hew_pool", (FMAP, with_nan(np.zeros(6, np.float32), (4,))), {}, InvalidInputError, "mean must be finite, got NaN at index 4"),
+    "hew threshold < 0": ("hew_weights", (FMAP,), {"threshold": -0.1}, InvalidInputError, "threshold must be a finite number >= 0"),
+    "hew ground 0": ("hew_pool", (FMAP,), {"ground": 0}, InvalidInputError, "ground must be a finite number > 0"),
+    "hew ground str": ("hew_pool", (FMAP,), {"ground": "0.1"}, InvalidDTypeError, "ground must be a real number"),
+    "batch NaN in map 2": ("hew_pool_batch", ([FMAP, FMAP, with_nan(FMAP, (0, 1, 2))],), {}, InvalidInputError, "fmaps[2] must be finite, got NaN at row 1, column 2"),
+    "batch mixed C": ("hew_pool_batch", ([FMAP, FMAP[..., :4]],), {}, InvalidInputError, "same number of channels"),
+    "batch mixed dtype": ("hew_pool_batch", ([FMAP, FMAP.astype(np.float64)],), {}, InvalidDTypeError, "same dtype"),
+    "batch empty": ("hew_pool_batch", ([],), {}, InvalidInputError, "at least one feature map"),
+    "local_mean NaN": ("local_mean", ([FMAP, with_nan(FMAP, (3, 3, 0))],), {}, InvalidInputError, "fmaps[1] must be finite, got NaN at row 15, column 0"),
+    # HeR
+    "her ranks float": ("heat_rerank", (X, Q, R.astype(np.float32)), {}, InvalidDTypeError, "argsort"),
+    "her ranks transposed": ("heat_rerank", (X, Q, R.T), {}, InvalidInputError, "ranks.T"),
+    "her ranks out of range": ("heat_rerank", (X, Q, ranks_with(1, 4, 40)), {}, InvalidInputError, "got 40 at row 1, column 4"),
+    "her ranks 1-based": ("heat_rerank", (X, Q, ranks_with(2, 0, 40)), {}, InvalidInputError, "1-based"),
+    "her ranks negative": ("heat_rerank", (X, Q, ranks_with(0, 3, -2)), {}, InvalidInputError, "got -2 at row 0, column 3"),
+    "her ranks repeat": ("heat_rerank", (X, Q, ranks_with(2, 5, int(R[2, 1]))), {}, InvalidInputError, f"got {int(R[2, 1])} again at row 2, column 5"),
+    "her NaN in X": ("heat_rerank", (with_nan(X, (3, 3)), Q, R), {}, InvalidInputError, "X must be finite, got NaN at row 3, column 3"),
+    "her NaN scores": ("heat_rerank", (X, Q, R), {"scores": with_nan(S, (1, 1))}, InvalidInputError, "scores must be finite"),
+    "her scores shape": ("heat_rerank", (X, Q, R), {"scores": S[:, :3]}, InvalidInputError, "shape of ranks"),
+    "her depth < 0": ("heat_rerank", (X, Q, R), {"depth": -1}, InvalidInputError, "depth must be >= 0"),
+    "her depth bool": ("heat_rerank", (X, Q, R), {"depth": True}, InvalidDTypeError, "depth must be an int"),
+    "her ground nan": ("heat_rerank", (X, Q, R), {"ground": float("nan")}, InvalidInputError, "ground must be a finite number > 0"),
+    "her empty X": ("heat_rerank", (X[:0], Q, R[:, :0]), {}, InvalidInputError, "at least one row"),
+    # diffusion
+    "diffusion alpha 1": ("diffusion_rerank", (X, Q, R), {"graph": G, "alpha": 1.0}, InvalidInputError, "alpha must be a finite number in [0, 1)"),
+    "diffusion gamma 0": ("diffusion_rerank", (X, Q, R), {"graph": G, "gamma": 0}, InvalidInputError, "gamma must be a finite number > 0"),
+    "diffusion query_neighbors 0": ("diffusion_rerank", (X, Q, R), {"graph": G, "query_neighbors": 0}, InvalidInputError, "query_neighbors must be >= 1"),
+    "diffusion truncation 0": ("diffusion_rerank", (X, Q, R), {"graph": G, "truncation": 0}, InvalidInputError, "truncation must be >= 1"),
+    "diffusion tol nan": ("diffusion_rerank", (X, Q, R), {"graph": G, "tol": float("nan")}, InvalidInputError, "tol must be a finite number >= 0"),
+    "diffusion graph of other n": ("diffusion_rerank", (X[:30], Q, R % 30), {"graph": G}, InvalidInputError, "one row per database item"),
+    "diffusion graph type": ("diffusion_rerank", (X, Q, R), {"graph": "g"}, InvalidDTypeError, "KnnGraph"),
+    "diffusion ranks repeat": ("diffusion_rerank", (X, Q, ranks_with(0, 9, int(R[0, 0]))), {"graph": G}, InvalidInputError, "again at row 0, column 9"),
+    "diffusion NaN in Q": ("diffusion_rerank", (X, with_nan(Q, (0, 0)), R), {"graph": G}, InvalidInputError, "Q must be finite, got NaN at row 0, column 0"),
+    "diffusion scores without ranks": ("diffusion_rerank", (X, Q), {"graph": G, "scores": S}, InvalidInputError, "without ranks"),
+}
+
+
+def call(impl: str, name: str, args: tuple, kwargs: dict) -> BaseException:
+    module: Any = hs if impl == "rust" else reference
+    func: Callable[..., Any] = getattr(module, name)
+    with pytest.raises(HeatsearchError) as info:
+        func(*args, **kwargs)
+    return info.value
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rust_and_reference_raise_the_same_error(case):
+    name, args, kwargs, kind, fragment = CASES[case]
+    rust = call("rust", name, args, kwargs)
+    ref = call("reference", name, args, kwargs)
+    assert type(rust) is type(ref) is kind, (type(rust), type(ref))
+    assert str(rust) == str(ref)
+    assert fragment in str(rust), str(rust)
+
+
+@pytest.mark.parametrize("impl", ["rust", "reference"])
+def test_a_mistake_has_one_wording_whichever_function_meets_it(impl):
+    """The same bad X in different functions: the same sentence."""
+    bad = with_nan(X, (5, 1))
+    messages = {
+        str(call(impl, name, args, {}))
+        for name, args in [("search", (bad, Q)), ("knn_graph", (bad,)), ("heat_rerank", (bad, Q, R))]
+    }
+    messages.add(str(pytest.raises(InvalidInputError, hs.average_query_expansion, bad, Q, R).value))
+    assert messages == {"X must be finite, got NaN at row 5, column 1"}
+
+
+def test_functions_without_a_kernel_use_the_same_checks():
+    with pytest.raises(InvalidInputError, match=r"^X must be finite, got inf at row 2, column 0$"):
+        hs.l2_normalize(with_nan(X, (2, 0), np.inf))
+    with pytest.raises(InvalidInputError, match=r"ranks must hold database indices in \[0, 40\), got 41"):
+        hs.average_query_expansion(X, Q, ranks_with(0, 0, 41))
+    with pytest.raises(InvalidInputError, match=r"got 3 again at row 1, column 1"):
+        hs.compute_map(np.array([[1, 2], [3, 3]]), [{"ok": [1]}, {"ok": [3]}])
+    with pytest.raises(InvalidInputError, match=r"indices must hold database indices in \[0, 3\)"):
+        hs.KnnGraph(np.array([[1], [2], [3]]), np.ones((3, 1)))

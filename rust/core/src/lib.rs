@@ -45,5 +45,5 @@ pub use error::{Error, Result};
 pub use hew::{hew_pool, hew_pool_batch, hew_weights, local_mean, HewParams};
 pub use knn::{knn_graph, KnnGraph};
 pub use real::Real;
-pub use rerank::{heat_rerank, HerParams, HerSolver};
+pub use rerank::{heat_rerank, HerParams};
 pub use search::{search, Ranking};

@@ -14,6 +14,14 @@
 //! temperature is exactly 0: the first-pass order of the top `k` is kept. A candidate with no
 //! positive affinity (or none connecting it to the query) also has temperature 0 and goes
 //! after the heated ones, in first-pass order.
+//!
+//! Why conjugate gradient, with Cholesky as its fallback: building `M` (centring, Gram,
+//! threshold: 2.9-5.3 ms a query at `k = 800`, `d = 512`) dominates either way, and CG (20-29
+//! iterations) was measured 13-17% faster than a Cholesky solve on Holidays and 8-20% slower
+//! on clustered synthetic data (under 10% of a query either way); in `f32` it is 12-20 times
+//! more accurate (its `f64` vectors solve the `f32` system to 1e-13, an `f32` Cholesky factor
+//! is off by 1e-4, enough to reorder near-ties: a query's candidate temperatures typically
+//! differ by under 1%).
 
 use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{MatMut, MatRef, Par, RowRef};
@@ -36,53 +44,31 @@ pub const DEFAULT_K: usize = 800;
 /// Ground conductance factor: `z = 0.1 * mean of the positive affinities` (the paper).
 pub const DEFAULT_GROUND: f64 = 0.1;
 
-/// How each query's heat system `M x = D e_q` is solved.
-///
-/// Both are exact to rounding and give the same rankings up to near-ties. The default,
-/// [`HerSolver::ConjugateGradient`], won the measurement below; the Cholesky path stays as the
-/// fallback for a system on which CG does not converge, and for comparison.
-///
-/// Measured with `cargo run --release -p heatsearch-core --example her_solvers [FILE]` (2-core
-/// Xeon VM with AVX-512, shared with other jobs; one thread; row-major input as from NumPy;
-/// `k = 800`, `d = 512`; 20 queries x 5; per query, min / median over the runs; "error" =
-/// max |x - x_ref| / max |x_ref| against an `f64` Cholesky solve of the `f64` system):
-///
-/// | data, dtype | build `M` (centre, Gram, threshold) | Cholesky solve | CG solve (iterations) | error Cholesky / CG |
-/// |---|---|---|---|---|
-/// | Holidays (sqrt + L2), f32 | 2.9 / 3.3 ms | 1.41 / 1.61 ms | 1.23 / 1.40 ms (20-22) | 1.2e-4 / 9.5e-6 |
-/// | Holidays (sqrt + L2), f64 | 5.0 / 5.4 ms | 2.55 / 2.88 ms | 2.12 / 2.40 ms (20-22) | 0 / 9.8e-14 |
-/// | clustered synthetic, f32  | 3.1 / 3.3 ms | 1.43 / 1.62 ms | 1.54 / 1.90 ms (26-29) | 1.2e-4 / 5.4e-6 |
-/// | clustered synthetic, f64  | 5.3 / 5.7 ms | 2.55 / 2.90 ms | 3.05 / 3.35 ms (26-29) | 0 / 7.3e-14 |
-///
-/// The Gram (`k^2 d / 2` multiply-adds, 2.3 ms of the f32 build) dominates either way. CG
-/// breaks even with Cholesky at about 24 iterations: it is 13-17% faster on the real data and
-/// 8-20% slower on the synthetic set (under 10% of a query's time either way). In `f32` CG is
-/// 12 to 20 times more accurate: its `f64` vectors solve the `f32` system to 1e-13, where an
-/// `f32` Cholesky factor is off by 1e-4, which reorders near-ties (temperatures of a query's
-/// candidates typically differ by under 1% of their value). Hence CG, with Cholesky as the
-/// fallback. The CG matrix-vector product is compiled for AVX-512 / AVX2 and picked at run
-/// time: in the baseline (SSE2) build it took 1.75 ms instead of 1.2 ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum HerSolver {
+/// How each query's heat system `M x = D e_q` is solved. Both are exact to rounding; HeR
+/// always uses [`Solver::ConjugateGradient`], which falls back to [`Solver::Cholesky`] when
+/// it does not converge. The unit tests compare the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Solver {
     /// Dense Cholesky factor of the `(k+1) x (k+1)` matrix in the input's dtype (about
     /// `k^3 / 3` flops), then one triangular solve: the query is the LAST node, so the forward
     /// substitution of `D e_q` is a single division and only the back substitution remains.
+    /// Asked for directly only by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     Cholesky,
     /// Jacobi-preconditioned conjugate gradient on the matrix in the input's dtype with `f64`
     /// vectors, to a residual of `1e-13 * ||D e_q||` (each iteration one pass over the lower
-    /// triangle of `M`, `k^2 / 2` entries and `k^2` multiply-adds), falling back to [`HerSolver::Cholesky`]
-    /// after [`CG_MAX_ITERATIONS`] iterations.
-    #[default]
+    /// triangle of `M`, `k^2 / 2` entries and `k^2` multiply-adds), falling back to
+    /// [`Solver::Cholesky`] after [`CG_MAX_ITERATIONS`] iterations.
     ConjugateGradient,
 }
 
 /// Relative residual at which the conjugate gradient stops.
-pub const CG_TOLERANCE: f64 = 1e-13;
+const CG_TOLERANCE: f64 = 1e-13;
 /// Iterations after which the conjugate gradient gives up and the query is solved by Cholesky:
 /// about four times what Holidays and clustered synthetic data need at `k = 800` (20 to 29);
 /// each iteration costs about 1/20 of a Cholesky factor, so a query that hits the cap costs
 /// about 6 times the usual solve, never unboundedly more.
-pub const CG_MAX_ITERATIONS: usize = 100;
+const CG_MAX_ITERATIONS: usize = 100;
 
 /// Parameters of HeR. `Default` gives the paper's `k = 800`, `ground = 0.1`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,8 +78,6 @@ pub struct HerParams {
     pub k: usize,
     /// Ground conductance factor: `z = ground * mean of the positive affinities` (> 0).
     pub ground: f64,
-    /// Linear solver of each query's heat system.
-    pub solver: HerSolver,
 }
 
 impl Default for HerParams {
@@ -101,7 +85,6 @@ impl Default for HerParams {
         Self {
             k: DEFAULT_K,
             ground: DEFAULT_GROUND,
-            solver: HerSolver::default(),
         }
     }
 }
@@ -129,6 +112,18 @@ pub fn heat_rerank<T: Real>(
     ranks: MatRef<'_, i64>,
     scores: Option<MatRef<'_, T>>,
     params: HerParams,
+) -> Result<Ranking<T>> {
+    rerank_with(x, q, ranks, scores, params, Solver::ConjugateGradient)
+}
+
+/// [`heat_rerank`] with the given solver.
+fn rerank_with<T: Real>(
+    x: MatRef<'_, T>,
+    q: MatRef<'_, T>,
+    ranks: MatRef<'_, i64>,
+    scores: Option<MatRef<'_, T>>,
+    params: HerParams,
+    solver: Solver,
 ) -> Result<Ranking<T>> {
     let (n, d) = (x.nrows(), x.ncols());
     let (nq, m) = (ranks.nrows(), ranks.ncols());
@@ -169,22 +164,10 @@ pub fn heat_rerank<T: Real>(
         validate::rankings(ranks, n)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
-            .map(|i| rerank_one(x, q, i, ranks, scores, params))
+            .map(|i| rerank_one(x, q, i, ranks, scores, params, solver))
             .collect::<Result<_>>()?;
         Ok(Ranking::from_rows(rows, m))
     })?
-}
-
-/// The heat temperature `G_{i,q}` of each candidate (rows `candidates` of `x`, in that order)
-/// when `query` alone is heated, in `f64`; `x` and `query` validated, `query` of length `d`.
-pub fn heat_temperatures<T: Real>(
-    x: MatRef<'_, T>,
-    query: RowRef<'_, T>,
-    candidates: &[usize],
-    ground: f64,
-    solver: HerSolver,
-) -> Result<Vec<f64>> {
-    heat_temperatures_traced(x, query, candidates, ground, solver).map(|(t, _)| t)
 }
 
 /// One query's re-ranked row: `(ranks, scores)`, each of length m.
@@ -195,6 +178,7 @@ fn rerank_one<T: Real>(
     ranks: MatRef<'_, i64>,
     scores: Option<MatRef<'_, T>>,
     params: HerParams,
+    solver: Solver,
 ) -> Result<(Vec<i64>, Vec<T>)> {
     let m = ranks.ncols();
     let k = params.k.min(m);
@@ -218,7 +202,7 @@ fn rerank_one<T: Real>(
                 .collect()
         }
     };
-    let t = heat_temperatures(x, query, &row[..k], params.ground, params.solver)?;
+    let t = heat_temperatures(x, query, &row[..k], params.ground, solver)?;
     let mut order: Vec<usize> = (0..k).collect();
     // Stable: equal temperatures keep their first-pass order. Temperatures are finite.
     order.sort_by(|&a, &b| t[b].partial_cmp(&t[a]).unwrap_or(std::cmp::Ordering::Equal));
@@ -511,19 +495,18 @@ fn cg_iterations<T: Real>(m: MatRef<'_, T>) -> Option<(Vec<f64>, usize)> {
     None
 }
 
-/// [`heat_temperatures`] and the number of conjugate-gradient iterations it took (`None`:
-/// solved by Cholesky, asked for or as the fallback, or nothing to solve).
-#[doc(hidden)]
-pub fn heat_temperatures_traced<T: Real>(
+/// The heat temperature `G_{i,q}` of each candidate (rows `candidates` of `x`, in that order)
+/// when `query` alone is heated, in `f64`; `x` and `query` validated, `query` of length `d`.
+fn heat_temperatures<T: Real>(
     x: MatRef<'_, T>,
     query: RowRef<'_, T>,
     candidates: &[usize],
     ground: f64,
-    solver: HerSolver,
-) -> Result<(Vec<f64>, Option<usize>)> {
+    solver: Solver,
+) -> Result<Vec<f64>> {
     let (k, d) = (candidates.len(), x.ncols());
     if k == 0 {
-        return Ok((Vec::new(), None));
+        return Ok(Vec::new());
     }
     let size = k + 1;
     with_workspace::<T, _>(|ws| {
@@ -531,9 +514,9 @@ pub fn heat_temperatures_traced<T: Real>(
         // No positive affinity: A = 0, G = I, every candidate's temperature is 0.
         let Some(system) = build_heat_system(x, query, candidates, ground, cells, m.rb_mut())
         else {
-            return Ok((vec![0.0; k], None));
+            return Ok(vec![0.0; k]);
         };
-        let (mut t, iterations) = solve_heat_system(m, solver)?;
+        let mut t = solve_heat_system(m, solver)?;
         t.truncate(k);
         // Exactly 0 already; written out so that the rule does not rest on rounding.
         for (ti, &c) in t.iter_mut().zip(&system.connected) {
@@ -541,15 +524,14 @@ pub fn heat_temperatures_traced<T: Real>(
                 *ti = 0.0;
             }
         }
-        Ok((t, iterations))
+        Ok(t)
     })
 }
 
-/// Step 1-3 of one query: `M = D - A` of the candidates and the query (last) into the lower
+/// Steps 1-3 of one query: `M = D - A` of the candidates and the query (last) into the lower
 /// triangle of `m` (`(k+1) x (k+1)`, column-major), `cells` (`d x (k+1)`) as scratch; `None`
-/// when no affinity is positive. Public (hidden) for `examples/her_solvers.rs`.
-#[doc(hidden)]
-pub fn build_heat_system<T: Real>(
+/// when no affinity is positive.
+fn build_heat_system<T: Real>(
     x: MatRef<'_, T>,
     query: RowRef<'_, T>,
     candidates: &[usize],
@@ -568,21 +550,17 @@ pub fn build_heat_system<T: Real>(
     })
 }
 
-/// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node) and the number of CG
-/// iterations (`None`: solved by Cholesky, which overwrites `m` with its factor). Public
-/// (hidden) for `examples/her_solvers.rs`.
-#[doc(hidden)]
-pub fn solve_heat_system<T: Real>(
-    m: MatMut<'_, T>,
-    solver: HerSolver,
-) -> Result<(Vec<f64>, Option<usize>)> {
+/// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node). The Cholesky solve
+/// (asked for, or the fallback of a conjugate gradient that did not converge) overwrites `m`
+/// with its factor.
+fn solve_heat_system<T: Real>(m: MatMut<'_, T>, solver: Solver) -> Result<Vec<f64>> {
     let cg = match solver {
-        HerSolver::Cholesky => None,
-        HerSolver::ConjugateGradient => cg_iterations(m.rb()),
+        Solver::Cholesky => None,
+        Solver::ConjugateGradient => cg_iterations(m.rb()),
     };
     match cg {
-        Some((t, it)) => Ok((t, Some(it))),
-        None => Ok((solve_cholesky(m)?, None)),
+        Some((t, _)) => Ok(t),
+        None => solve_cholesky(m),
     }
 }
 
@@ -599,21 +577,18 @@ mod tests {
         q: &faer::Mat<f64>,
         ranks: &[i64],
         k: usize,
-        solver: HerSolver,
+        solver: Solver,
     ) -> Ranking<f64> {
         let r = faer::Mat::from_fn(q.nrows(), ranks.len() / q.nrows(), |i, p| {
             ranks[i * (ranks.len() / q.nrows()) + p]
         });
-        heat_rerank(
+        rerank_with(
             x.as_ref(),
             q.as_ref(),
             r.as_ref(),
             None,
-            HerParams {
-                k,
-                ground: 0.1,
-                solver,
-            },
+            HerParams { k, ground: 0.1 },
+            solver,
         )
         .unwrap()
     }
@@ -633,7 +608,7 @@ mod tests {
     fn small_case_worked_by_hand() {
         let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
         let q = mat(&[&[2.0, 0.0]]);
-        for solver in [HerSolver::Cholesky, HerSolver::ConjugateGradient] {
+        for solver in [Solver::Cholesky, Solver::ConjugateGradient] {
             let out = rerank(&x, &q, &[1, 2, 0], 3, solver);
             assert_eq!(out.ranks, vec![0, 1, 2]);
             let expected = 2.5 * 2.65 / 0.7725;
@@ -654,11 +629,11 @@ mod tests {
     fn degenerate_head_keeps_order_and_tail_is_untouched() {
         let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
         let q = mat(&[&[2.0, 0.0]]);
-        let out = rerank(&x, &q, &[1, 2, 0], 2, HerSolver::default());
+        let out = rerank(&x, &q, &[1, 2, 0], 2, Solver::ConjugateGradient);
         assert_eq!(out.ranks, vec![1, 2, 0]);
         assert_eq!(out.scores, vec![0.0, 0.0, 4.0]);
         // k = 0: unchanged, all first-pass inner products.
-        let out = rerank(&x, &q, &[1, 2, 0], 0, HerSolver::default());
+        let out = rerank(&x, &q, &[1, 2, 0], 0, Solver::ConjugateGradient);
         assert_eq!(out.ranks, vec![1, 2, 0]);
         assert_eq!(out.scores, vec![0.0, -4.0, 4.0]);
     }
@@ -676,8 +651,8 @@ mod tests {
         let x = faer::Mat::from_fn(60, 8, |_, _| next());
         let q = faer::Mat::from_fn(1, 8, |_, j| x[(5, j)] + 0.01 * (j as f64));
         let ranks: Vec<i64> = (0..60).rev().collect();
-        let a = rerank(&x, &q, &ranks, 50, HerSolver::Cholesky);
-        let b = rerank(&x, &q, &ranks, 50, HerSolver::ConjugateGradient);
+        let a = rerank(&x, &q, &ranks, 50, Solver::Cholesky);
+        let b = rerank(&x, &q, &ranks, 50, Solver::ConjugateGradient);
         for (s, t) in a.scores.iter().zip(&b.scores) {
             assert!((s - t).abs() <= 1e-10 * s.abs().max(1e-3), "{s} vs {t}");
         }

@@ -37,11 +37,7 @@ fn heat_rerank<'py>(
     k: usize,
     ground: f64,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let params = HerParams {
-        k,
-        ground,
-        ..HerParams::default()
-    };
+    let params = HerParams { k, ground };
     match (x, q, scores) {
         (Matrix::F32(x), Matrix::F32(q), None) => run(py, x, q, ranks, None, params),
         (Matrix::F32(x), Matrix::F32(q), Some(Matrix::F32(s))) => {

@@ -12,34 +12,34 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatRef, Par};
 
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team::Crew;
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::team::Crew;
 use crate::triangle::{sum_squares, LANES};
 
 /// How the affinity entries are filtered and the ground conductance chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AffinityRules {
+pub(crate) struct AffinityRules {
     /// Entries below it are set to 0 (`tau`; must be >= 0).
-    pub threshold: f64,
+    pub(crate) threshold: f64,
     /// The ground conductance is `ground * mean{A_ij : A_ij > 0}` (must be > 0).
-    pub ground: f64,
+    pub(crate) ground: f64,
 }
 
 /// What building the heat system found out besides `M` itself.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HeatSystem {
+pub(crate) struct HeatSystem {
     /// `connected[i]`: cell i has a positive affinity to at least one other cell.
-    pub connected: Vec<bool>,
+    pub(crate) connected: Vec<bool>,
     /// The ground conductance `z`.
-    pub z: f64,
+    pub(crate) z: f64,
 }
 
 /// Relative size below which a centred feature counts as zero ("equal to the mean"): a
 /// difference of a few roundings of the mean is noise, not a direction (measured: the mean of
 /// three equal values can differ from them in the last bit, and normalising that difference
 /// would give a full unit vector).
-pub const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
+pub(crate) const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
 
 /// Columns per item of the passes over columns.
 const COLUMNS_PER_ITEM: usize = 16;
@@ -49,7 +49,7 @@ const COLUMNS_PER_ITEM: usize = 16;
 ///
 /// With `unit`, a row equal to `mu` up to rounding (`||f_i - mu|| <= 16 eps (||f_i|| +
 /// ||mu||)`, `eps` of `T`) becomes a zero column: its affinity to every cell is 0.
-pub fn centre_columns<T: Real>(
+pub(crate) fn centre_columns<T: Real>(
     crew: &Crew<'_>,
     f: MatRef<'_, T>,
     mu: &[f64],
@@ -200,7 +200,7 @@ fn keep_and_negate<T: Real>(col: &mut [T], tau: T, rows: &mut [f64]) -> (f64, us
 /// the Gram products' output blocks.
 ///
 /// Returns `None` when no affinity is positive (the caller's degenerate case).
-pub fn heat_system<T: Real>(
+pub(crate) fn heat_system<T: Real>(
     crew: &Crew<'_>,
     cells: MatRef<'_, T>,
     dead: Option<&[bool]>,

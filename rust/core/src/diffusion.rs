@@ -32,9 +32,22 @@ use crate::search::Ranking;
 use crate::threads;
 use crate::validate;
 
-/// Parameters of diffusion. `Default` gives Iscen et al.'s (and fyang93/diffusion's):
-/// `query_k = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`, 20 iterations,
-/// `tol = 1e-6`.
+/// Items of the first-pass ranking that hold the query's heat (Iscen et al.'s `kq`).
+pub const DEFAULT_QUERY_K: usize = 10;
+/// Diffusion rate.
+pub const DEFAULT_ALPHA: f64 = 0.99;
+/// Power of the similarities.
+pub const DEFAULT_GAMMA: f64 = 3.0;
+/// Items of the first-pass ranking that the diffusion re-orders.
+pub const DEFAULT_TRUNCATION: usize = 1000;
+/// Conjugate-gradient iterations (fyang93/diffusion's `maxiter`).
+pub const DEFAULT_ITERATIONS: usize = 20;
+/// Relative residual at which the conjugate gradient stops.
+pub const DEFAULT_TOL: f64 = 1e-6;
+
+/// Parameters of diffusion. `Default` gives Iscen et al.'s (and fyang93/diffusion's): the
+/// `DEFAULT_*` constants, `query_k = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`,
+/// 20 iterations, `tol = 1e-6`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiffusionParams {
     /// Number of top-ranked items that hold the query's heat (`kq`); clamped to the truncation.
@@ -54,12 +67,12 @@ pub struct DiffusionParams {
 impl Default for DiffusionParams {
     fn default() -> Self {
         Self {
-            query_k: 10,
-            alpha: 0.99,
-            gamma: 3.0,
-            truncation: Some(1000),
-            iterations: 20,
-            tol: 1e-6,
+            query_k: DEFAULT_QUERY_K,
+            alpha: DEFAULT_ALPHA,
+            gamma: DEFAULT_GAMMA,
+            truncation: Some(DEFAULT_TRUNCATION),
+            iterations: DEFAULT_ITERATIONS,
+            tol: DEFAULT_TOL,
         }
     }
 }
@@ -67,25 +80,18 @@ impl Default for DiffusionParams {
 /// The normalised affinity `S = D^-1/2 W D^-1/2` of a mutual kNN graph, symmetric, in CSR
 /// form with sorted column indices and `f64` values.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// Row `i`'s entries are `indptr[i]..indptr[i + 1]`.
-    pub indptr: Vec<usize>,
+    pub(crate) indptr: Vec<usize>,
     /// Column (neighbour) of each entry.
-    pub indices: Vec<u32>,
+    pub(crate) indices: Vec<u32>,
     /// `S_ij` of each entry.
-    pub values: Vec<f64>,
-}
-
-impl Transition {
-    /// Number of items.
-    pub fn n(&self) -> usize {
-        self.indptr.len() - 1
-    }
+    pub(crate) values: Vec<f64>,
 }
 
 /// `S` of the mutual kNN graph given as neighbour lists: `indices (n, k)` (0-based, distinct
 /// within a row; an item listed as its own neighbour is ignored) and their `similarities`.
-pub fn transition<T: Real>(
+pub(crate) fn transition<T: Real>(
     indices: MatRef<'_, i64>,
     similarities: MatRef<'_, T>,
     gamma: f64,

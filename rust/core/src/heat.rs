@@ -12,7 +12,7 @@
 //! `f32` input accurate. Cost: `N^3/3` (Cholesky) `+ N^3/3` (triangular inverse) flops.
 //!
 //! HeW computes `R` and `V` together, tile by tile, as one task graph that the cores share
-//! ([`crate::tiled_cholesky`]). faer's own Cholesky and triangular inverse are faster on one
+//! ([`crate::parallel::tiled_cholesky`]). faer's own Cholesky and triangular inverse are faster on one
 //! core at N = 768 than split over two (measured), because each of their parallel steps pays
 //! a rayon wake-up. HeR's Cholesky fallback, one small system per thread, uses faer's
 //! ([`cholesky`]).
@@ -22,9 +22,9 @@ use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_s
 use faer::{MatMut, Par};
 
 use crate::error::{Error, Result};
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team::Crew;
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::team::Crew;
 use crate::triangle::{dot_with, sum_squares};
 
 pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
@@ -35,7 +35,7 @@ pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
 }
 
 /// Factors `M` (lower triangle read) in place into its lower Cholesky factor.
-pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
+pub(crate) fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
     let n = m.nrows();
     let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
     cholesky_in_place(
@@ -51,10 +51,10 @@ pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
 
 /// Per source j, `T_j = (1/(N+1)) sum_{i != j} (M^-1)_ij / (M^-1)_jj`, from `V = L^-1` (the
 /// lower triangle of `v`, N x N) with `M = L L^T`, and `off`, the row sums of V's strict lower
-/// triangle (what [`crate::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v` meanwhile.
+/// triangle (what [`crate::parallel::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v` meanwhile.
 ///
 /// Entries are `f64`; a cell with no path to any other cell gets exactly 0.
-pub fn system_temperatures<T: Real>(
+pub(crate) fn system_temperatures<T: Real>(
     crew: &Crew<'_>,
     v: &SharedMat<'_, T>,
     off: &[f64],

@@ -30,13 +30,13 @@ use rayon::prelude::*;
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
 use crate::error::{Error, Result};
 use crate::heat::cholesky;
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team;
+use crate::parallel::tiled_cholesky::tile_size;
+use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
 use crate::search::Ranking;
-use crate::shared_mat::SharedMat;
-use crate::team;
-use crate::tiled_cholesky::tile_size;
 use crate::triangle::{column, dot_with};
-use crate::workspace::with_workspace;
 use crate::{threads, validate};
 
 /// Number of top-ranked candidates re-ranked per query (the paper's `k = 800`).

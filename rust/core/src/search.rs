@@ -27,29 +27,29 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use faer::linalg::matmul::matmul;
 use faer::reborrow::{Reborrow, ReborrowMut};
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
 use crate::threads;
 use crate::validate;
-use crate::workspace::{with_workspace, Workspace};
 
 /// Queries per block: one product's left-hand side. A multiple of faer's row strips (96 `f32`,
 /// 48 `f64` rows with AVX-512): its product ran at 172 GFLOP/s per core against 154 for 96
 /// queries and 127 for 100 (d = 512, 2.5k items per block, 2-core AVX-512 VM).
-pub const QUERY_BLOCK: usize = 192;
+const QUERY_BLOCK: usize = 192;
 /// Target size of one block of scores (queries x database items), per thread: small enough to
 /// stay in L2 between the product that writes it and the scan that reads it. faer's `f32`
 /// product runs at the same speed for score blocks from 256 KB to 8 MB (measured on the 2-core
 /// AVX-512 VM: 127 GFLOP/s per core at 100 queries x 512 to 8192 items, d = 512).
-pub const SCORE_BLOCK_BYTES: usize = 1 << 20;
+const SCORE_BLOCK_BYTES: usize = 1 << 20;
 /// Target size of the database rows of one block when some queries go to the few-row kernel
 /// (see `few`): they must still be in L2 when it reads them after the product. 100 queries,
 /// n = 100k, d = 512 on one core: 88 ms with 1 MB of rows per block, 81 ms with 256 KB, which
 /// costs faer's product 3 to 5% (156 GFLOP/s for 96 queries against 160 with 2.5k rows).
-pub const ROWS_BLOCK_BYTES: usize = 1 << 18;
+const ROWS_BLOCK_BYTES: usize = 1 << 18;
 /// Tasks (query block x database chunk) per thread: enough to balance the load on a busy
 /// machine. Only the grouping of blocks into chunks depends on the number of threads, never
 /// the products, and chunks are merged exactly: results do not depend on it.
@@ -252,7 +252,7 @@ pub(crate) struct Candidate<T> {
 }
 
 /// The largest database the search and the kNN graph take.
-pub const MAX_ITEMS: usize = u32::MAX as usize;
+pub(crate) const MAX_ITEMS: usize = u32::MAX as usize;
 
 /// A database of more than [`MAX_ITEMS`] items is an error.
 pub(crate) fn check_size(n: usize) -> Result<()> {
@@ -325,7 +325,7 @@ fn scan_task<T: Real>(
         while i0 < last {
             let len = plan.nb.min(last - i0);
             sel.raise_thresholds(&shared.of[q0..q0 + qlen]);
-            let mut s = score_block(ws, qlen, len);
+            let mut s = ws.score_block(qlen, len);
             let xs = x.subrows(i0, len);
             if main > 0 {
                 matmul(
@@ -355,31 +355,6 @@ fn scan_task<T: Real>(
         nonfinite: sel.nonfinite(),
         lists: sel.into_lists(),
     }
-}
-
-/// A `rows x cols` column-major view of the workspace for a block of scores, its columns
-/// starting on 64-byte boundaries: with 100 queries the product's stores into unaligned
-/// columns (stride 100 `f32`) made it 20% slower. Contents unspecified.
-pub(crate) fn score_block<'a, T: Real>(
-    ws: &'a mut Workspace<T>,
-    rows: usize,
-    cols: usize,
-) -> MatMut<'a, T> {
-    let lanes = 64 / std::mem::size_of::<T>();
-    let stride = rows.next_multiple_of(lanes).max(1);
-    let [buf, _, _, _] = ws.views([(stride * cols + lanes, 1), (0, 0), (0, 0), (0, 0)]);
-    let all = buf
-        .col_mut(0)
-        .try_as_col_major_mut()
-        .expect("a workspace column is contiguous")
-        .as_slice_mut();
-    let skip = all.as_ptr().align_offset(64).min(lanes);
-    MatMut::from_column_major_slice_with_stride_mut(
-        &mut all[skip..skip + stride * cols],
-        rows,
-        cols,
-        stride,
-    )
 }
 
 /// The running top k of a block of queries.

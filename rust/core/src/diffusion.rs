@@ -27,8 +27,8 @@ use faer::MatRef;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ranking::Ranking;
 use crate::real::Real;
-use crate::search::Ranking;
 use crate::threads;
 use crate::validate;
 

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
-use crate::search::{check_size, list_capacity, write_rows, Selection};
+use crate::select::{check_size, list_capacity, write_rows, Selection};
 use crate::threads;
 use crate::validate;
 

@@ -34,13 +34,17 @@ mod affinity;
 mod error;
 mod heat;
 mod parallel;
+mod ranking;
 mod real;
+mod select;
+mod simd;
 mod triangle;
 
 pub use diffusion::{diffusion_rerank, DiffusionParams};
 pub use error::{Error, Result};
 pub use hew::{hew_pool, hew_pool_batch, hew_weights, local_mean, HewParams};
 pub use knn::{knn_graph, KnnGraph};
+pub use ranking::Ranking;
 pub use real::Real;
 pub use rerank::{heat_rerank, HerParams};
-pub use search::{search, Ranking};
+pub use search::search;

@@ -34,8 +34,9 @@ use crate::parallel::shared_mat::SharedMat;
 use crate::parallel::team;
 use crate::parallel::tiled_cholesky::tile_size;
 use crate::parallel::workspace::with_workspace;
+use crate::ranking::Ranking;
 use crate::real::Real;
-use crate::search::Ranking;
+use crate::simd::symv;
 use crate::triangle::{column, dot_with};
 use crate::{threads, validate};
 
@@ -372,81 +373,6 @@ fn solve_cholesky<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
     Ok(x)
 }
 
-/// `y = M x` for a symmetric `M` of which only the lower triangle (diagonal included) of the
-/// column-major `m` is read: each column is read once, for a dot product (the row above the
-/// diagonal) and an update (the column below it). Eight `f64` lanes, fixed order.
-///
-/// The crate is compiled for baseline x86-64 (SSE2); this loop is the conjugate gradient's
-/// whole cost, so it is also compiled for AVX-512 and AVX2 and picked at run time (faer does
-/// the same for its kernels). Without `-ffast-math`-style contraction the arithmetic, and so
-/// the result, is bit for bit the same on every path.
-fn symv_lower<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { symv_lower_avx512(m, x, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { symv_lower_avx2(m, x, y) };
-        }
-    }
-    symv_lower_body(m, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn symv_lower_avx512<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    symv_lower_body(m, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn symv_lower_avx2<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    symv_lower_body(m, x, y)
-}
-
-/// Independent `f64` accumulators of the dot products in [`symv_lower`] (one AVX-512
-/// register). The loop streams the matrix (1.3 MB in `f32` at k = 800) from cache at about
-/// 4 entries per ns; 16 or 32 accumulators measured no faster.
-const SYMV_LANES: usize = 8;
-
-#[inline(always)]
-fn symv_lower_body<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    let n = x.len();
-    y.iter_mut().for_each(|v| *v = 0.0);
-    for j in 0..n {
-        let col = &column(m, j)[j..];
-        let xj = x[j];
-        let (below, xs, ys) = (&col[1..], &x[j + 1..], &mut y[j + 1..]);
-        let mut acc = [0.0f64; SYMV_LANES];
-        let split = below.len() - below.len() % SYMV_LANES;
-        for ((a, xv), yv) in below[..split]
-            .chunks_exact(SYMV_LANES)
-            .zip(xs[..split].chunks_exact(SYMV_LANES))
-            .zip(ys[..split].chunks_exact_mut(SYMV_LANES))
-        {
-            for l in 0..SYMV_LANES {
-                let aij = a[l].f64();
-                acc[l] += aij * xv[l];
-                yv[l] += aij * xj;
-            }
-        }
-        let mut tail = 0.0;
-        for ((a, xv), yv) in below[split..]
-            .iter()
-            .zip(&xs[split..])
-            .zip(&mut ys[split..])
-        {
-            let aij = a.f64();
-            tail += aij * xv;
-            *yv += aij * xj;
-        }
-        y[j] += col[0].f64() * xj + acc.iter().sum::<f64>() + tail;
-    }
-}
-
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     dot_with(a, b, |x, y| x * y)
 }
@@ -468,7 +394,7 @@ fn cg_iterations<T: Real>(m: MatRef<'_, T>) -> Option<(Vec<f64>, usize)> {
     let mut rz = dot(&r, &z);
     let stop = CG_TOLERANCE * bq;
     for it in 1..=CG_MAX_ITERATIONS {
-        symv_lower(m, &p, &mut mp);
+        symv::symv_lower(m, &p, &mut mp);
         let pmp = dot(&p, &mp);
         // M is SPD: p^T M p <= 0 (or NaN) means rounding broke down; Cholesky takes over.
         if !pmp.is_finite() || pmp <= 0.0 {

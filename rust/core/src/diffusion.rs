@@ -26,6 +26,7 @@
 use faer::MatRef;
 use rayon::prelude::*;
 
+use crate::cg;
 use crate::error::{Error, Result};
 use crate::ranking::Ranking;
 use crate::real::Real;
@@ -468,50 +469,24 @@ fn apply(s: &Csr, alpha: f64, p: &[f64], out: &mut [f64]) {
     }
 }
 
-fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// Conjugate gradient for `(I - alpha S) f = y` from `f = 0`, step for step as
-/// `scipy.sparse.linalg.cg(A, y, rtol=tol, atol=0, maxiter=iterations)`: before each step,
-/// stop when `||r|| < tol ||y||`; `y = 0` gives `f = 0`.
+/// `scipy.sparse.linalg.cg(A, y, rtol=tol, atol=0, maxiter=iterations)` ([`cg::solve`]
+/// without a preconditioner): before each step, stop when `||r|| < tol ||y||`; the last
+/// iterate when the steps run out (or at a breakdown, which only rounding at convergence
+/// causes); `y = 0` gives `f = 0`.
 fn conjugate_gradient(s: &Csr, alpha: f64, y: &[f64], iterations: usize, tol: f64) -> Vec<f64> {
-    let t = y.len();
-    let mut f = vec![0.0f64; t];
-    let ynorm = dot_f64(y, y).sqrt();
-    if ynorm == 0.0 {
-        return f;
-    }
-    let stop = tol * ynorm;
-    let mut r = y.to_vec();
-    let mut p = vec![0.0f64; t];
-    let mut ap = vec![0.0f64; t];
-    let mut rho_prev = 0.0;
-    for it in 0..iterations {
-        let rho = dot_f64(&r, &r);
-        if rho.sqrt() < stop {
-            break;
-        }
-        if it == 0 {
-            p.copy_from_slice(&r);
-        } else {
-            let beta = rho / rho_prev;
-            p.iter_mut()
-                .zip(&r)
-                .for_each(|(pi, ri)| *pi = *pi * beta + ri);
-        }
-        apply(s, alpha, &p, &mut ap);
-        let pap = dot_f64(&p, &ap);
-        // Positive for p != 0 (the system is SPD); anything else is rounding at convergence.
-        if !(pap > 0.0 && pap.is_finite()) {
-            break;
-        }
-        let step = rho / pap;
-        f.iter_mut().zip(&p).for_each(|(fi, pi)| *fi += step * pi);
-        r.iter_mut().zip(&ap).for_each(|(ri, ai)| *ri -= step * ai);
-        rho_prev = rho;
-    }
-    f
+    let tolerance = cg::Tolerance {
+        relative: tol,
+        strict: true,
+    };
+    cg::solve(
+        |p, out| apply(s, alpha, p, out),
+        y,
+        None,
+        tolerance,
+        iterations,
+    )
+    .x
 }
 
 #[cfg(test)]

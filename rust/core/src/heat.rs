@@ -19,13 +19,14 @@
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
+use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{MatMut, Par};
 
 use crate::error::{Error, Result};
 use crate::parallel::shared_mat::SharedMat;
 use crate::parallel::team::Crew;
 use crate::real::Real;
-use crate::triangle::{dot_with, sum_squares};
+use crate::triangle::{column, dot_with, sum_squares};
 
 pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
     Error::Numerical(format!(
@@ -35,7 +36,7 @@ pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
 }
 
 /// Factors `M` (lower triangle read) in place into its lower Cholesky factor.
-pub(crate) fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
+fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
     let n = m.nrows();
     let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
     cholesky_in_place(
@@ -79,4 +80,24 @@ pub(crate) fn system_temperatures<T: Real>(
             .collect::<Vec<f64>>()
     });
     temperatures.into_iter().flatten().collect()
+}
+
+/// Solves `M x = M_qq e_q` (`q` the last node: HeR's query) with the lower Cholesky factor
+/// `M = L L^T` in `T`, factoring `m` (its lower triangle) in place. Forward substitution of a multiple of the last unit vector is one
+/// division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y` runs down the columns of
+/// `L` with `f64` accumulation.
+pub(crate) fn solve_last_heated<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
+    let size = m.nrows();
+    let q = size - 1;
+    let mqq = m[(q, q)].f64();
+    cholesky(m.rb_mut(), Par::Seq)?;
+    let l = m.rb();
+    let mut x = vec![0.0f64; size];
+    let lqq = l[(q, q)].f64();
+    x[q] = mqq / (lqq * lqq);
+    for i in (0..q).rev() {
+        let col = column(l, i);
+        x[i] = -dot_with(&col[i + 1..], &x[i + 1..], |a, b| a * b) / col[i].f64();
+    }
+    Ok(x)
 }

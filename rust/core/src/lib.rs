@@ -31,6 +31,7 @@ pub mod threads;
 pub mod validate;
 
 mod affinity;
+mod cg;
 mod error;
 mod heat;
 mod parallel;

@@ -24,12 +24,13 @@
 //! differ by under 1%).
 
 use faer::reborrow::{Reborrow, ReborrowMut};
-use faer::{MatMut, MatRef, Par, RowRef};
+use faer::{MatMut, MatRef, RowRef};
 use rayon::prelude::*;
 
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
+use crate::cg;
 use crate::error::{Error, Result};
-use crate::heat::cholesky;
+use crate::heat::solve_last_heated;
 use crate::parallel::shared_mat::SharedMat;
 use crate::parallel::team;
 use crate::parallel::tiled_cholesky::tile_size;
@@ -37,7 +38,7 @@ use crate::parallel::workspace::with_workspace;
 use crate::ranking::Ranking;
 use crate::real::Real;
 use crate::simd::symv;
-use crate::triangle::{column, dot_with};
+use crate::triangle::{dot, dot_with};
 use crate::{threads, validate};
 
 /// Number of top-ranked candidates re-ranked per query (the paper's `k = 800`).
@@ -353,72 +354,27 @@ fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
     }
 }
 
-/// Solves `M x = M_qq e_q` (`q` the last node) with the lower Cholesky factor `M = L L^T`,
-/// factoring `m` in place. Forward substitution of a multiple of the last unit vector is one
-/// division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y` runs down the columns of
-/// `L` with `f64` accumulation.
-fn solve_cholesky<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
-    let size = m.nrows();
-    let q = size - 1;
-    let mqq = m[(q, q)].f64();
-    cholesky(m.rb_mut(), Par::Seq)?;
-    let l = m.rb();
-    let mut x = vec![0.0f64; size];
-    let lqq = l[(q, q)].f64();
-    x[q] = mqq / (lqq * lqq);
-    for i in (0..q).rev() {
-        let col = column(l, i);
-        x[i] = -dot_with(&col[i + 1..], &x[i + 1..], |a, b| a * b) / col[i].f64();
-    }
-    Ok(x)
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    dot_with(a, b, |x, y| x * y)
-}
-
 /// Jacobi-preconditioned conjugate gradient for `M x = M_qq e_q` (`q` the last node), in
-/// `f64` vectors over `M` as stored: the solution and the number of iterations, or `None`
-/// when it has not converged within [`CG_MAX_ITERATIONS`] iterations.
-fn cg_iterations<T: Real>(m: MatRef<'_, T>) -> Option<(Vec<f64>, usize)> {
+/// `f64` vectors over `M` as stored (its lower triangle): the solution, or `None` when it
+/// has not converged within [`CG_MAX_ITERATIONS`] iterations (or broke down: `M` is SPD, so
+/// only rounding can make `p^T M p <= 0`), and Cholesky takes over.
+fn solve_cg<T: Real>(m: MatRef<'_, T>) -> Option<Vec<f64>> {
     let size = m.nrows();
-    let q = size - 1;
-    let inv_diag: Vec<f64> = (0..size).map(|i| 1.0 / m[(i, i)].f64()).collect();
-    let bq = m[(q, q)].f64();
-    let mut x = vec![0.0f64; size];
-    let mut r = vec![0.0f64; size];
-    r[q] = bq;
-    let mut z: Vec<f64> = r.iter().zip(&inv_diag).map(|(a, b)| a * b).collect();
-    let mut p = z.clone();
-    let mut mp = vec![0.0f64; size];
-    let mut rz = dot(&r, &z);
-    let stop = CG_TOLERANCE * bq;
-    for it in 1..=CG_MAX_ITERATIONS {
-        symv::symv_lower(m, &p, &mut mp);
-        let pmp = dot(&p, &mp);
-        // M is SPD: p^T M p <= 0 (or NaN) means rounding broke down; Cholesky takes over.
-        if !pmp.is_finite() || pmp <= 0.0 {
-            return None;
-        }
-        let alpha = rz / pmp;
-        for ((xi, ri), (pi, mpi)) in x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(&mp)) {
-            *xi += alpha * pi;
-            *ri -= alpha * mpi;
-        }
-        if dot(&r, &r).sqrt() <= stop {
-            return Some((x, it));
-        }
-        for ((zi, ri), di) in z.iter_mut().zip(&r).zip(&inv_diag) {
-            *zi = ri * di;
-        }
-        let rz_next = dot(&r, &z);
-        let beta = rz_next / rz;
-        rz = rz_next;
-        for (pi, zi) in p.iter_mut().zip(&z) {
-            *pi = zi + beta * *pi;
-        }
-    }
-    None
+    let inverse_diagonal: Vec<f64> = (0..size).map(|i| 1.0 / m[(i, i)].f64()).collect();
+    let mut b = vec![0.0f64; size];
+    b[size - 1] = m[(size - 1, size - 1)].f64();
+    let tolerance = cg::Tolerance {
+        relative: CG_TOLERANCE,
+        strict: false,
+    };
+    let solution = cg::solve(
+        |p, mp| symv::symv_lower(m, p, mp),
+        &b,
+        Some(&inverse_diagonal),
+        tolerance,
+        CG_MAX_ITERATIONS,
+    );
+    (solution.outcome == cg::Outcome::Converged).then_some(solution.x)
 }
 
 /// The heat temperature `G_{i,q}` of each candidate (rows `candidates` of `x`, in that order)
@@ -482,11 +438,11 @@ fn build_heat_system<T: Real>(
 fn solve_heat_system<T: Real>(m: MatMut<'_, T>, solver: Solver) -> Result<Vec<f64>> {
     let cg = match solver {
         Solver::Cholesky => None,
-        Solver::ConjugateGradient => cg_iterations(m.rb()),
+        Solver::ConjugateGradient => solve_cg(m.rb()),
     };
     match cg {
-        Some((t, _)) => Ok(t),
-        None => solve_cholesky(m),
+        Some(t) => Ok(t),
+        None => solve_last_heated(m),
     }
 }
 

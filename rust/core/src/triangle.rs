@@ -49,3 +49,9 @@ pub(crate) fn sum_squares<T: Real>(x: &[T]) -> f64 {
     }
     acc.iter().sum::<f64>() + tail
 }
+
+/// `sum_k a_k b_k` of two `f64` slices, in eight lanes.
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    dot_with(a, b, |x, y| x * y)
+}

@@ -13,7 +13,7 @@
 //! last iterate when the steps run out; `b = 0` gives `x = 0`. The residual used for stopping
 //! is always the true recursive residual `r`, not the preconditioned one.
 
-use crate::triangle::dot;
+use crate::reduce::dot;
 
 /// When the iteration has converged: `||r|| < relative ||b||` (`strict`, SciPy's rule) or
 /// `||r|| <= relative ||b||`.

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::parallel::shared_mat::SharedMat;
 use crate::parallel::team::Crew;
 use crate::real::Real;
-use crate::triangle::{column, dot_with, sum_squares};
+use crate::reduce::{column, dot_with, sum_squares};
 
 pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
     Error::Numerical(format!(

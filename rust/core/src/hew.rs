@@ -15,7 +15,8 @@ use faer::MatRef;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
-use crate::affinity::{centre_columns, heat_system, AffinityRules};
+use crate::affinity::{heat_system, AffinityRules};
+use crate::centre::centre_columns;
 use crate::error::{Error, Result};
 use crate::heat::system_temperatures;
 use crate::parallel::shared_mat::SharedMat;
@@ -308,7 +309,7 @@ fn map_heat<T: Real>(
                     .iter()
                     .flat_map(|(_, d, _)| d.iter().copied())
                     .collect();
-                centre_columns(crew, f, mu, true, &cells);
+                centre_columns(crew, f, mu, &cells);
                 // SAFETY: the centring phase is over; nothing writes `cells` any more.
                 let centred = unsafe { cells.block(0, 0, c, n) };
                 match heat_system(crew, centred, Some(&dead), rules, &m, tile) {

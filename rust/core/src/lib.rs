@@ -31,15 +31,16 @@ pub mod threads;
 pub mod validate;
 
 mod affinity;
+mod centre;
 mod cg;
 mod error;
 mod heat;
 mod parallel;
 mod ranking;
 mod real;
+mod reduce;
 mod select;
 mod simd;
-mod triangle;
 
 pub use diffusion::{diffusion_rerank, DiffusionParams};
 pub use error::{Error, Result};

@@ -28,6 +28,7 @@ use faer::{MatMut, MatRef, RowRef};
 use rayon::prelude::*;
 
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
+use crate::centre::centre_candidates;
 use crate::cg;
 use crate::error::{Error, Result};
 use crate::heat::solve_last_heated;
@@ -37,8 +38,8 @@ use crate::parallel::tiled_cholesky::tile_size;
 use crate::parallel::workspace::with_workspace;
 use crate::ranking::Ranking;
 use crate::real::Real;
+use crate::reduce::dot_with;
 use crate::simd::symv;
-use crate::triangle::{dot, dot_with};
 use crate::{threads, validate};
 
 /// Number of top-ranked candidates re-ranked per query (the paper's `k = 800`).
@@ -231,115 +232,6 @@ fn dot_row<T: Real>(row: RowRef<'_, T>, y: &[f64]) -> f64 {
     }
 }
 
-/// Adds a row to an `f64` accumulator.
-fn add_row<T: Real>(row: RowRef<'_, T>, acc: &mut [f64]) {
-    match row.try_as_row_major() {
-        Some(r) => acc
-            .iter_mut()
-            .zip(r.as_slice())
-            .for_each(|(a, v)| *a += v.f64()),
-        None => acc
-            .iter_mut()
-            .enumerate()
-            .for_each(|(c, a)| *a += row[c].f64()),
-    }
-}
-
-/// Relative size below which a centred row counts as equal to the mean (the rule of HeW's
-/// centring, `affinity::centre_columns`): the mean of equal `f64` rows can differ from them in
-/// the last bit, and the Gram products of such rounding noise would be "affinities" of order
-/// `eps^2` that decide the ranking at random.
-const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
-
-/// Writes the candidates' rows and the query (last), centred by the mean of these `k + 1`
-/// rows (in `f64`, no re-normalisation), into the columns of `out` (`d x (k+1)`). A row equal
-/// to the mean up to rounding (`||x_i - mu|| <= 16 eps (||x_i|| + ||mu||)`, `eps` of `T`)
-/// becomes a zero column: affinity 0 to every row.
-fn centre<T: Real>(
-    x: MatRef<'_, T>,
-    query: RowRef<'_, T>,
-    candidates: &[usize],
-    mut out: MatMut<'_, T>,
-) {
-    let d = x.ncols();
-    let size = candidates.len() + 1;
-    let row_of = |j: usize| {
-        if j < candidates.len() {
-            x.row(candidates[j])
-        } else {
-            query
-        }
-    };
-    let mut mean = vec![0.0f64; d];
-    for j in 0..size {
-        add_row(row_of(j), &mut mean);
-    }
-    mean.iter_mut().for_each(|v| *v /= size as f64);
-    let mean_norm = dot(&mean, &mean).sqrt();
-    let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
-    let mut buf = vec![T::of(0.0); d];
-    let mut centred = vec![0.0f64; d];
-    for j in 0..size {
-        let row = row_of(j);
-        let values: &[T] = match row.try_as_row_major() {
-            Some(r) => r.as_slice(),
-            None => {
-                buf.iter_mut().enumerate().for_each(|(c, b)| *b = row[c]);
-                &buf
-            }
-        };
-        let (row_norm2, centred_norm2) = centre_row(values, &mean, &mut centred);
-        let keep = centred_norm2.sqrt() > tolerance * (row_norm2.sqrt() + mean_norm);
-        let col = out
-            .rb_mut()
-            .col_mut(j)
-            .try_as_col_major_mut()
-            .expect("workspace columns are contiguous")
-            .as_slice_mut();
-        if keep {
-            col.iter_mut()
-                .zip(&centred)
-                .for_each(|(o, c)| *o = T::of(*c));
-        } else {
-            col.iter_mut().for_each(|o| *o = T::of(0.0));
-        }
-    }
-}
-
-/// `centred = row - mean` (in `f64`); returns `(||row||^2, ||centred||^2)`, eight lanes each.
-#[inline(always)]
-fn centre_row<T: Real>(row: &[T], mean: &[f64], centred: &mut [f64]) -> (f64, f64) {
-    const L: usize = 8;
-    let (mut rn, mut cn) = ([0.0f64; L], [0.0f64; L]);
-    let split = row.len() - row.len() % L;
-    for ((r, m), c) in row[..split]
-        .chunks_exact(L)
-        .zip(mean[..split].chunks_exact(L))
-        .zip(centred[..split].chunks_exact_mut(L))
-    {
-        for l in 0..L {
-            let v = r[l].f64();
-            let t = v - m[l];
-            c[l] = t;
-            rn[l] += v * v;
-            cn[l] += t * t;
-        }
-    }
-    let (mut rt, mut ct) = (0.0, 0.0);
-    for ((r, m), c) in row[split..]
-        .iter()
-        .zip(&mean[split..])
-        .zip(&mut centred[split..])
-    {
-        let v = r.f64();
-        let t = v - m;
-        *c = t;
-        rt += v * v;
-        ct += t * t;
-    }
-    (rn.iter().sum::<f64>() + rt, cn.iter().sum::<f64>() + ct)
-}
-
 /// Copies a row into an `f64` buffer of its length.
 fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
     match row.try_as_row_major() {
@@ -421,7 +313,7 @@ fn build_heat_system<T: Real>(
     mut cells: MatMut<'_, T>,
     m: MatMut<'_, T>,
 ) -> Option<HeatSystem> {
-    centre(x, query, candidates, cells.rb_mut());
+    centre_candidates(x, query, candidates, cells.rb_mut());
     let rules = AffinityRules {
         threshold: 0.0,
         ground,

@@ -10,7 +10,7 @@
 use faer::MatRef;
 
 use crate::real::Real;
-use crate::triangle::column;
+use crate::reduce::column;
 
 /// Independent `f64` accumulators of the dot products (one AVX-512 register). The loop
 /// streams the matrix (1.3 MB in `f32` at k = 800) from cache at about 4 entries per ns; 16

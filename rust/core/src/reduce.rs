@@ -1,6 +1,7 @@
-//! Small reductions the kernels share: columns of column-major matrices as slices, and `f64`
-//! sums in eight independent lanes (so that the compiler vectorises them), each taken in a
-//! fixed order, so that results do not depend on the number of threads.
+//! The `f64` reductions the kernels share: sums of products in eight independent lanes (so
+//! that the compiler vectorises them without reassociating anything), each taken in a fixed
+//! order, so that results do not depend on the number of threads; and the columns of
+//! column-major matrices as the slices they read.
 
 use faer::MatRef;
 

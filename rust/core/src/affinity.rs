@@ -12,129 +12,27 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatRef, Par};
 
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team::Crew;
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::team::Crew;
-use crate::triangle::{sum_squares, LANES};
+use crate::reduce::LANES;
 
 /// How the affinity entries are filtered and the ground conductance chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AffinityRules {
+pub(crate) struct AffinityRules {
     /// Entries below it are set to 0 (`tau`; must be >= 0).
-    pub threshold: f64,
+    pub(crate) threshold: f64,
     /// The ground conductance is `ground * mean{A_ij : A_ij > 0}` (must be > 0).
-    pub ground: f64,
+    pub(crate) ground: f64,
 }
 
 /// What building the heat system found out besides `M` itself.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HeatSystem {
+pub(crate) struct HeatSystem {
     /// `connected[i]`: cell i has a positive affinity to at least one other cell.
-    pub connected: Vec<bool>,
+    pub(crate) connected: Vec<bool>,
     /// The ground conductance `z`.
-    pub z: f64,
-}
-
-/// Relative size below which a centred feature counts as zero ("equal to the mean"): a
-/// difference of a few roundings of the mean is noise, not a direction (measured: the mean of
-/// three equal values can differ from them in the last bit, and normalising that difference
-/// would give a full unit vector).
-pub const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
-
-/// Columns per item of the passes over columns.
-const COLUMNS_PER_ITEM: usize = 16;
-
-/// Writes the rows of `f` (N x C), centred by `mu` and, when `unit`, scaled to unit length,
-/// into the columns of `out` (C x N, column-major). The arithmetic is done in `f64`.
-///
-/// With `unit`, a row equal to `mu` up to rounding (`||f_i - mu|| <= 16 eps (||f_i|| +
-/// ||mu||)`, `eps` of `T`) becomes a zero column: its affinity to every cell is 0.
-pub fn centre_columns<T: Real>(
-    crew: &Crew<'_>,
-    f: MatRef<'_, T>,
-    mu: &[f64],
-    unit: bool,
-    out: &SharedMat<'_, T>,
-) {
-    let (n, c) = (f.nrows(), f.ncols());
-    let mu_norm = sum_squares(mu).sqrt();
-    let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
-    crew.phase(n.div_ceil(COLUMNS_PER_ITEM), |item| {
-        let mut d = vec![0.0f64; c];
-        for i in item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n) {
-            // One pass: the centred row and the squared norms of the row and of its centred
-            // version, in eight lanes.
-            let (mut f2, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
-            match f.row(i).try_as_row_major() {
-                Some(r) => {
-                    for ((ds, xs), ms) in d
-                        .chunks_exact_mut(LANES)
-                        .zip(r.as_slice().chunks_exact(LANES))
-                        .zip(mu.chunks_exact(LANES))
-                    {
-                        for l in 0..LANES {
-                            let x = xs[l].f64();
-                            ds[l] = x - ms[l];
-                            f2[l] += x * x;
-                            d2[l] += ds[l] * ds[l];
-                        }
-                    }
-                    let done = c - c % LANES;
-                    centre_lanes(
-                        &mut d[done..],
-                        r.as_slice()[done..].iter().map(|x| x.f64()),
-                        &mu[done..],
-                        &mut f2,
-                        &mut d2,
-                    );
-                }
-                None => {
-                    for k0 in (0..c).step_by(LANES) {
-                        let k1 = (k0 + LANES).min(c);
-                        centre_lanes(
-                            &mut d[k0..k1],
-                            (k0..k1).map(|k| f[(i, k)].f64()),
-                            &mu[k0..k1],
-                            &mut f2,
-                            &mut d2,
-                        );
-                    }
-                }
-            }
-            let f_norm2: f64 = f2.iter().sum();
-            let norm = d2.iter().sum::<f64>().sqrt();
-            let scale = if !unit {
-                1.0
-            } else if norm > tolerance * (f_norm2.sqrt() + mu_norm) {
-                1.0 / norm
-            } else {
-                0.0
-            };
-            // SAFETY: column i is written by this item only, and nothing reads `out` in
-            // this phase.
-            let col = unsafe { out.column_mut(i, 0) };
-            for (x, dk) in col.iter_mut().zip(&d) {
-                *x = T::of(dk * scale);
-            }
-        }
-    });
-}
-
-/// Up to `LANES` values `xs` centred by `ms` into `ds`; their squares and those of the
-/// centred values are added to the lanes `f2` and `d2`.
-#[inline(always)]
-fn centre_lanes(
-    ds: &mut [f64],
-    xs: impl Iterator<Item = f64>,
-    ms: &[f64],
-    f2: &mut [f64; LANES],
-    d2: &mut [f64; LANES],
-) {
-    for (l, ((dk, x), m)) in ds.iter_mut().zip(xs).zip(ms).enumerate() {
-        *dk = x - m;
-        f2[l] += x * x;
-        d2[l] += *dk * *dk;
-    }
+    pub(crate) z: f64,
 }
 
 /// What one Gram tile kept: per column and per row of the tile, the sum of its kept
@@ -200,7 +98,7 @@ fn keep_and_negate<T: Real>(col: &mut [T], tau: T, rows: &mut [f64]) -> (f64, us
 /// the Gram products' output blocks.
 ///
 /// Returns `None` when no affinity is positive (the caller's degenerate case).
-pub fn heat_system<T: Real>(
+pub(crate) fn heat_system<T: Real>(
     crew: &Crew<'_>,
     cells: MatRef<'_, T>,
     dead: Option<&[bool]>,

@@ -26,15 +26,29 @@
 use faer::MatRef;
 use rayon::prelude::*;
 
+use crate::cg;
 use crate::error::{Error, Result};
+use crate::ranking::Ranking;
 use crate::real::Real;
-use crate::search::Ranking;
 use crate::threads;
 use crate::validate;
 
-/// Parameters of diffusion. `Default` gives Iscen et al.'s (and fyang93/diffusion's):
-/// `query_k = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`, 20 iterations,
-/// `tol = 1e-6`.
+/// Items of the first-pass ranking that hold the query's heat (Iscen et al.'s `kq`).
+pub const DEFAULT_QUERY_K: usize = 10;
+/// Diffusion rate.
+pub const DEFAULT_ALPHA: f64 = 0.99;
+/// Power of the similarities.
+pub const DEFAULT_GAMMA: f64 = 3.0;
+/// Items of the first-pass ranking that the diffusion re-orders.
+pub const DEFAULT_TRUNCATION: usize = 1000;
+/// Conjugate-gradient iterations (fyang93/diffusion's `maxiter`).
+pub const DEFAULT_ITERATIONS: usize = 20;
+/// Relative residual at which the conjugate gradient stops.
+pub const DEFAULT_TOL: f64 = 1e-6;
+
+/// Parameters of diffusion. `Default` gives Iscen et al.'s (and fyang93/diffusion's): the
+/// `DEFAULT_*` constants, `query_k = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`,
+/// 20 iterations, `tol = 1e-6`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiffusionParams {
     /// Number of top-ranked items that hold the query's heat (`kq`); clamped to the truncation.
@@ -54,12 +68,12 @@ pub struct DiffusionParams {
 impl Default for DiffusionParams {
     fn default() -> Self {
         Self {
-            query_k: 10,
-            alpha: 0.99,
-            gamma: 3.0,
-            truncation: Some(1000),
-            iterations: 20,
-            tol: 1e-6,
+            query_k: DEFAULT_QUERY_K,
+            alpha: DEFAULT_ALPHA,
+            gamma: DEFAULT_GAMMA,
+            truncation: Some(DEFAULT_TRUNCATION),
+            iterations: DEFAULT_ITERATIONS,
+            tol: DEFAULT_TOL,
         }
     }
 }
@@ -67,25 +81,18 @@ impl Default for DiffusionParams {
 /// The normalised affinity `S = D^-1/2 W D^-1/2` of a mutual kNN graph, symmetric, in CSR
 /// form with sorted column indices and `f64` values.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// Row `i`'s entries are `indptr[i]..indptr[i + 1]`.
-    pub indptr: Vec<usize>,
+    pub(crate) indptr: Vec<usize>,
     /// Column (neighbour) of each entry.
-    pub indices: Vec<u32>,
+    pub(crate) indices: Vec<u32>,
     /// `S_ij` of each entry.
-    pub values: Vec<f64>,
-}
-
-impl Transition {
-    /// Number of items.
-    pub fn n(&self) -> usize {
-        self.indptr.len() - 1
-    }
+    pub(crate) values: Vec<f64>,
 }
 
 /// `S` of the mutual kNN graph given as neighbour lists: `indices (n, k)` (0-based, distinct
 /// within a row; an item listed as its own neighbour is ignored) and their `similarities`.
-pub fn transition<T: Real>(
+pub(crate) fn transition<T: Real>(
     indices: MatRef<'_, i64>,
     similarities: MatRef<'_, T>,
     gamma: f64,
@@ -462,50 +469,24 @@ fn apply(s: &Csr, alpha: f64, p: &[f64], out: &mut [f64]) {
     }
 }
 
-fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// Conjugate gradient for `(I - alpha S) f = y` from `f = 0`, step for step as
-/// `scipy.sparse.linalg.cg(A, y, rtol=tol, atol=0, maxiter=iterations)`: before each step,
-/// stop when `||r|| < tol ||y||`; `y = 0` gives `f = 0`.
+/// `scipy.sparse.linalg.cg(A, y, rtol=tol, atol=0, maxiter=iterations)` ([`cg::solve`]
+/// without a preconditioner): before each step, stop when `||r|| < tol ||y||`; the last
+/// iterate when the steps run out (or at a breakdown, which only rounding at convergence
+/// causes); `y = 0` gives `f = 0`.
 fn conjugate_gradient(s: &Csr, alpha: f64, y: &[f64], iterations: usize, tol: f64) -> Vec<f64> {
-    let t = y.len();
-    let mut f = vec![0.0f64; t];
-    let ynorm = dot_f64(y, y).sqrt();
-    if ynorm == 0.0 {
-        return f;
-    }
-    let stop = tol * ynorm;
-    let mut r = y.to_vec();
-    let mut p = vec![0.0f64; t];
-    let mut ap = vec![0.0f64; t];
-    let mut rho_prev = 0.0;
-    for it in 0..iterations {
-        let rho = dot_f64(&r, &r);
-        if rho.sqrt() < stop {
-            break;
-        }
-        if it == 0 {
-            p.copy_from_slice(&r);
-        } else {
-            let beta = rho / rho_prev;
-            p.iter_mut()
-                .zip(&r)
-                .for_each(|(pi, ri)| *pi = *pi * beta + ri);
-        }
-        apply(s, alpha, &p, &mut ap);
-        let pap = dot_f64(&p, &ap);
-        // Positive for p != 0 (the system is SPD); anything else is rounding at convergence.
-        if !(pap > 0.0 && pap.is_finite()) {
-            break;
-        }
-        let step = rho / pap;
-        f.iter_mut().zip(&p).for_each(|(fi, pi)| *fi += step * pi);
-        r.iter_mut().zip(&ap).for_each(|(ri, ai)| *ri -= step * ai);
-        rho_prev = rho;
-    }
-    f
+    let tolerance = cg::Tolerance {
+        relative: tol,
+        strict: true,
+    };
+    cg::solve(
+        |p, out| apply(s, alpha, p, out),
+        y,
+        None,
+        tolerance,
+        iterations,
+    )
+    .x
 }
 
 #[cfg(test)]

@@ -12,20 +12,21 @@
 //! `f32` input accurate. Cost: `N^3/3` (Cholesky) `+ N^3/3` (triangular inverse) flops.
 //!
 //! HeW computes `R` and `V` together, tile by tile, as one task graph that the cores share
-//! ([`crate::tiled_cholesky`]). faer's own Cholesky and triangular inverse are faster on one
+//! ([`crate::parallel::tiled_cholesky`]). faer's own Cholesky and triangular inverse are faster on one
 //! core at N = 768 than split over two (measured), because each of their parallel steps pays
 //! a rayon wake-up. HeR's Cholesky fallback, one small system per thread, uses faer's
 //! ([`cholesky`]).
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
+use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{MatMut, Par};
 
 use crate::error::{Error, Result};
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team::Crew;
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::team::Crew;
-use crate::triangle::{dot_with, sum_squares};
+use crate::reduce::{column, dot_with, sum_squares};
 
 pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
     Error::Numerical(format!(
@@ -35,7 +36,7 @@ pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
 }
 
 /// Factors `M` (lower triangle read) in place into its lower Cholesky factor.
-pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
+fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
     let n = m.nrows();
     let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
     cholesky_in_place(
@@ -51,10 +52,10 @@ pub fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
 
 /// Per source j, `T_j = (1/(N+1)) sum_{i != j} (M^-1)_ij / (M^-1)_jj`, from `V = L^-1` (the
 /// lower triangle of `v`, N x N) with `M = L L^T`, and `off`, the row sums of V's strict lower
-/// triangle (what [`crate::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v` meanwhile.
+/// triangle (what [`crate::parallel::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v` meanwhile.
 ///
 /// Entries are `f64`; a cell with no path to any other cell gets exactly 0.
-pub fn system_temperatures<T: Real>(
+pub(crate) fn system_temperatures<T: Real>(
     crew: &Crew<'_>,
     v: &SharedMat<'_, T>,
     off: &[f64],
@@ -79,4 +80,24 @@ pub fn system_temperatures<T: Real>(
             .collect::<Vec<f64>>()
     });
     temperatures.into_iter().flatten().collect()
+}
+
+/// Solves `M x = M_qq e_q` (`q` the last node: HeR's query) with the lower Cholesky factor
+/// `M = L L^T` in `T`, factoring `m` (its lower triangle) in place. Forward substitution of a multiple of the last unit vector is one
+/// division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y` runs down the columns of
+/// `L` with `f64` accumulation.
+pub(crate) fn solve_last_heated<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
+    let size = m.nrows();
+    let q = size - 1;
+    let mqq = m[(q, q)].f64();
+    cholesky(m.rb_mut(), Par::Seq)?;
+    let l = m.rb();
+    let mut x = vec![0.0f64; size];
+    let lqq = l[(q, q)].f64();
+    x[q] = mqq / (lqq * lqq);
+    for i in (0..q).rev() {
+        let col = column(l, i);
+        x[i] = -dot_with(&col[i + 1..], &x[i + 1..], |a, b| a * b) / col[i].f64();
+    }
+    Ok(x)
 }

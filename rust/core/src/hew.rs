@@ -15,15 +15,22 @@ use faer::MatRef;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
-use crate::affinity::{centre_columns, heat_system, AffinityRules};
+use crate::affinity::{heat_system, AffinityRules};
+use crate::centre::centre_columns;
 use crate::error::{Error, Result};
 use crate::heat::system_temperatures;
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team;
+use crate::parallel::team::Members;
+use crate::parallel::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
+use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::team::Members;
-use crate::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
-use crate::workspace::with_workspace;
-use crate::{team, threads, validate};
+use crate::{threads, validate};
+
+/// Affinity threshold `tau`: 0 in the authors' first code release (0.1 in a later one).
+pub const DEFAULT_THRESHOLD: f64 = 0.0;
+/// Ground conductance factor: `z = 0.1 * mean of the positive affinities` (the paper).
+pub const DEFAULT_GROUND: f64 = 0.1;
 
 /// Parameters of HeW. `Default` gives the paper's: `threshold = 0` (the first code release;
 /// the later one used 0.1), `ground = 0.1`.
@@ -38,8 +45,8 @@ pub struct HewParams {
 impl Default for HewParams {
     fn default() -> Self {
         Self {
-            threshold: 0.0,
-            ground: 0.1,
+            threshold: DEFAULT_THRESHOLD,
+            ground: DEFAULT_GROUND,
         }
     }
 }
@@ -302,7 +309,7 @@ fn map_heat<T: Real>(
                     .iter()
                     .flat_map(|(_, d, _)| d.iter().copied())
                     .collect();
-                centre_columns(crew, f, mu, true, &cells);
+                centre_columns(crew, f, mu, &cells);
                 // SAFETY: the centring phase is over; nothing writes `cells` any more.
                 let centred = unsafe { cells.block(0, 0, c, n) };
                 match heat_system(crew, centred, Some(&dead), rules, &m, tile) {

@@ -23,18 +23,18 @@ use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
-use crate::search::{check_size, list_capacity, score_block, write_rows, Selection};
+use crate::select::{check_size, list_capacity, write_rows, Selection};
 use crate::threads;
 use crate::validate;
-use crate::workspace::with_workspace;
 
 /// Neighbours per item used by diffusion (Iscen et al., CVPR 2017).
 pub const DEFAULT_K: usize = 50;
 /// Items per tile side: a 256 x 256 tile of `f32` scores is 256 KB, in L2 between the product
 /// and the scans; faer's product runs at 115-120 GFLOP/s per core on 256 to 1024-sided tiles
 /// at d = 512 (2-core AVX-512 VM), about as fast as on the search's blocks.
-pub const TILE: usize = 192;
+const TILE: usize = 192;
 
 /// The k nearest neighbours of every database item, row-major `(n, k)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,7 +88,7 @@ fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
     tiles.par_iter().for_each(|&(a, b)| {
         let (a0, b0, la, lb) = (a * TILE, b * TILE, size(a), size(b));
         with_workspace::<T, _>(|ws| {
-            let mut s = score_block(ws, la, lb);
+            let mut s = ws.score_block(la, lb);
             matmul(
                 s.rb_mut(),
                 Accum::Replace,

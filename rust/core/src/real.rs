@@ -2,8 +2,6 @@
 
 use faer::traits::RealField;
 
-use crate::workspace::{Workspace, Workspaces};
-
 /// A real scalar the kernels accept: `f32` or `f64`.
 ///
 /// Gram products, Cholesky factors and triangular inverses run in `Self` (that is where the
@@ -16,9 +14,6 @@ pub trait Real:
     fn of(x: f64) -> Self;
     /// Widens `self` to `f64`.
     fn f64(self) -> f64;
-    /// This type's workspace among a thread's workspaces.
-    #[doc(hidden)]
-    fn workspace(all: &mut Workspaces) -> &mut Workspace<Self>;
 }
 
 impl Real for f32 {
@@ -30,9 +25,6 @@ impl Real for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
-    fn workspace(all: &mut Workspaces) -> &mut Workspace<Self> {
-        &mut all.f32
-    }
 }
 
 impl Real for f64 {
@@ -43,8 +35,5 @@ impl Real for f64 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self
-    }
-    fn workspace(all: &mut Workspaces) -> &mut Workspace<Self> {
-        &mut all.f64
     }
 }

@@ -14,21 +14,32 @@
 //! temperature is exactly 0: the first-pass order of the top `k` is kept. A candidate with no
 //! positive affinity (or none connecting it to the query) also has temperature 0 and goes
 //! after the heated ones, in first-pass order.
+//!
+//! Why conjugate gradient, with Cholesky as its fallback: building `M` (centring, Gram,
+//! threshold: 2.9-5.3 ms a query at `k = 800`, `d = 512`) dominates either way, and CG (20-29
+//! iterations) was measured 13-17% faster than a Cholesky solve on Holidays and 8-20% slower
+//! on clustered synthetic data (under 10% of a query either way); in `f32` it is 12-20 times
+//! more accurate (its `f64` vectors solve the `f32` system to 1e-13, an `f32` Cholesky factor
+//! is off by 1e-4, enough to reorder near-ties: a query's candidate temperatures typically
+//! differ by under 1%).
 
 use faer::reborrow::{Reborrow, ReborrowMut};
-use faer::{MatMut, MatRef, Par, RowRef};
+use faer::{MatMut, MatRef, RowRef};
 use rayon::prelude::*;
 
 use crate::affinity::{heat_system, AffinityRules, HeatSystem};
+use crate::centre::centre_candidates;
+use crate::cg;
 use crate::error::{Error, Result};
-use crate::heat::cholesky;
+use crate::heat::solve_last_heated;
+use crate::parallel::shared_mat::SharedMat;
+use crate::parallel::team;
+use crate::parallel::tiled_cholesky::tile_size;
+use crate::parallel::workspace::with_workspace;
+use crate::ranking::Ranking;
 use crate::real::Real;
-use crate::search::Ranking;
-use crate::shared_mat::SharedMat;
-use crate::team;
-use crate::tiled_cholesky::tile_size;
-use crate::triangle::{column, dot_with};
-use crate::workspace::with_workspace;
+use crate::reduce::dot_with;
+use crate::simd::symv;
 use crate::{threads, validate};
 
 /// Number of top-ranked candidates re-ranked per query (the paper's `k = 800`).
@@ -36,53 +47,31 @@ pub const DEFAULT_K: usize = 800;
 /// Ground conductance factor: `z = 0.1 * mean of the positive affinities` (the paper).
 pub const DEFAULT_GROUND: f64 = 0.1;
 
-/// How each query's heat system `M x = D e_q` is solved.
-///
-/// Both are exact to rounding and give the same rankings up to near-ties. The default,
-/// [`HerSolver::ConjugateGradient`], won the measurement below; the Cholesky path stays as the
-/// fallback for a system on which CG does not converge, and for comparison.
-///
-/// Measured with `cargo run --release -p heatsearch-core --example her_solvers [FILE]` (2-core
-/// Xeon VM with AVX-512, shared with other jobs; one thread; row-major input as from NumPy;
-/// `k = 800`, `d = 512`; 20 queries x 5; per query, min / median over the runs; "error" =
-/// max |x - x_ref| / max |x_ref| against an `f64` Cholesky solve of the `f64` system):
-///
-/// | data, dtype | build `M` (centre, Gram, threshold) | Cholesky solve | CG solve (iterations) | error Cholesky / CG |
-/// |---|---|---|---|---|
-/// | Holidays (sqrt + L2), f32 | 2.9 / 3.3 ms | 1.41 / 1.61 ms | 1.23 / 1.40 ms (20-22) | 1.2e-4 / 9.5e-6 |
-/// | Holidays (sqrt + L2), f64 | 5.0 / 5.4 ms | 2.55 / 2.88 ms | 2.12 / 2.40 ms (20-22) | 0 / 9.8e-14 |
-/// | clustered synthetic, f32  | 3.1 / 3.3 ms | 1.43 / 1.62 ms | 1.54 / 1.90 ms (26-29) | 1.2e-4 / 5.4e-6 |
-/// | clustered synthetic, f64  | 5.3 / 5.7 ms | 2.55 / 2.90 ms | 3.05 / 3.35 ms (26-29) | 0 / 7.3e-14 |
-///
-/// The Gram (`k^2 d / 2` multiply-adds, 2.3 ms of the f32 build) dominates either way. CG
-/// breaks even with Cholesky at about 24 iterations: it is 13-17% faster on the real data and
-/// 8-20% slower on the synthetic set (under 10% of a query's time either way). In `f32` CG is
-/// 12 to 20 times more accurate: its `f64` vectors solve the `f32` system to 1e-13, where an
-/// `f32` Cholesky factor is off by 1e-4, which reorders near-ties (temperatures of a query's
-/// candidates typically differ by under 1% of their value). Hence CG, with Cholesky as the
-/// fallback. The CG matrix-vector product is compiled for AVX-512 / AVX2 and picked at run
-/// time: in the baseline (SSE2) build it took 1.75 ms instead of 1.2 ms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum HerSolver {
+/// How each query's heat system `M x = D e_q` is solved. Both are exact to rounding; HeR
+/// always uses [`Solver::ConjugateGradient`], which falls back to [`Solver::Cholesky`] when
+/// it does not converge. The unit tests compare the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Solver {
     /// Dense Cholesky factor of the `(k+1) x (k+1)` matrix in the input's dtype (about
     /// `k^3 / 3` flops), then one triangular solve: the query is the LAST node, so the forward
     /// substitution of `D e_q` is a single division and only the back substitution remains.
+    /// Asked for directly only by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     Cholesky,
     /// Jacobi-preconditioned conjugate gradient on the matrix in the input's dtype with `f64`
     /// vectors, to a residual of `1e-13 * ||D e_q||` (each iteration one pass over the lower
-    /// triangle of `M`, `k^2 / 2` entries and `k^2` multiply-adds), falling back to [`HerSolver::Cholesky`]
-    /// after [`CG_MAX_ITERATIONS`] iterations.
-    #[default]
+    /// triangle of `M`, `k^2 / 2` entries and `k^2` multiply-adds), falling back to
+    /// [`Solver::Cholesky`] after [`CG_MAX_ITERATIONS`] iterations.
     ConjugateGradient,
 }
 
 /// Relative residual at which the conjugate gradient stops.
-pub const CG_TOLERANCE: f64 = 1e-13;
+const CG_TOLERANCE: f64 = 1e-13;
 /// Iterations after which the conjugate gradient gives up and the query is solved by Cholesky:
 /// about four times what Holidays and clustered synthetic data need at `k = 800` (20 to 29);
 /// each iteration costs about 1/20 of a Cholesky factor, so a query that hits the cap costs
 /// about 6 times the usual solve, never unboundedly more.
-pub const CG_MAX_ITERATIONS: usize = 100;
+const CG_MAX_ITERATIONS: usize = 100;
 
 /// Parameters of HeR. `Default` gives the paper's `k = 800`, `ground = 0.1`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,8 +81,6 @@ pub struct HerParams {
     pub k: usize,
     /// Ground conductance factor: `z = ground * mean of the positive affinities` (> 0).
     pub ground: f64,
-    /// Linear solver of each query's heat system.
-    pub solver: HerSolver,
 }
 
 impl Default for HerParams {
@@ -101,7 +88,6 @@ impl Default for HerParams {
         Self {
             k: DEFAULT_K,
             ground: DEFAULT_GROUND,
-            solver: HerSolver::default(),
         }
     }
 }
@@ -129,6 +115,18 @@ pub fn heat_rerank<T: Real>(
     ranks: MatRef<'_, i64>,
     scores: Option<MatRef<'_, T>>,
     params: HerParams,
+) -> Result<Ranking<T>> {
+    rerank_with(x, q, ranks, scores, params, Solver::ConjugateGradient)
+}
+
+/// [`heat_rerank`] with the given solver.
+fn rerank_with<T: Real>(
+    x: MatRef<'_, T>,
+    q: MatRef<'_, T>,
+    ranks: MatRef<'_, i64>,
+    scores: Option<MatRef<'_, T>>,
+    params: HerParams,
+    solver: Solver,
 ) -> Result<Ranking<T>> {
     let (n, d) = (x.nrows(), x.ncols());
     let (nq, m) = (ranks.nrows(), ranks.ncols());
@@ -169,22 +167,10 @@ pub fn heat_rerank<T: Real>(
         validate::rankings(ranks, n)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
-            .map(|i| rerank_one(x, q, i, ranks, scores, params))
+            .map(|i| rerank_one(x, q, i, ranks, scores, params, solver))
             .collect::<Result<_>>()?;
         Ok(Ranking::from_rows(rows, m))
     })?
-}
-
-/// The heat temperature `G_{i,q}` of each candidate (rows `candidates` of `x`, in that order)
-/// when `query` alone is heated, in `f64`; `x` and `query` validated, `query` of length `d`.
-pub fn heat_temperatures<T: Real>(
-    x: MatRef<'_, T>,
-    query: RowRef<'_, T>,
-    candidates: &[usize],
-    ground: f64,
-    solver: HerSolver,
-) -> Result<Vec<f64>> {
-    heat_temperatures_traced(x, query, candidates, ground, solver).map(|(t, _)| t)
 }
 
 /// One query's re-ranked row: `(ranks, scores)`, each of length m.
@@ -195,6 +181,7 @@ fn rerank_one<T: Real>(
     ranks: MatRef<'_, i64>,
     scores: Option<MatRef<'_, T>>,
     params: HerParams,
+    solver: Solver,
 ) -> Result<(Vec<i64>, Vec<T>)> {
     let m = ranks.ncols();
     let k = params.k.min(m);
@@ -218,7 +205,7 @@ fn rerank_one<T: Real>(
                 .collect()
         }
     };
-    let t = heat_temperatures(x, query, &row[..k], params.ground, params.solver)?;
+    let t = heat_temperatures(x, query, &row[..k], params.ground, solver)?;
     let mut order: Vec<usize> = (0..k).collect();
     // Stable: equal temperatures keep their first-pass order. Temperatures are finite.
     order.sort_by(|&a, &b| t[b].partial_cmp(&t[a]).unwrap_or(std::cmp::Ordering::Equal));
@@ -245,115 +232,6 @@ fn dot_row<T: Real>(row: RowRef<'_, T>, y: &[f64]) -> f64 {
     }
 }
 
-/// Adds a row to an `f64` accumulator.
-fn add_row<T: Real>(row: RowRef<'_, T>, acc: &mut [f64]) {
-    match row.try_as_row_major() {
-        Some(r) => acc
-            .iter_mut()
-            .zip(r.as_slice())
-            .for_each(|(a, v)| *a += v.f64()),
-        None => acc
-            .iter_mut()
-            .enumerate()
-            .for_each(|(c, a)| *a += row[c].f64()),
-    }
-}
-
-/// Relative size below which a centred row counts as equal to the mean (the rule of HeW's
-/// centring, `affinity::centre_columns`): the mean of equal `f64` rows can differ from them in
-/// the last bit, and the Gram products of such rounding noise would be "affinities" of order
-/// `eps^2` that decide the ranking at random.
-const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
-
-/// Writes the candidates' rows and the query (last), centred by the mean of these `k + 1`
-/// rows (in `f64`, no re-normalisation), into the columns of `out` (`d x (k+1)`). A row equal
-/// to the mean up to rounding (`||x_i - mu|| <= 16 eps (||x_i|| + ||mu||)`, `eps` of `T`)
-/// becomes a zero column: affinity 0 to every row.
-fn centre<T: Real>(
-    x: MatRef<'_, T>,
-    query: RowRef<'_, T>,
-    candidates: &[usize],
-    mut out: MatMut<'_, T>,
-) {
-    let d = x.ncols();
-    let size = candidates.len() + 1;
-    let row_of = |j: usize| {
-        if j < candidates.len() {
-            x.row(candidates[j])
-        } else {
-            query
-        }
-    };
-    let mut mean = vec![0.0f64; d];
-    for j in 0..size {
-        add_row(row_of(j), &mut mean);
-    }
-    mean.iter_mut().for_each(|v| *v /= size as f64);
-    let mean_norm = dot(&mean, &mean).sqrt();
-    let tolerance = EQUAL_TO_MEAN_ULPS * T::epsilon().f64();
-    let mut buf = vec![T::of(0.0); d];
-    let mut centred = vec![0.0f64; d];
-    for j in 0..size {
-        let row = row_of(j);
-        let values: &[T] = match row.try_as_row_major() {
-            Some(r) => r.as_slice(),
-            None => {
-                buf.iter_mut().enumerate().for_each(|(c, b)| *b = row[c]);
-                &buf
-            }
-        };
-        let (row_norm2, centred_norm2) = centre_row(values, &mean, &mut centred);
-        let keep = centred_norm2.sqrt() > tolerance * (row_norm2.sqrt() + mean_norm);
-        let col = out
-            .rb_mut()
-            .col_mut(j)
-            .try_as_col_major_mut()
-            .expect("workspace columns are contiguous")
-            .as_slice_mut();
-        if keep {
-            col.iter_mut()
-                .zip(&centred)
-                .for_each(|(o, c)| *o = T::of(*c));
-        } else {
-            col.iter_mut().for_each(|o| *o = T::of(0.0));
-        }
-    }
-}
-
-/// `centred = row - mean` (in `f64`); returns `(||row||^2, ||centred||^2)`, eight lanes each.
-#[inline(always)]
-fn centre_row<T: Real>(row: &[T], mean: &[f64], centred: &mut [f64]) -> (f64, f64) {
-    const L: usize = 8;
-    let (mut rn, mut cn) = ([0.0f64; L], [0.0f64; L]);
-    let split = row.len() - row.len() % L;
-    for ((r, m), c) in row[..split]
-        .chunks_exact(L)
-        .zip(mean[..split].chunks_exact(L))
-        .zip(centred[..split].chunks_exact_mut(L))
-    {
-        for l in 0..L {
-            let v = r[l].f64();
-            let t = v - m[l];
-            c[l] = t;
-            rn[l] += v * v;
-            cn[l] += t * t;
-        }
-    }
-    let (mut rt, mut ct) = (0.0, 0.0);
-    for ((r, m), c) in row[split..]
-        .iter()
-        .zip(&mean[split..])
-        .zip(&mut centred[split..])
-    {
-        let v = r.f64();
-        let t = v - m;
-        *c = t;
-        rt += v * v;
-        ct += t * t;
-    }
-    (rn.iter().sum::<f64>() + rt, cn.iter().sum::<f64>() + ct)
-}
-
 /// Copies a row into an `f64` buffer of its length.
 fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
     match row.try_as_row_major() {
@@ -368,162 +246,41 @@ fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
     }
 }
 
-/// Solves `M x = M_qq e_q` (`q` the last node) with the lower Cholesky factor `M = L L^T`,
-/// factoring `m` in place. Forward substitution of a multiple of the last unit vector is one
-/// division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y` runs down the columns of
-/// `L` with `f64` accumulation.
-fn solve_cholesky<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
-    let size = m.nrows();
-    let q = size - 1;
-    let mqq = m[(q, q)].f64();
-    cholesky(m.rb_mut(), Par::Seq)?;
-    let l = m.rb();
-    let mut x = vec![0.0f64; size];
-    let lqq = l[(q, q)].f64();
-    x[q] = mqq / (lqq * lqq);
-    for i in (0..q).rev() {
-        let col = column(l, i);
-        x[i] = -dot_with(&col[i + 1..], &x[i + 1..], |a, b| a * b) / col[i].f64();
-    }
-    Ok(x)
-}
-
-/// `y = M x` for a symmetric `M` of which only the lower triangle (diagonal included) of the
-/// column-major `m` is read: each column is read once, for a dot product (the row above the
-/// diagonal) and an update (the column below it). Eight `f64` lanes, fixed order.
-///
-/// The crate is compiled for baseline x86-64 (SSE2); this loop is the conjugate gradient's
-/// whole cost, so it is also compiled for AVX-512 and AVX2 and picked at run time (faer does
-/// the same for its kernels). Without `-ffast-math`-style contraction the arithmetic, and so
-/// the result, is bit for bit the same on every path.
-fn symv_lower<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { symv_lower_avx512(m, x, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { symv_lower_avx2(m, x, y) };
-        }
-    }
-    symv_lower_body(m, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn symv_lower_avx512<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    symv_lower_body(m, x, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn symv_lower_avx2<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    symv_lower_body(m, x, y)
-}
-
-/// Independent `f64` accumulators of the dot products in [`symv_lower`] (one AVX-512
-/// register). The loop streams the matrix (1.3 MB in `f32` at k = 800) from cache at about
-/// 4 entries per ns; 16 or 32 accumulators measured no faster.
-const SYMV_LANES: usize = 8;
-
-#[inline(always)]
-fn symv_lower_body<T: Real>(m: MatRef<'_, T>, x: &[f64], y: &mut [f64]) {
-    let n = x.len();
-    y.iter_mut().for_each(|v| *v = 0.0);
-    for j in 0..n {
-        let col = &column(m, j)[j..];
-        let xj = x[j];
-        let (below, xs, ys) = (&col[1..], &x[j + 1..], &mut y[j + 1..]);
-        let mut acc = [0.0f64; SYMV_LANES];
-        let split = below.len() - below.len() % SYMV_LANES;
-        for ((a, xv), yv) in below[..split]
-            .chunks_exact(SYMV_LANES)
-            .zip(xs[..split].chunks_exact(SYMV_LANES))
-            .zip(ys[..split].chunks_exact_mut(SYMV_LANES))
-        {
-            for l in 0..SYMV_LANES {
-                let aij = a[l].f64();
-                acc[l] += aij * xv[l];
-                yv[l] += aij * xj;
-            }
-        }
-        let mut tail = 0.0;
-        for ((a, xv), yv) in below[split..]
-            .iter()
-            .zip(&xs[split..])
-            .zip(&mut ys[split..])
-        {
-            let aij = a.f64();
-            tail += aij * xv;
-            *yv += aij * xj;
-        }
-        y[j] += col[0].f64() * xj + acc.iter().sum::<f64>() + tail;
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    dot_with(a, b, |x, y| x * y)
-}
-
 /// Jacobi-preconditioned conjugate gradient for `M x = M_qq e_q` (`q` the last node), in
-/// `f64` vectors over `M` as stored: the solution and the number of iterations, or `None`
-/// when it has not converged within [`CG_MAX_ITERATIONS`] iterations.
-fn cg_iterations<T: Real>(m: MatRef<'_, T>) -> Option<(Vec<f64>, usize)> {
+/// `f64` vectors over `M` as stored (its lower triangle): the solution, or `None` when it
+/// has not converged within [`CG_MAX_ITERATIONS`] iterations (or broke down: `M` is SPD, so
+/// only rounding can make `p^T M p <= 0`), and Cholesky takes over.
+fn solve_cg<T: Real>(m: MatRef<'_, T>) -> Option<Vec<f64>> {
     let size = m.nrows();
-    let q = size - 1;
-    let inv_diag: Vec<f64> = (0..size).map(|i| 1.0 / m[(i, i)].f64()).collect();
-    let bq = m[(q, q)].f64();
-    let mut x = vec![0.0f64; size];
-    let mut r = vec![0.0f64; size];
-    r[q] = bq;
-    let mut z: Vec<f64> = r.iter().zip(&inv_diag).map(|(a, b)| a * b).collect();
-    let mut p = z.clone();
-    let mut mp = vec![0.0f64; size];
-    let mut rz = dot(&r, &z);
-    let stop = CG_TOLERANCE * bq;
-    for it in 1..=CG_MAX_ITERATIONS {
-        symv_lower(m, &p, &mut mp);
-        let pmp = dot(&p, &mp);
-        // M is SPD: p^T M p <= 0 (or NaN) means rounding broke down; Cholesky takes over.
-        if !pmp.is_finite() || pmp <= 0.0 {
-            return None;
-        }
-        let alpha = rz / pmp;
-        for ((xi, ri), (pi, mpi)) in x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(&mp)) {
-            *xi += alpha * pi;
-            *ri -= alpha * mpi;
-        }
-        if dot(&r, &r).sqrt() <= stop {
-            return Some((x, it));
-        }
-        for ((zi, ri), di) in z.iter_mut().zip(&r).zip(&inv_diag) {
-            *zi = ri * di;
-        }
-        let rz_next = dot(&r, &z);
-        let beta = rz_next / rz;
-        rz = rz_next;
-        for (pi, zi) in p.iter_mut().zip(&z) {
-            *pi = zi + beta * *pi;
-        }
-    }
-    None
+    let inverse_diagonal: Vec<f64> = (0..size).map(|i| 1.0 / m[(i, i)].f64()).collect();
+    let mut b = vec![0.0f64; size];
+    b[size - 1] = m[(size - 1, size - 1)].f64();
+    let tolerance = cg::Tolerance {
+        relative: CG_TOLERANCE,
+        strict: false,
+    };
+    let solution = cg::solve(
+        |p, mp| symv::symv_lower(m, p, mp),
+        &b,
+        Some(&inverse_diagonal),
+        tolerance,
+        CG_MAX_ITERATIONS,
+    );
+    (solution.outcome == cg::Outcome::Converged).then_some(solution.x)
 }
 
-/// [`heat_temperatures`] and the number of conjugate-gradient iterations it took (`None`:
-/// solved by Cholesky, asked for or as the fallback, or nothing to solve).
-#[doc(hidden)]
-pub fn heat_temperatures_traced<T: Real>(
+/// The heat temperature `G_{i,q}` of each candidate (rows `candidates` of `x`, in that order)
+/// when `query` alone is heated, in `f64`; `x` and `query` validated, `query` of length `d`.
+fn heat_temperatures<T: Real>(
     x: MatRef<'_, T>,
     query: RowRef<'_, T>,
     candidates: &[usize],
     ground: f64,
-    solver: HerSolver,
-) -> Result<(Vec<f64>, Option<usize>)> {
+    solver: Solver,
+) -> Result<Vec<f64>> {
     let (k, d) = (candidates.len(), x.ncols());
     if k == 0 {
-        return Ok((Vec::new(), None));
+        return Ok(Vec::new());
     }
     let size = k + 1;
     with_workspace::<T, _>(|ws| {
@@ -531,9 +288,9 @@ pub fn heat_temperatures_traced<T: Real>(
         // No positive affinity: A = 0, G = I, every candidate's temperature is 0.
         let Some(system) = build_heat_system(x, query, candidates, ground, cells, m.rb_mut())
         else {
-            return Ok((vec![0.0; k], None));
+            return Ok(vec![0.0; k]);
         };
-        let (mut t, iterations) = solve_heat_system(m, solver)?;
+        let mut t = solve_heat_system(m, solver)?;
         t.truncate(k);
         // Exactly 0 already; written out so that the rule does not rest on rounding.
         for (ti, &c) in t.iter_mut().zip(&system.connected) {
@@ -541,15 +298,14 @@ pub fn heat_temperatures_traced<T: Real>(
                 *ti = 0.0;
             }
         }
-        Ok((t, iterations))
+        Ok(t)
     })
 }
 
-/// Step 1-3 of one query: `M = D - A` of the candidates and the query (last) into the lower
+/// Steps 1-3 of one query: `M = D - A` of the candidates and the query (last) into the lower
 /// triangle of `m` (`(k+1) x (k+1)`, column-major), `cells` (`d x (k+1)`) as scratch; `None`
-/// when no affinity is positive. Public (hidden) for `examples/her_solvers.rs`.
-#[doc(hidden)]
-pub fn build_heat_system<T: Real>(
+/// when no affinity is positive.
+fn build_heat_system<T: Real>(
     x: MatRef<'_, T>,
     query: RowRef<'_, T>,
     candidates: &[usize],
@@ -557,7 +313,7 @@ pub fn build_heat_system<T: Real>(
     mut cells: MatMut<'_, T>,
     m: MatMut<'_, T>,
 ) -> Option<HeatSystem> {
-    centre(x, query, candidates, cells.rb_mut());
+    centre_candidates(x, query, candidates, cells.rb_mut());
     let rules = AffinityRules {
         threshold: 0.0,
         ground,
@@ -568,21 +324,17 @@ pub fn build_heat_system<T: Real>(
     })
 }
 
-/// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node) and the number of CG
-/// iterations (`None`: solved by Cholesky, which overwrites `m` with its factor). Public
-/// (hidden) for `examples/her_solvers.rs`.
-#[doc(hidden)]
-pub fn solve_heat_system<T: Real>(
-    m: MatMut<'_, T>,
-    solver: HerSolver,
-) -> Result<(Vec<f64>, Option<usize>)> {
+/// Step 4 of one query: `x` with `M x = M_qq e_q` (`q` the last node). The Cholesky solve
+/// (asked for, or the fallback of a conjugate gradient that did not converge) overwrites `m`
+/// with its factor.
+fn solve_heat_system<T: Real>(m: MatMut<'_, T>, solver: Solver) -> Result<Vec<f64>> {
     let cg = match solver {
-        HerSolver::Cholesky => None,
-        HerSolver::ConjugateGradient => cg_iterations(m.rb()),
+        Solver::Cholesky => None,
+        Solver::ConjugateGradient => solve_cg(m.rb()),
     };
     match cg {
-        Some((t, it)) => Ok((t, Some(it))),
-        None => Ok((solve_cholesky(m)?, None)),
+        Some(t) => Ok(t),
+        None => solve_last_heated(m),
     }
 }
 
@@ -599,21 +351,18 @@ mod tests {
         q: &faer::Mat<f64>,
         ranks: &[i64],
         k: usize,
-        solver: HerSolver,
+        solver: Solver,
     ) -> Ranking<f64> {
         let r = faer::Mat::from_fn(q.nrows(), ranks.len() / q.nrows(), |i, p| {
             ranks[i * (ranks.len() / q.nrows()) + p]
         });
-        heat_rerank(
+        rerank_with(
             x.as_ref(),
             q.as_ref(),
             r.as_ref(),
             None,
-            HerParams {
-                k,
-                ground: 0.1,
-                solver,
-            },
+            HerParams { k, ground: 0.1 },
+            solver,
         )
         .unwrap()
     }
@@ -633,7 +382,7 @@ mod tests {
     fn small_case_worked_by_hand() {
         let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
         let q = mat(&[&[2.0, 0.0]]);
-        for solver in [HerSolver::Cholesky, HerSolver::ConjugateGradient] {
+        for solver in [Solver::Cholesky, Solver::ConjugateGradient] {
             let out = rerank(&x, &q, &[1, 2, 0], 3, solver);
             assert_eq!(out.ranks, vec![0, 1, 2]);
             let expected = 2.5 * 2.65 / 0.7725;
@@ -654,11 +403,11 @@ mod tests {
     fn degenerate_head_keeps_order_and_tail_is_untouched() {
         let x = mat(&[&[2.0, 0.0], &[0.0, 2.0], &[-2.0, 0.0]]);
         let q = mat(&[&[2.0, 0.0]]);
-        let out = rerank(&x, &q, &[1, 2, 0], 2, HerSolver::default());
+        let out = rerank(&x, &q, &[1, 2, 0], 2, Solver::ConjugateGradient);
         assert_eq!(out.ranks, vec![1, 2, 0]);
         assert_eq!(out.scores, vec![0.0, 0.0, 4.0]);
         // k = 0: unchanged, all first-pass inner products.
-        let out = rerank(&x, &q, &[1, 2, 0], 0, HerSolver::default());
+        let out = rerank(&x, &q, &[1, 2, 0], 0, Solver::ConjugateGradient);
         assert_eq!(out.ranks, vec![1, 2, 0]);
         assert_eq!(out.scores, vec![0.0, -4.0, 4.0]);
     }
@@ -676,8 +425,8 @@ mod tests {
         let x = faer::Mat::from_fn(60, 8, |_, _| next());
         let q = faer::Mat::from_fn(1, 8, |_, j| x[(5, j)] + 0.01 * (j as f64));
         let ranks: Vec<i64> = (0..60).rev().collect();
-        let a = rerank(&x, &q, &ranks, 50, HerSolver::Cholesky);
-        let b = rerank(&x, &q, &ranks, 50, HerSolver::ConjugateGradient);
+        let a = rerank(&x, &q, &ranks, 50, Solver::Cholesky);
+        let b = rerank(&x, &q, &ranks, 50, Solver::ConjugateGradient);
         for (s, t) in a.scores.iter().zip(&b.scores) {
             assert!((s - t).abs() <= 1e-10 * s.abs().max(1e-3), "{s} vs {t}");
         }

@@ -84,13 +84,13 @@ fn pool() -> Result<Arc<ThreadPool>> {
 }
 
 /// Runs `op` on the calling thread with heatsearch's pool at hand (to spawn a
-/// [`crate::team`]'s helpers into it).
-pub fn with_pool<R>(op: impl FnOnce(&ThreadPool) -> R) -> Result<R> {
+/// team's helpers into it).
+pub(crate) fn with_pool<R>(op: impl FnOnce(&ThreadPool) -> R) -> Result<R> {
     Ok(op(&*pool()?))
 }
 
 /// Runs `op` inside heatsearch's pool; `op` receives the pool's thread count.
-pub fn install<R: Send>(op: impl FnOnce(usize) -> R + Send) -> Result<R> {
+pub(crate) fn install<R: Send>(op: impl FnOnce(usize) -> R + Send) -> Result<R> {
     let pool = pool()?;
     let n = pool.current_num_threads();
     Ok(pool.install(|| op(n)))

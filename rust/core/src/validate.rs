@@ -1,11 +1,18 @@
-//! Argument checks shared by the public entry points. Messages say what was expected and
-//! what came in.
+//! The checks the algorithms run on their input. Messages say what was expected and what
+//! came in, so that a binding can pass them on unchanged.
+//!
+//! Two of them are public, for a caller that checks its data before (or without) calling an
+//! algorithm: [`finite`] and [`rankings`]. Both can be called from any thread, inside
+//! heatsearch's pool or outside it: [`finite`] runs on the calling thread, [`rankings`] runs
+//! its rows on heatsearch's pool (never on rayon's global pool, which the host application
+//! may own), directly when called from one of the pool's threads.
 
 use faer::MatRef;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::real::Real;
+use crate::threads;
 
 /// A matrix of `what` must have at least one row and one column.
 pub(crate) fn non_empty<T>(m: MatRef<'_, T>, what: &str) -> Result<()> {
@@ -19,11 +26,13 @@ pub(crate) fn non_empty<T>(m: MatRef<'_, T>, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// NaN or infinity anywhere in `m` is an error naming the first bad entry in row-major
-/// order. One branch-free pass in memory order (rows or columns, whichever is contiguous: a
-/// column-wise scan of a row-major database costs a cache miss per entry); the entry is
-/// located only when there is one.
-pub(crate) fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
+/// NaN or infinity anywhere in `m` is an [`Error::NonFinite`] naming `what` and the first bad
+/// entry in row-major order ("X must be finite, got NaN at row 1, column 1").
+///
+/// Runs on the calling thread (inside or outside heatsearch's pool): one branch-free pass in
+/// memory order (rows or columns, whichever is contiguous: a column-wise scan of a row-major
+/// database costs a cache miss per entry); the entry is located only when there is one.
+pub fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
     let ok = if let Some(r) = m.try_as_row_major() {
         (0..m.nrows()).all(|i| all_finite(r.row(i).as_slice()))
     } else if let Some(c) = m.try_as_col_major() {
@@ -103,13 +112,22 @@ pub(crate) fn heat_params(threshold: f64, ground: f64) -> Result<()> {
     Ok(())
 }
 
-/// Every row of `ranks` (one ranking per query) holds distinct database indices in `0..n`;
-/// the first bad entry (row-major) is reported whatever the number of threads. Rows are
-/// checked in parallel (call it inside the pool). A ranking not much shorter than the
-/// database is checked against a table of n stamps (one per thread, reused); a short one
+/// Every row of `ranks` (one ranking per query, `(nq, m)`) must hold distinct database
+/// indices in `0..n`: otherwise an [`Error::Value`] naming the first bad entry in row-major
+/// order, whatever the number of threads.
+///
+/// Can be called from any thread: rows are checked in parallel on heatsearch's pool (entered
+/// once from outside it, run directly on one of its threads). A ranking not much shorter than
+/// the database is checked against a table of n stamps (one per thread, reused); a short one
 /// (m < n / 16, e.g. HeR's top 1000 of a million images) is sorted instead, so that no
-/// thread fills a table of the database's size.
-pub(crate) fn rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
+/// thread fills a table of the database's size. Errors: [`Error::Threads`] if the pool cannot
+/// be started.
+pub fn rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
+    threads::install(|_| rankings_in_pool(ranks, n))?
+}
+
+/// [`rankings`] on the current rayon pool.
+fn rankings_in_pool(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
     let m = ranks.ncols();
     let table = m.saturating_mul(16) >= n;
     let errors: Vec<Option<Error>> = (0..ranks.nrows())

@@ -15,7 +15,7 @@
 //! itself.
 //! Every item computes the same thing whoever runs it, so results do not depend on the
 //! number of threads. Work is written to disjoint blocks through
-//! [`crate::shared_mat::SharedMat`]; small per-item results come back from [`Crew::map`].
+//! [`crate::parallel::shared_mat::SharedMat`]; small per-item results come back from [`Crew::map`].
 //! A phase can also be a graph of dependent tasks ([`Crew::graph`]): no barrier between
 //! them, a task waits only for the ones it needs.
 
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::ThreadPool;
 
-use crate::task_graph::TaskGraph;
+use super::task_graph::TaskGraph;
 
 struct Shared {
     /// Current phase (high 32 bits) and the next unclaimed item of it (low 32 bits).
@@ -43,12 +43,10 @@ struct Shared {
     raised: AtomicBool,
     /// The result slots of [`Crew::map`] and [`Crew::graph`] phases, in program order.
     slots: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
-    /// The number of participants asked for (some may start late or never).
-    size: usize,
 }
 
 /// One participant's handle on the team, passed to the program.
-pub struct Crew<'a> {
+pub(crate) struct Crew<'a> {
     shared: &'a Shared,
     phase: Cell<u32>,
     maps: Cell<usize>,
@@ -94,7 +92,7 @@ impl Crew<'_> {
     /// increasing order of claiming, and returns once all of them are finished (their writes
     /// are then visible to every participant). Every participant must call the same phases in
     /// the same order with the same `items`; a phase of 0 items is skipped by all.
-    pub fn phase(&self, items: usize, op: impl Fn(usize)) {
+    pub(crate) fn phase(&self, items: usize, op: impl Fn(usize)) {
         if items == 0 {
             return;
         }
@@ -136,18 +134,18 @@ impl Crew<'_> {
 
     /// Raises the team's flag: an item found a problem (a failed factorisation) that every
     /// participant must see, whoever ran the item.
-    pub fn raise(&self) {
+    pub(crate) fn raise(&self) {
         self.shared.raised.store(true, Ordering::Relaxed);
     }
 
     /// Whether an item of a finished phase has raised the flag.
-    pub fn raised(&self) -> bool {
+    pub(crate) fn raised(&self) -> bool {
         self.shared.raised.load(Ordering::Relaxed)
     }
 
     /// A phase whose items return results: every participant gets all of them, in item
     /// order, once the phase is finished.
-    pub fn map<R: Clone + Send + Sync + 'static>(
+    pub(crate) fn map<R: Clone + Send + Sync + 'static>(
         &self,
         items: usize,
         op: impl Fn(usize) -> R,
@@ -161,7 +159,7 @@ impl Crew<'_> {
     /// once all the tasks it needs are finished; returns the results by task id. A
     /// participant that claims a task whose needs are still running waits for them: they
     /// come earlier in the order, so they were claimed earlier and the wait ends.
-    pub fn graph<R: Clone + Send + Sync + 'static>(
+    pub(crate) fn graph<R: Clone + Send + Sync + 'static>(
         &self,
         graph: &TaskGraph,
         op: impl Fn(usize) -> R,
@@ -182,11 +180,6 @@ impl Crew<'_> {
             .collect()
     }
 
-    /// The number of participants the team was asked for.
-    pub fn size(&self) -> usize {
-        self.shared.size
-    }
-
     /// The result slots of the next [`Crew::map`] or [`Crew::graph`] phase: the k-th of the
     /// program, made by whoever gets there first.
     fn slots<R: Send + Sync + 'static>(&self, items: usize) -> Arc<Slots<R>> {
@@ -202,14 +195,14 @@ impl Crew<'_> {
     }
 
     /// A phase of one item.
-    pub fn single(&self, op: impl Fn()) {
+    pub(crate) fn single(&self, op: impl Fn()) {
         self.phase(1, |_| op());
     }
 }
 
 /// Who runs a team's program.
 #[derive(Clone, Copy)]
-pub enum Members<'p> {
+pub(crate) enum Members<'p> {
     /// The calling thread alone.
     Caller,
     /// The calling thread and `n - 1` helpers spawned into the pool (the calling thread may
@@ -219,7 +212,7 @@ pub enum Members<'p> {
 
 impl Members<'_> {
     /// The number of participants.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         match *self {
             Members::Caller => 1,
             Members::Pool(_, n) => n.max(1),
@@ -229,7 +222,7 @@ impl Members<'_> {
 
 /// Runs `program` on a team and returns the calling thread's result; the program must write
 /// its shared results only in items.
-pub fn run<R: Send>(members: Members<'_>, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
+pub(crate) fn run<R: Send>(members: Members<'_>, program: impl Fn(&Crew<'_>) -> R + Sync) -> R {
     let shared = Shared {
         state: AtomicU64::new(pack(0, 0)),
         done: AtomicUsize::new(0),
@@ -238,7 +231,6 @@ pub fn run<R: Send>(members: Members<'_>, program: impl Fn(&Crew<'_>) -> R + Syn
         finished: AtomicUsize::new(0),
         raised: AtomicBool::new(false),
         slots: Mutex::new(Vec::new()),
-        size: members.size(),
     };
     let participate = || {
         shared.started.fetch_add(1, Ordering::AcqRel);

@@ -9,7 +9,7 @@
 //! simulated team of `workers` takes, whenever one of them is free, the ready task with the
 //! longest chain of work still behind it (its "bottom level"; Graham's list scheduling with
 //! the HLFET priority). The team then claims tasks in that order, and a participant whose
-//! task needs one still running waits for it ([`crate::team::Crew::graph`]). The order is
+//! task needs one still running waits for it ([`crate::parallel::team::Crew::graph`]). The order is
 //! topological, so the wait always ends and a team of one never waits. Every task computes
 //! the same thing whoever runs it and whenever, so results do not depend on the order.
 
@@ -17,7 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// Tasks in the order a team claims them, with what each one needs.
-pub struct TaskGraph {
+pub(crate) struct TaskGraph {
     /// `order[p]`: the id of the task at position p.
     pub(crate) order: Vec<usize>,
     /// `needs[p]`: the positions of the tasks the one at position p needs; all are below p.
@@ -28,7 +28,7 @@ impl TaskGraph {
     /// Orders tasks `0..needs.len()` for a team of `workers`. `needs[id]`: the ids of the
     /// tasks task `id` needs, all smaller than `id` (ids are a topological order);
     /// `cost[id]`: its estimated run time, in any unit.
-    pub fn schedule(needs: &[Vec<usize>], cost: &[u64], workers: usize) -> Self {
+    pub(crate) fn schedule(needs: &[Vec<usize>], cost: &[u64], workers: usize) -> Self {
         let n = needs.len();
         assert_eq!(cost.len(), n, "one cost per task");
         let mut successors = vec![Vec::new(); n];
@@ -88,13 +88,8 @@ impl TaskGraph {
     }
 
     /// The number of tasks.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
-    }
-
-    /// Whether the graph has no task.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
     }
 }
 

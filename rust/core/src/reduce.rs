@@ -1,6 +1,7 @@
-//! Small reductions the kernels share: columns of column-major matrices as slices, and `f64`
-//! sums in eight independent lanes (so that the compiler vectorises them), each taken in a
-//! fixed order, so that results do not depend on the number of threads.
+//! The `f64` reductions the kernels share: sums of products in eight independent lanes (so
+//! that the compiler vectorises them without reassociating anything), each taken in a fixed
+//! order, so that results do not depend on the number of threads; and the columns of
+//! column-major matrices as the slices they read.
 
 use faer::MatRef;
 
@@ -48,4 +49,10 @@ pub(crate) fn sum_squares<T: Real>(x: &[T]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+/// `sum_k a_k b_k` of two `f64` slices, in eight lanes.
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    dot_with(a, b, |x, y| x * y)
 }

@@ -1,5 +1,5 @@
 //! A column-major matrix whose disjoint blocks are written by different threads of a
-//! [`crate::team`] at once.
+//! [`crate::parallel::team`] at once.
 //!
 //! Blocks are handed out as ordinary faer views; the phases of the team are what keeps them
 //! disjoint (an item writes only its own block, and reads only blocks that no item of the
@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use faer::{MatMut, MatRef};
 
 /// A matrix with unit row stride shared by the participants of a team.
-pub struct SharedMat<'a, T> {
+pub(crate) struct SharedMat<'a, T> {
     ptr: *mut T,
     nrows: usize,
     ncols: usize,
@@ -27,7 +27,7 @@ unsafe impl<T: Send + Sync> Sync for SharedMat<'_, T> {}
 
 impl<'a, T> SharedMat<'a, T> {
     /// Shares `m`, which must have unit row stride (column-major).
-    pub fn new(m: MatMut<'a, T>) -> Self {
+    pub(crate) fn new(m: MatMut<'a, T>) -> Self {
         assert_eq!(m.row_stride(), 1, "a SharedMat must be column-major");
         Self {
             ptr: m.as_ptr_mut(),
@@ -38,12 +38,8 @@ impl<'a, T> SharedMat<'a, T> {
         }
     }
 
-    pub fn nrows(&self) -> usize {
+    pub(crate) fn nrows(&self) -> usize {
         self.nrows
-    }
-
-    pub fn ncols(&self) -> usize {
-        self.ncols
     }
 
     fn check(&self, row: usize, col: usize, nrows: usize, ncols: usize) {
@@ -60,7 +56,7 @@ impl<'a, T> SharedMat<'a, T> {
     /// # Safety
     /// No other view of any part of the block may be alive while this one is.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn block_mut(
+    pub(crate) unsafe fn block_mut(
         &self,
         row: usize,
         col: usize,
@@ -82,7 +78,7 @@ impl<'a, T> SharedMat<'a, T> {
     ///
     /// # Safety
     /// No writable view of any part of the block may be alive while this one is.
-    pub unsafe fn block(
+    pub(crate) unsafe fn block(
         &self,
         row: usize,
         col: usize,
@@ -105,7 +101,7 @@ impl<'a, T> SharedMat<'a, T> {
     /// # Safety
     /// As for [`Self::block_mut`].
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn column_mut(&self, j: usize, row: usize) -> &mut [T] {
+    pub(crate) unsafe fn column_mut(&self, j: usize, row: usize) -> &mut [T] {
         self.check(row, j, self.nrows - row, 1);
         std::slice::from_raw_parts_mut(
             self.ptr.offset(row as isize + j as isize * self.col_stride),
@@ -117,7 +113,7 @@ impl<'a, T> SharedMat<'a, T> {
     ///
     /// # Safety
     /// As for [`Self::block`].
-    pub unsafe fn column(&self, j: usize, row: usize) -> &[T] {
+    pub(crate) unsafe fn column(&self, j: usize, row: usize) -> &[T] {
         self.check(row, j, self.nrows - row, 1);
         std::slice::from_raw_parts(
             self.ptr.offset(row as isize + j as isize * self.col_stride),

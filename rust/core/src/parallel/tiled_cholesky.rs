@@ -1,5 +1,5 @@
 //! The Cholesky factor of HeW's heat system and its inverse, tile by tile, as one task graph
-//! shared by a team ([`crate::task_graph`], [`crate::team::Crew::graph`]).
+//! shared by a team ([`crate::parallel::task_graph`], [`crate::parallel::team::Crew::graph`]).
 //!
 //! `M = L L^T` (N x N, SPD) and `V = L^-1`, both lower triangular, on square tiles of side
 //! `tile` (the last row of tiles may be shorter). Four kinds of task, all of them tile
@@ -27,18 +27,18 @@ use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatMut, Par};
 
+use super::shared_mat::SharedMat;
+use super::task_graph::TaskGraph;
+use super::team::Crew;
 use crate::error::Result;
 use crate::heat::not_positive_definite;
 use crate::real::Real;
-use crate::shared_mat::SharedMat;
-use crate::task_graph::TaskGraph;
-use crate::team::Crew;
 
 /// The side of the tiles for an N x N system. Measured on 2 cores (f32): 96 is fastest at
 /// N = 768 (a 96 x 96 tile product runs at about 180 GFLOP/s on one core and there are
 /// enough of them to share; 64, 128 and 192 were slower), larger tiles pay off from N = 1536
 /// on.
-pub fn tile_size(n: usize) -> usize {
+pub(crate) fn tile_size(n: usize) -> usize {
     if n <= 1024 {
         96
     } else {
@@ -55,7 +55,7 @@ enum Task {
 }
 
 /// The tasks for `tiles` tiles a side and their run order for a team of `workers`.
-pub struct Plan {
+pub(crate) struct Plan {
     tasks: Vec<Task>,
     graph: TaskGraph,
 }
@@ -115,7 +115,7 @@ impl Plan {
 
     /// The plan for `tiles` tiles a side and `workers` threads, from a small cache: a batch
     /// of maps of one size schedules the graph once.
-    pub fn get(tiles: usize, workers: usize) -> Arc<Plan> {
+    pub(crate) fn get(tiles: usize, workers: usize) -> Arc<Plan> {
         /// `((tiles, workers), plan)`, in the order they were made.
         type Cache = Mutex<Vec<((usize, usize), Arc<Plan>)>>;
         const KEPT: usize = 8;
@@ -146,7 +146,7 @@ impl Plan {
 /// strict lower triangle (`f64`), added tile by tile in a fixed order.
 ///
 /// Fails when a diagonal tile is not positive definite (`M` is then not SPD).
-pub fn cholesky_inverse<T: Real>(
+pub(crate) fn cholesky_inverse<T: Real>(
     crew: &Crew<'_>,
     plan: &Plan,
     m: &SharedMat<'_, T>,
@@ -290,7 +290,7 @@ fn factor_tile<T: Real>(mut mk: MatMut<'_, T>, mut vk: MatMut<'_, T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::team::{self, Members};
+    use crate::parallel::team::{self, Members};
     use faer::Mat;
 
     /// A diagonally dominant SPD matrix like HeW's: `D - A` with `A >= 0`.

@@ -1,7 +1,7 @@
 """Exact search: heatsearch (Rust: blocked faer GEMM fused with the top-k selection) against
 NumPy's best plain code (``S = Q @ X.T``, ``np.argpartition``, a sort of the top k only), at
 n = 100k database vectors, d = 512, 100 queries, k = 100, float32; plus the bare NumPy
-product ``Q @ X.T`` (the yardstick of the effective GFLOP/s in ``report.py``).
+product ``Q @ X.T`` (the yardstick of the effective GFLOP/s in ``tools/bench_report.py``).
 
     python -m pytest benches/test_bench_search.py --benchmark-only
 """

@@ -498,7 +498,7 @@ def test_bad_parameters():
         ag.gem(f, p="3")
     with pytest.raises(InvalidInputError, match="levels must be >= 1"):
         ag.rmac(f, levels=0)
-    with pytest.raises(InvalidDTypeError, match="levels must be an integer"):
+    with pytest.raises(InvalidDTypeError, match="levels must be an int"):
         ag.rmac(f, levels=2.5)
     for ovr in (1.0, -0.1, float("nan")):
         with pytest.raises(InvalidInputError, match="overlap"):

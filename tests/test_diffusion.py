@@ -14,7 +14,7 @@ from heatsearch.errors import InvalidDTypeError, InvalidInputError
 from heatsearch.eval.evaluate import compute_map
 from heatsearch.knn import KnnGraph, knn_graph
 from heatsearch.search import search
-from layouts import LAYOUTS, layouts, unit_rows
+from helpers import LAYOUTS, layouts, unit_rows
 
 pytest.importorskip("scipy", reason="the diffusion reference needs SciPy")
 
@@ -59,13 +59,13 @@ def assert_diffusions_agree(a, b, rtol):
         {},
         {"truncation": None},
         {"truncation": 1},
-        {"truncation": 40, "query_k": 3},
+        {"truncation": 40, "query_neighbors": 3},
         {"alpha": 0.0},
         {"alpha": 0.5, "gamma": 1.0},
         {"iterations": 0},
         {"iterations": 1},
         {"iterations": 200, "tol": 0.0},
-        {"query_k": 5000},
+        {"query_neighbors": 5000},
     ],
     ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "defaults",
 )
@@ -139,7 +139,7 @@ def test_truncation_uses_the_induced_subgraph():
     assert list(cut[0][0]) == [0, 2, 1, 3]
     assert cut[1][0, 1] == 0.0  # 2's only link (to 1) leaves the truncation
     for impl in (diffusion_rerank, ref.diffusion_rerank):
-        r = impl(X, Q, np.array([[0, 2, 1, 3]]), graph=g, truncation=2, query_k=1)
+        r = impl(X, Q, np.array([[0, 2, 1, 3]]), graph=g, truncation=2, query_neighbors=1)
         assert r[1][0, 1] == 0.0
 
 
@@ -158,7 +158,7 @@ def test_degenerate_inputs(impl):
     assert r.shape == s.shape == (2, 0)
     # Duplicated database vectors tie: first-pass order among them.
     X = np.array([[1.0, 0.0], [0.6, 0.8], [0.6, 0.8], [0.0, 1.0]])
-    r, s = impl(X, np.array([[0.6, 0.8]]), k=2, query_k=2)
+    r, s = impl(X, np.array([[0.6, 0.8]]), neighbors=2, query_neighbors=2)
     assert list(r[0][:2]) == [1, 2] and s[0][0] == s[0][1]
 
 
@@ -206,10 +206,10 @@ def test_bad_input(impl):
         (InvalidInputError, "alpha", dict(alpha=-0.1)),
         (InvalidInputError, "gamma", dict(gamma=0.0)),
         (InvalidInputError, "tol", dict(tol=-1e-6)),
-        (InvalidInputError, "query_k", dict(query_k=0)),
+        (InvalidInputError, "query_neighbors", dict(query_neighbors=0)),
         (InvalidInputError, "truncation", dict(truncation=0)),
         (InvalidInputError, "iterations", dict(iterations=-1)),
-        (InvalidInputError, "k must", dict(k=0)),
+        (InvalidInputError, "neighbors must", dict(neighbors=0)),
         (InvalidDTypeError, "alpha", dict(alpha="0.9")),
         (InvalidInputError, "finite", dict(alpha=float("nan"))),
     ]

@@ -10,7 +10,7 @@ import heatsearch as hs
 from heatsearch import reference as ref
 from heatsearch.errors import InvalidDTypeError, InvalidInputError
 from heatsearch.knn import KnnGraph, knn_graph
-from layouts import LAYOUTS, assert_rankings_close, integer_data, layouts, tolerance, unit_rows
+from helpers import LAYOUTS, assert_rankings_close, integer_data, layouts, tolerance, unit_rows
 
 DTYPES = [np.float32, np.float64]
 
@@ -23,7 +23,7 @@ def test_exactly_the_reference_on_integer_data(dtype, n, d, k):
     rng = np.random.default_rng(n * 3 + d)
     X = integer_data(rng, n, d, dtype, -1, 2)
     g, g_ref = knn_graph(X, neighbors=k), ref.knn_graph(X, neighbors=k)
-    assert (g.n, g.k) == (n, min(k, n - 1))
+    assert (g.n, g.neighbors) == (n, min(k, n - 1))
     assert g.indices.dtype == np.int64 and g.similarities.dtype == dtype
     np.testing.assert_array_equal(g.indices, g_ref.indices)
     np.testing.assert_array_equal(g.similarities, g_ref.similarities)
@@ -67,7 +67,7 @@ def test_duplicates_are_neighbours_and_self_is_not():
 
 def test_degenerate_sizes():
     g1 = knn_graph(np.ones((1, 4), np.float32))
-    assert (g1.n, g1.k) == (1, 0) and g1.indices.shape == (1, 0)
+    assert (g1.n, g1.neighbors) == (1, 0) and g1.indices.shape == (1, 0)
     g2 = knn_graph(np.array([[1.0], [2.0]]), neighbors=5)
     np.testing.assert_array_equal(g2.indices, [[1], [0]])
     np.testing.assert_array_equal(g2.similarities, [[2.0], [2.0]])
@@ -88,7 +88,7 @@ def test_thread_count_does_not_change_the_result(restore_threads):
 
 def test_graph_object():
     g = knn_graph(np.eye(4, dtype=np.float32), neighbors=2)
-    assert repr(g) == "KnnGraph(n=4, k=2, dtype=float32)"
+    assert repr(g) == "KnnGraph(n=4, neighbors=2, dtype=float32)"
     assert not g.indices.flags.writeable and not g.similarities.flags.writeable
     with pytest.raises(ValueError):
         g.indices[0, 0] = 3
@@ -96,7 +96,7 @@ def test_graph_object():
     idx = np.array([[0, 1], [1, 0], [2, 1]], dtype=np.int32)
     sims = np.ones((3, 2))
     mine = KnnGraph(idx, sims)
-    assert mine.indices.dtype == np.int64 and (mine.n, mine.k) == (3, 2)
+    assert mine.indices.dtype == np.int64 and (mine.n, mine.neighbors) == (3, 2)
     idx[0, 0] = 2
     assert mine.indices[0, 0] == 0  # copied
     with pytest.raises(InvalidDTypeError, match="integer"):
@@ -105,7 +105,7 @@ def test_graph_object():
         KnnGraph(idx, sims[:, :1])
     with pytest.raises(InvalidInputError, match=r"\[0, 3\)"):
         KnnGraph(np.array([[1], [3], [0]]), np.ones((3, 1)))
-    with pytest.raises(InvalidInputError, match="repeat"):
+    with pytest.raises(InvalidInputError, match="twice in a row"):
         KnnGraph(np.array([[1, 1], [0, 2], [0, 1]]), np.ones((3, 2)))
     with pytest.raises(InvalidInputError, match="finite"):
         KnnGraph(np.array([[1], [0], [0]]), np.array([[1.0], [np.nan], [0.0]]))
@@ -115,13 +115,13 @@ def test_graph_object():
 def test_bad_input(impl):
     X = np.ones((6, 3), np.float32)
     with pytest.raises(InvalidInputError, match=">= 1"):
-        impl(X, 0)
+        impl(X, neighbors=0)
     with pytest.raises(InvalidDTypeError, match="int"):
-        impl(X, 2.5)
+        impl(X, neighbors=2.5)
     with pytest.raises(InvalidDTypeError):
-        impl(X.astype(np.float16), 2)
+        impl(X.astype(np.float16), neighbors=2)
     with pytest.raises(InvalidInputError, match="2-D"):
-        impl(X[0], 2)
+        impl(X[0], neighbors=2)
     X[5, 2] = np.nan
     with pytest.raises(InvalidInputError, match="X must be finite"):
-        impl(X, 2)
+        impl(X, neighbors=2)

@@ -229,11 +229,10 @@ def test_dba_ties_go_to_the_smaller_index():
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])
-@pytest.mark.parametrize("block_size", [None, 1, 4, 1000])
-def test_dba_matches_brute_force_for_every_block_size(k, block_size):
+def test_dba_matches_brute_force(k):
     X = random_unit(23, 5, seed=11)
     np.testing.assert_allclose(
-        alpha_database_augmentation(X, neighbors=k, alpha=3, block_size=block_size),
+        alpha_database_augmentation(X, neighbors=k, alpha=3),
         brute_force_dba(X, k, 3.0),
         rtol=1e-12,
         atol=1e-15,
@@ -270,7 +269,7 @@ def test_dba_dtype_and_layouts(dtype):
     X = random_unit(16, 5, seed=13, dtype=dtype)
     ref = brute_force_dba(X, 4, 3.0)
     for name, view in layouts(X).items():
-        out = alpha_database_augmentation(view, neighbors=4, block_size=5)
+        out = alpha_database_augmentation(view, neighbors=4)
         assert out.dtype == dtype and out.shape == (16, 5)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -280,12 +279,11 @@ def test_dba_dtype_and_layouts(dtype):
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 12),
     k=st.integers(0, 14),
-    block=st.integers(1, 13),
 )
-def test_dba_property_matches_brute_force(seed, n, k, block):
+def test_dba_property_matches_brute_force(seed, n, k):
     X = random_unit(n, 3, seed=seed)
     np.testing.assert_allclose(
-        alpha_database_augmentation(X, neighbors=k, alpha=3, block_size=block),
+        alpha_database_augmentation(X, neighbors=k, alpha=3),
         brute_force_dba(X, min(k, n - 1), 3.0),
         rtol=1e-10,
         atol=1e-12,
@@ -331,22 +329,22 @@ def test_qe_rejects_bad_ranks(fn):
         fn(X, Q, ranks.T)
     with pytest.raises(InvalidInputError, match=r"\(nq, m\) = \(2, m\).*\(6,\)"):
         fn(X, Q, ranks[0])
-    with pytest.raises(InvalidInputError, match=r"\[0, 6\).*got values in \[1, 6\].*1-based"):
+    with pytest.raises(InvalidInputError, match=r"\[0, 6\), got 6 .*1-based"):
         fn(X, Q, ranks + 1)
-    with pytest.raises(InvalidInputError, match=r"got values in \[-1, "):
+    with pytest.raises(InvalidInputError, match=r"\[0, 6\), got -1 at row \d, column \d"):
         fn(X, Q, np.where(ranks == 0, -1, ranks))
     with pytest.raises(InvalidDTypeError, match=r"ranks must be an integer array.*got dtype float64 \(the similarities instead of their argsort\?\)"):
         fn(X, Q, ranks.astype(float))
     dup = ranks.copy()
     dup[1, 2] = dup[1, 0]
-    with pytest.raises(InvalidInputError, match=rf"ranks\[1\] repeats database index {dup[1, 0]}"):
-        fn(X, Q, dup, 3)
-    # A repeat beyond the first k entries is not used and not an error.
-    fn(X, Q, dup, 2)
-    with pytest.raises(InvalidInputError, match="k must be >= 0, got -1"):
-        fn(X, Q, ranks, -1)
-    with pytest.raises(InvalidDTypeError, match="k must be an int, got float"):
-        fn(X, Q, ranks, 2.0)
+    with pytest.raises(InvalidInputError, match=rf"twice in a row, got {dup[1, 0]} again at row 1"):
+        fn(X, Q, dup, neighbors=3)
+    # A repeat beyond the first neighbours is not used and not an error.
+    fn(X, Q, dup, neighbors=2)
+    with pytest.raises(InvalidInputError, match="neighbors must be >= 0, got -1"):
+        fn(X, Q, ranks, neighbors=-1)
+    with pytest.raises(InvalidDTypeError, match="neighbors must be an int, got float"):
+        fn(X, Q, ranks, neighbors=2.0)
 
 
 def test_alpha_rejected_when_invalid():
@@ -365,11 +363,11 @@ def test_dba_rejects_bad_input():
     X, _ = _xq()
     with pytest.raises(InvalidInputError, match=r"X must be a 2-D array.*\(3,\)"):
         alpha_database_augmentation(X[0])
-    with pytest.raises(InvalidInputError, match="block_size must be >= 1, got 0"):
-        alpha_database_augmentation(X, block_size=0)
-    with pytest.raises(InvalidDTypeError, match="block_size must be an int or None"):
-        alpha_database_augmentation(X, block_size=2.5)
-    with pytest.raises(InvalidInputError, match="k must be >= 0"):
+    with pytest.warns(DeprecationWarning, match="block_size is ignored"):
+        np.testing.assert_array_equal(
+            alpha_database_augmentation(X, block_size=3), alpha_database_augmentation(X)
+        )
+    with pytest.raises(InvalidInputError, match="neighbors must be >= 0"):
         alpha_database_augmentation(X, neighbors=-2)
     with pytest.raises(InvalidInputError, match="X must be finite"):
         alpha_database_augmentation(np.array([[np.nan, 1.0]]))

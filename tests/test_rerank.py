@@ -4,7 +4,6 @@ errors, and the Holidays figures of ALGORITHM.md section 4."""
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import heatsearch as hs
+from helpers import ticks_while
 from heatsearch import reference as ref
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
 from heatsearch.rerank import heat_rerank
@@ -84,7 +84,7 @@ def test_hand_worked_example(impl, dtype):
     """
     X = np.array([[2, 0], [0, 2], [-2, 0]], dtype=dtype)
     Q = np.array([[2, 0]], dtype=dtype)
-    r, s = IMPLS[impl](X, Q, np.array([[1, 2, 0]]), k=3)
+    r, s = IMPLS[impl](X, Q, np.array([[1, 2, 0]]), depth=3)
     np.testing.assert_array_equal(r, [[0, 1, 2]])
     np.testing.assert_allclose(s[0, 0], 2.5 * 2.65 / (2.65**2 - 2.5**2), rtol=1e-5 if dtype == np.float32 else 1e-12)
     assert s[0, 1] == 0 and s[0, 2] == 0
@@ -97,10 +97,10 @@ def test_k_smaller_than_m_keeps_the_tail(impl):
     0); the tail keeps its position and gets the first-pass inner product (or the given one)."""
     X = np.array([[2.0, 0], [0, 2], [-2, 0]])
     Q = np.array([[2.0, 0]])
-    r, s = IMPLS[impl](X, Q, np.array([[1, 2, 0]]), k=2)
+    r, s = IMPLS[impl](X, Q, np.array([[1, 2, 0]]), depth=2)
     np.testing.assert_array_equal(r, [[1, 2, 0]])
     np.testing.assert_array_equal(s, [[0.0, 0.0, 4.0]])
-    r, s = IMPLS[impl](X, Q, np.array([[1, 2, 0]]), k=2, scores=np.array([[9.0, 8.0, 7.0]]))
+    r, s = IMPLS[impl](X, Q, np.array([[1, 2, 0]]), depth=2, scores=np.array([[9.0, 8.0, 7.0]]))
     np.testing.assert_array_equal(s, [[0.0, 0.0, 7.0]])
 
 
@@ -156,7 +156,7 @@ def test_layouts_give_identical_results(dtype):
 def test_inputs_are_not_modified(impl):
     X, Q, r, s = problem(5)
     copies = [a.copy() for a in (X, Q, r, s)]
-    IMPLS[impl](X, Q, r, 30, scores=s)
+    IMPLS[impl](X, Q, r, depth=30, scores=s)
     for a, b in zip((X, Q, r, s), copies):
         np.testing.assert_array_equal(a, b)
 
@@ -196,25 +196,25 @@ def test_scores_fill_the_tail():
 class TestDegenerate:
     def test_k0_returns_the_ranking_unchanged(self, impl, dtype):
         X, Q, r, s = problem(8, dtype=dtype)
-        out = IMPLS[impl](X, Q, r, 0, scores=s)
+        out = IMPLS[impl](X, Q, r, depth=0, scores=s)
         np.testing.assert_array_equal(out[0], r)
         np.testing.assert_array_equal(out[1], s)
-        out = IMPLS[impl](X, Q, r, 0)
+        out = IMPLS[impl](X, Q, r, depth=0)
         np.testing.assert_array_equal(out[0], r)
         np.testing.assert_allclose(out[1], s, rtol=1e-5, atol=1e-6)
 
     def test_k1_keeps_the_order(self, impl, dtype):
         """Two centred rows are opposite: no positive affinity, temperature 0."""
         X, Q, r, s = problem(9, dtype=dtype)
-        out = IMPLS[impl](X, Q, r, 1, scores=s)
+        out = IMPLS[impl](X, Q, r, depth=1, scores=s)
         np.testing.assert_array_equal(out[0], r)
         np.testing.assert_array_equal(out[1][:, 0], 0)
         np.testing.assert_array_equal(out[1][:, 1:], s[:, 1:])
 
     def test_k_larger_than_m_is_clamped(self, impl, dtype):
         X, Q, r, s = problem(10, n=30, dtype=dtype)
-        a = IMPLS[impl](X, Q, r, 30)
-        b = IMPLS[impl](X, Q, r, 10**30)
+        a = IMPLS[impl](X, Q, r, depth=30)
+        b = IMPLS[impl](X, Q, r, depth=10**30)
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
 
@@ -227,9 +227,9 @@ class TestDegenerate:
 
     def test_empty_query_set_and_empty_rankings(self, impl, dtype):
         X, Q, r, s = problem(11, dtype=dtype)
-        out = IMPLS[impl](X, Q[:0], r[:0], 10)
+        out = IMPLS[impl](X, Q[:0], r[:0], depth=10)
         assert out[0].shape == (0, r.shape[1]) and out[1].shape == (0, r.shape[1])
-        out = IMPLS[impl](X, Q, r[:, :0], 10)
+        out = IMPLS[impl](X, Q, r[:, :0], depth=10)
         assert out[0].shape == (Q.shape[0], 0) and out[1].dtype == dtype
 
     def test_all_rows_equal_keeps_the_order(self, impl, dtype):
@@ -238,7 +238,7 @@ class TestDegenerate:
         X = np.tile(v, (20, 1)).astype(dtype)
         Q = X[:2].copy()
         r = np.tile(np.arange(20)[::-1], (2, 1))
-        out = IMPLS[impl](X, Q, r, 20)
+        out = IMPLS[impl](X, Q, r, depth=20)
         np.testing.assert_array_equal(out[0], r)
         np.testing.assert_array_equal(out[1], 0)
 
@@ -246,7 +246,7 @@ class TestDegenerate:
         """An outlier ranked first has negative affinities to all (after centring): 0, last."""
         X = np.array([[-5, 0], [1, 0.1], [1, -0.1], [1, 0.05], [1, -0.02]], dtype)
         Q = np.array([[1, 0]], dtype)
-        r, s = IMPLS[impl](X, Q, np.array([[0, 1, 2, 3, 4]]), 5)
+        r, s = IMPLS[impl](X, Q, np.array([[0, 1, 2, 3, 4]]), depth=5)
         assert r[0, -1] == 0 and s[0, -1] == 0
         assert np.all(s[0, :-1] > 0)
 
@@ -259,7 +259,7 @@ class TestDegenerate:
         X[20:25] = 0
         Q = X[[0, 30]].copy()
         r, s = first_pass(X, Q)
-        got = IMPLS[impl](X, Q, r, 60)
+        got = IMPLS[impl](X, Q, r, depth=60)
         want = ref.heat_rerank(X, Q, r, depth=60)
         assert_consistent(got, want, 60, SCORE_RTOL[dtype])
         t = dict(zip(got[0][0].tolist(), got[1][0].tolist()))
@@ -337,25 +337,7 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, dtype):
 def test_gil_is_released():
     """A second Python thread keeps running while HeR works (about a second)."""
     X, Q, r, s = problem(17, n=900, d=256, nq=40, dtype=np.float32)
-    ticks = 0
-    done = threading.Event()
-
-    def count():
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-
-    counter = threading.Thread(target=count)
-    counter.start()
-    try:
-        before = ticks
-        heat_rerank(X, Q, r, depth=800, scores=s)
-        during = ticks - before
-    finally:
-        done.set()
-        counter.join()
-    # Holding the GIL would leave the counter at a few ticks (5 ms switch interval).
-    assert during > 10_000, during
+    assert ticks_while(lambda: heat_rerank(X, Q, r, depth=800, scores=s)) > 10_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,10 +359,10 @@ class TestErrors:
             f(X.astype(np.float16), Q.astype(np.float16), r)
         with pytest.raises(InvalidDTypeError, match="integer"):
             f(X, Q, r.astype(np.float64))
-        with pytest.raises(InvalidDTypeError, match="k must be an int"):
-            f(X, Q, r, 2.0)
-        with pytest.raises(InvalidDTypeError, match="k must be an int"):
-            f(X, Q, r, True)
+        with pytest.raises(InvalidDTypeError, match="depth must be an int"):
+            f(X, Q, r, depth=2.0)
+        with pytest.raises(InvalidDTypeError, match="depth must be an int"):
+            f(X, Q, r, depth=True)
         with pytest.raises(InvalidDTypeError, match="scores"):
             f(X, Q, r, scores=s.astype(np.int64))
         with pytest.raises(InvalidDTypeError, match="ground"):
@@ -428,8 +410,8 @@ class TestErrors:
         bad[0, 5] = bad[0, 2]
         with pytest.raises(InvalidInputError, match="twice"):
             f(X, Q, bad)
-        with pytest.raises(InvalidInputError, match="k must be >= 0"):
-            f(X, Q, r, -1)
+        with pytest.raises(InvalidInputError, match="depth must be >= 0"):
+            f(X, Q, r, depth=-1)
         for g in (0.0, -0.1, float("nan"), float("inf")):
             with pytest.raises(InvalidInputError, match="ground must be a finite number > 0"):
                 f(X, Q, r, ground=g)
@@ -450,33 +432,15 @@ class TestErrors:
 
     def test_errors_are_heatsearch_errors(self, impl):
         with pytest.raises(HeatsearchError):
-            IMPLS[impl](self.X, self.Q, self.r, -3)
+            IMPLS[impl](self.X, self.Q, self.r, depth=-3)
 
 
 # ---------------------------------------------------------------------------------------------
 # Real data: the authors' Holidays HeW descriptors (ALGORITHM.md section 4).
 # ---------------------------------------------------------------------------------------------
 def _holidays_map(ranks, gnd):
-    """mAP in [0, 1]: heatsearch.eval.compute_map, or the revisitop AP written out."""
-    try:
-        from heatsearch.eval.evaluate import compute_map
-    except ImportError:  # pragma: no cover - evaluate.py is written by another engineer
-        compute_map = None
-    if compute_map is not None:
-        return float(compute_map(ranks, gnd).map)
-    aps = []
-    for row, g in zip(ranks, gnd):
-        ok, junk = np.asarray(g["ok"]), np.asarray(g["junk"])
-        pos = np.flatnonzero(np.isin(row, ok))
-        jpos = np.flatnonzero(np.isin(row, junk))
-        shifted = pos - np.searchsorted(jpos, pos)
-        ap = 0.0
-        for j, rank in enumerate(shifted):
-            p0 = 1.0 if rank == 0 else j / rank
-            p1 = (j + 1) / (rank + 1)
-            ap += (p0 + p1) / 2 / len(ok)
-        aps.append(ap)
-    return float(np.mean(aps))
+    """mAP in [0, 1] (revisitop's protocol, tests/eval/test_evaluate.py)."""
+    return float(hs.compute_map(ranks, gnd).map)
 
 
 @pytest.fixture(scope="module")

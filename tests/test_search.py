@@ -13,7 +13,7 @@ import heatsearch as hs
 from heatsearch import reference as ref
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError
 from heatsearch.search import search
-from layouts import (
+from helpers import (
     LAYOUTS,
     assert_rankings_close,
     assert_valid_ranking,

@@ -6,12 +6,12 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 import heatsearch as hs
+from helpers import ticks_while
 
 
 
@@ -53,26 +53,7 @@ def test_results_do_not_depend_on_the_thread_count(restore_threads, dtype):
 def test_gil_is_released_during_a_batch():
     """A second Python thread keeps running while a large batch is pooled."""
     fmaps = maps(sizes=[(64, 48)] * 6, c=512)
-    ticks = 0
-    done = threading.Event()
-
-    def count():
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-
-    counter = threading.Thread(target=count)
-    counter.start()
-    try:
-        before = ticks
-        hs.hew_pool_batch(fmaps)
-        during = ticks - before
-    finally:
-        done.set()
-        counter.join()
-    # Holding the GIL for the whole batch (about a second) would leave the counter at a few
-    # ticks (the interpreter's switch interval is 5 ms); released, it counts freely.
-    assert during > 10_000, during
+    assert ticks_while(lambda: hs.hew_pool_batch(fmaps)) > 10_000
 
 
 def run_python(code, env_extra):

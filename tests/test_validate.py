@@ -41,8 +41,8 @@ CASES: Dict[str, Tuple[str, tuple, dict, type, str]] = {
     "search 1-D query": ("search", (X, Q[0]), {}, InvalidInputError, "q[None, :]"),
     "search other d": ("search", (X, Q[:, :5]), {}, InvalidInputError, "dimension of X"),
     "search NaN in X": ("search", (with_nan(X, (7, 2)), Q), {}, InvalidInputError, "X must be finite, got NaN at row 7, column 2"),
-    "search inf in Q": ("search", (X, with_nan(Q, (1, 3), np.inf))), {}, InvalidInputError, "Q must be finite, got inf at row 1, column 3"),
-    "search NaN in both": ("search", (with_nan(X, (0, 0)), with_nan(Q, (2, 1)))), {}, InvalidInputError, "Q must be finite"),
+    "search inf in Q": ("search", (X, with_nan(Q, (1, 3), np.inf)), {}, InvalidInputError, "Q must be finite, got inf at row 1, column 3"),
+    "search NaN in both": ("search", (with_nan(X, (0, 0)), with_nan(Q, (2, 1))), {}, InvalidInputError, "Q must be finite"),
     "search k < 0": ("search", (X, Q, -1), {}, InvalidInputError, "k must be >= 0"),
     "search k float": ("search", (X, Q, 2.0), {}, InvalidDTypeError, "k must be an int"),
     # kNN graph

@@ -8,11 +8,9 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 from numpy.typing import NDArray
 
-F32 = NDArray[np.float32]
-F64 = NDArray[np.float64]
-#: A float32 or float64 array: results have the dtype of the first array argument.
-Floats = Union[F32, F64]
-Ints = NDArray[np.int64]
+# A float32 or float64 array: results have the dtype of the first array argument.
+_Floats = Union[NDArray[np.float32], NDArray[np.float64]]
+_Ints = NDArray[np.int64]
 
 __all__ = [
     "__version__",
@@ -28,6 +26,19 @@ __all__ = [
     "check_rankings",
     "set_num_threads",
     "get_num_threads",
+    "HEW_THRESHOLD",
+    "HEW_GROUND",
+    "EQUAL_TO_MEAN_ULPS",
+    "HER_DEPTH",
+    "HER_GROUND",
+    "KNN_NEIGHBORS",
+    "DIFFUSION_QUERY_NEIGHBORS",
+    "DIFFUSION_ALPHA",
+    "DIFFUSION_GAMMA",
+    "DIFFUSION_TRUNCATION",
+    "DIFFUSION_ITERATIONS",
+    "DIFFUSION_TOL",
+    "MAX_ITEMS",
 ]
 
 __version__: str
@@ -48,59 +59,59 @@ DIFFUSION_TOL: float
 MAX_ITEMS: int
 
 def hew_weights(
-    fmap: Floats, mean: Optional[Floats], *, threshold: float, ground: float
-) -> Floats:
+    fmap: _Floats, mean: Optional[_Floats], *, threshold: float, ground: float
+) -> _Floats:
     """HeW weights ``(N,)`` of one ``(N, C)`` map; ``mean (C,)`` of its dtype or None."""
 
-def hew_pool(fmap: Floats, mean: Optional[Floats], *, threshold: float, ground: float) -> Floats:
+def hew_pool(fmap: _Floats, mean: Optional[_Floats], *, threshold: float, ground: float) -> _Floats:
     """HeW descriptor ``(C,)`` of one ``(N, C)`` map."""
 
 def hew_pool_batch(
-    fmaps: Sequence[Floats], mean: Optional[Floats], *, threshold: float, ground: float
-) -> Floats:
+    fmaps: Sequence[_Floats], mean: Optional[_Floats], *, threshold: float, ground: float
+) -> _Floats:
     """HeW descriptors ``(B, C)`` of B maps ``(N_b, C)`` of one dtype, in parallel."""
 
-def local_mean(fmaps: Sequence[Floats]) -> Floats:
+def local_mean(fmaps: Sequence[_Floats]) -> _Floats:
     """Mean ``(C,)`` of all local features of all maps."""
 
-def search(x: Floats, q: Floats, *, k: int) -> Tuple[Ints, Floats]:
+def search(x: _Floats, q: _Floats, *, k: int) -> Tuple[_Ints, _Floats]:
     """Top ``k <= n`` ``(ranks (nq, k), scores (nq, k))`` of ``q (nq, d)`` in ``x (n, d)``."""
 
-def knn_graph(x: Floats, *, neighbors: int) -> Tuple[Ints, Floats]:
+def knn_graph(x: _Floats, *, neighbors: int) -> Tuple[_Ints, _Floats]:
     """``(indices (n, k'), similarities (n, k'))``, ``k' = min(neighbors, n - 1)``."""
 
 def heat_rerank(
-    x: Floats,
-    q: Floats,
-    ranks: Ints,
+    x: _Floats,
+    q: _Floats,
+    ranks: _Ints,
     *,
     depth: int,
     ground: float,
-    scores: Optional[Floats],
-) -> Tuple[Ints, Floats]:
+    scores: Optional[_Floats],
+) -> Tuple[_Ints, _Floats]:
     """HeR of the first-pass ``ranks (nq, m)``: ``(ranks (nq, m), scores (nq, m))``."""
 
 def diffusion_rerank(
-    x: Floats,
-    q: Floats,
-    ranks: Ints,
+    x: _Floats,
+    q: _Floats,
+    ranks: _Ints,
     *,
-    scores: Optional[Floats],
-    graph_indices: Ints,
-    graph_similarities: Floats,
+    scores: Optional[_Floats],
+    graph_indices: _Ints,
+    graph_similarities: _Floats,
     query_neighbors: int,
     alpha: float,
     gamma: float,
     truncation: Optional[int],
     iterations: int,
     tol: float,
-) -> Tuple[Ints, Floats]:
+) -> Tuple[_Ints, _Floats]:
     """Diffusion re-ranking of the first-pass ``ranks (nq, m)`` on a kNN graph."""
 
-def check_finite(a: Floats, name: str) -> None:
+def check_finite(a: _Floats, name: str) -> None:
     """InvalidInputError naming the first NaN or infinity of a 1-D or 2-D array."""
 
-def check_rankings(ranks: Ints, n: Optional[int], name: str) -> None:
+def check_rankings(ranks: _Ints, n: Optional[int], name: str) -> None:
     """InvalidInputError naming the first entry of ``ranks (nq, m)`` outside ``[0, n)`` (or
     negative, ``n = None``) or repeated within its row."""
 

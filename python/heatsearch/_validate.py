@@ -38,10 +38,12 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # ---------------------------------------------------------------------------------------------
 # Scalars.
 # ---------------------------------------------------------------------------------------------
-def integer(value: Any, name: str, *, minimum: int = 0) -> int:
-    """An int (NumPy integers too, bools not) ``>= minimum``."""
+def integer(value: Any, name: str, *, minimum: int = 0, none_ok: bool = False) -> int:
+    """An int (NumPy integers too, bools not) ``>= minimum``; ``none_ok``: the argument also
+    takes None (said in the message; the caller handles None)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidDTypeError(f"{name} must be an int, got {type(value).__name__}")
+        kind = "an int or None" if none_ok else "an int"
+        raise InvalidDTypeError(f"{name} must be {kind}, got {type(value).__name__}")
     if value < minimum:
         raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -49,7 +51,7 @@ def integer(value: Any, name: str, *, minimum: int = 0) -> int:
 
 def optional_integer(value: Any, name: str, *, minimum: int = 0) -> Optional[int]:
     """None, or :func:`integer`."""
-    return None if value is None else integer(value, name, minimum=minimum)
+    return None if value is None else integer(value, name, minimum=minimum, none_ok=True)
 
 
 def real(

@@ -319,7 +319,7 @@ def _bad_file_message(name: str, why: str) -> str:
 
 def _dimension(dim: int, d: int) -> int:
     """``dim`` as an int in ``[1, d]``."""
-    out = _validate.integer(dim, "dim", minimum=1)
+    out = _validate.integer(dim, "dim", minimum=1, none_ok=True)
     if out > d:
         raise InvalidInputError(f"dim must be at most d = {d} (the input dimension), got {dim}")
     return out

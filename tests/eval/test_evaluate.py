@@ -251,7 +251,7 @@ def test_sparse_huge_indices_take_the_sorted_path_and_agree():
     np.testing.assert_array_equal(a.pr_at, b.pr_at)
     dup = big_ranks.copy()
     dup[2, 5] = dup[2, 1]
-    with pytest.raises(InvalidInputError, match=r"ranks\[2\] repeats database index"):
+    with pytest.raises(InvalidInputError, match=r"twice in a row, got \d+ again at row 2"):
         compute_map(dup, big_gnd)
 
 
@@ -353,8 +353,7 @@ def test_repeated_index_is_named_on_every_path(m, offset):
     gnd = [{"ok": [offset]}] * 3
     assert compute_map(ranks, gnd).map > 0
     ranks[1, m - 1] = ranks[1, 3]
-    with pytest.raises(InvalidInputError, match=rf"ranks\[1\] repeats database index {ranks[1, 3]} "
-                       rf"\(again at row 1, column {m - 1}\)"):
+    with pytest.raises(InvalidInputError, match=rf"got {ranks[1, 3]} again at row 1, column {m - 1}$"):
         compute_map(ranks, gnd)
 
 
@@ -374,9 +373,9 @@ def test_uint64_index_beyond_int64_is_rejected():
         (np.array([[0, -1]]), None, InvalidInputError, r">= 0.*got -1 at row 0, column 1"),
         (np.array([[0, 5]]), 5, InvalidInputError, r"\[0, 5\), got 5 at row 0, column 1"),
         (np.array([[0, 1, 2]]), 2, InvalidInputError, r"at most n = 2 columns.*got \(1, 3\)"),
-        (np.array([[0, 1, 0]]), None, InvalidInputError, r"ranks\[0\] repeats database index 0 \(again at row 0, column 2\)"),
-        (np.array([[1, 0]]), -1, InvalidInputError, r"n must be a non-negative integer"),
-        (np.array([[1, 0]]), True, InvalidInputError, r"n must be a non-negative integer"),
+        (np.array([[0, 1, 0]]), None, InvalidInputError, r"twice in a row, got 0 again at row 0, column 2"),
+        (np.array([[1, 0]]), -1, InvalidInputError, r"n must be >= 0, got -1"),
+        (np.array([[1, 0]]), True, InvalidDTypeError, r"n must be an int or None, got bool"),
     ],
 )
 def test_bad_ranks(ranks, n, exc, pattern):
@@ -404,9 +403,19 @@ def test_bad_gnd(gnd, exc, pattern):
         compute_map(np.array([[0, 1, 2]]), gnd, n=3)
 
 
-@pytest.mark.parametrize("kappas", [(0,), (1, -5), (True,), (1.0,), (5, 5), 3])
-def test_bad_kappas(kappas):
-    with pytest.raises(InvalidInputError, match="kappas"):
+@pytest.mark.parametrize(
+    "kappas, exc",
+    [
+        ((0,), InvalidInputError),
+        ((1, -5), InvalidInputError),
+        ((True,), InvalidDTypeError),
+        ((1.0,), InvalidDTypeError),
+        ((5, 5), InvalidInputError),
+        (3, InvalidInputError),
+    ],
+)
+def test_bad_kappas(kappas, exc):
+    with pytest.raises(exc, match="kappas"):
         compute_map(np.array([[0, 1]]), [{"ok": [0]}], kappas=kappas)
 
 

@@ -549,5 +549,5 @@ def test_bad_descriptor_files(tmp_path):
         load_descriptors(tmp_path / "x.npy", layout="cols")
     with pytest.raises(InvalidInputError, match=r"expected 5 descriptors \(rows or columns\).*\(3, 2\)"):
         load_descriptors(tmp_path / "x.npy", expected_count=5)
-    with pytest.raises(InvalidInputError, match=r"expected_count must be a positive integer"):
+    with pytest.raises(InvalidInputError, match=r"expected_count must be >= 1"):
         load_descriptors(tmp_path / "x.npy", expected_count=0)

@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from heatsearch import images as im  # noqa: E402
+from heatsearch.vision import images as im  # noqa: E402
 from heatsearch.vision.backbones import (  # noqa: E402
     DEFAULT_LAYERS,
     InvalidWeightsError,

@@ -14,7 +14,7 @@ from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputEr
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from heatsearch import images as im  # noqa: E402
+from heatsearch.vision import images as im  # noqa: E402
 from heatsearch.errors import ImageReadError  # noqa: E402
 
 

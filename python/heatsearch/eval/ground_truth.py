@@ -334,13 +334,8 @@ def _gt_from_pickle(p: Path) -> GroundTruth:
             f"missing {missing} (found {sorted(map(str, data))})"
         )
     entries = _entry_list(data["gnd"], p)
-    return GroundTruth(
-        images=data["imlist"],
-        queries=data["qimlist"],
-        query_indices=data.get("qidx"),  # 0-based, as everything in the Python releases
-        gnd=cast(List[Dict[str, np.ndarray]], entries),
-        revisited=_is_revisited(entries, p),
-    )
+    # qidx is 0-based, as everything in the Python releases.
+    return _ground_truth(data["imlist"], data["qimlist"], data.get("qidx"), entries, p)
 
 
 # --- JSON
@@ -384,13 +379,7 @@ def _gt_from_json(p: Path) -> GroundTruth:
     else:
         qi = _indices(qidx, "query_indices", len(images))
         queries = [images[i] for i in qi]
-    return GroundTruth(
-        images=images,
-        queries=queries,
-        query_indices=qidx,
-        gnd=cast(List[Dict[str, np.ndarray]], entries),
-        revisited=_is_revisited(entries, p),
-    )
+    return _ground_truth(images, queries, qidx, entries, p)
 
 
 def _json_ints(v: Any, name: str) -> None:
@@ -436,13 +425,7 @@ def _gt_from_mat(mat: Mapping[str, Any], p: Path) -> GroundTruth:
                 f"qidx must hold 1-based indices in [1, {len(images)}], got {int(bad[0]) + 1}"
             )
         queries = [images[i] for i in qidx]
-    return GroundTruth(
-        images=images,
-        queries=queries,
-        query_indices=qidx,
-        gnd=cast(List[Dict[str, np.ndarray]], entries),
-        revisited=_is_revisited(entries, p),
-    )
+    return _ground_truth(images, queries, qidx, entries, p)
 
 
 def _mat_records(x: Any, name: str) -> List[Dict[str, Any]]:
@@ -521,6 +504,19 @@ def _entry_list(gnd: Any, p: Path) -> List[Dict[str, Any]]:
             f"{p}: 'gnd' must be a list with one dict per query, got {type(gnd).__name__}"
         )
     return [dict(e) for e in gnd]
+
+
+def _ground_truth(
+    images: Any, queries: Any, qidx: Any, entries: List[Dict[str, Any]], p: Path
+) -> GroundTruth:
+    """The loaded ground truth (the record's own checks run in GroundTruth)."""
+    return GroundTruth(
+        images=images,
+        queries=queries,
+        query_indices=qidx,
+        gnd=cast(List[Dict[str, np.ndarray]], entries),
+        revisited=_is_revisited(entries, p),
+    )
 
 
 def _is_revisited(entries: Sequence[Mapping[str, Any]], p: Path) -> bool:

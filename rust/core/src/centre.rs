@@ -24,7 +24,7 @@ use crate::reduce::{sum_squares, LANES};
 
 /// Relative size below which a centred cell counts as zero, in units of the input type's
 /// machine epsilon (see the module docs).
-const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
+pub const EQUAL_TO_MEAN_ULPS: f64 = 16.0;
 
 /// Columns per item of HeW's centring phase.
 const COLUMNS_PER_ITEM: usize = 16;

@@ -14,8 +14,8 @@
 //! `lap_alpha[ids][:, ids]` solved by `cg(..., tol=1e-6, maxiter=20)`). It is symmetric
 //! positive definite for `0 <= alpha < 1` (the spectral radius of `S` and of its principal
 //! submatrices is at most 1).
-//! The right-hand side `y` holds `max(<q, x_j>, 0)^gamma` at the query's top `query_k` items
-//! (the first `query_k` of the ranking) and 0 elsewhere. `(I - alpha S) f = y` is solved by
+//! The right-hand side `y` holds `max(<q, x_j>, 0)^gamma` at the query's top `query_neighbors` items
+//! (the first `query_neighbors` of the ranking) and 0 elsewhere. `(I - alpha S) f = y` is solved by
 //! plain conjugate gradient from `f = 0`, exactly as `scipy.sparse.linalg.cg` iterates (at
 //! most `iterations` steps; stop when `||r|| < tol ||y||`), in `f64`.
 //!
@@ -27,14 +27,14 @@ use faer::MatRef;
 use rayon::prelude::*;
 
 use crate::cg;
-use crate::error::{Error, Result};
-use crate::ranking::Ranking;
+use crate::error::Result;
+use crate::ranking::{assert_rerank_shapes, Ranking};
 use crate::real::Real;
 use crate::threads;
 use crate::validate;
 
 /// Items of the first-pass ranking that hold the query's heat (Iscen et al.'s `kq`).
-pub const DEFAULT_QUERY_K: usize = 10;
+pub const DEFAULT_QUERY_NEIGHBORS: usize = 10;
 /// Diffusion rate.
 pub const DEFAULT_ALPHA: f64 = 0.99;
 /// Power of the similarities.
@@ -47,12 +47,12 @@ pub const DEFAULT_ITERATIONS: usize = 20;
 pub const DEFAULT_TOL: f64 = 1e-6;
 
 /// Parameters of diffusion. `Default` gives Iscen et al.'s (and fyang93/diffusion's): the
-/// `DEFAULT_*` constants, `query_k = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`,
+/// `DEFAULT_*` constants, `query_neighbors = 10`, `alpha = 0.99`, `gamma = 3`, `truncation = 1000`,
 /// 20 iterations, `tol = 1e-6`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiffusionParams {
     /// Number of top-ranked items that hold the query's heat (`kq`); clamped to the truncation.
-    pub query_k: usize,
+    pub query_neighbors: usize,
     /// Diffusion rate, `0 <= alpha < 1`.
     pub alpha: f64,
     /// Power of the similarities (> 0), in the graph and in `y`.
@@ -68,7 +68,7 @@ pub struct DiffusionParams {
 impl Default for DiffusionParams {
     fn default() -> Self {
         Self {
-            query_k: DEFAULT_QUERY_K,
+            query_neighbors: DEFAULT_QUERY_NEIGHBORS,
             alpha: DEFAULT_ALPHA,
             gamma: DEFAULT_GAMMA,
             truncation: Some(DEFAULT_TRUNCATION),
@@ -97,57 +97,41 @@ pub(crate) fn transition<T: Real>(
     similarities: MatRef<'_, T>,
     gamma: f64,
 ) -> Result<Transition> {
-    check_gamma(gamma)?;
-    let (n, k) = (indices.nrows(), indices.ncols());
-    if (similarities.nrows(), similarities.ncols()) != (n, k) {
-        return Err(Error::Shape(format!(
-            "the graph's similarities must have the shape of its indices ({n}, {k}), got ({}, {})",
-            similarities.nrows(),
-            similarities.ncols()
-        )));
-    }
-    threads::install(|_| build_transition(indices, similarities, gamma))?
+    let n = indices.nrows();
+    assert_eq!(
+        (similarities.nrows(), similarities.ncols()),
+        (n, indices.ncols()),
+        "the graph's similarities must have the shape of its indices"
+    );
+    assert!(n <= u32::MAX as usize, "at most 2^32 - 1 graph items");
+    validate::finite(similarities, "the graph's similarities")?;
+    validate::rankings(indices, Some(n), "the graph's indices")?;
+    threads::install(|_| build_transition(indices, similarities, gamma))
 }
 
 fn build_transition<T: Real>(
     indices: MatRef<'_, i64>,
     similarities: MatRef<'_, T>,
     gamma: f64,
-) -> Result<Transition> {
+) -> Transition {
     let (n, k) = (indices.nrows(), indices.ncols());
-    if n > u32::MAX as usize {
-        return Err(Error::Shape(format!(
-            "the graph may have at most 2^32 - 1 items, got {n}"
-        )));
-    }
-    validate::finite(similarities, "the graph's similarities")?;
     // Each row's neighbours sorted by index (for the mutual test), self links dropped, in
-    // flat arrays: the binary searches into other rows then stay within a few MB.
+    // flat arrays: the binary searches into other rows then stay within a few MB. The indices
+    // are checked (in range, distinct in a row).
     let rows: Vec<Vec<(u32, f64)>> = (0..n)
         .into_par_iter()
         .map(|i| {
             let mut row = Vec::with_capacity(k);
             for p in 0..k {
-                let j = indices[(i, p)];
-                if j < 0 || j as u64 >= n as u64 {
-                    return Err(Error::Value(format!(
-                        "the graph's indices must be in [0, {n}), got {j} at row {i}, column {p}"
-                    )));
-                }
-                if j as usize != i {
+                let j = indices[(i, p)] as usize;
+                if j != i {
                     row.push((j as u32, similarities[(i, p)].f64()));
                 }
             }
             row.sort_unstable_by_key(|e| e.0);
-            if let Some(w) = row.windows(2).find(|w| w[0].0 == w[1].0) {
-                return Err(Error::Value(format!(
-                    "the graph must not list a neighbour twice, got {} twice in row {i}",
-                    w[0].0
-                )));
-            }
-            Ok(row)
+            row
         })
-        .collect::<Result<_>>()?;
+        .collect();
     let mut start = Vec::with_capacity(n + 1);
     start.push(0usize);
     for row in &rows {
@@ -237,11 +221,11 @@ fn build_transition<T: Real>(
             values.push(w / (degree[i] * degree[j as usize]).sqrt());
         }
     }
-    Ok(Transition {
+    Transition {
         indptr,
         indices: cols,
         values,
-    })
+    }
 }
 
 /// Diffusion re-ranking of first-pass rankings (see the module docs).
@@ -255,6 +239,14 @@ fn build_transition<T: Real>(
 ///
 /// Queries run in parallel, each on one thread; the result does not depend on the number of
 /// threads.
+///
+/// Errors, in this order: NaN or infinity in the graph's similarities, graph indices out of
+/// `0..n` or repeated in a row, NaN or infinity in `x`, `q` or `scores`, an entry of `ranks`
+/// out of `0..n` or repeated in its row (see [`crate::validate`]).
+///
+/// # Panics
+/// If the shapes do not agree ([`crate::ranking::assert_rerank_shapes`], one graph row per item)
+/// or the parameters are out of their domains (`0 <= alpha < 1`, `gamma > 0`, `tol >= 0`).
 pub fn diffusion_rerank<T: Real>(
     x: MatRef<'_, T>,
     q: MatRef<'_, T>,
@@ -264,41 +256,17 @@ pub fn diffusion_rerank<T: Real>(
     graph_similarities: MatRef<'_, T>,
     params: DiffusionParams,
 ) -> Result<Ranking<T>> {
-    let (n, d) = (x.nrows(), x.ncols());
-    let (nq, m) = (ranks.nrows(), ranks.ncols());
-    check_params(&params)?;
-    if q.ncols() != d {
-        return Err(Error::Shape(format!(
-            "Q must have d = {d} columns (the dimension of X), got {}",
-            q.ncols()
-        )));
-    }
-    if nq != q.nrows() {
-        return Err(Error::Shape(format!(
-            "ranks must have one row per query ({}), got {nq} rows",
-            q.nrows()
-        )));
-    }
-    if m > n {
-        return Err(Error::Shape(format!(
-            "ranks must have at most n = {n} columns (the database size), got {m}"
-        )));
-    }
-    if let Some(s) = scores {
-        if (s.nrows(), s.ncols()) != (nq, m) {
-            return Err(Error::Shape(format!(
-                "scores must have the shape of ranks ({nq}, {m}), got ({}, {})",
-                s.nrows(),
-                s.ncols()
-            )));
-        }
-    }
-    if graph_indices.nrows() != n {
-        return Err(Error::Shape(format!(
-            "the graph must have one row per database item (n = {n}), got {}",
-            graph_indices.nrows()
-        )));
-    }
+    let (n, nq, m) = (x.nrows(), ranks.nrows(), ranks.ncols());
+    assert_rerank_shapes(x, q, ranks, scores);
+    assert_eq!(
+        graph_indices.nrows(),
+        n,
+        "the graph must have one row per database item"
+    );
+    assert!(
+        (0.0..1.0).contains(&params.alpha) && params.gamma > 0.0 && params.tol >= 0.0,
+        "diffusion needs 0 <= alpha < 1, gamma > 0, tol >= 0, got {params:?}"
+    );
     let s = transition(graph_indices, graph_similarities, params.gamma)?;
     threads::install(|_| {
         validate::finite(x, "X")?;
@@ -306,7 +274,7 @@ pub fn diffusion_rerank<T: Real>(
         if let Some(sc) = scores {
             validate::finite(sc, "scores")?;
         }
-        validate::rankings(ranks, n)?;
+        validate::rankings(ranks, Some(n), "ranks")?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
             .map_init(
@@ -316,32 +284,6 @@ pub fn diffusion_rerank<T: Real>(
             .collect();
         Ok(Ranking::from_rows(rows, m))
     })?
-}
-
-fn check_gamma(gamma: f64) -> Result<()> {
-    if !(gamma.is_finite() && gamma > 0.0) {
-        return Err(Error::Value(format!(
-            "gamma must be a finite number > 0, got {gamma}"
-        )));
-    }
-    Ok(())
-}
-
-fn check_params(p: &DiffusionParams) -> Result<()> {
-    check_gamma(p.gamma)?;
-    if !(p.alpha.is_finite() && (0.0..1.0).contains(&p.alpha)) {
-        return Err(Error::Value(format!(
-            "alpha must be in [0, 1) (at 1 the system I - alpha S is singular), got {}",
-            p.alpha
-        )));
-    }
-    if !(p.tol.is_finite() && p.tol >= 0.0) {
-        return Err(Error::Value(format!(
-            "tol must be a finite number >= 0, got {}",
-            p.tol
-        )));
-    }
-    Ok(())
 }
 
 /// `<x_i, q_row>` accumulated in `f64`.
@@ -367,7 +309,7 @@ fn diffuse_one<T: Real>(
 ) -> (Vec<i64>, Vec<T>) {
     let m = ranks.ncols();
     let t = params.truncation.unwrap_or(m).min(m);
-    let kq = params.query_k.min(t);
+    let kq = params.query_neighbors.min(t);
     let row: Vec<usize> = (0..m).map(|p| ranks[(i, p)] as usize).collect();
     let qf: Vec<f64> = (0..q.ncols()).map(|c| q[(i, c)].f64()).collect();
     let mut out_ranks: Vec<i64> = row.iter().map(|&r| r as i64).collect();
@@ -543,7 +485,7 @@ mod tests {
         let gs = Mat::from_fn(4, 2, |i, j| g.similarities[i * 2 + j]);
         let ranks = Mat::from_fn(1, 4, |_, j| [2i64, 3, 0, 1][j]);
         let params = DiffusionParams {
-            query_k: 1,
+            query_neighbors: 1,
             truncation: Some(3),
             ..Default::default()
         };

@@ -17,7 +17,7 @@ use rayon::ThreadPool;
 
 use crate::affinity::{heat_system, AffinityRules};
 use crate::centre::centre_columns;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::heat::system_temperatures;
 use crate::parallel::shared_mat::SharedMat;
 use crate::parallel::team;
@@ -26,6 +26,8 @@ use crate::parallel::tiled_cholesky::{cholesky_inverse, tile_size, Plan};
 use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
 use crate::{threads, validate};
+
+pub use crate::centre::EQUAL_TO_MEAN_ULPS;
 
 /// Affinity threshold `tau`: 0 in the authors' first code release (0.1 in a later one).
 pub const DEFAULT_THRESHOLD: f64 = 0.0;
@@ -54,43 +56,45 @@ impl Default for HewParams {
 /// HeW weights of one map `f` (N cells x C channels, any strides), `(N,)`, in `T`.
 ///
 /// `mean`: the centering mean `(C,)`; `None` uses the map's own mean of local features.
+///
+/// Errors: NaN or infinity in `mean` or `f` ([`crate::Error::NonFinite`] naming "mean" or "fmap").
+///
+/// # Panics
+/// If `f` has no cell or no channel, `mean` is not of length C, `threshold < 0` or
+/// `ground <= 0` (the caller checks them; see [`crate::validate`]).
 pub fn hew_weights<T: Real>(
     f: MatRef<'_, T>,
     mean: Option<&[T]>,
     params: HewParams,
 ) -> Result<Vec<T>> {
-    validate::non_empty(f, "the feature map")?;
-    let mu = check_mean(mean, f.ncols())?;
-    validate::heat_params(params.threshold, params.ground)?;
+    let mu = mean_of(&[f], mean, params)?;
     threads::with_pool(|pool| weights(f, mu.as_deref(), params, members(pool, f.nrows())))?
 }
 
 /// HeW descriptor of one map: `sum_j w_j f_j`, `(C,)`, in `T` (accumulated in `f64`).
+///
+/// Errors and panics as [`hew_weights`].
 pub fn hew_pool<T: Real>(
     f: MatRef<'_, T>,
     mean: Option<&[T]>,
     params: HewParams,
 ) -> Result<Vec<T>> {
-    validate::non_empty(f, "the feature map")?;
-    let mu = check_mean(mean, f.ncols())?;
-    validate::heat_params(params.threshold, params.ground)?;
+    let mu = mean_of(&[f], mean, params)?;
     threads::with_pool(|pool| descriptor(f, mu.as_deref(), params, members(pool, f.nrows())))?
 }
 
 /// HeW descriptors of many maps with the same number of channels C (any numbers of cells),
 /// one `Vec` of length C per map. Maps run in parallel, one thread each; with fewer maps
 /// than threads each map uses all threads.
+///
+/// Errors: NaN or infinity in `mean` or in a map (named `fmaps[i]`, checked before any map
+/// is computed). Panics as [`hew_weights`], and if the maps differ in C.
 pub fn hew_pool_batch<T: Real>(
     maps: &[MatRef<'_, T>],
     mean: Option<&[T]>,
     params: HewParams,
 ) -> Result<Vec<Vec<T>>> {
-    let c = check_batch(maps)?;
-    let mu = match c {
-        Some(c) => check_mean(mean, c)?,
-        None => None,
-    };
-    validate::heat_params(params.threshold, params.ground)?;
+    let mu = mean_of(maps, mean, params)?;
     threads::with_pool(|pool| {
         // Checked up front (a pass over the inputs, about 1% of the work) so that a bad map
         // fails the batch at once, named by its position, before any map is computed.
@@ -111,10 +115,15 @@ pub fn hew_pool_batch<T: Real>(
 
 /// The mean of all local features of all maps, `(C,)`: the sum of every cell of every map
 /// divided by the total number of cells (not a mean of per-map means), accumulated in `f64`.
+///
+/// Errors: NaN or infinity in a map (named `fmaps[i]`). Panics if there is no map, or the
+/// maps are empty or differ in C.
 pub fn local_mean<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Vec<T>> {
-    let c = check_batch(maps)?.ok_or_else(|| {
-        Error::Shape("local_mean needs at least one feature map, got none".into())
-    })?;
+    assert!(
+        !maps.is_empty(),
+        "local_mean needs at least one feature map"
+    );
+    let c = channels(maps);
     threads::install(|_| {
         // Each map is checked just before it is summed, while it is in cache.
         let sums: Vec<Option<Vec<f64>>> = maps
@@ -140,30 +149,35 @@ fn members(pool: &ThreadPool, cells: usize) -> Members<'_> {
     }
 }
 
-fn check_mean<T: Real>(mean: Option<&[T]>, c: usize) -> Result<Option<Vec<f64>>> {
-    mean.map(|m| {
-        validate::vector(m, c, "the mean")?;
-        Ok(m.iter().map(|x| x.f64()).collect())
-    })
-    .transpose()
+/// The preconditions of the maps and parameters (asserted), and the mean in `f64` (an error
+/// if it is not finite).
+fn mean_of<T: Real>(
+    maps: &[MatRef<'_, T>],
+    mean: Option<&[T]>,
+    params: HewParams,
+) -> Result<Option<Vec<f64>>> {
+    assert!(
+        params.threshold >= 0.0 && params.ground > 0.0,
+        "HeW needs threshold >= 0 and ground > 0, got {params:?}"
+    );
+    let c = channels(maps);
+    let Some(mean) = mean else { return Ok(None) };
+    assert_eq!(mean.len(), c, "the mean must have one value per channel");
+    validate::finite_vector(mean, "mean")?;
+    Ok(Some(mean.iter().map(|x| x.f64()).collect()))
 }
 
-/// All maps non-empty with the same C; returns that C (`None` for an empty batch).
-fn check_batch<T: Real>(maps: &[MatRef<'_, T>]) -> Result<Option<usize>> {
-    let Some(first) = maps.first() else {
-        return Ok(None);
-    };
-    for (b, m) in maps.iter().enumerate() {
-        validate::non_empty(*m, &format!("feature map {b}"))?;
-        if m.ncols() != first.ncols() {
-            return Err(Error::Shape(format!(
-                "every feature map must have the same number of channels: map 0 has {}, map {b} has {}",
-                first.ncols(),
-                m.ncols()
-            )));
-        }
+/// The number of channels of the maps, all non-empty with the same C (asserted); 0 for no
+/// map.
+fn channels<T>(maps: &[MatRef<'_, T>]) -> usize {
+    let c = maps.first().map_or(0, |m| m.ncols());
+    for m in maps {
+        assert!(
+            m.nrows() > 0 && m.ncols() == c && c > 0,
+            "feature maps must be non-empty with the same number of channels"
+        );
     }
-    Ok(Some(first.ncols()))
+    c
 }
 
 /// Per-channel sums of all cells of `f`, in `f64` (row by row: NumPy maps are row-major).
@@ -259,7 +273,7 @@ fn map_heat<T: Real>(
         );
         team::run(members, |crew| {
             let weights = if n == 1 {
-                validate::finite(f, "the feature map")?;
+                validate::finite(f, "fmap")?;
                 vec![1.0]
             } else {
                 // Dead cells (all channels zero), whether every value is finite (the check of
@@ -293,7 +307,7 @@ fn map_heat<T: Real>(
                 });
                 if chunks.iter().any(|(_, _, finite)| !finite) {
                     // Names the first bad entry.
-                    validate::finite(f, "the feature map")?;
+                    validate::finite(f, "fmap")?;
                 }
                 let own_mean: Vec<f64>;
                 let mu = match mu {

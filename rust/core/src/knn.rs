@@ -25,12 +25,12 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::parallel::workspace::with_workspace;
 use crate::real::Real;
-use crate::select::{check_size, list_capacity, write_rows, Selection};
+use crate::select::{assert_size, list_capacity, write_rows, Selection};
 use crate::threads;
 use crate::validate;
 
 /// Neighbours per item used by diffusion (Iscen et al., CVPR 2017).
-pub const DEFAULT_K: usize = 50;
+pub const DEFAULT_NEIGHBORS: usize = 50;
 /// Items per tile side: a 256 x 256 tile of `f32` scores is 256 KB, in L2 between the product
 /// and the scans; faer's product runs at 115-120 GFLOP/s per core on 256 to 1024-sided tiles
 /// at d = 512 (2-core AVX-512 VM), about as fast as on the search's blocks.
@@ -49,17 +49,18 @@ pub struct KnnGraph<T> {
     pub k: usize,
 }
 
-/// The exact kNN graph of the rows of `x` (`(n, d)`, any strides): for every item its `k`
-/// most similar other items by inner product, best first, ties to the lower index. `k` is
-/// clamped to `n - 1` (0 for an empty or one-item database).
+/// The exact kNN graph of the rows of `x` (`(n, d)`, any strides): for every item its
+/// `neighbors` most similar other items by inner product, best first, ties to the lower
+/// index. `neighbors` is clamped to `n - 1` (0 for an empty or one-item database).
 ///
 /// Cost: `n^2 d / 2` multiply-adds in tiles, parallel on heatsearch's pool; memory `O(n k)`
 /// plus a 256 x 256 score tile per thread. The result does not depend on the number of
-/// threads. Errors: NaN or infinity in `x`.
-pub fn knn_graph<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<KnnGraph<T>> {
+/// threads. Errors: NaN or infinity in `x`. Panics if `x` has more than
+/// [`crate::search::MAX_ITEMS`] rows.
+pub fn knn_graph<T: Real>(x: MatRef<'_, T>, neighbors: usize) -> Result<KnnGraph<T>> {
     let n = x.nrows();
-    check_size(n)?;
-    let k = k.min(n.saturating_sub(1));
+    assert_size(n);
+    let k = neighbors.min(n.saturating_sub(1));
     let (indices, similarities) = threads::install(|_| knn(x, k))??;
     Ok(KnnGraph {
         indices,

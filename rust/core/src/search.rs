@@ -28,16 +28,18 @@ use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::parallel::workspace::with_workspace;
 use crate::ranking::Ranking;
 use crate::real::Real;
 use crate::select::{
-    check_size, list_capacity, write_rows, Candidate, Selection, SharedThresholds,
+    assert_size, list_capacity, write_rows, Candidate, Selection, SharedThresholds,
 };
 use crate::simd::few_rows;
 use crate::threads;
 use crate::validate;
+
+pub use crate::select::MAX_ITEMS;
 
 /// Queries per block: one product's left-hand side. A multiple of faer's row strips (96 `f32`,
 /// 48 `f64` rows with AVX-512): its product ran at 172 GFLOP/s per core against 154 for 96
@@ -67,16 +69,14 @@ const TASKS_PER_THREAD: usize = 4;
 /// database index; a NaN score (only an overflow of finite input can make one) ranks as
 /// `-inf`. The result does not depend on the number of threads.
 ///
-/// Errors: `q` of another dimension than `x`, NaN or infinity in `x` or `q`.
+/// Errors: NaN or infinity in `q` (checked first) or `x` ([`crate::Error::NonFinite`]).
+///
+/// # Panics
+/// If `q` has another dimension than `x`, or `x` more than [`MAX_ITEMS`] rows.
 pub fn search<T: Real>(x: MatRef<'_, T>, q: MatRef<'_, T>, k: Option<usize>) -> Result<Ranking<T>> {
-    let (n, d) = (x.nrows(), x.ncols());
-    if q.ncols() != d {
-        return Err(Error::Shape(format!(
-            "Q must have d = {d} columns (the dimension of X), got {}",
-            q.ncols()
-        )));
-    }
-    check_size(n)?;
+    let n = x.nrows();
+    assert_eq!(q.ncols(), x.ncols(), "Q must have the dimension of X");
+    assert_size(n);
     let k = k.map_or(n, |k| k.min(n));
     let (ranks, scores) = threads::install(|threads| top_k(x, q, k, threads))??;
     Ok(Ranking {
@@ -260,6 +260,7 @@ fn scan_task<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use faer::Mat;
 
     fn mat(rows: &[&[f64]]) -> Mat<f64> {
@@ -326,10 +327,18 @@ mod tests {
             e,
             Error::NonFinite("X must be finite, got NaN at row 1, column 1".into())
         );
-        let q3 = mat(&[&[1.0, 0.0, 0.0]]);
-        assert!(matches!(
-            search(x.as_ref(), q3.as_ref(), None),
-            Err(Error::Shape(_))
-        ));
+        let e = search(x.as_ref(), mat(&[&[f64::INFINITY, 0.0]]).as_ref(), Some(1)).unwrap_err();
+        assert_eq!(
+            e,
+            Error::NonFinite("Q must be finite, got inf at row 0, column 0".into()),
+            "Q is checked first"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "Q must have the dimension of X")]
+    fn queries_of_another_dimension_are_a_broken_precondition() {
+        let x = mat(&[&[1.0, 2.0]]);
+        let _ = search(x.as_ref(), mat(&[&[1.0, 0.0, 0.0]]).as_ref(), None);
     }
 }

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::real::Real;
 use crate::simd;
 
@@ -29,16 +28,14 @@ pub(crate) struct Candidate<T> {
 }
 
 /// The largest database the search and the kNN graph take.
-pub(crate) const MAX_ITEMS: usize = u32::MAX as usize;
+pub const MAX_ITEMS: usize = u32::MAX as usize;
 
-/// A database of more than [`MAX_ITEMS`] items is an error.
-pub(crate) fn check_size(n: usize) -> Result<()> {
-    if n > MAX_ITEMS {
-        return Err(Error::Shape(format!(
-            "X may have at most {MAX_ITEMS} rows (database items), got {n}"
-        )));
-    }
-    Ok(())
+/// Asserts that a database of `n` items fits the 32-bit indices of the candidate lists.
+pub(crate) fn assert_size(n: usize) {
+    assert!(
+        n <= MAX_ITEMS,
+        "at most {MAX_ITEMS} database items, got {n}"
+    );
 }
 
 /// The total order of results as a key, ascending from the best: higher score first, then

@@ -1,11 +1,18 @@
-//! The checks the algorithms run on their input. Messages say what was expected and what
-//! came in, so that a binding can pass them on unchanged.
+//! The checks that read the data: values must be finite, rankings must hold distinct
+//! database indices in range. Messages say what was expected and what came in, so that a
+//! binding passes them on unchanged, and the algorithms fold these checks into their own
+//! passes over the data.
 //!
-//! Two of them are public, for a caller that checks its data before (or without) calling an
-//! algorithm: [`finite`] and [`rankings`]. Both can be called from any thread, inside
-//! heatsearch's pool or outside it: [`finite`] runs on the calling thread, [`rankings`] runs
-//! its rows on heatsearch's pool (never on rayon's global pool, which the host application
-//! may own), directly when called from one of the pool's threads.
+//! What is not here, on purpose: checks of shapes and parameters. They cost nothing and are
+//! done once by the caller (heatsearch's Python layer, `_validate.py`) before an algorithm
+//! runs; for the algorithms they are documented preconditions, asserted (a violation is a bug
+//! of the caller and panics, as a shape mismatch does in faer or ndarray).
+//!
+//! The three public checks are for a caller that checks its data without calling an
+//! algorithm (heatsearch's NumPy reference, its Python-only functions): [`finite`],
+//! [`finite_vector`] and [`rankings`]. They can be called from any thread: the first two run
+//! on the calling thread, [`rankings`] runs its rows on heatsearch's pool (never on rayon's
+//! global pool, which the host application may own).
 
 use faer::MatRef;
 use rayon::prelude::*;
@@ -13,18 +20,6 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::real::Real;
 use crate::threads;
-
-/// A matrix of `what` must have at least one row and one column.
-pub(crate) fn non_empty<T>(m: MatRef<'_, T>, what: &str) -> Result<()> {
-    if m.nrows() == 0 || m.ncols() == 0 {
-        return Err(Error::Shape(format!(
-            "{what} must have at least one row and one column, got shape ({}, {})",
-            m.nrows(),
-            m.ncols()
-        )));
-    }
-    Ok(())
-}
 
 /// NaN or infinity anywhere in `m` is an [`Error::NonFinite`] naming `what` and the first bad
 /// entry in row-major order ("X must be finite, got NaN at row 1, column 1").
@@ -79,42 +74,26 @@ pub(crate) fn all_finite<T: Real>(v: &[T]) -> bool {
         .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
-/// A vector must be finite and of length `len`.
-pub(crate) fn vector<T: Real>(v: &[T], len: usize, what: &str) -> Result<()> {
-    if v.len() != len {
-        return Err(Error::Shape(format!(
-            "{what} must have length {len} (the number of channels), got {}",
-            v.len()
-        )));
+/// NaN or infinity in the vector `v` is an [`Error::NonFinite`] naming `what` and the first
+/// bad entry ("mean must be finite, got NaN at index 4").
+pub fn finite_vector<T: Real>(v: &[T], what: &str) -> Result<()> {
+    if all_finite(v) {
+        return Ok(());
     }
-    if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::NonFinite(format!(
-            "{what} must be finite, got {x:?} at index {i}"
-        )));
-    }
-    Ok(())
-}
-
-/// `threshold >= 0` and `ground > 0`, both finite: otherwise `M = D - A` is not SPD.
-pub(crate) fn heat_params(threshold: f64, ground: f64) -> Result<()> {
-    if !(threshold.is_finite() && threshold >= 0.0) {
-        return Err(Error::Value(format!(
-            "threshold must be a finite number >= 0 (a negative one keeps negative affinities \
-             and the heat system is no longer positive definite), got {threshold}"
-        )));
-    }
-    if !(ground.is_finite() && ground > 0.0) {
-        return Err(Error::Value(format!(
-            "ground must be a finite number > 0 (without a ground conductance the heat system \
-             is singular), got {ground}"
-        )));
-    }
-    Ok(())
+    let (i, x) = v
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !x.is_finite())
+        .expect("a value is not finite");
+    Err(Error::NonFinite(format!(
+        "{what} must be finite, got {x:?} at index {i}"
+    )))
 }
 
 /// Every row of `ranks` (one ranking per query, `(nq, m)`) must hold distinct database
-/// indices in `0..n`: otherwise an [`Error::Value`] naming the first bad entry in row-major
-/// order, whatever the number of threads.
+/// indices in `0..n` (`>= 0` when `n` is `None`, an unknown database size): otherwise an
+/// [`Error::Value`] naming `what` and the first bad entry in row-major order, whatever the
+/// number of threads.
 ///
 /// Can be called from any thread: rows are checked in parallel on heatsearch's pool (entered
 /// once from outside it, run directly on one of its threads). A ranking not much shorter than
@@ -122,33 +101,37 @@ pub(crate) fn heat_params(threshold: f64, ground: f64) -> Result<()> {
 /// (m < n / 16, e.g. HeR's top 1000 of a million images) is sorted instead, so that no
 /// thread fills a table of the database's size. Errors: [`Error::Threads`] if the pool cannot
 /// be started.
-pub fn rankings(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
-    threads::install(|_| rankings_in_pool(ranks, n))?
+pub fn rankings(ranks: MatRef<'_, i64>, n: Option<usize>, what: &str) -> Result<()> {
+    threads::install(|_| rankings_in_pool(ranks, n, what))?
 }
 
 /// [`rankings`] on the current rayon pool.
-fn rankings_in_pool(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
+fn rankings_in_pool(ranks: MatRef<'_, i64>, n: Option<usize>, what: &str) -> Result<()> {
     let m = ranks.ncols();
-    let table = m.saturating_mul(16) >= n;
+    let limit = n.map_or(u64::MAX, |n| n as u64);
+    let table = n.is_some_and(|n| m.saturating_mul(16) >= n);
     let errors: Vec<Option<Error>> = (0..ranks.nrows())
         .into_par_iter()
         .map_init(Vec::new, |seen: &mut Vec<usize>, i| {
+            let bad = |seen_before: &mut dyn FnMut(usize) -> bool| {
+                first_bad_entry(ranks, i, n, what, seen_before)
+            };
             if table {
                 if seen.is_empty() {
-                    seen.resize(n, usize::MAX);
+                    seen.resize(n.unwrap_or(0), usize::MAX);
                 }
-                return first_bad_entry(ranks, i, n, |r| std::mem::replace(&mut seen[r], i) == i);
+                return bad(&mut |r| std::mem::replace(&mut seen[r], i) == i);
             }
             let mut sorted: Vec<i64> = (0..m).map(|p| ranks[(i, p)]).collect();
             sorted.sort_unstable();
             let in_range = sorted.first().is_none_or(|&r| r >= 0)
-                && sorted.last().is_none_or(|&r| (r as u64) < n as u64);
+                && sorted.last().is_none_or(|&r| (r as u64) < limit);
             if in_range && sorted.windows(2).all(|w| w[0] != w[1]) {
                 return None;
             }
             // Something is wrong: find the first bad entry in ranking order.
             let mut set = std::collections::HashSet::new();
-            first_bad_entry(ranks, i, n, |r| !set.insert(r))
+            bad(&mut |r| !set.insert(r))
         })
         .collect();
     match errors.into_iter().flatten().next() {
@@ -157,24 +140,39 @@ fn rankings_in_pool(ranks: MatRef<'_, i64>, n: usize) -> Result<()> {
     }
 }
 
-/// The first entry of row `i` out of `0..n` or (by `seen_before`, called in ranking order on
+/// The first entry of row `i` out of range or (by `seen_before`, called in ranking order on
 /// the entries in range) repeated, as an error.
 fn first_bad_entry(
     ranks: MatRef<'_, i64>,
     i: usize,
-    n: usize,
-    mut seen_before: impl FnMut(usize) -> bool,
+    n: Option<usize>,
+    what: &str,
+    seen_before: &mut dyn FnMut(usize) -> bool,
 ) -> Option<Error> {
     for p in 0..ranks.ncols() {
         let r = ranks[(i, p)];
-        if r < 0 || r as u64 >= n as u64 {
+        let out = match n {
+            Some(n) if r < 0 || r as u64 >= n as u64 => {
+                // A database index of n often means 1-based indices (MATLAB, revisitop's .mat).
+                let hint = if r as u64 == n as u64 {
+                    " (1-based indices? heatsearch counts from 0)"
+                } else {
+                    ""
+                };
+                Some(format!("in [0, {n}), got {r} at row {i}, column {p}{hint}"))
+            }
+            None if r < 0 => Some(format!(">= 0, got {r} at row {i}, column {p}")),
+            _ => None,
+        };
+        if let Some(out) = out {
             return Some(Error::Value(format!(
-                "ranks must hold database indices in [0, {n}), got {r} at row {i}, column {p}"
+                "{what} must hold database indices {out}"
             )));
         }
         if seen_before(r as usize) {
             return Some(Error::Value(format!(
-                "a ranking must not hold an index twice, got {r} again at row {i}, column {p}"
+                "{what} must not hold an index twice in a row, got {r} again at row {i}, \
+                 column {p}"
             )));
         }
     }
@@ -189,7 +187,7 @@ mod tests {
         let m = rows[0].len();
         let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
         let ranks = MatRef::from_row_major_slice(&flat, rows.len(), m);
-        rankings(ranks, n).map_err(|e| e.to_string())
+        rankings(ranks, Some(n), "ranks").map_err(|e| e.to_string())
     }
 
     #[test]
@@ -198,10 +196,16 @@ mod tests {
         for n in [10, 1000] {
             assert_eq!(check(&[&[3, 1, 2, 0], &[0, 1, 2, 3]], n), Ok(()));
             let e = check(&[&[3, 1, 2, 0], &[4, 5, 4, 5]], n).unwrap_err();
-            assert!(e.contains("twice, got 4 again at row 1, column 2"), "{e}");
+            assert!(
+                e.contains("twice in a row, got 4 again at row 1, column 2"),
+                "{e}"
+            );
             // A repeat before an out-of-range index in the same row is the first bad entry.
             let e = check(&[&[7, 7, -1, 2]], n).unwrap_err();
-            assert!(e.contains("twice, got 7 again at row 0, column 1"), "{e}");
+            assert!(
+                e.contains("twice in a row, got 7 again at row 0, column 1"),
+                "{e}"
+            );
             let e = check(&[&[1, 2, 3, 4], &[2, -1, 2, 5], &[9, 9, 9, 9]], n).unwrap_err();
             assert!(
                 e.contains(&format!("[0, {n}), got -1 at row 1, column 1")),
@@ -212,5 +216,31 @@ mod tests {
         }
         let e = check(&[&[1, 12]], 10).unwrap_err();
         assert!(e.contains("[0, 10), got 12 at row 0, column 1"), "{e}");
+        assert!(!e.contains("1-based"), "{e}");
+        let e = check(&[&[3, 10]], 10).unwrap_err();
+        assert!(
+            e.ends_with("got 10 at row 0, column 1 (1-based indices? heatsearch counts from 0)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rankings_of_an_unknown_database_size_only_need_indices_from_zero() {
+        let flat = [5i64, 1 << 40, 3, -4];
+        let ranks = MatRef::from_row_major_slice(&flat, 2, 2);
+        let e = rankings(ranks, None, "ranks").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "ranks must hold database indices >= 0, got -4 at row 1, column 1"
+        );
+        let ok = [5i64, 1 << 40];
+        assert!(rankings(MatRef::from_row_major_slice(&ok, 1, 2), None, "ranks").is_ok());
+    }
+
+    #[test]
+    fn finite_vectors_name_the_index() {
+        assert!(finite_vector(&[1.0f32, 2.0], "mean").is_ok());
+        let e = finite_vector(&[1.0, 2.0, f64::NAN], "mean").unwrap_err();
+        assert_eq!(e.to_string(), "mean must be finite, got NaN at index 2");
     }
 }

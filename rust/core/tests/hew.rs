@@ -82,7 +82,7 @@ fn batch_rows_equal_single_maps_and_mean_of_all_cells() {
 }
 
 #[test]
-fn bad_input_is_an_error_not_a_panic() {
+fn bad_data_is_an_error_not_a_panic() {
     let p = HewParams::default();
     let nan = mat![[1.0f64, f64::NAN]];
     assert!(matches!(
@@ -105,35 +105,38 @@ fn bad_input_is_an_error_not_a_panic() {
             other => panic!("expected a NonFinite error, got {other:?}"),
         }
     }
-    let empty = Mat::<f64>::zeros(0, 3);
-    assert!(matches!(
-        hew_pool(empty.as_ref(), None, p),
-        Err(Error::Shape(_))
-    ));
+    let mean_nan = [0.0, f64::NAN];
+    match hew_pool(ok.as_ref(), Some(&mean_nan), p) {
+        Err(Error::NonFinite(msg)) => assert_eq!(msg, "mean must be finite, got NaN at index 1"),
+        other => panic!("expected a NonFinite error, got {other:?}"),
+    }
+}
+
+/// Shapes and parameters are the caller's to check (heatsearch's Python layer does, with
+/// messages); a broken precondition is a bug of the caller and panics, never a wrong result.
+#[test]
+fn broken_preconditions_panic() {
+    let p = HewParams::default();
     let f = mat![[1.0f64, 2.0]];
-    assert!(matches!(
-        hew_weights(f.as_ref(), Some(&[1.0]), p),
-        Err(Error::Shape(_))
-    ));
-    let bad = HewParams {
+    let c3 = mat![[1.0f64, 2.0, 3.0]];
+    let empty = Mat::<f64>::zeros(0, 3);
+    let panics =
+        |op: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).is_err();
+    assert!(panics(&|| drop(hew_pool(empty.as_ref(), None, p))));
+    assert!(panics(&|| drop(hew_weights(f.as_ref(), Some(&[1.0]), p))));
+    let negative = HewParams {
         threshold: -0.1,
         ground: 0.1,
     };
-    assert!(matches!(
-        hew_weights(f.as_ref(), None, bad),
-        Err(Error::Value(_))
-    ));
-    let bad = HewParams {
+    assert!(panics(&|| drop(hew_weights(f.as_ref(), None, negative))));
+    let no_ground = HewParams {
         threshold: 0.0,
         ground: 0.0,
     };
-    assert!(matches!(
-        hew_weights(f.as_ref(), None, bad),
-        Err(Error::Value(_))
-    ));
-    let c3 = mat![[1.0f64, 2.0, 3.0]];
-    assert!(matches!(
-        hew_pool_batch(&[f.as_ref(), c3.as_ref()], None, p),
-        Err(Error::Shape(_))
-    ));
+    assert!(panics(&|| drop(hew_weights(f.as_ref(), None, no_ground))));
+    assert!(panics(&|| drop(hew_pool_batch(
+        &[f.as_ref(), c3.as_ref()],
+        None,
+        p
+    ))));
 }

@@ -56,7 +56,10 @@ fn diffusion_rerank<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diffusion_rerank, m)?)?;
-    m.add("DIFFUSION_QUERY_NEIGHBORS", diffusion::DEFAULT_QUERY_NEIGHBORS)?;
+    m.add(
+        "DIFFUSION_QUERY_NEIGHBORS",
+        diffusion::DEFAULT_QUERY_NEIGHBORS,
+    )?;
     m.add("DIFFUSION_ALPHA", diffusion::DEFAULT_ALPHA)?;
     m.add("DIFFUSION_GAMMA", diffusion::DEFAULT_GAMMA)?;
     m.add("DIFFUSION_TRUNCATION", diffusion::DEFAULT_TRUNCATION)?;

@@ -144,7 +144,12 @@ fn hew_pool_batch<'py>(
     threshold: f64,
     ground: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    dispatch(py, fmaps, mean, Batch::Pool(HewParams { threshold, ground }))
+    dispatch(
+        py,
+        fmaps,
+        mean,
+        Batch::Pool(HewParams { threshold, ground }),
+    )
 }
 
 /// Mean `(C,)` of all local features of all maps.
@@ -161,6 +166,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local_mean, m)?)?;
     m.add("HEW_THRESHOLD", heatsearch_core::hew::DEFAULT_THRESHOLD)?;
     m.add("HEW_GROUND", heatsearch_core::hew::DEFAULT_GROUND)?;
-    m.add("EQUAL_TO_MEAN_ULPS", heatsearch_core::hew::EQUAL_TO_MEAN_ULPS)?;
+    m.add(
+        "EQUAL_TO_MEAN_ULPS",
+        heatsearch_core::hew::EQUAL_TO_MEAN_ULPS,
+    )?;
     Ok(())
 }

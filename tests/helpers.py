@@ -1,8 +1,10 @@
-"""Helpers shared by the search, kNN and diffusion tests (not a test module)."""
+"""Helpers shared by several test modules (not a test module): memory layouts of one matrix,
+ranking assertions, and the check that a kernel releases the GIL."""
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+import threading
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -68,3 +70,26 @@ def assert_valid_ranking(ranks: np.ndarray, scores: np.ndarray, truth: Callable[
         ties = np.diff(s) == 0
         assert np.all(np.diff(r)[ties] > 0)
         np.testing.assert_allclose(s, truth(i, r), rtol=1e-5, atol=1e-5)
+
+
+def ticks_while(work: Callable[[], Any]) -> int:
+    """How many times a second Python thread counts while ``work()`` runs. A kernel that holds
+    the GIL leaves it at a few ticks (the interpreter's switch interval is 5 ms); one that
+    releases it lets it count freely (tens of thousands per second)."""
+    ticks = 0
+    done = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        before = ticks
+        work()
+        return ticks - before
+    finally:
+        done.set()
+        counter.join()

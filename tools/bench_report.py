@@ -1,7 +1,7 @@
 """Turn a pytest-benchmark JSON file into the README's tables.
 
     python -m pytest benches --benchmark-only --benchmark-json bench.json
-    python benches/report.py bench.json
+    python tools/bench_report.py bench.json
 
 For every group: the median of each implementation, the speed-up of the Rust path over the
 reference (or over NumPy), and where a benchmark declares its flops, the effective GFLOP/s

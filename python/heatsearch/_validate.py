@@ -347,11 +347,13 @@ def diffusion_arguments(
     truncation: Optional[int],
     iterations: int,
     tol: float,
+    graph_type: type,
 ) -> DiffusionArguments:
-    """Checks the arguments of :func:`heatsearch.diffusion_rerank` (shapes, types, parameters; the
-    entries of ``ranks`` and NaN are the kernel's to check) and converts them visibly:
-    ``ranks`` to int64, ``scores`` to ``X``'s dtype. Counts are clamped to what the data
-    has, so that any Python int fits the kernel's integers."""
+    """Checks the arguments of :func:`heatsearch.diffusion_rerank` (shapes, types,
+    parameters; the entries of ``ranks`` and NaN are the kernel's to check) and converts them
+    visibly: ``ranks`` to int64, ``scores`` to ``X``'s dtype. Counts are clamped to what the
+    data has, so that any Python int fits the kernel's integers. ``graph_type``: the class a
+    ``graph`` must be (:class:`heatsearch.KnnGraph`, passed in: knn.py uses this module)."""
     x, q = descriptor_pair(X, Q)
     n, nq = x.shape[0], q.shape[0]
     nb = integer(neighbors, "neighbors", minimum=1)
@@ -364,9 +366,7 @@ def diffusion_arguments(
     ga = real(gamma, "gamma", low=0.0, low_open=True)
     to = real(tol, "tol", low=0.0)
     if graph is not None:
-        from .knn import KnnGraph  # knn.py uses this module: imported at the call
-
-        if not isinstance(graph, KnnGraph):
+        if not isinstance(graph, graph_type):
             raise InvalidDTypeError(
                 f"graph must be a KnnGraph (see heatsearch.knn_graph), got {type(graph).__name__}"
             )

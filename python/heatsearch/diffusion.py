@@ -120,7 +120,7 @@ def diffusion_rerank(
     """
     a = _validate.diffusion_arguments(
         X, Q, ranks, scores, graph, neighbors, query_neighbors, alpha, gamma, truncation,
-        iterations, tol,
+        iterations, tol, KnnGraph,
     )
     g = a.graph if a.graph is not None else knn_graph(a.X, neighbors=a.neighbors)
     r, s = (a.ranks, a.scores) if a.ranks is not None else search(a.X, a.Q)

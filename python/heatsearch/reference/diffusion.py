@@ -86,7 +86,7 @@ def diffusion_rerank(
 
     a = _validate.diffusion_arguments(
         X, Q, ranks, scores, graph, neighbors, query_neighbors, alpha, gamma, truncation,
-        iterations, tol,
+        iterations, tol, KnnGraph,
     )
     x, q = a.X, a.Q
     g = a.graph if a.graph is not None else knn_graph(x, neighbors=a.neighbors)

@@ -73,6 +73,7 @@ pub(crate) fn system_temperatures<T: Real>(
     let temperatures = crew.map(items, |item| {
         (item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n))
             .map(|j| {
+                // SAFETY: a read-only phase.
                 let col = unsafe { v.column(j, j) };
                 let vjj = col[0].f64();
                 let g = vjj * vjj + sum_squares(&col[1..]);

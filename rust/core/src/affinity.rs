@@ -130,6 +130,7 @@ pub(crate) fn heat_system<T: Real>(
             T::of(1.0),
             Par::Seq,
         );
+        crate::simd::zero_upper();
         let mut sums = TileSums {
             columns: vec![0.0; cols],
             rows: vec![0.0; rows],

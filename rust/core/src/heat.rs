@@ -12,10 +12,11 @@
 //! `f32` input accurate. Cost: `N^3/3` (Cholesky) `+ N^3/3` (triangular inverse) flops.
 //!
 //! HeW computes `R` and `V` together, tile by tile, as one task graph that the cores share
-//! ([`crate::parallel::tiled_cholesky`]). faer's own Cholesky and triangular inverse are faster on one
+//! (`parallel::tiled_cholesky`); this file turns them into temperatures
+//! ([`system_temperatures`]). faer's own Cholesky and triangular inverse are faster on one
 //! core at N = 768 than split over two (measured), because each of their parallel steps pays
-//! a rayon wake-up. HeR's Cholesky fallback, one small system per thread, uses faer's
-//! ([`cholesky`]).
+//! a rayon wake-up. HeR solves one small system per query and thread, by conjugate gradient
+//! (`cg`); its fallback is faer's Cholesky factor here ([`solve_last_heated`]).
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
@@ -39,20 +40,21 @@ pub(crate) fn not_positive_definite(detail: impl std::fmt::Debug) -> Error {
 fn cholesky<T: Real>(m: MatMut<'_, T>, par: Par) -> Result<()> {
     let n = m.nrows();
     let mut mem = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
-    cholesky_in_place(
+    let factored = cholesky_in_place(
         m,
         Default::default(),
         par,
         MemStack::new(&mut mem),
         Default::default(),
-    )
-    .map(|_| ())
-    .map_err(not_positive_definite)
+    );
+    crate::simd::zero_upper();
+    factored.map(|_| ()).map_err(not_positive_definite)
 }
 
-/// Per source j, `T_j = (1/(N+1)) sum_{i != j} (M^-1)_ij / (M^-1)_jj`, from `V = L^-1` (the
-/// lower triangle of `v`, N x N) with `M = L L^T`, and `off`, the row sums of V's strict lower
-/// triangle (what [`crate::parallel::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v` meanwhile.
+/// Per source j, `T_j = (1/(N+1)) sum_{i != j} (M^-1)_ij / (M^-1)_jj`, from `V = L^-1` (the lower
+/// triangle of `v`, N x N) with `M = L L^T`, and `off`, the row sums of V's strict lower triangle
+/// (what [`crate::parallel::tiled_cholesky::cholesky_inverse`] returns). Nothing may write `v`
+/// meanwhile.
 ///
 /// Entries are `f64`; a cell with no path to any other cell gets exactly 0.
 pub(crate) fn system_temperatures<T: Real>(
@@ -71,6 +73,7 @@ pub(crate) fn system_temperatures<T: Real>(
     let temperatures = crew.map(items, |item| {
         (item * COLUMNS_PER_ITEM..((item + 1) * COLUMNS_PER_ITEM).min(n))
             .map(|j| {
+                // SAFETY: a read-only phase.
                 let col = unsafe { v.column(j, j) };
                 let vjj = col[0].f64();
                 let g = vjj * vjj + sum_squares(&col[1..]);
@@ -82,10 +85,10 @@ pub(crate) fn system_temperatures<T: Real>(
     temperatures.into_iter().flatten().collect()
 }
 
-/// Solves `M x = M_qq e_q` (`q` the last node: HeR's query) with the lower Cholesky factor
-/// `M = L L^T` in `T`, factoring `m` (its lower triangle) in place. Forward substitution of a multiple of the last unit vector is one
-/// division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y` runs down the columns of
-/// `L` with `f64` accumulation.
+/// Solves `M x = M_qq e_q` (`q` the last node: HeR's query) with the lower Cholesky factor `M = L
+/// L^T` in `T`, factoring `m` (its lower triangle) in place. Forward substitution of a multiple of
+/// the last unit vector is one division: `y = (M_qq / L_qq) e_q`; back substitution `L^T x = y`
+/// runs down the columns of `L` with `f64` accumulation.
 pub(crate) fn solve_last_heated<T: Real>(mut m: MatMut<'_, T>) -> Result<Vec<f64>> {
     let size = m.nrows();
     let q = size - 1;

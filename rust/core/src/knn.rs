@@ -2,7 +2,7 @@
 //! ALGORITHM.md section 3: Iscen et al. use `k = 50`).
 //!
 //! The database is its own query set, so the score matrix `X X^T` is symmetric and only its
-//! upper block triangle is computed: tiles `(a, b)`, `a <= b`, of [`TILE`] x [`TILE`] items,
+//! upper block triangle is computed: tiles `(a, b)`, `a <= b`, of `TILE` x `TILE` items,
 //! each one sequential faer product into a per-thread buffer. An off-diagonal tile is scanned
 //! twice, once for block a's items as queries (its columns are block b's items) and once for
 //! block b's (each column is then one query's scores over block a): half the products of the

@@ -7,7 +7,7 @@
 //! * [`hew`]: HeW aggregation: every local CNN feature is a heat source; features that heat
 //!   the system a lot (bursty ones) get small weights.
 //! * [`rerank`]: HeR re-ranking: the query heats its top-k candidates; hotter ones rank first.
-//! * [`search`], [`knn`]: exact inner-product search and kNN graph (blocked products fused
+//! * [`mod@search`], [`knn`]: exact inner-product search and kNN graph (blocked products fused
 //!   with a top-k selection).
 //! * [`diffusion`]: diffusion re-ranking (Iscen et al. 2017) on the kNN graph.
 //! * [`threads`]: the size of heatsearch's own thread pool.
@@ -17,10 +17,16 @@
 //! Fortran-ordered ones and strided views alike) and results go out as owned vectors.
 //! Nothing here knows about Python.
 //!
-//! Inside, one file holds one concept: the heat system ([`affinity`](self) graph, centring,
-//! Cholesky solves, one conjugate gradient), the top-k selection shared by search and kNN,
-//! the SIMD kernels and their CPU checks, and (in `parallel/`) how one map's work is shared
-//! by the pool's threads.
+//! Inside, one file holds one concept:
+//!
+//! * the heat systems: `centre` (cells centred by a mean), `affinity` (the graph and
+//!   `M = D - A`), `heat` (Cholesky-based solves and HeW's temperatures), `cg` (the conjugate
+//!   gradient of HeR and diffusion);
+//! * search and kNN: `select` (the top-k selection they share), `ranking` (the result type);
+//! * `simd/`: the hand-vectorised kernels and the CPU-feature check that picks them;
+//! * `parallel/`: how one map's work is shared by the pool's threads (a team of threads, a
+//!   task graph, the tiled Cholesky factor, shared matrices, per-thread workspaces);
+//! * `reduce` (fixed-order `f64` sums), `real` (`f32` / `f64`), `error`.
 
 pub mod diffusion;
 pub mod hew;

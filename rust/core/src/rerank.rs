@@ -207,9 +207,7 @@ fn rerank_one<T: Real>(
 
 /// A row as `f64` values.
 fn row_f64<T: Real>(row: RowRef<'_, T>) -> Vec<f64> {
-    let mut out = vec![0.0f64; row.ncols()];
-    fill_row(row, &mut out);
-    out
+    (0..row.ncols()).map(|c| row[c].f64()).collect()
 }
 
 /// `<row, y>` accumulated in `f64`.
@@ -217,20 +215,6 @@ fn dot_row<T: Real>(row: RowRef<'_, T>, y: &[f64]) -> f64 {
     match row.try_as_row_major() {
         Some(r) => dot_with(r.as_slice(), y, |a, b| a * b),
         None => (0..row.ncols()).map(|c| row[c].f64() * y[c]).sum(),
-    }
-}
-
-/// Copies a row into an `f64` buffer of its length.
-fn fill_row<T: Real>(row: RowRef<'_, T>, out: &mut [f64]) {
-    match row.try_as_row_major() {
-        Some(r) => out
-            .iter_mut()
-            .zip(r.as_slice())
-            .for_each(|(o, v)| *o = v.f64()),
-        None => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(c, o)| *o = row[c].f64()),
     }
 }
 

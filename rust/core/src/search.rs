@@ -1,8 +1,8 @@
 //! Exact inner-product search: blocked matrix products fused with a top-k selection.
 //!
 //! The scores `S = Q X^T` are never materialised whole: the queries are cut into blocks of at
-//! most [`QUERY_BLOCK`] rows and the database into blocks whose score block (queries x items)
-//! takes about [`SCORE_BLOCK_BYTES`]; each score block is computed by one sequential faer
+//! most `QUERY_BLOCK` rows and the database into blocks whose score block (queries x items)
+//! takes about `SCORE_BLOCK_BYTES`; each score block is computed by one sequential faer
 //! product into a per-thread buffer that stays in the L2 cache, and scanned at once against
 //! each query's running threshold (the k-th best score so far), so only candidates that can
 //! still enter the top k are kept. NumPy's `argsort(-(Q @ X.T))` (what cirtorch does) writes
@@ -50,10 +50,10 @@ const QUERY_BLOCK: usize = 192;
 /// product runs at the same speed for score blocks from 256 KB to 8 MB (measured on the 2-core
 /// AVX-512 VM: 127 GFLOP/s per core at 100 queries x 512 to 8192 items, d = 512).
 const SCORE_BLOCK_BYTES: usize = 1 << 20;
-/// Target size of the database rows of one block when some queries go to the few-row kernel
-/// (see `simd::few_rows`): they must still be in L2 when it reads them after the product. 100 queries,
-/// n = 100k, d = 512 on one core: 88 ms with 1 MB of rows per block, 81 ms with 256 KB, which
-/// costs faer's product 3 to 5% (156 GFLOP/s for 96 queries against 160 with 2.5k rows).
+/// Target size of the database rows of one block when some queries go to the few-row kernel (see
+/// `simd::few_rows`): they must still be in L2 when it reads them after the product. 100 queries, n
+/// = 100k, d = 512 on one core: 88 ms with 1 MB of rows per block, 81 ms with 256 KB, which costs
+/// faer's product 3 to 5% (156 GFLOP/s for 96 queries against 160 with 2.5k rows).
 const ROWS_BLOCK_BYTES: usize = 1 << 18;
 /// Tasks (query block x database chunk) per thread: enough to balance the load on a busy
 /// machine. Only the grouping of blocks into chunks depends on the number of threads, never
@@ -154,7 +154,8 @@ impl Plan {
     fn new(nq: usize, n: usize, d: usize, size: usize, threads: usize) -> Self {
         let qb = nq.clamp(1, QUERY_BLOCK);
         let qblocks = nq.div_ceil(qb);
-        // With a few-row tail (see `simd::few_rows`), the block's database rows must stay in L2 for it.
+        // With a few-row tail (see `simd::few_rows`), the block's database rows must stay in L2 for
+        // it.
         let lanes = 64 / size;
         let tail = few_rows::available() && (qb % lanes != 0 || (nq % qb) % lanes != 0);
         let rows = if tail {

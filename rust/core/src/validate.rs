@@ -243,4 +243,24 @@ mod tests {
         let e = finite_vector(&[1.0, 2.0, f64::NAN], "mean").unwrap_err();
         assert_eq!(e.to_string(), "mean must be finite, got NaN at index 2");
     }
+
+    #[test]
+    fn rankings_can_be_checked_from_inside_the_pool_and_from_another_pool() {
+        let flat: Vec<i64> = (0..40).map(|i| (i * 7) % 40).chain([3, 3]).collect();
+        let good = MatRef::from_row_major_slice(&flat[..40], 4, 10);
+        let bad = MatRef::from_row_major_slice(&flat[2..], 4, 10);
+        let inside = threads::install(|_| (rankings(good, 40), rankings(bad, 40))).unwrap();
+        let other = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let foreign = other.install(|| (rankings(good, 40), rankings(bad, 40)));
+        for (ok, err) in [inside, foreign] {
+            assert_eq!(ok, Ok(()));
+            assert!(err
+                .unwrap_err()
+                .to_string()
+                .contains("got 3 again at row 3, column 9"));
+        }
+    }
 }

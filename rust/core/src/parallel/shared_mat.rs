@@ -64,6 +64,8 @@ impl<'a, T> SharedMat<'a, T> {
         ncols: usize,
     ) -> MatMut<'_, T> {
         self.check(row, col, nrows, ncols);
+        // SAFETY: `check` keeps the block inside the matrix; the caller guarantees that no
+        // other view of it is alive.
         MatMut::from_raw_parts_mut(
             self.ptr
                 .offset(row as isize + col as isize * self.col_stride),
@@ -86,6 +88,8 @@ impl<'a, T> SharedMat<'a, T> {
         ncols: usize,
     ) -> MatRef<'_, T> {
         self.check(row, col, nrows, ncols);
+        // SAFETY: `check` keeps the block inside the matrix; the caller guarantees that no
+        // writable view of it is alive.
         MatRef::from_raw_parts(
             self.ptr
                 .offset(row as isize + col as isize * self.col_stride),
@@ -103,6 +107,7 @@ impl<'a, T> SharedMat<'a, T> {
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn column_mut(&self, j: usize, row: usize) -> &mut [T] {
         self.check(row, j, self.nrows - row, 1);
+        // SAFETY: as for `block_mut`; a column of unit row stride is contiguous.
         std::slice::from_raw_parts_mut(
             self.ptr.offset(row as isize + j as isize * self.col_stride),
             self.nrows - row,
@@ -115,6 +120,7 @@ impl<'a, T> SharedMat<'a, T> {
     /// As for [`Self::block`].
     pub(crate) unsafe fn column(&self, j: usize, row: usize) -> &[T] {
         self.check(row, j, self.nrows - row, 1);
+        // SAFETY: as for `block`; a column of unit row stride is contiguous.
         std::slice::from_raw_parts(
             self.ptr.offset(row as isize + j as isize * self.col_stride),
             self.nrows - row,

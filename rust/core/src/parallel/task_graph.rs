@@ -5,13 +5,13 @@
 //! and the short steps near the end leave a core idle. As a graph, a task starts as soon as
 //! the tasks it needs are finished, so the next step's products fill those gaps.
 //!
-//! The run order is fixed before the run by list scheduling on the estimated costs: a
-//! simulated team of `workers` takes, whenever one of them is free, the ready task with the
-//! longest chain of work still behind it (its "bottom level"; Graham's list scheduling with
-//! the HLFET priority). The team then claims tasks in that order, and a participant whose
-//! task needs one still running waits for it ([`crate::parallel::team::Crew::graph`]). The order is
-//! topological, so the wait always ends and a team of one never waits. Every task computes
-//! the same thing whoever runs it and whenever, so results do not depend on the order.
+//! The run order is fixed before the run by list scheduling on the estimated costs: a simulated
+//! team of `workers` takes, whenever one of them is free, the ready task with the longest chain of
+//! work still behind it (its "bottom level"; Graham's list scheduling with the HLFET priority). The
+//! team then claims tasks in that order, and a participant whose task needs one still running waits
+//! for it ([`crate::parallel::team::Crew::graph`]). The order is topological, so the wait always
+//! ends and a team of one never waits. Every task computes the same thing whoever runs it and
+//! whenever, so results do not depend on the order.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

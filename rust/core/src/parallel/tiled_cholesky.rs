@@ -139,11 +139,11 @@ impl Plan {
     }
 }
 
-/// Overwrites the lower triangle of `m` (N x N) with its Cholesky factor `L` and the lower
-/// triangle of `v` with `V = L^-1`, running `plan` (made for `N.div_ceil(tile)` tiles) on the
-/// team. `scratch` (N x `tile`) holds the sums `L[i, j..i] V[j..i, j]` that `V_ii`
-/// multiplies; M's upper triangle is left as it was, but for its diagonal tiles. Returns the row sums of V's
-/// strict lower triangle (`f64`), added tile by tile in a fixed order.
+/// Overwrites the lower triangle of `m` (N x N) with its Cholesky factor `L` and the lower triangle
+/// of `v` with `V = L^-1`, running `plan` (made for `N.div_ceil(tile)` tiles) on the team.
+/// `scratch` (N x `tile`) holds the sums `L[i, j..i] V[j..i, j]` that `V_ii` multiplies; M's upper
+/// triangle is left as it was, but for its diagonal tiles. Returns the row sums of V's strict lower
+/// triangle (`f64`), added tile by tile in a fixed order.
 ///
 /// Fails when a diagonal tile is not positive definite (`M` is then not SPD).
 pub(crate) fn cholesky_inverse<T: Real>(
@@ -185,6 +185,7 @@ pub(crate) fn cholesky_inverse<T: Real>(
                     one,
                     Par::Seq,
                 );
+                crate::simd::zero_upper();
                 Vec::new()
             }
             Task::Update(i, j, k) => {
@@ -192,6 +193,7 @@ pub(crate) fn cholesky_inverse<T: Real>(
                 let ljk = m.block(start(j), start(k), size(j), size(k));
                 let out = m.block_mut(start(i), start(j), size(i), size(j));
                 matmul(out, Accum::Add, lik, ljk.transpose(), -one, Par::Seq);
+                crate::simd::zero_upper();
                 Vec::new()
             }
             Task::Invert(i, j) => {
@@ -200,9 +202,11 @@ pub(crate) fn cholesky_inverse<T: Real>(
                 let lrow = m.block(start(i), start(j), size(i), width);
                 let vcol = v.block(start(j), start(j), width, size(j));
                 matmul(sum.rb_mut(), Accum::Replace, lrow, vcol, one, Par::Seq);
+                crate::simd::zero_upper();
                 let vii = v.block(start(i), start(i), size(i), size(i));
                 let mut out = v.block_mut(start(i), start(j), size(i), size(j));
                 matmul(out.rb_mut(), Accum::Replace, vii, sum.rb(), -one, Par::Seq);
+                crate::simd::zero_upper();
                 let mut rows = vec![0.0f64; size(i)];
                 for c in 0..size(j) {
                     for (r, x) in rows.iter_mut().zip(out.rb().col(c).iter()) {
@@ -270,6 +274,7 @@ fn factor_tile<T: Real>(mut mk: MatMut<'_, T>, mut vk: MatMut<'_, T>) -> bool {
         MemStack::new(&mut mem),
         Default::default(),
     );
+    crate::simd::zero_upper();
     if factored.is_err() {
         return false;
     }
@@ -279,6 +284,7 @@ fn factor_tile<T: Real>(mut mk: MatMut<'_, T>, mut vk: MatMut<'_, T>) -> bool {
         }
     }
     invert_lower_triangular(vk.rb_mut(), mk.rb(), Par::Seq);
+    crate::simd::zero_upper();
     for j in 1..b {
         for i in 0..j {
             vk[(i, j)] = T::of(0.0);

@@ -1,4 +1,4 @@
-//! The hand-vectorised kernels and the one place that decides which instruction set they run
+//! The hand-vectorised kernels, and the one place that decides which instruction set they run
 //! in.
 //!
 //! The crate is compiled for the x86-64 baseline (SSE2), so that one wheel runs everywhere.
@@ -12,10 +12,11 @@
 //! * [`scan`]: the threshold scans of the top-k selection (`select::Selection`), whose
 //!   bodies live with the selection.
 //!
-//! [`level`] detects the CPU's features once, and [`dispatch`] (the only place with
-//! `#[target_feature]`) compiles a kernel once per level and picks the copy at run time. A level stands for every feature that its
+//! [`level`] detects the CPU's features once. A level stands for every feature that its
 //! kernels are compiled with (`Avx512`: AVX-512F, AVX2 and FMA; `Avx2`: AVX2 and FMA), so
-//! that no kernel runs on a CPU that lacks one of its features. Rust never contracts a
+//! that no kernel runs on a CPU that lacks one of them. [`dispatch`] compiles a kernel once
+//! per level and picks the copy at run time; with [`zero_upper`], which cleans up after
+//! faer's kernels, it is the only code with `#[target_feature]`. Rust never contracts a
 //! multiplication and an addition into an FMA on its own, so every level computes the same
 //! bits; only `few_rows` asks for fused multiply-adds, and gets them exactly rounded on every
 //! level.
@@ -70,6 +71,27 @@ fn detect() -> Level {
     Level::Baseline
 }
 
+/// Clears the upper halves of the vector registers (`vzeroupper`) after a faer kernel.
+///
+/// Some of faer's AVX-512 kernels return with them dirty, and the crate's own code is
+/// compiled for SSE2: on the Xeon this was measured on, every legacy SSE instruction then
+/// pays a false dependency on the upper half of its register, until the next `vzeroupper`.
+/// HeW's centring loop ran 5 times slower after the remainder tile of a Gram product (N =
+/// 104 to 110 cells, one thread: 0.36 ms a map instead of 0.16). One instruction, and a
+/// no-op without AVX.
+#[inline]
+pub(crate) fn zero_upper() {
+    #[cfg(target_arch = "x86_64")]
+    if level() >= Level::Avx2 {
+        #[target_feature(enable = "avx")]
+        unsafe fn vzeroupper() {
+            std::arch::x86_64::_mm256_zeroupper()
+        }
+        // SAFETY: `level()` checked AVX2, which implies AVX.
+        unsafe { vzeroupper() }
+    }
+}
+
 /// Defines `fn $name<T: Real>(args)`, which runs `$body(args)` compiled for the best level
 /// of this CPU. `$body` must be `#[inline(always)]`, so that each level's copy compiles it
 /// with that level's features (a body that is not inlined runs in baseline code). Each copy
@@ -77,7 +99,10 @@ fn detect() -> Level {
 /// the slices do not alias, which the vectoriser needs (measured: HeR's `symv_lower` passed
 /// through a struct ran scalar, 2.3 times slower).
 macro_rules! dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) => $body:path
+    ) => {
         $(#[$meta])*
         #[inline]
         $vis fn $name<T: $crate::real::Real>($($arg: $ty),*) {

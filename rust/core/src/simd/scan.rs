@@ -6,12 +6,20 @@ use crate::select::Selection;
 
 super::dispatch! {
     /// [`Selection::scan_items`] in the best instruction set of this CPU.
-    pub(crate) fn scan_items<T: Real>(sel: &mut Selection<T>, scores: &[T], item: usize, skip: usize)
-        => Selection::scan_items
+    pub(crate) fn scan_items<T: Real>(
+        sel: &mut Selection<T>,
+        scores: &[T],
+        item: usize,
+        skip: usize,
+    ) => Selection::scan_items
 }
 
 super::dispatch! {
     /// [`Selection::scan_one`] in the best instruction set of this CPU.
-    pub(crate) fn scan_one<T: Real>(sel: &mut Selection<T>, i: usize, scores: &[T], first_item: usize)
-        => Selection::scan_one
+    pub(crate) fn scan_one<T: Real>(
+        sel: &mut Selection<T>,
+        i: usize,
+        scores: &[T],
+        first_item: usize,
+    ) => Selection::scan_one
 }

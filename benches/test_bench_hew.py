@@ -1,7 +1,11 @@
 """HeW: Rust vs the NumPy reference, one map and a batch of 16, at N = 768 (32 x 24, VGG16
 pool5 of a 1024 x 768 image) and N = 3072 (64 x 48, conv5_3), C = 512, float32; plus NumPy's
 own float32 matrix-multiply throughput, to express HeW's effective throughput
-(``N^2 C + 2 N^3 / 3`` flops per map) as a fraction of it."""
+(``N^2 C + 2 N^3 / 3`` flops per map) as a fraction of it.
+
+Also whether the thread team earns its keep: one map on every thread of the pool (the team)
+against one map on one thread (what is left without it), and a batch of 16 maps on one thread
+per map, maps in parallel (no team), against the same batch on one thread."""
 
 from __future__ import annotations
 
@@ -59,3 +63,26 @@ def test_numpy_matmul_f32(benchmark, n):
     b = rng.standard_normal((n, n)).astype(np.float32)
     out = benchmark.pedantic(np.matmul, args=(a, b), rounds=20 if n == 768 else 5, warmup_rounds=1)
     assert out.shape == (n, n)
+
+
+@pytest.mark.parametrize("impl", ["rust", "1 thread"])
+@pytest.mark.parametrize("n", list(SIZES))
+def test_hew_team(benchmark, restore_threads, impl, n):
+    benchmark.group = f"hew N={n} one map: the team on {hs.get_num_threads()} threads vs 1 thread"
+    benchmark.extra_info.update(n=n, c=C, maps=1, flops=n * n * C + 2 * n**3 / 3)
+    if impl == "1 thread":
+        hs.set_num_threads(1)
+    f = fmap(n)
+    out = benchmark.pedantic(hs.hew_pool, args=(f,), rounds=20 if n == 768 else 5, warmup_rounds=1)
+    assert out.shape == (C,)
+
+
+@pytest.mark.parametrize("impl", ["rust", "1 thread"])
+def test_hew_batch_threads(benchmark, restore_threads, impl):
+    benchmark.group = f"hew N=768 batch of 16: one map per thread on {hs.get_num_threads()} threads vs 1 thread"
+    benchmark.extra_info.update(n=768, c=C, maps=16, flops=16 * (768 * 768 * C + 2 * 768**3 / 3))
+    if impl == "1 thread":
+        hs.set_num_threads(1)
+    maps = [fmap(768, seed) for seed in range(16)]
+    out = benchmark.pedantic(hs.hew_pool_batch, args=(maps,), rounds=5, warmup_rounds=1)
+    assert out.shape == (16, C)

@@ -34,9 +34,9 @@ def case():
 
 @pytest.mark.parametrize("impl", list(IMPLS))
 def test_heat_rerank_k800(benchmark, case, impl):
-    benchmark.group = f"heat_rerank k={K} d={D} float32, {QUERIES} queries"
-    benchmark.extra_info.update(k=K, d=D, queries=QUERIES, dtype="float32")
+    benchmark.group = f"heat_rerank depth={K} d={D} float32, {QUERIES} queries"
+    benchmark.extra_info.update(depth=K, d=D, queries=QUERIES, dtype="float32")
     X, Q, ranks, sims = case
     rounds = 3 if impl == "reference" else 15
-    r, s = benchmark.pedantic(IMPLS[impl], args=(X, Q, ranks, K), kwargs={"scores": sims}, rounds=rounds, warmup_rounds=1)
+    r, s = benchmark.pedantic(IMPLS[impl], args=(X, Q, ranks), kwargs={"depth": K, "scores": sims}, rounds=rounds, warmup_rounds=1)
     assert r.shape == (QUERIES, K) and s.dtype == np.float32

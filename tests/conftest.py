@@ -1,5 +1,5 @@
-"""Shared fixtures: the real evaluation data of ../shared/data (when present), and the
-thread-count restorer of the tests that change heatsearch's pool size."""
+"""Fixtures of the tests: the real evaluation data of ../shared/data, when present (the
+fixtures shared with benches/ are in the repository's root conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-import heatsearch as hs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,10 +28,3 @@ def shared_data() -> Path:
         )
     return path
 
-
-@pytest.fixture
-def restore_threads():
-    """Puts heatsearch's thread count back as it was after the test."""
-    n = hs.get_num_threads()
-    yield
-    hs.set_num_threads(n)

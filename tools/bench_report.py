@@ -31,13 +31,13 @@ def main(path: str) -> None:
     if peak:
         print(f"NumPy float32 matmul: {peak:.0f} GFLOP/s (best of the sizes measured)")
     print()
-    print("| benchmark | heatsearch (Rust) | reference / NumPy | speed-up | effective GFLOP/s (% of NumPy matmul) |")
+    print("| benchmark | heatsearch (Rust) | reference / NumPy / 1 thread | speed-up | effective GFLOP/s (% of NumPy matmul) |")
     print("|---|---|---|---|---|")
     for name, impls in groups.items():
         if name == "numpy float32 matmul":
             continue
         fast = impls.get("rust")
-        slow = impls.get("reference") or impls.get("numpy")
+        slow = impls.get("reference") or impls.get("numpy") or impls.get("1 thread")
         if fast is None:
             continue
         tf = fast["stats"]["median"]

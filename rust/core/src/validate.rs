@@ -249,12 +249,23 @@ mod tests {
         let flat: Vec<i64> = (0..40).map(|i| (i * 7) % 40).chain([3, 3]).collect();
         let good = MatRef::from_row_major_slice(&flat[..40], 4, 10);
         let bad = MatRef::from_row_major_slice(&flat[2..], 4, 10);
-        let inside = threads::install(|_| (rankings(good, 40), rankings(bad, 40))).unwrap();
+        let inside = threads::install(|_| {
+            (
+                rankings(good, Some(40), "ranks"),
+                rankings(bad, Some(40), "ranks"),
+            )
+        })
+        .unwrap();
         let other = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
-        let foreign = other.install(|| (rankings(good, 40), rankings(bad, 40)));
+        let foreign = other.install(|| {
+            (
+                rankings(good, Some(40), "ranks"),
+                rankings(bad, Some(40), "ranks"),
+            )
+        });
         for (ok, err) in [inside, foreign] {
             assert_eq!(ok, Ok(()));
             assert!(err

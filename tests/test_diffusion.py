@@ -1,4 +1,4 @@
-"""Diffusion re-ranking (Iscen et al. 2017, ALGORITHM.md section 3): Rust against the SciPy
+"""Diffusion re-ranking (Iscen et al. 2017, docs/ALGORITHM.md section 3): Rust against the SciPy
 reference (scores to a relative tolerance, rankings equal up to near-ties, the same mAP),
 parameters, truncation semantics, degenerate inputs, thread-count independence, errors."""
 

@@ -1,4 +1,4 @@
-"""HeW (ALGORITHM.md section 1): the Rust path against the NumPy reference and hand-worked
+"""HeW (docs/ALGORITHM.md section 1): the Rust path against the NumPy reference and hand-worked
 values, degenerate maps, layouts, dtypes, invariants and errors."""
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def test_lists_are_accepted():
 
 
 # ---------------------------------------------------------------------------------------------
-# Degenerate maps (ALGORITHM.md section 1, "Degenerate cases").
+# Degenerate maps (docs/ALGORITHM.md section 1, "Degenerate cases").
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("impl", [hs, ref], ids=["rust", "reference"])

@@ -237,7 +237,7 @@ def test_postprocess_without_whitening_by_hand():
     X = np.array([[4.0, 9.0], [-16.0, 0.0], [0.0, 0.0]])
     out = PostProcess()(X)
     np.testing.assert_allclose(out, [[2 / 13**0.5, 3 / 13**0.5], [-1.0, 0.0], [0.0, 0.0]])
-    # power=None: L2 only (the "L2 only" baseline of ALGORITHM.md's sanity figures).
+    # power=None: L2 only (the "L2 only" baseline of docs/ALGORITHM.md's sanity figures).
     expected = [[4 / np.hypot(4, 9), 9 / np.hypot(4, 9)], [-1.0, 0.0], [0.0, 0.0]]
     np.testing.assert_allclose(PostProcess(power=None)(X), expected)
 

@@ -1,6 +1,6 @@
-"""HeR (ALGORITHM.md section 2): the Rust path against the NumPy reference (dense inverse) and
+"""HeR (docs/ALGORITHM.md section 2): the Rust path against the NumPy reference (dense inverse) and
 hand-worked values; degenerate sizes and inputs, layouts, dtypes, thread-count independence,
-errors, and the Holidays figures of ALGORITHM.md section 4."""
+errors, and the Holidays figures of docs/ALGORITHM.md section 4."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def assert_consistent(got, want, k, rtol):
     Positions beyond k are identical; the head holds the same candidates with temperatures
     equal to ``rtol`` (relative to the row's largest); and ``got``'s order is sorted by
     ``want``'s temperatures up to ``rtol``: two candidates may swap only when the reference
-    finds their temperatures within the tolerance (ALGORITHM.md: near-ties).
+    finds their temperatures within the tolerance (docs/ALGORITHM.md: near-ties).
     """
     (gr, gs), (wr, ws) = got, want
     assert gr.shape == wr.shape and gs.shape == ws.shape
@@ -307,7 +307,7 @@ def test_head_is_a_permutation_and_tail_is_kept(seed, n, d, k, m_frac):
 
 
 def test_qe_plus_her_heats_with_the_expanded_query():
-    """QE + HeR: the expanded query heats the ORIGINAL first-pass top k (ALGORITHM.md 2)."""
+    """QE + HeR: the expanded query heats the ORIGINAL first-pass top k (docs/ALGORITHM.md 2)."""
     X, Q, r, s = problem(14, n=100)
     Qe = hs.average_query_expansion(X, Q, r, neighbors=10)
     got = heat_rerank(X, Qe, r, depth=60, scores=s)
@@ -436,7 +436,7 @@ class TestErrors:
 
 
 # ---------------------------------------------------------------------------------------------
-# Real data: the authors' Holidays HeW descriptors (ALGORITHM.md section 4).
+# Real data: the authors' Holidays HeW descriptors (docs/ALGORITHM.md section 4).
 # ---------------------------------------------------------------------------------------------
 def _holidays_map(ranks, gnd):
     """mAP in [0, 1] (revisitop's protocol, tests/eval/test_evaluate.py)."""

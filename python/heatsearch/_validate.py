@@ -347,7 +347,7 @@ def diffusion_arguments(
     truncation: Optional[int],
     iterations: int,
     tol: float,
-    graph_type: type,
+    graph_type: Any,
 ) -> DiffusionArguments:
     """Checks the arguments of :func:`heatsearch.diffusion_rerank` (shapes, types,
     parameters; the entries of ``ranks`` and NaN are the kernel's to check) and converts them

@@ -1,4 +1,4 @@
-"""mAP and mP@k with the revisitop semantics (ALGORITHM.md, section 4)."""
+"""mAP and mP@k with the revisitop semantics (docs/ALGORITHM.md, section 4)."""
 
 from __future__ import annotations
 

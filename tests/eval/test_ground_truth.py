@@ -146,7 +146,7 @@ def test_holidays_descriptors_reproduce_the_published_map(shared_data, loaded):
     assert vecs.shape == (1491, 512) and vecs.dtype == np.float32 and vecs.flags.c_contiguous
     raw = scipy_io.loadmat(str(shared_data / "holidays/vecs_ho.mat"))["vecs_ho"]
     np.testing.assert_array_equal(vecs[7], raw[0, 7].ravel())
-    # ALGORITHM.md, section 4: L2 only 75.14; signed sqrt + L2 80.24
+    # docs/ALGORITHM.md, section 4: L2 only 75.14; signed sqrt + L2 80.24
     for sqrt, expected in ((False, 75.14), (True, 80.24)):
         x = vecs.astype(np.float64)
         if sqrt:

@@ -323,3 +323,20 @@ def test_extractor_without_torch_says_how_to_install():
     )
     assert r.returncode == 0, r.stderr
     assert 'pip install "heatsearch[torch]"' in r.stdout
+
+
+def test_a_torchvision_backbone_without_torchvision_says_how_to_install():
+    r = _run(
+        "import sys\n"
+        "sys.modules['torchvision'] = None  # torch installed, torchvision not\n"
+        "from heatsearch.errors import MissingDependencyError\n"
+        "from heatsearch.vision.backbones import build_backbone\n"
+        "try:\n"
+        "    build_backbone('vgg16', None, 'random')\n"
+        "except MissingDependencyError as e:\n"
+        "    print(e)\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "pip install torchvision" in r.stdout

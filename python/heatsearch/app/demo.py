@@ -183,7 +183,7 @@ def run_demo(
     items = data.images
     if progress:
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
 
             items = tqdm(items, desc="extracting", unit="img")
         except ImportError:

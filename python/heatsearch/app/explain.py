@@ -34,7 +34,7 @@ def weight_overlay(image: np.ndarray, weights: np.ndarray, alpha: float = 0.55) 
     lo, hi = float(w.min()), float(w.max())
     norm = (w - lo) / (hi - lo) if hi > lo else np.ones_like(w)
     h, wd = image.shape[:2]
-    heat = Image.fromarray((norm * 255).astype(np.uint8)).resize((wd, h), resample=Image.BILINEAR)
+    heat = Image.fromarray((norm * 255).astype(np.uint8)).resize((wd, h), resample=Image.Resampling.BILINEAR)
     colour = colormap(np.asarray(heat, np.float64) / 255)
     return ((1 - alpha) * image.astype(np.float64) + alpha * colour).astype(np.uint8)
 

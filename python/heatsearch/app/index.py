@@ -171,7 +171,8 @@ class Index:
 
         kwargs = {"mean": self.mean} if self.config.pooling == "hew" else {}
         maps = [fmaps] if isinstance(fmaps, np.ndarray) else list(fmaps)
-        return np.sum([pool(m, self.config.pooling, **kwargs) for m in maps], axis=0, dtype=np.float64)
+        pooled = [pool(m, self.config.pooling, **kwargs) for m in maps]
+        return np.asarray(np.sum(pooled, axis=0, dtype=np.float64))
 
     def refit_whitening(self) -> None:
         """Learns the PCA-whitening on the database's pooled descriptors (signed sqrt + L2
@@ -357,7 +358,7 @@ def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
     if not enabled:
         return items
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:  # progress bars are a nicety
         return items
     return tqdm(items, desc=desc, unit="img")

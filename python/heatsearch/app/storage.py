@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import numpy as np
 
@@ -109,7 +109,7 @@ def read_index(directory: PathLike, *, mmap: bool = True) -> StoredIndex:
             f"{meta_path}: index format version {meta.get('version')!r}, this heatsearch reads "
             f"version {INDEX_VERSION}"
         )
-    mode = "r" if mmap else None
+    mode: Optional[Literal["r"]] = "r" if mmap else None
     try:
         paths = list(meta["paths"])
         desc = np.load(root / "descriptors.npy", mmap_mode=mode, allow_pickle=False)

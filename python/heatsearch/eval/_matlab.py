@@ -14,7 +14,7 @@ __all__ = ["loadmat", "variables"]
 def loadmat(p: Path) -> Dict[str, Any]:
     """The variables of a .mat file, raw (no squeezing); errors name the file."""
     try:
-        from scipy.io import loadmat as scipy_loadmat
+        from scipy.io import loadmat as scipy_loadmat  # type: ignore[import-untyped]
     except ImportError as e:
         raise MissingDependencyError(
             f"reading the MATLAB file {p} needs SciPy, which is not installed: "

@@ -1,4 +1,4 @@
-//! The affinity graph and its heat system `M = D - A` (ALGORITHM.md, section 1 steps 1-4;
+//! The affinity graph and its heat system `M = D - A` (docs/ALGORITHM.md, section 1 steps 1-4;
 //! section 2 step 3).
 //!
 //! Cells (local features, or candidate images for HeR) are the columns of a `(C, N)` matrix

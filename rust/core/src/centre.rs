@@ -1,4 +1,4 @@
-//! Centring of cells by a mean, the first step of both heat systems (ALGORITHM.md section 1
+//! Centring of cells by a mean, the first step of both heat systems (docs/ALGORITHM.md section 1
 //! step 1, section 2 step 1), with the one rule for a cell "equal to the mean".
 //!
 //! HeW centres a map's local features by a given or the map's own mean and scales them to

@@ -1,5 +1,5 @@
 //! Diffusion re-ranking (Iscen, Tolias, Avrithis, Furon, Chum, "Efficient Diffusion on
-//! Region Manifolds", CVPR 2017), as in ALGORITHM.md section 3, with its truncation.
+//! Region Manifolds", CVPR 2017), as in docs/ALGORITHM.md section 3, with its truncation.
 //!
 //! The graph: item i and j are linked when each is among the other's k nearest neighbours
 //! (mutual kNN), with weight `w_ij = max(s_ij, 0)^gamma` where `s_ij` is the mean of the two

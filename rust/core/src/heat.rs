@@ -1,4 +1,4 @@
-//! Heat solves on the SPD system `M = D - A` (ALGORITHM.md, section 1 steps 4-5, and the
+//! Heat solves on the SPD system `M = D - A` (docs/ALGORITHM.md, section 1 steps 4-5, and the
 //! "exact, cheaper computation" paragraph).
 //!
 //! With `G = L^-1 = M^-1 D` (`L = I - D^-1 A`), `G_ij / G_jj = (M^-1)_ij / (M^-1)_jj`, so the

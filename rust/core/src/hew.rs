@@ -1,4 +1,4 @@
-//! HeW: heat-diffusion weighting of local CNN features (ALGORITHM.md, section 1).
+//! HeW: heat-diffusion weighting of local CNN features (docs/ALGORITHM.md, section 1).
 //!
 //! Each local feature (cell) of a feature map is in turn a heat source held at temperature 1;
 //! its system temperature `T_j` is the mean temperature of the other cells (and the ground
@@ -6,7 +6,7 @@
 //! get the small weight `w_j = 1 / T_j`. The descriptor is `v = sum_j w_j f_j` over the RAW
 //! features.
 //!
-//! Degenerate maps follow ALGORITHM.md: a cell equal to the mean has affinity 0 to all; with
+//! Degenerate maps follow docs/ALGORITHM.md: a cell equal to the mean has affinity 0 to all; with
 //! N = 1 or no positive affinity anywhere every weight is 1; a cell with no positive
 //! affinity while others have some ("isolated", `T_j = 0`) gets the largest weight of the
 //! connected cells.

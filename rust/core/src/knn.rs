@@ -1,5 +1,5 @@
 //! Exact k-nearest-neighbour graph of a database by inner product (the graph of diffusion,
-//! ALGORITHM.md section 3: Iscen et al. use `k = 50`).
+//! docs/ALGORITHM.md section 3: Iscen et al. use `k = 50`).
 //!
 //! The database is its own query set, so the score matrix `X X^T` is symmetric and only its
 //! upper block triangle is computed: tiles `(a, b)`, `a <= b`, of `TILE` x `TILE` items,

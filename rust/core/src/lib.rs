@@ -2,7 +2,7 @@
 //!
 //! The algorithms of Pang et al., "Deep Feature Aggregation and Image Re-ranking with Heat
 //! Diffusion for Image Retrieval", IEEE TMM 21(6), 2019, as specified in the project's
-//! `ALGORITHM.md`, and what a retrieval pipeline needs around them:
+//! `docs/ALGORITHM.md`, and what a retrieval pipeline needs around them:
 //!
 //! * [`hew`]: HeW aggregation: every local CNN feature is a heat source; features that heat
 //!   the system a lot (bursty ones) get small weights.

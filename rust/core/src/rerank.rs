@@ -1,4 +1,4 @@
-//! HeR: heat-diffusion re-ranking of a first-pass ranking (ALGORITHM.md, section 2).
+//! HeR: heat-diffusion re-ranking of a first-pass ranking (docs/ALGORITHM.md, section 2).
 //!
 //! For each query, its `k` top-ranked database vectors and the query itself (last) form a
 //! small graph: the `k + 1` rows are centred by their own mean (no re-normalisation), the
@@ -92,7 +92,7 @@ impl Default for HerParams {
     }
 }
 
-/// HeR of every query (ALGORITHM.md, section 2).
+/// HeR of every query (docs/ALGORITHM.md, section 2).
 ///
 /// * `x`: database `(n, d)`; `q`: queries `(nq, d)`; any strides.
 /// * `ranks`: first-pass rankings `(nq, m)`, 0-based indices into `x`, best first, `m <= n`,

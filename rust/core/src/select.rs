@@ -120,10 +120,10 @@ impl<T: Real> Selection<T> {
     /// query i); query `skip` (if in range) does not see it.
     #[inline]
     pub(crate) fn scan(&mut self, scores: &[T], item: usize, skip: usize) {
-        simd::scan::scan_items(self, scores, item, skip)
+        scan_items_dispatched(self, scores, item, skip)
     }
 
-    /// [`Selection::scan`]'s body, compiled once per instruction set by [`simd::scan`].
+    /// [`Selection::scan`]'s body, compiled once per instruction set (`simd::dispatch!`).
     #[inline(always)]
     pub(crate) fn scan_items(&mut self, scores: &[T], item: usize, skip: usize) {
         let mut start = 0;
@@ -158,10 +158,10 @@ impl<T: Real> Selection<T> {
     /// being `first_item` (a column of a score block read the other way round).
     #[inline]
     pub(crate) fn scan_query(&mut self, i: usize, scores: &[T], first_item: usize) {
-        simd::scan::scan_one(self, i, scores, first_item)
+        scan_one_dispatched(self, i, scores, first_item)
     }
 
-    /// [`Selection::scan_query`]'s body, compiled once per instruction set by [`simd::scan`].
+    /// [`Selection::scan_query`]'s body, compiled once per instruction set (`simd::dispatch!`).
     #[inline(always)]
     pub(crate) fn scan_one(&mut self, i: usize, scores: &[T], first_item: usize) {
         for (c, s) in scores.chunks(SCAN).enumerate() {
@@ -265,6 +265,28 @@ fn lanes_partial<T: Real>(v: &[T], th: impl Fn(usize) -> T) -> (u32, bool) {
         bad |= !x.is_finite();
     }
     (hits, bad)
+}
+
+// The threshold scans, compiled once per instruction set (a few vector compares per 16
+// scores); their bodies are the methods above.
+simd::dispatch! {
+    /// [`Selection::scan_items`] in the best instruction set of this CPU.
+    fn scan_items_dispatched<T: Real>(
+        sel: &mut Selection<T>,
+        scores: &[T],
+        item: usize,
+        skip: usize,
+    ) => Selection::scan_items
+}
+
+simd::dispatch! {
+    /// [`Selection::scan_one`] in the best instruction set of this CPU.
+    fn scan_one_dispatched<T: Real>(
+        sel: &mut Selection<T>,
+        i: usize,
+        scores: &[T],
+        first_item: usize,
+    ) => Selection::scan_one
 }
 
 /// The best threshold any chunk has reached, per query, as [`order_key`]s.

@@ -151,7 +151,7 @@ def build_torchvision(
     try:
         import torchvision  # type: ignore[import-untyped]
     except ImportError as e:
-        from ..datasets import MissingDependencyError
+        from ...errors import MissingDependencyError
 
         raise MissingDependencyError(
             f'{backbone} needs torchvision: pip install torchvision (or pip install '

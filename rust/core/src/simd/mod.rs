@@ -9,8 +9,8 @@
 //!   would pad to a full SIMD strip (search);
 //! * [`symv`]: `y = M x` with the lower triangle of a symmetric `M`, the whole cost of HeR's
 //!   conjugate gradient;
-//! * [`scan`]: the threshold scans of the top-k selection (`select::Selection`), whose
-//!   bodies live with the selection.
+//! * the threshold scans of the top-k selection, compiled per level by [`dispatch`] where
+//!   they live (`select.rs`).
 //!
 //! [`level`] detects the CPU's features once. A level stands for every feature that its
 //! kernels are compiled with (`Avx512`: AVX-512F, AVX2 and FMA; `Avx2`: AVX2 and FMA), so
@@ -24,7 +24,6 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub(crate) mod few_rows;
-pub(crate) mod scan;
 pub(crate) mod symv;
 
 /// An instruction set the kernels are compiled for, from the least to the most capable.

@@ -258,7 +258,8 @@ def feature_maps(fmaps: Any, name: str = "fmaps") -> List[np.ndarray]:
 
 
 def mean_vector(mean: Optional[Any], channels: int, dtype: np.dtype) -> Optional[np.ndarray]:
-    """HeW's centering mean as a finite contiguous ``(C,)`` array of the maps' dtype, or None."""
+    """HeW's centering mean as a contiguous ``(C,)`` array of the maps' dtype, or None (its
+    values are the kernel's to check, see :func:`hew_data`)."""
     if mean is None:
         return None
     arr = np.asarray(mean)
@@ -269,9 +270,7 @@ def mean_vector(mean: Optional[Any], channels: int, dtype: np.dtype) -> Optional
         raise InvalidInputError(
             f"mean must have shape ({channels},) (one value per channel), got {arr.shape}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    finite(out, "mean")
-    return out
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def search_arguments(X: Any, Q: Any, k: Any) -> Tuple[np.ndarray, np.ndarray, int]:
@@ -512,6 +511,15 @@ def knn_graph_arrays(indices: Any, similarities: Any) -> Tuple[np.ndarray, np.nd
     rankings(idx, idx.shape[0], "indices")
     finite(sims, "similarities")
     return idx, sims
+
+
+def hew_data(maps: Sequence[np.ndarray], mean: Optional[np.ndarray], names: Sequence[str]) -> None:
+    """The data checks the Rust HeW kernels run, in their order: the mean, then each map (for
+    the reference; ``names``: how the maps are called, ``fmap`` or ``fmaps[b]``)."""
+    if mean is not None:
+        finite(mean, "mean")
+    for m, name in zip(maps, names):
+        finite(m, name)
 
 
 def rerank_data(x: np.ndarray, q: np.ndarray, scores: Optional[np.ndarray], r: np.ndarray) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import _validate
 from .._compat import accepts_old_arguments
@@ -74,7 +75,7 @@ class MapResult:
 
 @accepts_old_arguments(positional=("kappas",))
 def compute_map(
-    ranks: Any,
+    ranks: ArrayLike,
     gnd: Sequence[Mapping[str, Any]],
     *,
     kappas: Sequence[int] = DEFAULT_KAPPAS,

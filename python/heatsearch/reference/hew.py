@@ -66,7 +66,7 @@ def hew_weights(
 ) -> np.ndarray:
     """Reference of :func:`heatsearch.hew_weights` (same arguments, shapes and errors)."""
     mat, spatial, mu, t, g = _validate.hew_arguments(fmap, mean, threshold, ground)
-    _validate.finite(mat, "fmap")
+    _validate.hew_data([mat], mu, ["fmap"])
     return _weights(mat, mu, t, g).reshape(spatial)
 
 
@@ -79,7 +79,7 @@ def hew_pool(
 ) -> np.ndarray:
     """Reference of :func:`heatsearch.hew_pool`: ``sum_j w_j f_j``, ``(C,)``."""
     mat, _, mu, t, g = _validate.hew_arguments(fmap, mean, threshold, ground)
-    _validate.finite(mat, "fmap")
+    _validate.hew_data([mat], mu, ["fmap"])
     return _weights(mat, mu, t, g) @ mat
 
 
@@ -92,16 +92,15 @@ def hew_pool_batch(
 ) -> np.ndarray:
     """Reference of :func:`heatsearch.hew_pool_batch`: one map after the other, ``(B, C)``."""
     mats, mu, t, g = _validate.hew_batch_arguments(fmaps, mean, threshold, ground)
-    for b, m in enumerate(mats):  # a bad map fails the batch before any is computed
-        _validate.finite(m, f"fmaps[{b}]")
+    # A bad map fails the batch before any is computed.
+    _validate.hew_data(mats, mu, [f"fmaps[{b}]" for b in range(len(mats))])
     return np.stack([_weights(m, mu, t, g) @ m for m in mats])
 
 
 def local_mean(fmaps: Sequence[ArrayLike]) -> np.ndarray:
     """Reference of :func:`heatsearch.local_mean`: all cells of all maps, averaged."""
     mats = _validate.feature_maps(fmaps)
-    for b, m in enumerate(mats):
-        _validate.finite(m, f"fmaps[{b}]")
+    _validate.hew_data(mats, None, [f"fmaps[{b}]" for b in range(len(mats))])
     total = sum(m.sum(axis=0, dtype=np.float64) for m in mats)
     cells = sum(m.shape[0] for m in mats)
     return (total / cells).astype(mats[0].dtype)

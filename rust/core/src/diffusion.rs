@@ -269,12 +269,7 @@ pub fn diffusion_rerank<T: Real>(
     );
     let s = transition(graph_indices, graph_similarities, params.gamma)?;
     threads::install(|_| {
-        validate::finite(x, "X")?;
-        validate::finite(q, "Q")?;
-        if let Some(sc) = scores {
-            validate::finite(sc, "scores")?;
-        }
-        validate::rankings(ranks, Some(n), "ranks")?;
+        validate::rerank_inputs(x, q, scores, ranks)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
             .map_init(

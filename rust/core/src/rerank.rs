@@ -135,7 +135,7 @@ fn rerank_with<T: Real>(
     params: HerParams,
     solver: Solver,
 ) -> Result<Ranking<T>> {
-    let (n, nq, m) = (x.nrows(), ranks.nrows(), ranks.ncols());
+    let (nq, m) = (ranks.nrows(), ranks.ncols());
     assert_rerank_shapes(x, q, ranks, scores);
     assert!(
         x.nrows() > 0 && x.ncols() > 0,
@@ -147,12 +147,7 @@ fn rerank_with<T: Real>(
         params.ground
     );
     threads::install(|_| {
-        validate::finite(x, "X")?;
-        validate::finite(q, "Q")?;
-        if let Some(s) = scores {
-            validate::finite(s, "scores")?;
-        }
-        validate::rankings(ranks, Some(n), "ranks")?;
+        validate::rerank_inputs(x, q, scores, ranks)?;
         let rows: Vec<(Vec<i64>, Vec<T>)> = (0..nq)
             .into_par_iter()
             .map(|i| rerank_one(x, q, i, ranks, scores, params, solver))

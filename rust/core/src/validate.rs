@@ -90,6 +90,23 @@ pub fn finite_vector<T: Real>(v: &[T], what: &str) -> Result<()> {
     )))
 }
 
+/// The data checks of a re-ranking (HeR, diffusion), in this order: `x`, `q` and `scores`
+/// finite, then the entries of `ranks` in `0..x.nrows()` and distinct in each row. Call it
+/// inside heatsearch's pool.
+pub(crate) fn rerank_inputs<T: Real>(
+    x: MatRef<'_, T>,
+    q: MatRef<'_, T>,
+    scores: Option<MatRef<'_, T>>,
+    ranks: MatRef<'_, i64>,
+) -> Result<()> {
+    finite(x, "X")?;
+    finite(q, "Q")?;
+    if let Some(s) = scores {
+        finite(s, "scores")?;
+    }
+    rankings(ranks, Some(x.nrows()), "ranks")
+}
+
 /// Every row of `ranks` (one ranking per query, `(nq, m)`) must hold distinct database
 /// indices in `0..n` (`>= 0` when `n` is `None`, an unknown database size): otherwise an
 /// [`Error::Value`] naming `what` and the first bad entry in row-major order, whatever the

@@ -126,13 +126,21 @@ def heat_params(threshold: Any, ground: Any) -> Tuple[float, float]:
 # Arrays.
 # ---------------------------------------------------------------------------------------------
 def array(x: Any, name: str) -> np.ndarray:
-    """``x`` as an ndarray of float32 or float64 (kept as it is, never converted)."""
+    """``x`` as an ndarray of float32 or float64 (the dtype is kept, never converted; an
+    unaligned array is copied, see :func:`aligned`)."""
     arr = np.asarray(x)
     if arr.dtype not in FLOAT_DTYPES:
         raise InvalidDTypeError(
             f"{name} must be a float32 or float64 array, got dtype {arr.dtype}"
         )
-    return arr
+    return aligned(arr)
+
+
+def aligned(arr: np.ndarray) -> np.ndarray:
+    """``arr``, or an aligned copy of it when its data or strides are not multiples of its
+    item size (a float field of a structured array, a view into raw bytes). The kernels
+    address elements by element strides; such an array would be misread, not rejected."""
+    return arr if arr.flags.aligned else np.array(arr, copy=True)
 
 
 def rows(x: Any, name: str, count: str = "n") -> np.ndarray:
@@ -533,9 +541,10 @@ def rerank_data(x: np.ndarray, q: np.ndarray, scores: Optional[np.ndarray], r: n
 
 
 def _int64(r: np.ndarray, name: str) -> np.ndarray:
-    """An integer array as int64; unsigned values beyond int64 are an error, not a wrap."""
+    """An integer array as an aligned int64 one; unsigned values beyond int64 are an error,
+    not a wrap."""
     if r.dtype == np.int64:
-        return r
+        return aligned(r)
     if r.dtype.kind == "u" and r.size and int(r.max()) > np.iinfo(np.int64).max:
         i, j = (int(v) for v in np.argwhere(r > np.iinfo(np.int64).max)[0])
         raise InvalidInputError(

@@ -327,8 +327,10 @@ def test_revisited_errors():
         revisited(REV, "Medium")
     with pytest.raises(InvalidInputError, match=r"missing \['easy', 'hard'\].*classic"):
         revisited([{"ok": [1], "junk": [2]}], "easy")
-    with pytest.raises(InvalidDTypeError, match="integer"):
+    with pytest.raises(InvalidInputError, match="whole-number indices, got 0.5"):
         revisited([{"easy": [0.5], "hard": [], "junk": []}], "easy")
+    with pytest.raises(InvalidDTypeError, match="integer"):
+        revisited([{"easy": ["a"], "hard": [], "junk": []}], "easy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +392,9 @@ def test_bad_ranks(ranks, n, exc, pattern):
         ({"ok": [0]}, InvalidInputError, "sequence with one mapping per query"),
         ([[0, 1]], InvalidInputError, r"gnd\[0\] must be a mapping"),
         ([{"easy": [0], "hard": [], "junk": []}], InvalidInputError, r"no 'ok'.*revisited\(gnd, protocol\)"),
-        ([{"ok": [0.0]}], InvalidDTypeError, r"gnd\[0\]\['ok'\] must hold integer indices"),
+        ([{"ok": [0.5]}], InvalidInputError, r"gnd\[0\]\['ok'\] must hold whole-number indices, got 0.5"),
+        ([{"ok": [np.nan]}], InvalidInputError, r"gnd\[0\]\['ok'\] must hold whole-number indices, got nan"),
+        ([{"ok": ["0"]}], InvalidDTypeError, r"gnd\[0\]\['ok'\] must hold integer indices"),
         ([{"ok": [0, 0]}], InvalidInputError, r"repeats an index"),
         ([{"ok": [0], "junk": [1, 0]}], InvalidInputError, r"index 0 is both positive"),
         ([{"ok": [-2]}], InvalidInputError, r">= 0, got -2"),
@@ -426,3 +430,22 @@ def test_errors_are_heatsearch_and_builtin_errors():
         compute_map(np.array([[0.5]]), [{"ok": [0]}])
     with pytest.raises(ValueError):
         compute_map(np.array([[0, 0]]), [{"ok": [0]}])
+
+
+def test_ground_truth_as_revisitop_builds_it():
+    """revisitop's own evaluation builds ``ok``/``junk`` with ``np.concatenate([...])``, which
+    gives an EMPTY FLOAT64 array for an empty list (Revisited Oxford has such queries), and
+    MATLAB files hold doubles: both are read as the indices they hold."""
+    ranks = np.array([[2, 0, 1, 3], [1, 3, 0, 2]])
+    ints = [{"ok": [0], "junk": []}, {"ok": [3, 1], "junk": [0]}]
+    floats = [
+        {"ok": np.concatenate([np.array([0])]), "junk": np.concatenate([[]])},
+        {"ok": np.array([3.0, 1.0]), "junk": np.array([0.0])},
+    ]
+    assert floats[0]["junk"].dtype == np.float64 and floats[0]["junk"].size == 0
+    want = compute_map(ranks, ints, n=4)
+    got = compute_map(ranks, floats, n=4)
+    assert got.map == want.map
+    np.testing.assert_array_equal(got.aps, want.aps)
+    easy_hard = [{"easy": np.concatenate([[]]), "hard": [2.0], "junk": np.zeros(0, np.float32)}]
+    assert revisited(easy_hard, "medium")[0]["ok"].tolist() == [2]

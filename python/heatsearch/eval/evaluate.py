@@ -288,15 +288,26 @@ def _gnd_list(gnd: Any) -> List[Mapping[str, Any]]:
 
 
 def _index_array(x: Any, name: str, n: Optional[int] = None) -> np.ndarray:
-    """A flat int64 array of 0-based indices (empty allowed), checked >= 0 and < n."""
+    """A flat int64 array of 0-based indices (empty allowed), checked >= 0 and < n.
+
+    Any integer dtype, and float arrays holding whole numbers: revisitop builds its lists with
+    ``np.concatenate([gnd[i]['easy']])``, which gives float64 for an empty list, and MATLAB
+    files hold doubles. A value that is not a whole number is an error, never rounded."""
     arr = np.asarray(x)
-    if arr.size == 0:
+    if arr.size == 0 and arr.dtype.kind in "biuf":
         return np.zeros(0, dtype=np.int64)
-    if arr.dtype.kind not in "iu":
-        raise InvalidDTypeError(
-            f"{name} must hold integer indices, got dtype {arr.dtype}"
-            + (" (convert with .astype(np.int64) if the values are whole)" if arr.dtype.kind == "f" else "")
-        )
+    if arr.dtype.kind == "f":
+        flat = arr.reshape(-1)
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        if bad.any():
+            raise InvalidInputError(
+                f"{name} must hold whole-number indices, got {float(flat[np.flatnonzero(bad)[0]])}"
+            )
+        if np.abs(flat).max() > 2**53:
+            raise InvalidInputError(f"{name} holds an index too large for a float: {float(flat.max())}")
+        arr = flat.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        raise InvalidDTypeError(f"{name} must hold integer indices, got dtype {arr.dtype}")
     arr = arr.reshape(-1)
     if arr.dtype.kind == "u" and arr.dtype.itemsize >= 8 and int(arr.max()) > np.iinfo(np.int64).max:
         raise InvalidInputError(f"{name} holds an index too large for int64: {int(arr.max())}")

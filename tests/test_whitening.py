@@ -429,3 +429,25 @@ def test_atomic_write_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError):
         with atomic_write(tmp_path / "no" / "such" / "dir.bin") as f:
             f.write(b"x")
+
+
+@pytest.mark.parametrize("scale", [1e-42, 1e-25, 1e25])
+def test_float32_data_of_any_scale_whitens_like_float64(scale):
+    """float32 vectors of scale 1e-42 (denormals) gave a projection of scale 1e42, which
+    overflowed float32: every whitened value was NaN."""
+    rng = np.random.default_rng(9)
+    X = (rng.standard_normal((300, 12)) * scale).astype(np.float32)
+    w = PCAWhitening().fit(X)
+    got = w.transform(X)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    want = w.transform(X.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_whitened_values_beyond_float32_are_an_error_not_inf():
+    rng = np.random.default_rng(10)
+    w = PCAWhitening().fit((rng.standard_normal((100, 4)) * 1e-42).astype(np.float32))
+    far = np.ones((1, 4), np.float32)  # 1e42 standard deviations away
+    with pytest.raises(InvalidInputError, match="too far from the training set"):
+        w.transform(far)
+    assert np.isfinite(w.transform(far.astype(np.float64))).all()

@@ -189,10 +189,31 @@ class PCAWhitening:
         assert self.mean_ is not None and self.projection_ is not None
         arr = _validate.vectors(X, "X", self.mean_.shape[0])
         _validate.finite(arr, "X")
+        # float32 input is computed in float32, unless the parameters leave float32's range:
+        # data of scale 1e-42 gives a projection of scale 1e42, which overflows float32 (all
+        # NaN before); then float64, rounded once at the end.
+        work = arr.dtype if self._fits(arr.dtype) else np.dtype(np.float64)
         # Centre first, then project: projecting X and the mean separately would subtract two
         # large, nearly equal numbers along low-variance directions.
-        centred = arr - self.mean_.astype(arr.dtype)
-        return np.ascontiguousarray(centred @ self.projection_.astype(arr.dtype))
+        centred = arr.astype(work, copy=False) - self.mean_.astype(work)
+        out = np.ascontiguousarray(centred @ self.projection_.astype(work), dtype=arr.dtype)
+        if not np.isfinite(out).all():
+            raise InvalidInputError(
+                f"X is too far from the training set: its whitened values overflow {arr.dtype} "
+                "(pass float64, or check that X was post-processed like the training set)"
+            )
+        return out
+
+    def _fits(self, dtype: np.dtype) -> bool:
+        """Whether the parameters keep their precision in ``dtype``: every non-zero entry of
+        the mean and the projection within ``[1e-30, 1e30]`` for float32 (normal numbers with
+        eight orders of magnitude to spare for the products)."""
+        if dtype == np.float64:
+            return True
+        assert self.mean_ is not None and self.projection_ is not None
+        values = np.abs(np.concatenate([self.mean_.ravel(), self.projection_.ravel()]))
+        values = values[values > 0]
+        return not values.size or (values.min() >= 1e-30 and values.max() <= 1e30)
 
     def save(self, path: _Path) -> None:
         """Write the fitted whitening to ``path``, atomically.

@@ -97,6 +97,23 @@ def test_16bit_grayscale_keeps_the_high_byte(tmp_path):
     np.testing.assert_array_equal(out[:, :, 0], (np.arange(6) * 50).reshape(2, 3))
 
 
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float32_tiff_is_read_with_its_intensities(tmp_path, scale):
+    """A float32 TIFF (mode F) with values in [0, 1] was read as a black image (Pillow's own
+    conversion clips); [0, 1] and [0, 255] images are both read by their intensities."""
+    g = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4) * np.float32(scale)
+    Image.fromarray(g, mode="F").save(tmp_path / "f.tif")
+    out = im.load_image(tmp_path / "f.tif")
+    assert out.shape == (3, 4, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 1], np.round(np.linspace(0, 255, 12)).reshape(3, 4))
+
+
+def test_a_float_tiff_outside_the_intensity_range_is_an_error(tmp_path):
+    Image.fromarray(np.full((2, 2), -3.0, np.float32), mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(ImageReadError, match=r"f\.tif.*values in \[-3, -3\]"):
+        im.load_image(tmp_path / "f.tif")
+
+
 def test_rgba_composited_over_white(tmp_path):
     a = np.zeros((4, 4, 4), np.uint8)
     a[..., 0] = 200

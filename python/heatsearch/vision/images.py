@@ -132,8 +132,10 @@ def load_image(path: PathLike, exif_transpose: bool = True) -> np.ndarray:
         with Image.open(name) as img:
             img.load()
             return _pil_to_rgb(_exif_transpose(img, name) if exif_transpose else img)
-    except ImageReadError:
-        raise
+    except ImageReadError as e:
+        if name in str(e):
+            raise
+        raise ImageReadError(f"cannot read image {name!r}: {e}") from e
     except FileNotFoundError as e:
         raise ImageReadError(f"cannot read image {name!r}: no such file") from e
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
@@ -155,6 +157,8 @@ def _pil_to_rgb(img: Any) -> np.ndarray:
     mode = img.mode
     if mode == "RGB":
         return np.asarray(img, dtype=np.uint8).copy()
+    if mode == "F":  # 32-bit float grayscale (TIFF): values in [0, 1] or in [0, 255]
+        return _float_gray_to_rgb(np.asarray(img, dtype=np.float64))
     if mode.startswith("I"):  # "I", "I;16", "I;16B", ...: 16-bit grayscale (PNG, TIFF)
         a = np.asarray(img).astype(np.float64)
         gray = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
@@ -168,6 +172,23 @@ def _pil_to_rgb(img: Any) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except ValueError as e:
         raise ImageReadError(f"cannot convert an image of mode {mode!r} to RGB: {e}") from e
+
+
+def _float_gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    """A float grayscale image as uint8 RGB: values in [0, 1] are scaled by 255, values in
+    [0, 255] kept (Pillow's own conversion clipped [0, 1] images to black); anything else is
+    not an image heatsearch can read the intensities of."""
+    if not np.isfinite(a).all():
+        raise ImageReadError("a floating-point image holding NaN or infinity")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0 or hi > 255:
+        raise ImageReadError(
+            f"a floating-point image with values in [{lo:g}, {hi:g}]; heatsearch reads float "
+            "images with values in [0, 1] or [0, 255]"
+        )
+    scale = 255.0 if hi <= 1.0 else 1.0
+    gray = np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def to_rgb(image: ImageLike, exif_transpose: bool = True) -> np.ndarray:

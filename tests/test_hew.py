@@ -361,6 +361,13 @@ class TestErrors:
             impl.hew_pool_batch([])
         with pytest.raises(ValueError, match="list of feature maps"):
             impl.local_mean(np.ones((3, 4)))
+        # One (H, W, C) map passed as the batch was pooled row by row into (H, C).
+        for call in (impl.hew_pool_batch, impl.local_mean):
+            with pytest.raises(ValueError, match=r"list of feature maps or a 4-D.*\(5, 4, 3\).*\[fmap\]"):
+                call(np.ones((5, 4, 3)))
+        np.testing.assert_array_equal(
+            impl.hew_pool_batch(np.ones((2, 5, 4, 3))), impl.hew_pool_batch([np.ones((5, 4, 3))] * 2)
+        )
 
     def test_parameters(self, impl):
         f = np.ones((3, 2))

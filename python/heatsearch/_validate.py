@@ -237,14 +237,18 @@ def spatial_map(fmap: Any, method: str, why: str) -> np.ndarray:
 
 
 def feature_maps(fmaps: Any, name: str = "fmaps") -> List[np.ndarray]:
-    """A non-empty sequence of maps of one dtype and one channel count, as ``(N_b, C)``."""
-    if isinstance(fmaps, np.ndarray) and fmaps.ndim in (3, 4) and fmaps.dtype != object:
+    """A non-empty sequence of maps of one dtype and one channel count, as ``(N_b, C)``:
+    a list (or other sequence) of maps, or one 4-D ``(B, H, W, C)`` array. A single 3-D array
+    is refused: one ``(H, W, C)`` map and ``B`` maps of ``(N, C)`` local features look alike,
+    and guessing wrong pools every row of the map as a separate image."""
+    if isinstance(fmaps, np.ndarray) and fmaps.dtype != object:
+        if fmaps.ndim != 4:
+            raise InvalidInputError(
+                f"{name} must be a list of feature maps or a 4-D (B, H, W, C) array, got one "
+                f"array of shape {fmaps.shape} (one map: pass [fmap]; a stack of (N, C) "
+                "matrices: pass list(fmaps))"
+            )
         maps = list(fmaps)
-    elif isinstance(fmaps, np.ndarray) and fmaps.ndim == 2:
-        raise InvalidInputError(
-            f"{name} must be a list of feature maps, got a single 2-D array of shape "
-            f"{fmaps.shape} (wrap it in a list)"
-        )
     else:
         maps = list(fmaps)
     if not maps:

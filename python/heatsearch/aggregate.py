@@ -419,7 +419,7 @@ def pool(fmap: ArrayLike, method: str = "hew", **kwargs: Any) -> np.ndarray:
 def pool_batch(fmaps: Sequence[ArrayLike], method: str = "hew", **kwargs: Any) -> np.ndarray:
     """Descriptors of many maps, ``(B, C)``: row b is ``pool(fmaps[b], method, **kwargs)``.
 
-    ``fmaps``: a sequence of B maps (or one ``(B, H, W, C)`` / ``(B, N, C)`` array), spatial
+    ``fmaps``: a sequence of B maps (or one ``(B, H, W, C)`` array), spatial
     sizes free, C and dtype the same for all (else InvalidInputError / InvalidDTypeError).
     ``"hew"`` runs :func:`heatsearch.hew_pool_batch` (maps in parallel in Rust); the NumPy
     methods pool one map after the other.

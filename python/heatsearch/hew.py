@@ -99,7 +99,8 @@ def hew_pool_batch(
 
     Args:
         fmaps: a sequence of B channels-last maps ``(H_b, W_b, C)`` or ``(N_b, C)``, spatial
-            sizes free, C and dtype the same for all.
+            sizes free, C and dtype the same for all; or one 4-D ``(B, H, W, C)`` array. (One
+            3-D array is refused: a single map must be wrapped in a list.)
         mean, threshold, ground: as in :func:`hew_weights`; ``mean=None`` centres each map by
             its own mean.
 

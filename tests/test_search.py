@@ -117,14 +117,17 @@ def test_thread_count_does_not_change_the_result(restore_threads):
         np.testing.assert_array_equal(s, out[0][1])
 
 
-def test_overflowing_products_are_not_input_errors():
+@pytest.mark.parametrize("impl", [search, ref.search])
+def test_overflowing_products_are_an_error(impl):
+    """Finite vectors whose inner products overflow: a clear error (inf scores ranked the
+    overflowed items anyhow, and NaN ones last)."""
     X = np.full((4, 8), 1e30, np.float32)
     X[2] = -1e30
     Q = np.full((1, 8), 1e30, np.float32)
-    r, s = search(X, Q, None)
-    assert r.shape == (1, 4)
-    assert list(r[0]) == [0, 1, 3, 2]  # +inf ties by index, -inf last
-    assert np.isinf(s).all()
+    with pytest.raises(InvalidInputError, match="inner products of Q and X overflow float32"):
+        impl(X, Q, None)
+    r, s = impl(X.astype(np.float64), Q.astype(np.float64), None)
+    assert list(r[0]) == [0, 1, 3, 2] and np.isfinite(s).all()
 
 
 @given(

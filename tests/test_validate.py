@@ -45,10 +45,12 @@ CASES: Dict[str, Tuple[str, tuple, dict, type, str]] = {
     "search NaN in both": ("search", (with_nan(X, (0, 0)), with_nan(Q, (2, 1))), {}, InvalidInputError, "Q must be finite"),
     "search k < 0": ("search", (X, Q, -1), {}, InvalidInputError, "k must be >= 0"),
     "search k float": ("search", (X, Q, 2.0), {}, InvalidDTypeError, "k must be an int"),
+    "search overflow": ("search", (X * np.float32(1e20), Q * np.float32(1e20)), {}, InvalidInputError, "inner products of Q and X overflow float32"),
     # kNN graph
     "knn neighbors 0": ("knn_graph", (X,), {"neighbors": 0}, InvalidInputError, "neighbors must be >= 1"),
     "knn NaN": ("knn_graph", (with_nan(X, (39, 7)),), {}, InvalidInputError, "X must be finite, got NaN at row 39, column 7"),
     "knn 3-D": ("knn_graph", (X[None],), {}, InvalidInputError, "2-D array"),
+    "knn overflow": ("knn_graph", (X * np.float32(1e20),), {}, InvalidInputError, "inner products of X with itself overflow float32"),
     # HeW
     "hew int map": ("hew_weights", (FMAP.astype(np.int64),), {}, InvalidDTypeError, "float32 or float64"),
     "hew 4-D map": ("hew_weights", (FMAP[None],), {}, InvalidInputError, "channels-last"),
@@ -79,6 +81,9 @@ CASES: Dict[str, Tuple[str, tuple, dict, type, str]] = {
     "her depth bool": ("heat_rerank", (X, Q, R), {"depth": True}, InvalidDTypeError, "depth must be an int"),
     "her ground nan": ("heat_rerank", (X, Q, R), {"ground": float("nan")}, InvalidInputError, "ground must be a finite number > 0"),
     "her empty X": ("heat_rerank", (X[:0], Q, R[:, :0]), {}, InvalidInputError, "at least one row"),
+    "her ground too small": ("heat_rerank", (X, Q, R), {"ground": 1e-9}, InvalidInputError, "ground must be in [1e-06, 1e+06]"),
+    "her first-pass overflow": ("heat_rerank", (X * np.float32(1e20), Q * np.float32(1e20), R), {"depth": 5}, InvalidInputError, "inner products of Q and X overflow float32"),
+    "hew ground too large": ("hew_weights", (FMAP,), {"ground": 1e7}, InvalidInputError, "ground must be in [1e-06, 1e+06]"),
     # diffusion
     "diffusion alpha 1": ("diffusion_rerank", (X, Q, R), {"graph": G, "alpha": 1.0}, InvalidInputError, "alpha must be a finite number in [0, 1)"),
     "diffusion gamma 0": ("diffusion_rerank", (X, Q, R), {"graph": G, "gamma": 0}, InvalidInputError, "gamma must be a finite number > 0"),

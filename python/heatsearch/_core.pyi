@@ -24,10 +24,12 @@ __all__ = [
     "diffusion_rerank",
     "check_finite",
     "check_rankings",
+    "check_products",
     "set_num_threads",
     "get_num_threads",
     "HEW_THRESHOLD",
     "HEW_GROUND",
+    "GROUND_RANGE",
     "EQUAL_TO_MEAN_ULPS",
     "HER_DEPTH",
     "HER_GROUND",
@@ -46,6 +48,7 @@ __version__: str
 # The Rust core's defaults (the one place they are written).
 HEW_THRESHOLD: float
 HEW_GROUND: float
+GROUND_RANGE: Tuple[float, float]
 EQUAL_TO_MEAN_ULPS: float
 HER_DEPTH: int
 HER_GROUND: float
@@ -110,6 +113,10 @@ def diffusion_rerank(
 
 def check_finite(a: _Floats, name: str) -> None:
     """InvalidInputError naming the first NaN or infinity of a 1-D or 2-D array."""
+
+def check_products(products: _Floats, what: str) -> None:
+    """InvalidInputError saying that the inner products ``what`` overflow the dtype, when
+    the 2-D ``products`` hold a non-finite value."""
 
 def check_rankings(ranks: _Ints, n: Optional[int], name: str) -> None:
     """InvalidInputError naming the first entry of ``ranks (nq, m)`` outside ``[0, n)`` (or

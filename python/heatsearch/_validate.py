@@ -103,8 +103,10 @@ def choice(value: Any, name: str, options: Sequence[Any]) -> Any:
 
 
 def heat_params(threshold: Any, ground: Any) -> Tuple[float, float]:
-    """HeW's and HeR's ``threshold >= 0`` and ``ground > 0`` (else the heat system
-    ``M = D - A`` is not symmetric positive definite)."""
+    """HeW's and HeR's ``threshold >= 0`` (a negative one keeps negative affinities, and the
+    heat system ``M = D - A`` is no longer positive definite) and ``ground`` within the range
+    both float types compute accurately (the Rust core's ``GROUND_RANGE``, ``[1e-6, 1e6]``:
+    the ground is the heat system's smallest eigenvalue, see rust/core/src/hew.rs)."""
     t = real(
         threshold,
         "threshold",
@@ -112,13 +114,14 @@ def heat_params(threshold: Any, ground: Any) -> Tuple[float, float]:
         why=" (a negative one keeps negative affinities and the heat system is no longer "
         "positive definite)",
     )
-    g = real(
-        ground,
-        "ground",
-        low=0.0,
-        low_open=True,
-        why=" (without a ground conductance the heat system is singular)",
-    )
+    lo, hi = _core.GROUND_RANGE
+    g = real(ground, "ground", low=0.0, low_open=True)
+    if not lo <= g <= hi:
+        raise InvalidInputError(
+            f"ground must be in [{lo:g}, {hi:g}] (the ground conductance is the heat system's "
+            f"smallest eigenvalue: outside this range it is lost to rounding or overflows), "
+            f"got {ground}"
+        )
     return t, g
 
 
@@ -500,6 +503,12 @@ def ranking(
     if check_values:
         rankings(r, n)
     return r
+
+
+def products(s: np.ndarray, what: str) -> None:
+    """InvalidInputError when inner products of finite vectors (2-D ``s``) overflowed their
+    dtype, worded as the kernels word it ("the inner products of Q and X overflow ...")."""
+    _core.check_products(s, what)
 
 
 def rankings(r: np.ndarray, n: Optional[int], name: str = "ranks") -> None:

@@ -102,10 +102,13 @@ def diffusion_rerank(
     A = sparse.csr_matrix(sparse.identity(x.shape[0]) - a.alpha * transition(g, a.gamma))
     out_ranks = np.array(r, dtype=np.int64)
     out_scores = np.zeros((nq, m), x.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(nq):
+            out_scores[i, t:] = s[i, t:] if s is not None else x[r[i, t:]].astype(np.float64) @ q[i].astype(np.float64)
+    if s is None:
+        _validate.products(out_scores[:, t:], "Q and X")
     for i in range(nq):
         qi = q[i].astype(np.float64)
-        rest = r[i, t:]
-        out_scores[i, t:] = s[i, t:] if s is not None else x[rest].astype(np.float64) @ qi
         if t == 0:
             continue
         ids = r[i, :t]

@@ -72,9 +72,13 @@ def heat_rerank(
     nq, m = r.shape
     out_ranks = r.copy()
     out_scores = s.copy() if s is not None else np.zeros((nq, m), Xa.dtype)
+    if s is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for i in range(nq):
+                # In float64, as the Rust path accumulates it, then rounded.
+                out_scores[i, kk:] = Xa[r[i, kk:]].astype(np.float64) @ Qa[i].astype(np.float64)
+        _validate.products(out_scores[:, kk:], "Q and X")
     for i in range(nq):
-        if s is None:
-            out_scores[i, kk:] = Xa[r[i, kk:]] @ Qa[i]
         if kk == 0:
             continue
         top = r[i, :kk]

@@ -48,7 +48,11 @@ def search(X: ArrayLike, Q: ArrayLike, k: Optional[int] = None) -> Tuple[np.ndar
     # The Rust kernel checks Q, then X.
     _validate.finite(q, "Q")
     _validate.finite(x, "X")
-    return top_k(q @ x.T, kk)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = q @ x.T
+    if kk and scores.size:
+        _validate.products(scores, "Q and X")
+    return top_k(scores, kk)
 
 
 @accepts_old_arguments(positional=("neighbors",), renamed={"k": "neighbors"})
@@ -61,7 +65,10 @@ def knn_graph(X: ArrayLike, *, neighbors: int = DEFAULT_NEIGHBORS) -> KnnGraph:
     n = x.shape[0]
     if kk == 0:
         return KnnGraph(np.zeros((n, 0), np.int64), np.zeros((n, 0), x.dtype))
-    idx, sims = top_k(x @ x.T, kk + 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = x @ x.T
+    _validate.products(scores, "X with itself")
+    idx, sims = top_k(scores, kk + 1)
     keep = idx != np.arange(n)[:, None]
     keep[keep.all(axis=1), -1] = False
     return KnnGraph(idx[keep].reshape(n, kk), sims[keep].reshape(n, kk))

@@ -63,8 +63,14 @@ pub(crate) fn centre_columns<T: Real>(
 }
 
 /// Writes the candidates' rows (rows `candidates` of `x`) and the query (last), centred by
-/// the mean of these `k + 1` rows and not rescaled, into the columns of `out` (`d x (k+1)`,
-/// column-major). A row equal to the mean up to rounding becomes a zero column.
+/// the mean of these `k + 1` rows, into the columns of `out` (`d x (k+1)`, column-major). A
+/// row equal to the mean up to rounding becomes a zero column.
+///
+/// HeR's temperatures do not depend on the scale of the rows (`A`, `z` and `D` all scale by
+/// its square), so rows far from unit scale are brought near it by a power of two
+/// ([`power_of_two_scale`]): `f32` descriptors of size 1e19 no longer overflow the Gram
+/// products, nor do ones of size 1e-25 underflow them. A power of two is exact, and rows
+/// near unit scale are not scaled at all: their results are unchanged to the bit.
 pub(crate) fn centre_candidates<T: Real>(
     x: MatRef<'_, T>,
     query: RowRef<'_, T>,
@@ -81,11 +87,13 @@ pub(crate) fn centre_candidates<T: Real>(
         }
     };
     let mut mean = vec![0.0f64; d];
+    let mut largest = 0.0f64;
     for j in 0..size {
-        add_row(row_of(j), &mut mean);
+        largest = largest.max(add_row(row_of(j), &mut mean));
     }
     mean.iter_mut().for_each(|v| *v /= size as f64);
     let mean_norm = sum_squares(&mean).sqrt();
+    let scale = power_of_two_scale(largest);
     let mut buf = Vec::new();
     let mut centred = vec![0.0f64; d];
     for j in 0..size {
@@ -100,10 +108,24 @@ pub(crate) fn centre_candidates<T: Real>(
         if differs_from_mean::<T>(row_norm2, centred_norm2.sqrt(), mean_norm) {
             col.iter_mut()
                 .zip(&centred)
-                .for_each(|(o, c)| *o = T::of(*c));
+                .for_each(|(o, c)| *o = T::of(*c * scale));
         } else {
             col.iter_mut().for_each(|o| *o = T::of(0.0));
         }
+    }
+}
+
+/// The power of two that brings values whose largest magnitude is `largest` near 1, or 1
+/// when they are within `2^±20` of it (then nothing is rescaled).
+fn power_of_two_scale(largest: f64) -> f64 {
+    if largest == 0.0 || !largest.is_finite() {
+        return 1.0;
+    }
+    let e = largest.log2().floor();
+    if e.abs() <= 20.0 {
+        1.0
+    } else {
+        (-e).exp2()
     }
 }
 
@@ -127,17 +149,23 @@ fn row_slice<'a, T: Real>(row: RowRef<'a, T>, buf: &'a mut Vec<T>) -> &'a [T] {
 }
 
 /// Adds a row to an `f64` accumulator.
-fn add_row<T: Real>(row: RowRef<'_, T>, acc: &mut [f64]) {
+fn add_row<T: Real>(row: RowRef<'_, T>, acc: &mut [f64]) -> f64 {
+    let mut largest = 0.0f64;
+    let mut add = |a: &mut f64, v: f64| {
+        *a += v;
+        largest = largest.max(v.abs());
+    };
     match row.try_as_row_major() {
         Some(r) => acc
             .iter_mut()
             .zip(r.as_slice())
-            .for_each(|(a, v)| *a += v.f64()),
+            .for_each(|(a, v)| add(a, v.f64())),
         None => acc
             .iter_mut()
             .enumerate()
-            .for_each(|(c, a)| *a += row[c].f64()),
+            .for_each(|(c, a)| add(a, row[c].f64())),
     }
+    largest
 }
 
 /// `centred = row - mean` in `f64`, in one pass with the squared norms of the row and of its

@@ -276,7 +276,7 @@ pub fn diffusion_rerank<T: Real>(
                 || vec![u32::MAX; n],
                 |pos, i| diffuse_one(x, q, i, ranks, scores, &s, &params, pos),
             )
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Ranking::from_rows(rows, m))
     })?
 }
@@ -301,7 +301,7 @@ fn diffuse_one<T: Real>(
     s: &Transition,
     params: &DiffusionParams,
     pos: &mut [u32],
-) -> (Vec<i64>, Vec<T>) {
+) -> Result<(Vec<i64>, Vec<T>)> {
     let m = ranks.ncols();
     let t = params.truncation.unwrap_or(m).min(m);
     let kq = params.query_neighbors.min(t);
@@ -315,8 +315,11 @@ fn diffuse_one<T: Real>(
             (false, None) => T::of(dot(x, row[p], &qf)),
         })
         .collect();
+    if !validate::all_finite(&out_scores) {
+        return Err(validate::overflow::<T>("Q and X"));
+    }
     if t == 0 {
-        return (out_ranks, out_scores);
+        return Ok((out_ranks, out_scores));
     }
     let y: Vec<f64> = (0..t)
         .map(|a| {
@@ -381,7 +384,7 @@ fn diffuse_one<T: Real>(
         out_ranks[p] = row[o] as i64;
         out_scores[p] = T::of(f[o] + 0.0);
     }
-    (out_ranks, out_scores)
+    Ok((out_ranks, out_scores))
 }
 
 /// A square sparse matrix in CSR form over local indices, its rows stored in any order.

@@ -127,6 +127,7 @@ fn knn<T: Real>(x: MatRef<'_, T>, k: usize) -> Result<(Vec<i64>, Vec<T>)> {
         .collect();
     if selections.iter().any(|s| s.nonfinite()) {
         validate::finite(x, "X")?;
+        return Err(validate::overflow::<T>("X with itself"));
     }
     let lists: Vec<Vec<_>> = selections
         .into_iter()

@@ -10,6 +10,8 @@ use faer::traits::RealField;
 pub trait Real:
     RealField + num_traits::Float + Copy + Send + Sync + std::fmt::Debug + 'static
 {
+    /// The type's name as NumPy spells it ("float32", "float64"), for messages.
+    const NAME: &'static str;
     /// Rounds an `f64` to `Self`.
     fn of(x: f64) -> Self;
     /// Widens `self` to `f64`.
@@ -17,6 +19,7 @@ pub trait Real:
 }
 
 impl Real for f32 {
+    const NAME: &'static str = "float32";
     #[inline(always)]
     fn of(x: f64) -> Self {
         x as f32
@@ -28,6 +31,7 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
+    const NAME: &'static str = "float64";
     #[inline(always)]
     fn of(x: f64) -> Self {
         x

@@ -90,6 +90,27 @@ pub fn finite_vector<T: Real>(v: &[T], what: &str) -> Result<()> {
     )))
 }
 
+/// The error for inner products of finite vectors that overflow `T` ("the inner products of
+/// `what` overflow float32"): descriptors are meant to be L2-normalised; a result of inf
+/// would rank silently wrong.
+pub(crate) fn overflow<T: Real>(what: &str) -> Error {
+    Error::Value(format!(
+        "the inner products of {what} overflow {}: the descriptors are far too large \
+         (L2-normalise them with heatsearch.l2_normalize, or pass float64)",
+        T::NAME
+    ))
+}
+
+/// Inner products `scores` computed from finite vectors must be finite: otherwise the
+/// [`overflow`] error for `what` ("Q and X"). Public for a caller that computes the products
+/// itself (heatsearch's NumPy reference).
+pub fn products<T: Real>(scores: MatRef<'_, T>, what: &str) -> Result<()> {
+    match finite(scores, what) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(overflow::<T>(what)),
+    }
+}
+
 /// The data checks of a re-ranking (HeR, diffusion), in this order: `x`, `q` and `scores`
 /// finite, then the entries of `ranks` in `0..x.nrows()` and distinct in each row. Call it
 /// inside heatsearch's pool.

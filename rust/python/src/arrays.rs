@@ -36,10 +36,9 @@ impl Matrix<'_> {
     }
 }
 
-/// A scalar type the kernels take: its NumPy name, and how to pick its arrays out of the
-/// dtype-tagged ones.
+/// A scalar type the kernels take (`Real::NAME` is its NumPy name), and how to pick its
+/// arrays out of the dtype-tagged ones.
 pub trait Float: Real + Element {
-    const NAME: &'static str;
     /// The array if it has this dtype, else the array back.
     fn matrix(m: Matrix<'_>) -> Result<PyReadonlyArray2<'_, Self>, Matrix<'_>>;
     /// The vector if it has this dtype, else `None`.
@@ -47,7 +46,6 @@ pub trait Float: Real + Element {
 }
 
 impl Float for f32 {
-    const NAME: &'static str = "float32";
     fn matrix(m: Matrix<'_>) -> Result<PyReadonlyArray2<'_, f32>, Matrix<'_>> {
         match m {
             Matrix::F32(a) => Ok(a),
@@ -63,7 +61,6 @@ impl Float for f32 {
 }
 
 impl Float for f64 {
-    const NAME: &'static str = "float64";
     fn matrix(m: Matrix<'_>) -> Result<PyReadonlyArray2<'_, f64>, Matrix<'_>> {
         match m {
             Matrix::F64(a) => Ok(a),

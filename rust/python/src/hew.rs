@@ -166,6 +166,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(local_mean, m)?)?;
     m.add("HEW_THRESHOLD", heatsearch_core::hew::DEFAULT_THRESHOLD)?;
     m.add("HEW_GROUND", heatsearch_core::hew::DEFAULT_GROUND)?;
+    m.add("GROUND_RANGE", heatsearch_core::hew::GROUND_RANGE)?;
     m.add(
         "EQUAL_TO_MEAN_ULPS",
         heatsearch_core::hew::EQUAL_TO_MEAN_ULPS,

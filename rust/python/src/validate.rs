@@ -48,6 +48,18 @@ fn finite_vector<T: Float>(py: Python<'_>, v: PyReadonlyArray1<'_, T>, name: &st
     kernel(py, || validate::finite_vector(values, name))
 }
 
+/// InvalidInputError saying that the inner products `what` ("Q and X") overflow the dtype
+/// when `products` (2-D) holds a non-finite value.
+#[pyfunction]
+#[pyo3(signature = (products, what))]
+fn check_products(py: Python<'_>, products: Matrix<'_>, what: &str) -> PyResult<()> {
+    with_dtype!(products, T => {
+        let v = products.as_array();
+        let m = mat_ref(&v);
+        kernel(py, || validate::products::<T>(m, what))
+    })
+}
+
 /// InvalidInputError naming the first entry (row-major) of the rankings `(nq, m)` outside
 /// `[0, n)` (`< 0` for `n = None`) or repeated within its row.
 #[pyfunction]
@@ -66,5 +78,6 @@ fn check_rankings(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_finite, m)?)?;
     m.add_function(wrap_pyfunction!(check_rankings, m)?)?;
+    m.add_function(wrap_pyfunction!(check_products, m)?)?;
     Ok(())
 }

@@ -405,3 +405,11 @@ def test_errors_are_heatsearch_errors():
         hs.hew_weights(np.full((2, 2), np.nan))
     assert issubclass(hs.InvalidInputError, ValueError)
     assert issubclass(hs.InvalidDTypeError, TypeError)
+
+
+def test_a_batch_that_is_not_a_sequence_is_a_type_error():
+    """A NumPy scalar as the batch raised NumPy's TypeError (found by the fuzz suite)."""
+    for impl in (hs, ref):
+        for call in (impl.hew_pool_batch, impl.local_mean):
+            with pytest.raises(hs.InvalidDTypeError, match="fmaps must be a list of feature maps, got float32"):
+                call(np.float32(0.5))

@@ -125,3 +125,12 @@ def test_bad_input(impl):
     X[5, 2] = np.nan
     with pytest.raises(InvalidInputError, match="X must be finite"):
         impl(X, neighbors=2)
+
+
+@pytest.mark.parametrize("impl", [knn_graph, ref.knn_graph])
+def test_an_item_whose_own_product_overflows_still_has_neighbours(impl):
+    """Only the products with OTHER items are scores (found by the fuzz suite: the reference
+    counted x_0 . x_0 = inf as an overflow where the Rust path, rightly, did not)."""
+    X = np.array([[1e300], [-0.5], [0.25]])
+    g = impl(X, neighbors=1)
+    np.testing.assert_array_equal(g.indices, [[2], [2], [0]])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -371,3 +373,19 @@ def test_dba_rejects_bad_input():
         alpha_database_augmentation(X, neighbors=-2)
     with pytest.raises(InvalidInputError, match="X must be finite"):
         alpha_database_augmentation(np.array([[np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("alpha", [50.0, 1e308])
+def test_alpha_qe_of_vectors_that_are_not_unit_never_overflows(alpha):
+    """Similarities above 1 (vectors that are not unit) raised to a large alpha overflowed to
+    inf (found by the fuzz suite); the weights are now relative to the largest, which the L2
+    normalisation makes exact: the result tends to the most similar neighbour."""
+    X = np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    Q = np.array([[1.0, 0.1]])
+    ranks = np.array([[0, 2, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = alpha_query_expansion(X, Q, ranks, neighbors=3, alpha=alpha)
+    np.testing.assert_allclose(out, [[1.0, 0.0]], atol=1e-12)
+    small = alpha_query_expansion(X / 10, Q / 10, ranks, neighbors=3, alpha=2.0)
+    assert np.isfinite(small).all()

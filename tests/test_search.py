@@ -192,3 +192,13 @@ def test_error_names_the_first_bad_entry():
     X[2999, 0] = np.inf
     with pytest.raises(InvalidInputError, match="row 2500, column 1"):
         search(X, np.ones((3, 4), np.float32), 5)
+
+
+@pytest.mark.parametrize("impl", [search, ref.search])
+def test_vectors_of_no_dimension(impl):
+    """d = 0 (found by the fuzz suite): every score is 0, ties go to the lower index; the
+    Rust path used to panic in its few-row kernel (InternalError)."""
+    X, Q = np.zeros((3, 0), np.float32), np.zeros((2, 0), np.float32)
+    r, s = impl(X, Q)
+    np.testing.assert_array_equal(r, [[0, 1, 2], [0, 1, 2]])
+    assert s.dtype == np.float32 and not s.any()

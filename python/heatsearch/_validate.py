@@ -253,7 +253,12 @@ def feature_maps(fmaps: Any, name: str = "fmaps") -> List[np.ndarray]:
             )
         maps = list(fmaps)
     else:
-        maps = list(fmaps)
+        try:
+            maps = list(fmaps)
+        except TypeError:
+            raise InvalidDTypeError(
+                f"{name} must be a list of feature maps, got {type(fmaps).__name__}"
+            ) from None
     if not maps:
         raise InvalidInputError(f"{name} must hold at least one feature map, got none")
     out = [feature_map(m, f"{name}[{b}]")[0] for b, m in enumerate(maps)]

@@ -112,7 +112,7 @@ def alpha_query_expansion(
     sims = np.empty(top.shape, dtype=np.float64)
     for j in range(top.shape[1]):
         sims[:, j] = np.einsum("ij,ij->i", Qa, Xa[top[:, j]], dtype=np.float64)
-    return l2_normalize(_weighted_sum(Xa, Qa, top, _alpha_weights(sims, a, Xa.dtype)))
+    return l2_normalize(_alpha_combination(Xa, Qa, top, sims, a))
 
 
 @accepts_old_arguments(positional=("neighbors", "alpha"), renamed={"k": "neighbors"})
@@ -167,8 +167,8 @@ def alpha_database_augmentation(
     if min(nb, Xa.shape[0] - 1) <= 0:
         return l2_normalize(Xa)
     graph = knn_graph(Xa, neighbors=nb)
-    weights = _alpha_weights(graph.similarities.astype(np.float64), a, Xa.dtype)
-    return l2_normalize(_weighted_sum(Xa, Xa, graph.indices, weights))
+    sims = graph.similarities.astype(np.float64)
+    return l2_normalize(_alpha_combination(Xa, Xa, graph.indices, sims, a))
 
 
 def _weighted_sum(
@@ -185,9 +185,27 @@ def _weighted_sum(
     return out
 
 
-def _alpha_weights(sims: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
-    """``max(sim, 0)^alpha`` computed in float64, returned in ``dtype``."""
-    return (np.maximum(sims, 0.0) ** alpha).astype(dtype)
+def _alpha_combination(
+    X: np.ndarray, base: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, alpha: float
+) -> np.ndarray:
+    """``base_i + sum_j max(sims[i, j], 0)^alpha X[neighbours[i, j]]`` (weights in float64,
+    rounded to ``X``'s dtype), the formula of alpha-QE and alpha-DBA.
+
+    For unit vectors every weight is at most 1. Vectors that are not unit can have
+    similarities above 1, and a large ``alpha`` then overflows the weights: a row with such a
+    similarity is computed scaled by ``1 / max_j weight`` instead (in log space), a positive
+    factor that the L2 normalisation which follows removes."""
+    positive = np.maximum(sims, 0.0)
+    if alpha == 0 or not (positive > 1.0).any():
+        weights = (positive**alpha).astype(X.dtype)
+        return _weighted_sum(X, base, neighbours, weights)
+    # log(weight_j / scale) = alpha (log s_j - log s_max) <= 0, and the base's 1 / scale =
+    # s_max^-alpha: nothing overflows (an underflow to 0 is the right limit).
+    log_max = np.log(np.maximum(positive.max(axis=1, keepdims=True), 1.0))
+    with np.errstate(divide="ignore", over="ignore", under="ignore"):
+        weights = np.exp(alpha * (np.log(positive) - log_max)).astype(X.dtype)
+        base_weight = np.exp(-alpha * log_max).astype(X.dtype)
+    return _weighted_sum(X, base * base_weight, neighbours, weights)
 
 
 def _exponent(alpha: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 from typing import Dict, List, Sequence
 
@@ -449,3 +450,12 @@ def test_ground_truth_as_revisitop_builds_it():
     np.testing.assert_array_equal(got.aps, want.aps)
     easy_hard = [{"easy": np.concatenate([[]]), "hard": [2.0], "junk": np.zeros(0, np.float32)}]
     assert revisited(easy_hard, "medium")[0]["ok"].tolist() == [2]
+
+
+def test_float16_ground_truth_of_any_value():
+    """A float16 index array compared with 2**53 overflowed the cast (a RuntimeWarning from
+    inside heatsearch, found by the fuzz suite)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = compute_map(np.array([[2, 0, 1]]), [{"ok": np.float16([1.0]), "junk": np.float16([])}])
+    assert res.map == pytest.approx(1 / 6)  # the positive third: (0/2 + 1/3) / 2

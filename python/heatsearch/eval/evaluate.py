@@ -297,7 +297,7 @@ def _index_array(x: Any, name: str, n: Optional[int] = None) -> np.ndarray:
     if arr.size == 0 and arr.dtype.kind in "biuf":
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind == "f":
-        flat = arr.reshape(-1)
+        flat = arr.reshape(-1).astype(np.float64)
         bad = ~np.isfinite(flat) | (flat != np.round(flat))
         if bad.any():
             raise InvalidInputError(

@@ -67,7 +67,10 @@ def knn_graph(X: ArrayLike, *, neighbors: int = DEFAULT_NEIGHBORS) -> KnnGraph:
         return KnnGraph(np.zeros((n, 0), np.int64), np.zeros((n, 0), x.dtype))
     with np.errstate(over="ignore", invalid="ignore"):
         scores = x @ x.T
-    _validate.products(scores, "X with itself")
+    # An item's product with itself is not a neighbour's score: only the others can overflow.
+    others = scores.copy()
+    np.fill_diagonal(others, 0)
+    _validate.products(others, "X with itself")
     idx, sims = top_k(scores, kk + 1)
     keep = idx != np.arange(n)[:, None]
     keep[keep.all(axis=1), -1] = False

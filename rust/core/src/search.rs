@@ -210,7 +210,8 @@ fn scan_task<T: Real>(
     let qlen = plan.qb.min(plan.nq - q0);
     let qs = q.subrows(q0, qlen);
     // The last rows of a block that do not fill a SIMD strip go to the few-row kernel.
-    let few = few_rows::available() && (x.ncols() == 0 || x.col_stride() == 1);
+    // (Rows of no column are not contiguous slices, and their products are 0 anyway.)
+    let few = few_rows::available() && x.ncols() > 0 && x.col_stride() == 1;
     let main = if few {
         qlen - qlen % (64 / std::mem::size_of::<T>())
     } else {

@@ -83,3 +83,25 @@ def test_protocol_names_are_not_cut(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^method\s+classic\s+time$", out, re.M), out
     assert "post-processing: sqrt,l2" in out  # descriptor files keep the default
+
+
+def test_evaluate_warns_when_the_index_images_are_equidistant(tmp_path, capsys):
+    """A whitening learned on the n indexed images (queries included) with n - 1 dimensions
+    makes them all equally similar: the figures then say nothing, and the command says so."""
+    from heatsearch.postprocess import l2_normalize
+    from heatsearch.whitening import PCAWhitening
+
+    rng = np.random.default_rng(1)
+    raw = rng.standard_normal((8, 20))
+    X = l2_normalize(PCAWhitening().fit(raw, dim=7).transform(raw)).astype(np.float32)
+    paths = [str(tmp_path / f"img{i}.jpg") for i in range(8)]
+    Index(config=IndexConfig(), paths=paths, descriptors=X, pooled=X.copy(), mean=np.ones(20, np.float32)).save(
+        str(tmp_path / "idx"))
+    doc = {"format": "heatsearch-gnd", "version": 1, "images": paths[:6], "queries": paths[6:],
+           "gnd": [{"ok": [0]}, {"ok": [1]}]}
+    (tmp_path / "truth.json").write_text(json.dumps(doc))
+    assert main(["evaluate", "--db", str(tmp_path / "idx"), "--gnd", str(tmp_path / "truth.json"),
+                 "--methods", "plain"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("heatsearch evaluate: warning: the index's images are all equally similar") and \
+        err.count("\n") == 1, err

@@ -469,10 +469,25 @@ def _index_descriptors(args: argparse.Namespace, gt: Any) -> Tuple[np.ndarray, n
                        "query images of the ground truth (add them to the index, or pass --queries)")
         Q = np.ascontiguousarray(X_all[qrows])
         extra -= len(set(qrows.tolist()) - set(rows.tolist()))
+        _warn_if_equidistant(X, Q, rows, qrows)
     note = f"index {args.db} (descriptors as stored)"
     if extra > 0:
         note += f"; {extra} of its images are not in the ground truth and are left out"
     return X, Q, note
+
+
+def _warn_if_equidistant(X: np.ndarray, Q: np.ndarray, rows: np.ndarray, qrows: np.ndarray) -> None:
+    """A PCA-whitening learned on n indexed images with n - 1 dimensions (the index's "auto"
+    whitening on a small collection) makes those images exactly equally similar to each
+    other, so queries taken from the index cannot rank the database: say so."""
+    S = np.asarray(Q, np.float64) @ np.asarray(X, np.float64).T
+    S[qrows[:, None] == rows[None, :]] = np.nan  # a query found as itself says nothing
+    if len(rows) > 2 and np.nanmax(S) - np.nanmin(S) < 1e-4:
+        warnings.warn(
+            "the index's images are all equally similar to each other (its whitening was learned on "
+            "them, queries included, with as many dimensions as images), so queries taken from the "
+            "index cannot rank them: index without the queries, or with --no-whiten"
+        )
 
 
 def _query_file(args: argparse.Namespace, gt: Any, X: np.ndarray) -> np.ndarray:

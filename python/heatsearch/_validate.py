@@ -25,6 +25,7 @@ Errors: a wrong type or dtype is :class:`~heatsearch.errors.InvalidDTypeError` (
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -570,3 +571,79 @@ def _int64(r: np.ndarray, name: str) -> np.ndarray:
             f"column {j}"
         )
     return r.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line values and the files a command reads or writes (heatsearch.app.cli). Each is
+# checked before any work starts, so that a mistake costs no extraction time.
+# ---------------------------------------------------------------------------------------------
+def integer_text(text: str, name: str, *, minimum: int = 0, maximum: Optional[int] = None) -> int:
+    """A decimal integer written on the command line, in ``[minimum, maximum]``: ``"1e20"``,
+    ``"2.5"`` or ``"many"`` are refused with a message saying what is expected."""
+    span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"{name} must be a whole number {span}, got {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise InvalidInputError(f"{name} must be a whole number {span}, got {text}")
+    return value
+
+
+def reals_text(text: str, name: str, count: int, what: str) -> List[float]:
+    """``count`` finite numbers separated by commas (``"-10,20.5,300,400"``); ``what`` names
+    them in the message (e.g. ``"x1,y1,x2,y2"``)."""
+    parts = [p for p in text.replace(" ", "").split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise InvalidInputError(f"{name} must be {what} ({count} numbers), got {text!r}")
+    return values
+
+
+def existing_file(path: str, name: str) -> str:
+    """A path that names an existing file (not a folder)."""
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{name} must be a file, got the folder {path!r}")
+    if not os.path.isfile(path):
+        why = "a broken symbolic link" if os.path.islink(path) else "no such file"
+        raise InvalidInputError(f"{name} must be an existing file, got {path!r} ({why})")
+    return path
+
+
+def existing_folder(path: str, name: str) -> str:
+    """A path that names an existing folder."""
+    if not os.path.isdir(path):
+        why = "a file, not a folder" if os.path.exists(path) else "no such folder"
+        raise InvalidInputError(f"{name} must be an existing folder, got {path!r} ({why})")
+    return path
+
+
+def output_file(path: str, name: str) -> str:
+    """A file a command will write: its folder exists and it is not itself a folder (checked
+    before any work, and so that no temporary name of the atomic write reaches a message)."""
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{name} must be a file to write, got the folder {path!r}")
+    existing_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {name} {path!r}")
+    return path
+
+
+def index_target(path: str, name: str) -> str:
+    """A folder an image index will be written to: absent (its parent folder must exist), an
+    empty folder, or a heatsearch index (a folder holding ``index.json``), which is replaced.
+    Anything else is refused, so that no folder or file of the user's is ever replaced."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidInputError(
+            f"{name} must be a new folder or an existing heatsearch index, got the file {path!r}"
+        )
+    if os.path.isdir(path):
+        if os.listdir(path) and not os.path.isfile(os.path.join(path, "index.json")):
+            raise InvalidInputError(
+                f"{name} must be a new folder or an existing heatsearch index, got {path!r}, a "
+                "folder with other files in it (no index.json): refusing to replace it"
+            )
+        return path
+    existing_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {name} {path!r}")
+    return path

@@ -17,10 +17,11 @@ def test_help_teaches(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "index", "search", "explain", "evaluate"):
-        assert command in out
+    for command in ("demo", "index", "add", "remove", "info", "search", "explain", "evaluate"):
+        assert re.search(rf"^    {command} ", out, re.M), out
     for command, option in [("index", "--max-size"), ("search", "--rerank"), ("evaluate", "--postprocess"),
-                            ("explain", "--output"), ("demo", "--photos")]:
+                            ("explain", "--output"), ("explain", "--range"), ("demo", "--photos"),
+                            ("add", "--no-recursive"), ("remove", "PATH"), ("info", "INDEX")]:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert option in capsys.readouterr().out
@@ -33,6 +34,9 @@ def test_module_entry_point():
 
 def test_errors_are_reported_not_raised(capsys, tmp_path):
     assert main(["search", str(tmp_path / "no-index"), "q.jpg"]) == 2
+    assert "INDEX must be an existing folder" in capsys.readouterr().err
+    (tmp_path / "photos").mkdir()
+    assert main(["search", str(tmp_path / "photos"), "q.jpg"]) == 2
     assert "no index.json" in capsys.readouterr().err
 
 
@@ -84,8 +88,7 @@ def folder(tmp_path_factory):
 
 def test_index_search_html_explain(folder, tmp_path, capsys):
     idx = str(tmp_path / "my.index")
-    with pytest.warns(UserWarning, match="could not be read"):
-        assert main(["index", str(folder), "-o", idx, "--max-size", "128", "--quiet"]) == 0
+    assert main(["index", str(folder), "-o", idx, "--max-size", "128", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "indexed 6 images" in captured.out and "corrupt.png" in captured.err
     query = str(folder / "coffee_original.jpg")
@@ -99,9 +102,113 @@ def test_index_search_html_explain(folder, tmp_path, capsys):
     assert main(["explain", query, "-o", str(png), "--index", idx]) == 0
     from PIL import Image
 
-    with Image.open(png) as im:
-        assert im.format == "PNG" and im.size == Image.open(query).size
-    assert "HeW weights" in capsys.readouterr().out
+    with Image.open(png) as im, Image.open(query) as original:
+        # The image, then the colour bar and its legend below it.
+        assert im.format == "PNG" and im.size[0] >= original.size[0] and im.size[1] > original.size[1]
+    out = capsys.readouterr().out
+    assert "HeW weights" in out and "colour scale" in out and "down-weighted" in out
+
+
+def run_cli(*argv, cwd=None):
+    """``python -m heatsearch ARGV`` in a real process (what a user's terminal shows)."""
+    import os
+
+    import heatsearch
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(heatsearch.__file__))))
+    return subprocess.run([sys.executable, "-m", "heatsearch", *map(str, argv)], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=cwd)
+
+
+def test_index_output_a_person_can_read(folder, tmp_path):
+    """What `index` tells: what it learned, each skipped file once with its reason (broken
+    and looping links too), no raw Python warning, one progress bar over the collection."""
+    import os
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(folder, photos)
+    os.symlink("deleted.jpg", photos / "dangling.jpg")
+    os.symlink("loop.jpg", photos / "loop.jpg")
+    run = run_cli("index", photos, "-o", tmp_path / "i", "--max-size", "64", "--single-scale")
+    assert run.returncode == 0, run.stderr
+    assert "indexed 6 images" in run.stdout
+    assert "HeW centering mean from 6 images" in run.stdout
+    assert "no whitening yet: it is learned once the index holds 64 images, it holds 6" in run.stdout
+    err = run.stderr
+    assert "Warning" not in err and "warnings.warn" not in err, err
+    assert err.count("corrupt.png") == 1 and "cannot identify image file" in err, err
+    assert re.search(r"dangling\.jpg: broken symbolic link: its target deleted\.jpg does not exist", err), err
+    assert re.search(r"loop\.jpg: symbolic link loop", err), err
+    assert "skipped 3 file(s)" in err
+    totals = set(re.findall(r"extracting:[^\r\n]*?\| *\d+/(\d+) \[", err))
+    assert totals == {"7"}, err  # one bar over the 7 image files (corrupt.png included), never 0/0
+
+
+def test_index_reports_the_whitening_it_learned(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(65):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    assert main(["index", str(tmp_path), "-o", str(tmp_path / "i"), "--max-size", "24", "--single-scale",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "HeW centering mean from 65 images; PCA-whitening learned on 65 images, 1280 -> 64 dimensions" in out, out
+    assert main(["info", str(tmp_path / "i")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^whitening +PCA-whitening learned on the index's own images, 1280 -> 64 dimensions", out, re.M), out
+
+
+def test_add_remove_info(folder, tmp_path, capsys):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(folder, photos)
+    (photos / "corrupt.png").unlink()
+    (photos / "later").mkdir()
+    for name in ("chelsea_crop.jpg", "chelsea_blur.jpg"):
+        (photos / name).rename(photos / "later" / name)
+    idx = tmp_path / "i"
+    assert main(["index", str(photos), "-o", str(idx), "--max-size", "64", "--single-scale", "--no-recursive",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+
+    def info():
+        assert main(["info", str(idx)]) == 0
+        return dict(re.findall(r"^(\S[^ ]*(?: [a-zA-Z]+)?) {2,}(.*)$", capsys.readouterr().out, re.M))
+
+    before = info()
+    assert before["images"] == "4" and before["dimension"] == "1280" and before["backbone"] == "efficientnet_lite0"
+    assert before["layer"].startswith("head") and before["pooling"] == "hew" and before["scales"] == "1"
+    assert "1280 channels" in before["HeW mean"] and before["disk size"].endswith("KB")
+    assert main(["add", str(idx), str(photos / "later")]) == 0
+    assert "added 2 images" in capsys.readouterr().out
+    assert info()["images"] == "6"
+    assert main(["add", str(idx), str(photos / "later" / "chelsea_crop.jpg")]) == 0
+    assert "nothing to add" in capsys.readouterr().out
+    assert main(["remove", str(idx), str(photos / "later"), str(photos / "coffee_crop.jpg")]) == 0
+    assert "removed 3 images (3 left)" in capsys.readouterr().out
+    from heatsearch.app.index import Index
+
+    assert sorted(Index.load(str(idx)).paths) == sorted(str(photos / n) for n in
+                                                       ("chelsea_original.jpg", "coffee_blur.jpg", "coffee_original.jpg"))
+
+
+def test_search_writes_one_page_for_all_queries(folder, tmp_path, capsys):
+    idx = str(tmp_path / "i")
+    assert main(["index", str(folder), "-o", idx, "--max-size", "64", "--single-scale", "--quiet"]) == 0
+    queries = [str(folder / "coffee_original.jpg"), str(folder / "chelsea_original.jpg")]
+    page = tmp_path / "pages" / "results.html"
+    page.parent.mkdir()
+    assert main(["search", idx, *queries, "-k", "2", "--html", str(page)]) == 0
+    assert sorted(p.name for p in page.parent.iterdir()) == ["results.html"]
+    text = page.read_text()
+    assert text.count('<section class="query"') == 2
+    import os
+
+    for q in queries:  # links relative to the page's folder
+        assert f'href="{os.path.relpath(q, page.parent)}"' in text
 
 
 def test_demo_on_a_reduced_set(capsys):

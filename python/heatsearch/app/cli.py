@@ -2,23 +2,37 @@
 
     heatsearch demo                               an offline benchmark, start here
     heatsearch index PHOTOS/ -o my.index          index a folder of images
-    heatsearch search my.index query.jpg -k 10 --rerank heat --html results.html
-    heatsearch explain photo.jpg -o weights.png   what HeW keeps and what it suppresses
-    heatsearch evaluate --db vecs.mat --gnd gnd_holidays.mat --postprocess sqrt,l2
+    heatsearch add my.index new.jpg MORE/         add images (files or folders)
+    heatsearch remove my.index old.jpg GONE/      remove images (files or folders)
+    heatsearch info my.index                      what an index holds and how it was built
+    heatsearch search my.index q1.jpg q2.jpg -k 10 --rerank heat --html results.html
+    heatsearch explain photo.jpg -o weights.png   what HeW keeps and what it down-weights
+    heatsearch evaluate --db my.index --gnd truth.json
 
 Run ``heatsearch COMMAND --help`` for the options of each.
+
+What a person sees: every error is one line, ``heatsearch COMMAND: error: ...``, with exit
+code 2 (argument mistakes, missing or unreadable files, bad indexes; never a traceback);
+warnings are one line each, ``heatsearch COMMAND: warning: ...``; files that cannot be
+indexed are listed once, each with its reason. Every argument is checked before any image is
+extracted, so a typo costs no time.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import HeatsearchError
+from .. import _validate
+from ..errors import ISSUES_URL, HeatsearchError, InvalidInputError
 
 __all__ = ["main", "build_parser"]
 
@@ -30,55 +44,357 @@ EVAL_METHODS: Dict[str, Optional[str]] = {
     "+AQE+HeR": "aqe+heat",
     "+diffusion": "diffusion",
 }
+RERANK_CHOICES = ("heat", "aqe", "alpha-qe", "aqe+heat", "diffusion")
+#: --threads takes 0 (all cores) to this many threads; more would only oversubscribe.
+MAX_THREADS = 1024
+#: Options whose value may start with "-" (a negative coordinate): argparse would take
+#: "--bbox -10,0,50,50" for two options, so they are rewritten "--bbox=-10,0,50,50".
+_NUMBER_LIST_OPTIONS = ("--bbox", "--range")
 
 
-def _bbox(text: str) -> List[float]:
-    parts = [float(v) for v in text.replace(" ", "").split(",")]
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"a box is x1,y1,x2,y2 (4 numbers), got {text!r}")
-    return parts
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is ONE line: ``heatsearch CMD: error: ...`` (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- helpers shared by the commands --------------------------------------------------------
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _note(command: str, message: str) -> None:
+    print(f"heatsearch {command}: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _threads(text: str) -> int:
+    """``--threads``: 0 means every core the process may use (like xz -T0), else 1-1024."""
+    n = _validate.integer_text(text, "--threads", minimum=0, maximum=MAX_THREADS)
+    if n == 0:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return n
+
+
+def _reason(path: str, why: str) -> str:
+    """A skip reason without the exception class name and the path the line already shows."""
+    why = re.sub(r"^[A-Za-z]*(Error|Exception): ", "", why)
+    for quoted in (repr(path), f'"{path}"', path):
+        why = why.replace(f" {quoted}", "")
+    return _one_line(why)
+
+
+def _list_skipped(command: str, skipped: Sequence[Tuple[str, str]]) -> None:
+    if skipped:
+        _note(command, f"skipped {len(skipped)} file(s):")
+        for path, why in skipped:
+            print(f"  {path}: {_reason(path, why)}", file=sys.stderr)
+
+
+class _ProgressExtractor:
+    """The index's extractor, counting images on ONE progress bar over the whole collection
+    (the index extracts a sample first for the HeW mean, then the rest: two bars, the second
+    empty for small collections, without this)."""
+
+    def __init__(self, extractor: Any, total: int, enabled: bool) -> None:
+        self._extractor = extractor
+        self._bar = None
+        if enabled and total:
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped]
+            except ImportError:  # progress bars are a nicety
+                pass
+            else:
+                self._bar = tqdm(total=total, desc="extracting", unit="img")
+
+    def feature_map(self, image: Any, bbox: Any = None) -> Any:
+        try:
+            return self._extractor.feature_map(image, bbox=bbox)
+        finally:
+            if self._bar is not None:
+                self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._extractor, name)
+
+
+def _image_files(command: str, items: Iterable[str], recursive: bool = True) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Absolute image paths from files and folders (walked), and the entries skipped."""
+    from ..vision.images import SUPPORTED_EXTENSIONS, is_image_file
+    from .scan import link_problem, scan_folder
+
+    images: List[str] = []
+    skipped: List[Tuple[str, str]] = []
+    for item in items:
+        path = os.path.abspath(item)
+        if os.path.isdir(path):
+            scan = scan_folder(path, recursive=recursive)
+            images.extend(scan.images)
+            skipped.extend(scan.skipped)
+            continue
+        if os.path.islink(path) and link_problem(path):
+            raise InvalidInputError(f"{item}: {link_problem(path)}")
+        _validate.existing_file(item, "each PATH")
+        if not is_image_file(path):
+            raise InvalidInputError(
+                f"{item} is not an image file (expected one of {', '.join(SUPPORTED_EXTENSIONS)}) "
+                "nor a folder"
+            )
+        images.append(path)
+    return list(dict.fromkeys(images)), skipped
+
+
+def _load_index(path: str, *, mmap: bool = True) -> Any:
+    from .index import Index
+
+    _validate.existing_folder(path, "INDEX")
+    return Index.load(path, mmap=mmap)
+
+
+def _with_progress(index: Any, total: int, enabled: bool) -> _ProgressExtractor:
+    extractor = _ProgressExtractor(index._get_extractor(), total, enabled)
+    index.extractor = extractor
+    return extractor
+
+
+def _whitening_summary(index: Any, source: Optional[str] = None, learned_on: Optional[int] = None) -> str:
+    from .index import AUTO_WHITENING_MIN_IMAGES
+
+    w = index.whitening
+    if w is None:
+        if index.config.whiten == "none":
+            return "no whitening (turned off)"
+        return (f"no whitening yet: it is learned once the index holds {AUTO_WHITENING_MIN_IMAGES} "
+                f"images, it holds {len(index)}")
+    dims = f"{w.mean_.shape[0]} -> {w.dim_} dimensions"
+    if source:
+        return f"PCA-whitening from {source}, {dims}"
+    on = f"{learned_on} images" if learned_on else "the index's own images"
+    return f"PCA-whitening learned on {on}, {dims}"
+
+
+def _mean_images(index: Any, images: Sequence[str]) -> int:
+    """How many images gave the HeW centering mean: the evenly spaced sample of at most
+    ``config.mean_sample`` images that :meth:`Index.add` takes, less those it could not read."""
+    cfg = index.config
+    step = max(1, len(images) // max(1, cfg.mean_sample))
+    bad = {p for p, _ in index.skipped}
+    return sum(p not in bad for p in images[::step][: cfg.mean_sample])
 
 
 # -- index ---------------------------------------------------------------------------------
-def cmd_index(args: argparse.Namespace) -> int:
-    from .index import Index, IndexConfig
-    from ..whitening import PCAWhitening
+def _check_extraction(args: argparse.Namespace) -> Tuple[str, Optional[str], int]:
+    from ..aggregate import POOLINGS
+    from ..vision.backbones import BACKBONES, available_layers
 
+    _validate.choice(args.pooling, "--pooling", tuple(POOLINGS))
+    _validate.choice(args.backbone, "--backbone", BACKBONES)
+    if args.layer is not None:
+        _validate.choice(args.layer, "--layer", available_layers(args.backbone))
+    max_size = _validate.integer_text(args.max_size, "--max-size", minimum=16, maximum=16384)
+    return args.backbone, args.layer, max_size
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from ..whitening import PCAWhitening
+    from .index import DEFAULT_SCALES, Index, IndexConfig
+    from .scan import scan_folder
+
+    # Every argument first: nothing is extracted before all of them are known to be good.
+    _validate.existing_folder(args.folder, "FOLDER")
+    _validate.index_target(args.output, "-o/--output")
+    backbone, layer, max_size = _check_extraction(args)
+    if args.whiten and args.no_whiten:
+        raise InvalidInputError("--whiten FILE and --no-whiten contradict each other: pass one")
+    whitening = None
+    if args.whiten:
+        _validate.existing_file(args.whiten, "--whiten")
+        whitening = PCAWhitening.load(args.whiten)
     config = IndexConfig(
-        backbone=args.backbone,
-        layer=args.layer,
-        max_size=args.max_size,
+        backbone=backbone,
+        layer=layer,
+        max_size=max_size,
         pooling=args.pooling,
-        scales=(1.0,) if args.single_scale else IndexConfig.scales,
+        scales=(1.0,) if args.single_scale else DEFAULT_SCALES,
         whiten="none" if args.no_whiten else "auto",
     )
-    whitening = PCAWhitening.load(args.whiten) if args.whiten else None
+    folder = os.path.abspath(args.folder)
+    scan = scan_folder(folder, recursive=not args.no_recursive)
+    if not scan.images:
+        _list_skipped("index", scan.skipped)
+        from ..vision.images import SUPPORTED_EXTENSIONS
+
+        raise InvalidInputError(
+            f"{args.folder} holds no image files ({', '.join(SUPPORTED_EXTENSIONS)})"
+            f"{'' if args.no_recursive else ', in any of its folders'}: nothing to index"
+        )
+    # The network's weights are loaded (and checked) before the first image.
+    extractor = _with_progress(Index(config=config), len(scan.images), not args.quiet)
     t = time.perf_counter()
-    index = Index.build(args.folder, config, whitening=whitening, recursive=not args.no_recursive, progress=not args.quiet)
+    try:
+        index = Index.build(folder, config, whitening=whitening, extractor=extractor,
+                            recursive=not args.no_recursive)
+    finally:
+        extractor.close()
+    elapsed = time.perf_counter() - t
+    skipped = sorted(scan.skipped + list(index.skipped))
+    _list_skipped("index", skipped)
+    args._listed = [p for p, _ in skipped]
+    if not len(index):
+        raise InvalidInputError(
+            f"none of the {len(scan.images)} image files under {args.folder} could be read: no index written"
+        )
     index.save(args.output)
-    print(f"indexed {len(index)} images in {time.perf_counter() - t:.1f} s -> {args.output}")
-    for path, why in index.skipped:
-        print(f"  skipped {path}: {why}", file=sys.stderr)
+    learned = []
+    if index.mean is not None:
+        learned.append(f"HeW centering mean from {_mean_images(index, scan.images)} images")
+    learned.append(_whitening_summary(index, args.whiten, len(index)))
+    _say(f"indexed {len(index)} images in {elapsed:.1f} s -> {args.output}")
+    _say(f"  {'; '.join(learned)}; descriptors of dimension {np.asarray(index.descriptors).shape[1]}")
+    return 0
+
+
+# -- add, remove, info ---------------------------------------------------------------------
+def cmd_add(args: argparse.Namespace) -> int:
+    index = _load_index(args.index, mmap=False)
+    images, skipped = _image_files("add", args.paths, recursive=not args.no_recursive)
+    known = set(os.path.abspath(p) for p in index.paths)
+    new = [p for p in images if p not in known]
+    if len(new) < len(images):
+        _say(f"{len(images) - len(new)} of the {len(images)} images are already in the index (left as they are)")
+    if not new:
+        _list_skipped("add", skipped)
+        _say(f"nothing to add: {args.index} is unchanged ({len(index)} images)")
+        return 0
+    had_whitening = index.whitening is not None
+    extractor = _with_progress(index, len(new), not args.quiet)
+    t = time.perf_counter()
+    try:
+        failed = index.add(new)
+    finally:
+        extractor.close()
+    skipped = sorted(skipped + list(failed))
+    _list_skipped("add", skipped)
+    args._listed = [p for p, _ in skipped]
+    added = len(new) - len(failed)
+    if added:
+        index.extractor = None
+        index.save(args.index)
+    _say(f"added {added} images in {time.perf_counter() - t:.1f} s ({len(index)} in all) -> {args.index}"
+          if added else f"no image could be added: {args.index} is unchanged")
+    if added and not had_whitening and index.whitening is not None:
+        _say(f"  {_whitening_summary(index, None, len(index))}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    index = _load_index(args.index, mmap=False)
+    absolute = {os.path.abspath(p): p for p in index.paths}
+    drop: List[str] = []
+    unknown: List[str] = []
+    for item in args.paths:
+        path = os.path.abspath(item)
+        if path in absolute:
+            drop.append(absolute[path])
+            continue
+        inside = [p for a, p in absolute.items() if a.startswith(path.rstrip(os.sep) + os.sep)]
+        if inside:
+            drop.extend(inside)
+        else:
+            unknown.append(item)
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise InvalidInputError(
+            f"not in the index (no image at or under it): {', '.join(unknown[:3])}{more}; nothing was removed"
+        )
+    removed = index.remove(list(dict.fromkeys(drop)))
+    index.save(args.index)
+    _say(f"removed {removed} images ({len(index)} left) -> {args.index}")
+    return 0
+
+
+def _disk_size(folder: str) -> int:
+    total = 0
+    for top, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..vision.backbones import DEFAULT_LAYERS
+
+    index = _load_index(args.index)
+    cfg = index.config
+    dim = np.asarray(index.descriptors).shape[1] if len(index) else 0
+    post = "signed square root + L2" if cfg.power == 0.5 else (f"signed power {cfg.power:g} + L2" if cfg.power else "L2")
+    rows = [
+        ("index", os.path.abspath(args.index)),
+        ("images", str(len(index))),
+        ("dimension", str(dim)),
+        ("backbone", cfg.backbone),
+        ("layer", cfg.layer or f"{DEFAULT_LAYERS.get(cfg.backbone, '?')} (the backbone's default)"),
+        ("pooling", cfg.pooling),
+        ("scales", ", ".join(f"{s:.3g}" for s in cfg.scales)),
+        ("max size", f"longer side at most {cfg.max_size} px" if cfg.max_size else "images as stored"),
+        ("HeW mean", f"learned on the indexed images' local features ({index.mean.shape[0]} channels)"
+         if index.mean is not None else "none (pooling is not hew)" if cfg.pooling != "hew" else "none yet"),
+        ("post-process", post + (", then the whitening" if index.whitening is not None else "")),
+        ("whitening", _whitening_summary(index, None if index.whitening_learned or index.whitening is None
+                                         else "a file given at index time")),
+        ("disk size", _human(_disk_size(args.index))),
+    ]
+    if index.whitening_learned:
+        rows[-2] = ("whitening", rows[-2][1] + " (how many is not recorded in the index)")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        _say(f"{key:<{width}}  {value}")
     return 0
 
 
 # -- search --------------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
-    from .index import Index
-
-    index = Index.load(args.index)
+    k = _validate.integer_text(args.k, "-k", minimum=1)
+    bbox = _validate.reals_text(args.bbox, "--bbox", 4, "x1,y1,x2,y2") if args.bbox is not None else None
+    index = _load_index(args.index)
+    for query in args.queries:
+        _validate.existing_file(query, "each query")
+    if args.html:
+        _validate.output_file(args.html, "--html")
+    if not len(index):
+        raise InvalidInputError(f"{args.index} holds no images: add some with `heatsearch add {args.index} PATH...`")
+    results = []
     for query in args.queries:
         t = time.perf_counter()
-        hits = index.search(query, k=args.k, rerank=args.rerank, bbox=args.bbox)
-        print(f"{query}  ({1000 * (time.perf_counter() - t):.0f} ms)")
+        hits = index.search(query, k=k, rerank=args.rerank, bbox=bbox)
+        _say(f"{query}  ({1000 * (time.perf_counter() - t):.0f} ms)")
         for r, hit in enumerate(hits, 1):
-            print(f"  {r:3d}  {hit.score:8.4f}  {hit.path}")
-        if args.html:
-            from .gallery import write_gallery
+            _say(f"  {r:3d}  {hit.score:8.4f}  {hit.path}")
+        results.append((query, hits))
+    if args.html:
+        from .gallery import write_gallery
 
-            out = args.html if len(args.queries) == 1 else args.html.replace(".html", f"-{args.queries.index(query)}.html")
-            write_gallery(out, query, hits, title=f"heatsearch: {query}")
-            print(f"  wrote {out}")
+        write_gallery(args.html, results, title=f"heatsearch: {len(results)} queries in {args.index}")
+        _say(f"wrote {args.html} ({len(results)} queries)")
     return 0
 
 
@@ -86,19 +402,34 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain_image
 
+    _validate.existing_file(args.image, "IMAGE")
+    _validate.output_file(args.output, "-o/--output")
+    scale = None
+    if args.range is not None:
+        lo, hi = _validate.reals_text(args.range, "--range", 2, "LOW,HIGH")
+        if not lo < hi:
+            raise InvalidInputError(f"--range must be LOW,HIGH with LOW < HIGH, got {args.range!r}")
+        scale = (lo, hi)
     mean, extractor = None, None
     if args.index:
-        from .index import Index
-
-        index = Index.load(args.index)
+        if args.backbone or args.layer:
+            raise InvalidInputError("--index brings its own backbone and layer: drop --backbone/--layer")
+        index = _load_index(args.index)
         mean, extractor = index.mean, index._get_extractor()
     elif args.backbone or args.layer:
+        from ..vision.backbones import BACKBONES, DEFAULT_BACKBONE, available_layers
         from ..vision.extract import Extractor
 
-        extractor = Extractor(backbone=args.backbone or "efficientnet_lite0", layer=args.layer)
-    w = explain_image(args.image, args.output, extractor=extractor, mean=mean)
-    print(f"wrote {args.output}: HeW weights on a {w.shape[0]} x {w.shape[1]} grid, "
-          f"from {w.min():.3g} (most suppressed) to {w.max():.3g}")
+        backbone = _validate.choice(args.backbone or DEFAULT_BACKBONE, "--backbone", BACKBONES)
+        if args.layer is not None:
+            _validate.choice(args.layer, "--layer", available_layers(backbone))
+        extractor = Extractor(backbone=backbone, layer=args.layer)
+    w = explain_image(args.image, args.output, extractor=extractor, mean=mean, scale=scale)
+    lo, hi = scale if scale else (float(w.min()), float(w.max()))
+    _say(f"wrote {args.output}: HeW weights on a {w.shape[0]} x {w.shape[1]} grid, from "
+         f"{float(w.min()):.3g} to {float(w.max()):.3g}")
+    _say(f"  colour scale {lo:.3g} (dark: bursty, repeated features, down-weighted) to "
+         f"{hi:.3g} (bright: distinctive features, kept)")
     return 0
 
 
@@ -111,44 +442,114 @@ def _postprocess(X: np.ndarray, steps: Sequence[str]) -> np.ndarray:
             X = power_normalize(X, p=0.5)
         elif step == "l2":
             X = l2_normalize(X)
-        elif step != "none":
-            raise HeatsearchError(f"--postprocess steps are sqrt, l2 or none, got {step!r}")
     return X
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..eval import compute_map, load_descriptors, load_ground_truth
-    from ..pipeline import rank
-    from ..postprocess import l2_normalize
+def _index_descriptors(args: argparse.Namespace, gt: Any) -> Tuple[np.ndarray, np.ndarray, str]:
+    """Database and query descriptors of an index directory, in the ground truth's order."""
+    from ..eval.ground_truth import locate
 
-    gt = load_ground_truth(args.gnd)
-    X = load_descriptors(args.db, expected_count=len(gt.images))
-    if X.shape[0] != len(gt.images):
-        raise HeatsearchError(f"{args.db}: {X.shape[0]} descriptors, but {args.gnd} lists {len(gt.images)} database images")
+    if args.postprocess is not None or args.whiten:
+        raise InvalidInputError(
+            "--postprocess and --whiten apply to descriptor files: an index's descriptors are "
+            "final (post-processed and whitened as the index was built)"
+        )
+    index = _load_index(args.db)
+    paths = list(index.paths)
+    X_all = np.asarray(index.descriptors) if len(index) else np.empty((0, 0), np.float32)
+    rows = locate([gt.image_path(n) for n in gt.images], paths, "database images of the ground truth")
+    X = np.ascontiguousarray(X_all[rows])
+    extra = len(index) - len(set(rows.tolist()))
     if args.queries:
-        Q = load_descriptors(args.queries, expected_count=len(gt.gnd))
+        Q = _query_file(args, gt, X)
     elif gt.query_indices is not None:
         Q = X[gt.query_indices]
     else:
-        raise HeatsearchError(f"{args.gnd} has separate query images: pass their descriptors with --queries")
+        qrows = locate([gt.image_path(n) for n in gt.queries], paths,
+                       "query images of the ground truth (add them to the index, or pass --queries)")
+        Q = np.ascontiguousarray(X_all[qrows])
+        extra -= len(set(qrows.tolist()) - set(rows.tolist()))
+        _warn_if_equidistant(X, Q, rows, qrows)
+    note = f"index {args.db} (descriptors as stored)"
+    if extra > 0:
+        note += f"; {extra} of its images are not in the ground truth and are left out"
+    return X, Q, note
+
+
+def _warn_if_equidistant(X: np.ndarray, Q: np.ndarray, rows: np.ndarray, qrows: np.ndarray) -> None:
+    """A PCA-whitening learned on n indexed images with n - 1 dimensions (the index's "auto"
+    whitening on a small collection) makes those images exactly equally similar to each
+    other, so queries taken from the index cannot rank the database: say so."""
+    S = np.asarray(Q, np.float64) @ np.asarray(X, np.float64).T
+    S[qrows[:, None] == rows[None, :]] = np.nan  # a query found as itself says nothing
+    if len(rows) > 2 and np.nanmax(S) - np.nanmin(S) < 1e-4:
+        warnings.warn(
+            "the index's images are all equally similar to each other (its whitening was learned on "
+            "them, queries included, with as many dimensions as images), so queries taken from the "
+            "index cannot rank them: index without the queries, or with --no-whiten"
+        )
+
+
+def _query_file(args: argparse.Namespace, gt: Any, X: np.ndarray) -> np.ndarray:
+    from ..eval import load_descriptors
+
+    _validate.existing_file(args.queries, "--queries")
+    Q = load_descriptors(args.queries, expected_count=len(gt.gnd))
     if Q.shape[0] != len(gt.gnd) or Q.shape[1] != X.shape[1]:
-        raise HeatsearchError(f"expected {len(gt.gnd)} query descriptors of dimension {X.shape[1]}, got {Q.shape}")
-    steps = [s.strip() for s in args.postprocess.split(",") if s.strip()]
-    X, Q = _postprocess(X, steps), _postprocess(Q, steps)
+        raise InvalidInputError(
+            f"{args.queries}: expected {len(gt.gnd)} query descriptors of dimension {X.shape[1]}, got {Q.shape}"
+        )
+    return Q
+
+
+def _file_descriptors(args: argparse.Namespace, gt: Any) -> Tuple[np.ndarray, np.ndarray, str]:
+    from ..eval import load_descriptors
+    from ..postprocess import l2_normalize
+
+    steps = [s.strip() for s in (args.postprocess or "sqrt,l2").split(",") if s.strip()]
+    for step in steps:
+        _validate.choice(step, "each --postprocess step", ("sqrt", "l2", "none"))
+    whitening = None
     if args.whiten:
         from ..whitening import PCAWhitening
 
-        w = PCAWhitening.load(args.whiten)
-        X, Q = l2_normalize(w.transform(X)), l2_normalize(w.transform(Q))
+        _validate.existing_file(args.whiten, "--whiten")
+        whitening = PCAWhitening.load(args.whiten)
+    X = load_descriptors(args.db, expected_count=len(gt.images))
+    if X.shape[0] != len(gt.images):
+        raise InvalidInputError(f"{args.db}: {X.shape[0]} descriptors, but {args.gnd} lists {len(gt.images)} database images")
+    if args.queries:
+        Q = _query_file(args, gt, X)
+    elif gt.query_indices is not None:
+        Q = X[gt.query_indices]
+    else:
+        raise InvalidInputError(f"{args.gnd} has separate query images: pass their descriptors with --queries")
+    X, Q = _postprocess(X, steps), _postprocess(Q, steps)
+    if whitening is not None:
+        X, Q = l2_normalize(whitening.transform(X)), l2_normalize(whitening.transform(Q))
+    steps = [s for s in steps if s != "none"]
+    return X, Q, f"post-processing: {','.join(steps) or 'none'}{' + whitening' if whitening else ''}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..eval import compute_map, load_ground_truth
+    from ..pipeline import rank
+
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(EVAL_METHODS)
+    for m in methods:
+        _validate.choice(m, "each --methods entry", tuple(EVAL_METHODS))
+    _validate.existing_file(args.gnd, "--gnd")
+    gt = load_ground_truth(args.gnd)
+    if os.path.isdir(args.db):
+        X, Q, how = _index_descriptors(args, gt)
+    else:
+        _validate.existing_file(args.db, "--db")
+        X, Q, how = _file_descriptors(args, gt)
     protocols = list(gt.protocols)
-    methods = args.methods.split(",") if args.methods else list(EVAL_METHODS)
-    unknown = [m for m in methods if m not in EVAL_METHODS]
-    if unknown:
-        raise HeatsearchError(f"unknown methods {unknown}; choose from {list(EVAL_METHODS)}")
-    print(f"{X.shape[0]} database, {Q.shape[0]} queries, d = {X.shape[1]}, post-processing: {','.join(steps) or 'none'}"
-          f"{' + whitening' if args.whiten else ''}")
-    header = "".join(f"{p[:6]:>9}" for p in protocols)
-    print(f"{'method':<12}{header}{'time':>9}")
+    _say(f"{X.shape[0]} database, {Q.shape[0]} queries, d = {X.shape[1]}, {how}")
+    name_w = max(len("method"), *(len(m) for m in methods)) + 2
+    widths = [max(9, len(p) + 2) for p in protocols]
+    _say(f"{'method':<{name_w}}" + "".join(f"{p:>{w}}" for p, w in zip(protocols, widths)) + f"{'time':>9}")
     graph = None
     for name in methods:
         t = time.perf_counter()
@@ -158,8 +559,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             graph = knn_graph(X)
         ranks, _ = rank(X, Q, rerank=EVAL_METHODS[name], graph=graph)
         elapsed = time.perf_counter() - t
-        maps = "".join(f"{100 * compute_map(ranks, gt.protocol(p)).map:9.2f}" for p in protocols)
-        print(f"{name:<12}{maps}{elapsed:8.2f}s")
+        maps = "".join(f"{100 * compute_map(ranks, gt.protocol(p)).map:{w}.2f}" for p, w in zip(protocols, widths))
+        _say(f"{name:<{name_w}}{maps}{elapsed:8.2f}s")
     return 0
 
 
@@ -167,94 +568,204 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import PHOTOS, run_demo
 
-    photos = PHOTOS[: args.photos] if args.photos else PHOTOS
-    run_demo(photos=photos, max_size=args.max_size, seed=args.seed, progress=not args.quiet)
+    n = _validate.integer_text(args.photos, "--photos", minimum=0, maximum=len(PHOTOS))
+    max_size = _validate.integer_text(args.max_size, "--max-size", minimum=16, maximum=16384)
+    seed = _validate.integer_text(args.seed, "--seed", minimum=0)
+    photos = PHOTOS[:n] if n else PHOTOS
+    run_demo(photos=photos, max_size=max_size, seed=seed, progress=not args.quiet)
     return 0
 
 
+def _add_threads(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("--threads", default=default, metavar="N",
+                   help="threads of heatsearch's kernels (search, HeW, HeR): 1-1024, or 0 for every "
+                   "core; default: $HEATSEARCH_NUM_THREADS, else every core")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="heatsearch",
         description="Image retrieval with heat diffusion (HeW aggregation, HeR re-ranking).",
         epilog="Start with `heatsearch demo`. Feature extraction needs the torch extra: pip install 'heatsearch[torch]'.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--threads", type=int, help="threads for heatsearch's kernels (default: all cores, or $HEATSEARCH_NUM_THREADS)")
+    _add_threads(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="offline copy-detection benchmark: SPoC, MAC, GeM, CroW, HeW, each +/- HeR",
-                       description="Builds a small copy-detection benchmark from the photographs shipped with "
-                       "scikit-image (crops, rotations, scaling, JPEG, colour, blur, occlusion), extracts features "
-                       "with the default backbone and prints mAP for each pooling with and without HeR re-ranking.")
-    d.add_argument("--photos", type=int, default=0, help="use only the first N photos (default: all 17)")
-    d.add_argument("--max-size", type=int, default=512, help="longer image side for extraction (default 512)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the edits (default 0)")
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=description)
+        _add_threads(c, argparse.SUPPRESS)  # also after the command; the global one otherwise
+        return c
+
+    d = command("demo", "offline copy-detection benchmark: SPoC, MAC, GeM, CroW, HeW, each +/- HeR",
+                "Builds a small copy-detection benchmark from the photographs shipped with "
+                "scikit-image (crops, rotations, scaling, JPEG, colour, blur, occlusion), extracts features "
+                "with the default backbone and prints mAP for each pooling with and without HeR re-ranking.")
+    d.add_argument("--photos", default="0", help="use only the first N photos (default: all 17)")
+    d.add_argument("--max-size", default="512", help="longer image side for extraction, 16-16384 (default 512)")
+    d.add_argument("--seed", default="0", help="seed of the edits (default 0)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
 
-    i = sub.add_parser("index", help="index a folder of images",
-                       description="Extracts, pools and post-processes every image under FOLDER (jpg, png, webp, "
-                       "bmp, tiff; recursive) and saves an index directory. Unreadable files are reported and skipped.")
-    i.add_argument("folder")
-    i.add_argument("-o", "--output", required=True, help="index directory to write (replaced atomically)")
-    i.add_argument("--backbone", default="efficientnet_lite0", help="efficientnet_lite0 (default, offline), vgg16, resnet50, resnet101")
-    i.add_argument("--layer", default=None, help="backbone layer (default: the backbone's default)")
-    i.add_argument("--max-size", type=int, default=1024, help="longer image side, never upscaled (default 1024, the paper)")
+    i = command("index", "index a folder of images",
+                "Extracts, pools and post-processes every image under FOLDER (jpg, jpeg, png, webp, bmp, "
+                "tif, tiff; recursive) and saves an index folder. All arguments are checked before the first "
+                "image is read. Files that cannot be indexed (unreadable images, broken or looping symbolic "
+                "links, links to folders, which are not followed) are listed with the reason and skipped; "
+                "an empty folder is an error. Prints what the index learned: the HeW centering mean and the "
+                "PCA-whitening.")
+    i.add_argument("folder", metavar="FOLDER")
+    i.add_argument("-o", "--output", required=True, metavar="INDEX",
+                   help="index folder to write: a new folder, or an existing index, which is replaced "
+                   "atomically (any other existing folder or file is refused)")
+    i.add_argument("--backbone", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (default, installs offline), vgg16, resnet50, resnet101 (local weight files)")
+    i.add_argument("--layer", default=None, help="backbone layer (default: the backbone's default, e.g. head)")
+    i.add_argument("--max-size", default="1024", help="longer image side, 16-16384, never upscaled (default 1024, the paper's)")
     i.add_argument("--pooling", default="hew", help="hew (default), spoc, mac, gem, rmac, crow")
-    i.add_argument("--whiten", help="a PCAWhitening .npz fitted on a separate image set (default: learned on "
-                   "the indexed images themselves once there are 64 of them)")
+    i.add_argument("--whiten", metavar="FILE", help="a PCAWhitening .npz fitted on a separate image set (default: "
+                   "learned on the indexed images themselves once there are 64 of them)")
     i.add_argument("--no-whiten", action="store_true", help="no whitening at all")
     i.add_argument("--single-scale", action="store_true", help="one scale instead of 1, 1/sqrt(2), 1/2 (faster)")
-    i.add_argument("--no-recursive", action="store_true", help="only the folder itself")
+    i.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.set_defaults(func=cmd_index)
 
-    s = sub.add_parser("search", help="search an index with query images",
-                       description="Prints the best matches of each query image, optionally re-ranked.")
-    s.add_argument("index")
-    s.add_argument("queries", nargs="+", help="query image file(s)")
-    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    s.add_argument("--rerank", choices=["heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"], help="re-ranking (default none)")
-    s.add_argument("--bbox", type=_bbox, help="crop the query to x1,y1,x2,y2 (pixels of the original image)")
-    s.add_argument("--html", help="also write an HTML page with thumbnails")
+    a = command("add", "add images to an index",
+                "Adds image files, and the images under folders (walked like `index`), to INDEX: extracted "
+                "with the index's own settings, described with its HeW mean and whitening, saved atomically. "
+                "Images already in the index are left as they are.")
+    a.add_argument("index", metavar="INDEX")
+    a.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    a.add_argument("--no-recursive", action="store_true", help="only the folders themselves, not their subfolders")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_add)
+
+    r = command("remove", "remove images from an index",
+                "Removes images from INDEX by path (a folder removes every indexed image under it; the "
+                "files need not exist any more) and saves it atomically. A path that is not in the index "
+                "is an error and nothing is removed.")
+    r.add_argument("index", metavar="INDEX")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="image paths or folders")
+    r.set_defaults(func=cmd_remove)
+
+    n = command("info", "what an index holds and how it was built",
+                "Prints the number of images, the descriptor dimension, backbone, layer, pooling, scales, "
+                "the HeW centering mean, the post-processing and whitening, and the size on disk.")
+    n.add_argument("index", metavar="INDEX")
+    n.set_defaults(func=cmd_info)
+
+    s = command("search", "search an index with query images",
+                "Prints the best matches of each query image, optionally re-ranked; --html writes one page "
+                "with every query and its matches.")
+    s.add_argument("index", metavar="INDEX")
+    s.add_argument("queries", nargs="+", metavar="QUERY", help="query image file(s)")
+    s.add_argument("-k", default="10", help="results per query, >= 1 (default 10)")
+    s.add_argument("--rerank", choices=RERANK_CHOICES, help="re-ranking (default none)")
+    s.add_argument("--bbox", metavar="X1,Y1,X2,Y2",
+                   help="crop the queries to this box first (pixels of the original image; may be negative)")
+    s.add_argument("--html", metavar="FILE", help="also write one HTML page with every query and its matches: "
+                   "thumbnails linking to the original images")
     s.set_defaults(func=cmd_search)
 
-    e = sub.add_parser("explain", help="draw HeW's weight map over an image",
-                       description="Writes a PNG of IMAGE with its HeW weights on top: dark regions are the bursty "
-                       "features the heat diffusion suppresses.")
-    e.add_argument("image")
-    e.add_argument("-o", "--output", required=True, help="PNG to write")
-    e.add_argument("--index", help="use this index's backbone and centering mean")
-    e.add_argument("--backbone", help="backbone when no index is given")
+    e = command("explain", "draw HeW's weight map over an image",
+                "Writes a PNG of IMAGE with its HeW weights on top and a colour bar below: dark (black, "
+                "purple) regions are bursty, repeated features that HeW down-weights, bright (orange, "
+                "yellow) ones distinctive features it keeps. The colour bar shows the scale (the image's "
+                "lowest to highest weight, or --range) and the command prints it too.")
+    e.add_argument("image", metavar="IMAGE")
+    e.add_argument("-o", "--output", required=True, metavar="PNG", help="PNG to write")
+    e.add_argument("--index", help="use this index's backbone, layer and HeW centering mean")
+    e.add_argument("--backbone", help="backbone when no index is given (default efficientnet_lite0)")
     e.add_argument("--layer", help="layer when no index is given")
+    e.add_argument("--range", metavar="LOW,HIGH",
+                   help="weights drawn darkest and brightest (default: the image's own lowest and highest): "
+                   "the same range gives several pictures the same colour scale")
     e.set_defaults(func=cmd_explain)
 
-    v = sub.add_parser("evaluate", help="mAP of descriptors on a benchmark, plain and re-ranked",
-                       description="Loads descriptors (.npy rows, or MATLAB .mat) and ground truth (revisitop .pkl, "
-                       "the authors' .mat, heatsearch JSON) and prints mAP (E/M/H for the revisited datasets) of "
-                       "plain search, +AQE, +alpha-QE, +HeR, +AQE+HeR and +diffusion, with timings.")
-    v.add_argument("--db", required=True, help="database descriptors (.npy or .mat)")
+    v = command("evaluate", "mAP of descriptors or of an index on a benchmark, plain and re-ranked",
+                "Loads descriptors (an index folder, .npy rows, or MATLAB .mat) and ground truth (revisitop .pkl, "
+                "the authors' .mat, heatsearch JSON) and prints mAP (E/M/H for the revisited datasets) of "
+                "plain search, +AQE, +alpha-QE, +HeR, +AQE+HeR and +diffusion, with timings. With an index, "
+                "the ground truth's images are found among the index's by path (JSON names are paths "
+                "relative to the JSON file), and so are separate query images unless --queries is given.")
+    v.add_argument("--db", required=True, help="an index folder, or database descriptors (.npy or .mat)")
     v.add_argument("--gnd", required=True, help="ground truth (.pkl, .mat or .json)")
-    v.add_argument("--queries", help="query descriptors (default: the database rows of the ground truth's query indices)")
-    v.add_argument("--postprocess", default="sqrt,l2", help="comma-separated steps: sqrt, l2, none (default sqrt,l2)")
-    v.add_argument("--whiten", help="a PCAWhitening .npz (learned on another dataset), applied last, then L2")
+    v.add_argument("--queries", help="query descriptors (default: the ground truth's query images, from the "
+                   "database or the index)")
+    v.add_argument("--postprocess", help="descriptor files only: comma-separated steps sqrt, l2, none "
+                   "(default sqrt,l2); an index's descriptors are final")
+    v.add_argument("--whiten", help="descriptor files only: a PCAWhitening .npz (learned on another dataset), "
+                   "applied last, then L2")
     v.add_argument("--methods", help=f"comma-separated subset of {','.join(EVAL_METHODS)}")
     v.set_defaults(func=cmd_evaluate)
     return p
 
 
+def _argv_with_number_lists(argv: Sequence[str]) -> List[str]:
+    """``--bbox -10,0,50,50`` as ``--bbox=-10,0,50,50`` (argparse would take the value for
+    an option: it starts with "-" and is not one plain negative number)."""
+    out: List[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in _NUMBER_LIST_OPTIONS and re.match(r"^-[0-9.]", nxt):
+            out.append(f"{arg}={nxt}")
+            next(it, None)
+        else:
+            out.append(arg)
+    return out
+
+
+def _os_message(e: OSError) -> str:
+    """An operating-system error as the user sees it: what failed and on which of THEIR
+    paths (the temporary file or folder of an atomic write is replaced by its folder)."""
+    name = e.filename
+    what = e.strerror or _one_line(e)
+    if name is None:
+        return what
+    parts = Path(str(name)).parts
+    for i, part in enumerate(parts):
+        if re.match(r"^\..+\.(tmp|old)(-|$)", part):  # .NAME.tmp-XXXX, .NAME.XXXX.tmp, .NAME.old-XXXX
+            return f"cannot write in {os.path.abspath(Path(*parts[:i]) if i else '.')}: {what}"
+    return f"{name}: {what}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        from ..threads import set_num_threads
+    args = parser.parse_args(_argv_with_number_lists(sys.argv[1:] if argv is None else list(argv)))
+    command = args.command
+    status, error = 2, ""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            if args.threads is not None:
+                from ..threads import set_num_threads
 
-        set_num_threads(args.threads)
-    try:
-        return int(args.func(args))
-    except (HeatsearchError, OSError) as e:
-        print(f"heatsearch {args.command}: error: {e}", file=sys.stderr)
-        return 2
+                set_num_threads(_threads(args.threads))
+            status = int(args.func(args))
+        except HeatsearchError as e:
+            error = f"error: {_one_line(e)}"
+        except OSError as e:
+            error = f"error: {_one_line(_os_message(e))}"
+        except MemoryError:
+            error = "error: out of memory (try fewer or smaller images, or --max-size)"
+        except KeyboardInterrupt:
+            error, status = "interrupted", 130
+        except Exception as e:  # a bug: said in one line, with where to report it
+            error = (f"error: internal error ({type(e).__name__}: {_one_line(e)}); "
+                     f"please report it with the command at {ISSUES_URL}")
+    listed = getattr(args, "_listed", [])
+    seen = set()
+    for w in caught:
+        text = _one_line(w.message)
+        if text in seen or any(p in text for p in listed):  # said once, or listed already
+            continue
+        seen.add(text)
+        _note(command, f"warning: {text}")
+    if error:
+        _note(command, error)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,9 @@
   ``queries`` (names) or ``query_indices`` (0-based database indices of queries that are
   database images) or both must be present; ``junk`` and ``bbx`` are optional. A revisited
   ground truth stores ``{"easy": [...], "hard": [...], "junk": [...]}`` entries instead of
-  ``ok``/``junk``. :func:`save_ground_truth_json` writes this format atomically.
+  ``ok``/``junk``. :func:`save_ground_truth_json` writes this format atomically. Names may be
+  image paths, absolute or relative to the JSON file's folder (:meth:`GroundTruth.image_path`):
+  ``heatsearch evaluate --db INDEX_DIR`` finds them among the index's images (:func:`locate`).
 
 What the shared benchmark files hold (checked by the tests): the classic Oxford5k/Paris6k
 ``.mat`` files list each query image among its own positives (``ok``), as the original Oxford
@@ -59,6 +61,7 @@ __all__ = [
     "GroundTruth",
     "load_ground_truth",
     "save_ground_truth_json",
+    "locate",
     "JSON_FORMAT",
     "JSON_VERSION",
 ]
@@ -86,6 +89,8 @@ class GroundTruth:
             ``junk`` (revisited), 0-based int64 arrays, and ``bbx``, the query's box
             ``[x1, y1, x2, y2]`` as float64 pixel coordinates, when known.
         revisited: whether ``gnd`` is in the revisited (easy/hard/junk) format.
+        folder: the folder relative image names are paths from (a JSON ground truth's own
+            folder, set by :func:`load_ground_truth`), or ``None``: see :meth:`image_path`.
 
     Construct it directly to build a JSON ground truth for your own data; the constructor
     converts the fields and checks them (InvalidInputError on inconsistencies).
@@ -96,6 +101,7 @@ class GroundTruth:
     query_indices: Optional[np.ndarray]
     gnd: List[Dict[str, np.ndarray]]
     revisited: bool
+    folder: Optional[str] = None
 
     def __post_init__(self) -> None:
         images = _names(self.images, "images")
@@ -148,6 +154,14 @@ class GroundTruth:
         object.__setattr__(self, "query_indices", qidx)
         object.__setattr__(self, "gnd", gnd)
         object.__setattr__(self, "revisited", rev)
+
+    def image_path(self, name: str) -> str:
+        """``name`` (one of :attr:`images` or :attr:`queries`) as a path: a relative name is
+        taken from :attr:`folder` when there is one (a JSON ground truth names images by path
+        relative to the JSON file), else returned as it is."""
+        if self.folder is None or os.path.isabs(name):
+            return os.path.normpath(name)
+        return os.path.normpath(os.path.join(self.folder, name))
 
     @property
     def n_images(self) -> int:
@@ -379,7 +393,59 @@ def _gt_from_json(p: Path) -> GroundTruth:
     else:
         qi = _indices(qidx, "query_indices", len(images))
         queries = [images[i] for i in qi]
-    return _ground_truth(images, queries, qidx, entries, p)
+    gt = _ground_truth(images, queries, qidx, entries, p)
+    object.__setattr__(gt, "folder", os.path.abspath(p.parent))
+    return gt
+
+
+def locate(names: Sequence[str], paths: Sequence[str], what: str) -> np.ndarray:
+    """The row of each of ``names`` among ``paths`` (an index's image paths): ``(len(names),)``
+    int64.
+
+    A name matches the path equal to it (both made absolute and normalised), else the one
+    path that ends with it at a folder boundary, with or without the file's extension (so
+    that revisitop's ``all_souls_000013`` finds ``.../jpg/all_souls_000013.jpg``).
+
+    Raises:
+        InvalidInputError: names found nowhere or in several paths (the first few named;
+            ``what`` says which list they come from, e.g. ``"database images"``).
+    """
+    exact = {os.path.normpath(os.path.abspath(p)): i for i, p in enumerate(paths)}
+    by_base: Dict[str, List[int]] = {}
+    for i, p in enumerate(paths):
+        base = os.path.basename(p)
+        by_base.setdefault(base, []).append(i)
+        stem = os.path.splitext(base)[0]
+        if stem != base:
+            by_base.setdefault(stem, []).append(i)
+    rows, missing, ambiguous = [], [], []
+    for name in names:
+        row = exact.get(os.path.normpath(os.path.abspath(name)))
+        if row is None:
+            tail = os.sep + os.path.normpath(name).lstrip(os.sep)
+            found = sorted(
+                {
+                    i
+                    for i in by_base.get(os.path.basename(os.path.normpath(name)), [])
+                    if (os.sep + os.path.normpath(paths[i])).endswith(tail)
+                    or (os.sep + os.path.splitext(os.path.normpath(paths[i]))[0]).endswith(tail)
+                }
+            )
+            if len(found) == 1:
+                row = found[0]
+            elif found:
+                ambiguous.append(name)
+            else:
+                missing.append(name)
+        rows.append(-1 if row is None else row)
+    for bad, why in ((missing, "not found"), (ambiguous, "matching several images")):
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise InvalidInputError(
+                f"{len(bad)} of the {len(names)} {what} {why} in the index: "
+                f"{', '.join(bad[:3])}{more}"
+            )
+    return np.asarray(rows, np.int64)
 
 
 def _json_ints(v: Any, name: str) -> None:

@@ -196,7 +196,8 @@ class PCAWhitening:
         # Centre first, then project: projecting X and the mean separately would subtract two
         # large, nearly equal numbers along low-variance directions.
         centred = arr.astype(work, copy=False) - self.mean_.astype(work)
-        out = np.ascontiguousarray(centred @ self.projection_.astype(work), dtype=arr.dtype)
+        with np.errstate(over="ignore"):  # an overflow is reported just below
+            out = np.ascontiguousarray(centred @ self.projection_.astype(work), dtype=arr.dtype)
         if not np.isfinite(out).all():
             raise InvalidInputError(
                 f"X is too far from the training set: its whitened values overflow {arr.dtype} "

@@ -42,6 +42,7 @@ def _bbox(text: str) -> List[float]:
 # -- index ---------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     from .index import Index, IndexConfig
+    from .storage import check_target
     from ..whitening import PCAWhitening
 
     config = IndexConfig(
@@ -53,6 +54,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         whiten="none" if args.no_whiten else "auto",
     )
     whitening = PCAWhitening.load(args.whiten) if args.whiten else None
+    # Refuse a target that is not an index before spending the extraction on it.
+    check_target(args.output)
     t = time.perf_counter()
     index = Index.build(args.folder, config, whitening=whitening, recursive=not args.no_recursive, progress=not args.quiet)
     index.save(args.output)

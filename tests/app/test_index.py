@@ -79,6 +79,20 @@ def test_search_by_array_and_descriptor_and_box(index, photo_folder):
         index.search(d, rerank="magic")
 
 
+def test_search_by_encoded_bytes_and_file_object_with_the_real_network(index, photo_folder):
+    path = str(photo_folder / "astronaut" / "crop.jpg")
+    by_path = index.search(path, k=4, rerank="heat")
+    with open(path, "rb") as f:
+        by_file = index.search(f, k=4, rerank="heat")
+    with open(path, "rb") as f:
+        by_bytes = index.search(f.read(), k=4, rerank="heat")
+    for hits in (by_file, by_bytes):
+        assert [h.path for h in hits] == [h.path for h in by_path]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in by_path], rtol=1e-5, atol=1e-6)
+    many = index.search_many([path, Path(path).read_bytes()], k=4, rerank="heat")
+    assert [h.path for h in many[0]] == [h.path for h in many[1]] == [h.path for h in by_path]
+
+
 def test_round_trip(index, tmp_path):
     index.save(tmp_path / "idx")
     loaded = Index.load(tmp_path / "idx", extractor=index.extractor)

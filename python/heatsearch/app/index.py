@@ -417,14 +417,15 @@ class Index:
         _validate.image_source(image, "image")
         if bbox is not None:
             _validate.bbox(bbox)
-        return self._describe_images([image], [bbox])[0]
+        return self._describe_images([image], [bbox], True)[0]
 
-    def _describe_images(self, images: Sequence[Any], bboxes: Sequence[Any]) -> np.ndarray:
+    def _describe_images(self, images: Sequence[Any], bboxes: Sequence[Any], single: bool) -> np.ndarray:
         """Final descriptors ``(m, d)`` float32 of checked images (batched extraction when the
-        extractor streams, one post-processing for all)."""
+        extractor streams, one post-processing for all); ``single``: errors are not prefixed
+        with the query's position."""
         extractor = self._get_extractor()
         pooled: List[Optional[np.ndarray]] = [None] * len(images)
-        if hasattr(extractor, "feature_maps") and len(images) > 1:
+        if hasattr(extractor, "feature_maps") and not single:
             try:
                 for i, fmap in extractor.feature_maps(images, bboxes):
                     pooled[i] = self._pool(fmap)
@@ -436,7 +437,7 @@ class Index:
                 try:
                     pooled[i] = self._pool(extractor.feature_map(image, bbox=box))
                 except (OSError, ValueError, TypeError) as e:
-                    if len(images) == 1:
+                    if single:
                         raise
                     raise _about_query(e, i) from e
         rows = np.stack([p for p in pooled if p is not None])
@@ -464,7 +465,7 @@ class Index:
 
         Every argument is checked before any image is read.
         """
-        return self.search_many([query], k, rerank=rerank, bboxes=[bbox])[0]
+        return self._search([query], k, rerank, [bbox], single=True)[0]
 
     def search_many(
         self,
@@ -492,10 +493,15 @@ class Index:
                 is read); ImageReadError: a query image cannot be read (the message gives its
                 position in ``queries``).
         """
+        items = self._query_list(queries)
+        return self._search(items, k, rerank, self._query_boxes(bboxes, len(items)), single=False)
+
+    def _search(
+        self, items: List[Any], k: Any, rerank: Any, boxes: List[Any], *, single: bool
+    ) -> List[List[SearchHit]]:
+        """:meth:`search` (``single``: its argument names in messages) and :meth:`search_many`."""
         kk = _validate.optional_integer(k, "k", minimum=1)
         _validate.choice(rerank, "rerank", RERANKERS)
-        items = self._query_list(queries)
-        boxes = self._query_boxes(bboxes, len(items))
         if not len(self):
             raise InvalidInputError("the index is empty: add images before searching")
         X = np.asarray(self.descriptors)
@@ -503,7 +509,7 @@ class Index:
         Q = np.empty((len(items), d), X.dtype)
         images = []
         for i, (item, box) in enumerate(zip(items, boxes)):
-            name = "query" if len(items) == 1 else f"queries[{i}]"
+            name = "query" if single else f"queries[{i}]"
             if isinstance(item, np.ndarray) and item.ndim == 1:
                 if box is not None:
                     raise InvalidInputError(f"a bbox crops an image query, but {name} is a descriptor")
@@ -511,10 +517,10 @@ class Index:
             else:
                 _validate.image_source(item, name)
                 if box is not None:
-                    _validate.bbox(box, "bbox" if len(items) == 1 else f"bboxes[{i}]")
+                    _validate.bbox(box, "bbox" if single else f"bboxes[{i}]")
                 images.append(i)
         if images:
-            Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images])
+            Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images], single)
         if rerank == "diffusion":
             with self._lock:
                 if self._graph is None:
@@ -559,7 +565,7 @@ class Index:
         pooling, post-processing and a search, so that the first real query does not pay for
         loading the weights and the first-run set-up of torch and of heatsearch's threads."""
         image = np.random.default_rng(0).integers(0, 256, (WARMUP_SIZE, WARMUP_SIZE, 3), dtype=np.uint8)
-        q = self._describe_images([image], [None])
+        q = self._describe_images([image], [None], True)
         if len(self):
             rank(np.asarray(self.descriptors), q.astype(np.asarray(self.descriptors).dtype), k=1)
 

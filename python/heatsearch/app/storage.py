@@ -1,6 +1,6 @@
 """The on-disk format of an image index, written so that nothing a user had is ever lost.
 
-An index is a directory (format version 2, heatsearch 0.3)::
+An index is a directory (format version 2)::
 
     INDEX/
       index.json                {"format": "heatsearch-index", "version": 2, "data": "data-..."}
@@ -259,17 +259,18 @@ def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]
     w = index.whitening
     if w is not None and not (isinstance(w, PCAWhitening) and w.is_fitted):
         raise _Bad(WHITENING, f"whitening must be a fitted PCAWhitening, got {w!r}")
+    w_in, w_out = _whitening_dims(w)
     mean = None if index.mean is None else np.asarray(index.mean)
     if index.pooled is not None:
         channels = int(np.shape(index.pooled)[-1])
     elif w is not None:
-        channels = int(w.mean_.shape[0])  # type: ignore[union-attr]
+        channels = w_in
     else:
         channels = int(mean.shape[0]) if mean is not None and mean.ndim == 1 else 0
     if index.descriptors is not None:
         dim = int(np.shape(index.descriptors)[-1])
     else:
-        dim = int(w.dim_) if w is not None else channels
+        dim = w_out if w is not None else channels
     n = len(index.paths)
     desc = np.zeros((0, dim), np.float32) if index.descriptors is None else np.asarray(index.descriptors)
     pooled = np.zeros((0, channels), np.float32) if index.pooled is None else np.asarray(index.pooled)
@@ -553,12 +554,12 @@ def _check_arrays(
     if mean is not None:
         if mean.dtype not in _validate.FLOAT_DTYPES:
             raise _Bad(MEAN, f"must be float32 or float64, got dtype {mean.dtype}")
-        if known and mean.shape != (c,):
+        if mean.ndim != 1 or (known and mean.shape != (c,)):
             raise _Bad(MEAN, f"must have shape (channels,) = ({c},), got {mean.shape}")
         with _field(MEAN):
             _validate.finite(mean, "its values")
     if whitening is not None and known:
-        w_in, w_out = int(whitening.mean_.shape[0]), int(whitening.dim_)  # type: ignore[union-attr]
+        w_in, w_out = _whitening_dims(whitening)
         if (w_in, w_out) != (c, d):
             raise _Bad(
                 WHITENING,
@@ -567,6 +568,13 @@ def _check_arrays(
             )
     elif whitening is None and d != c:
         raise _Bad(DESCRIPTORS, f"dimension {d} differs from the pooled descriptors' {c}, and there is no whitening to change it")
+
+
+def _whitening_dims(whitening: Optional[PCAWhitening]) -> Tuple[int, int]:
+    """``(input d, output dim)`` of a fitted whitening; ``(0, 0)`` for None."""
+    if whitening is None or whitening.mean_ is None or whitening.dim_ is None:
+        return 0, 0
+    return int(whitening.mean_.shape[0]), int(whitening.dim_)
 
 
 class _field:
@@ -578,10 +586,9 @@ class _field:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
         if isinstance(value, HeatsearchError) and not isinstance(value, _Bad):
             raise _Bad(self.file, str(value)) from None
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

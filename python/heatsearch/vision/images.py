@@ -226,10 +226,11 @@ def to_rgb(image: ImageLike, exif_transpose: bool = True) -> np.ndarray:
     if callable(getattr(image, "read", None)):
         # A file object (an open file, an upload stream): read to its end, so that streams
         # that cannot seek (pipes, sockets) decode too.
-        file_name = getattr(image, "name", None)
+        stream: Any = image
+        file_name = getattr(stream, "name", None)
         name = f"{file_name!r}" if isinstance(file_name, str) else "from a file object"
         try:
-            data = image.read()
+            data = stream.read()
         except OSError as e:
             raise ImageReadError(f"cannot read image {name}: {e}") from e
         if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -145,6 +145,8 @@ CASES = {
     "paths too few": (meta(paths=[f"sub/img{i:02d}.jpg" for i in range(11)]), "'paths' has 11 entries, 'count' says 12"),
     "paths twice": (meta(paths=["sub/img00.jpg"] * 12), "'paths' lists 'sub/img00.jpg' twice"),
     "paths empty string": (meta(paths=[""] + [f"sub/img{i:02d}.jpg" for i in range(1, 12)]), "'paths'\\[0\\]"),
+    "paths leaving the root": (meta(paths=["../x.jpg"] + [f"sub/img{i:02d}.jpg" for i in range(1, 12)]), "normalised relative to the root"),
+    "paths not normalised": (meta(paths=["sub//./img00.jpg"] + [f"sub/img{i:02d}.jpg" for i in range(1, 12)]), "no '.', '..' or empty parts"),
     "count true": (meta(count=True), "'count' must be an int, got bool"),
     "count negative": (meta(count=-1), "'count' must be >= 0"),
     "dim another": (meta(dim=7), "descriptors.npy: must have shape \\(count, dim\\) = \\(12, 7\\)"),

@@ -526,6 +526,10 @@ def _check_meta(meta: Any, version: int) -> None:
     for i, p in enumerate(paths):
         if not isinstance(p, str) or not p or "\x00" in p:
             raise _Bad(META, f"'paths'[{i}] must be a non-empty string (a file path), got {p!r}")
+        # Version 2 stores paths inside the root normalised ("a/b.jpg": no '', '.' or '..'
+        # parts), so that they join to the root as they are; the others absolute.
+        if version >= 2 and not os.path.isabs(p) and any(part in ("", ".", "..") for part in p.split("/")):
+            raise _Bad(META, f"'paths'[{i}] must be absolute or normalised relative to the root (no '.', '..' or empty parts), got {p!r}")
     if len(set(paths)) != len(paths):
         seen: set = set()
         dup = next(p for p in paths if p in seen or seen.add(p))  # type: ignore[func-returns-value]

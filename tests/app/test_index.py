@@ -195,6 +195,29 @@ def test_refuses_to_replace_a_folder_that_is_not_an_index(index, tmp_path):
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
 
 
+@pytest.mark.parametrize(
+    "field, value, error, message",
+    [
+        ("pooling", "magic", ValueError, "pooling must be one of 'hew'"),
+        ("backbone", "alexnet", ValueError, "backbone must be one of 'efficientnet_lite0'"),
+        ("layer", 3, TypeError, "layer must be a string or None"),
+        ("max_size", 0, ValueError, "max_size must be >= 1"),
+        ("max_size", 512.0, TypeError, "max_size must be an int or None, got float"),
+        ("scales", (), ValueError, "scales must hold at least one number"),
+        ("scales", (1.0, -0.5), ValueError, "scales\\[1\\] must be a finite number > 0"),
+        ("power", 0, ValueError, "power must be a finite number > 0"),
+        ("mean_sample", 0, ValueError, "mean_sample must be >= 1"),
+        ("whiten", "sometimes", ValueError, "whiten must be one of"),
+    ],
+)
+def test_a_configuration_is_checked_when_made(field, value, error, message):
+    """Before, IndexConfig(pooling="magic") was accepted and failed at the first image (and an
+    index saved with it loaded)."""
+    with pytest.raises(error, match=message):
+        IndexConfig(**{field: value})
+    assert IndexConfig(scales=[1, 0.5]).scales == (1.0, 0.5)
+
+
 def test_empty_index_and_bad_folder(tmp_path, extractor):
     empty = Index(extractor=extractor)
     with pytest.raises(ValueError, match="empty"):

@@ -334,7 +334,8 @@ def test_leftovers_of_dead_writers_are_removed_and_only_those(tmp_path):
     live = _leftover(target, os.getppid(), start=_writers._start_time(os.getppid()))  # a running process
     of_other_index = _leftover(other, dead)
     (tmp_path / ".idx.tmp-abcd1234").mkdir()  # heatsearch 0.2's leftover beside the index
-    Index.load(target)
+    with pytest.warns(UserWarning, match="heatsearch 0.1/0.2 left 1 folder.*'.idx.tmp-abcd1234'.*does not delete"):
+        Index.load(target)
     names = set(os.listdir(target))
     assert not names & set(gone)
     assert {foreign_host, live} <= names
@@ -342,7 +343,8 @@ def test_leftovers_of_dead_writers_are_removed_and_only_those(tmp_path):
     assert (tmp_path / ".idx.tmp-abcd1234").is_dir()
     # A save removes them too (before writing, so their space is free for it).
     again = _leftover(target, dead)
-    small_index(tmp_path, seed=2).save(target)
+    with pytest.warns(UserWarning, match="heatsearch 0.1/0.2 left 1 folder"):
+        small_index(tmp_path, seed=2).save(target)
     assert again not in os.listdir(target)
     assert {foreign_host, live} <= set(os.listdir(target))
 
@@ -396,6 +398,28 @@ print("saved", flush=True)
     assert same(storage.read_index(target), theirs)  # the last switch wins
     # Our superseded version (ours, no save of ours writing it) was collected by that load.
     assert sorted(os.listdir(target)) == sorted(["index.json", staging[0]])
+
+
+def test_a_version1_save_killed_between_its_renames_is_recovered(tmp_path):
+    """heatsearch 0.2 moved the index aside to .NAME.old-XXXXXXXX, then renamed the new one
+    in: killed in between, nothing was at NAME. Load puts the old one back."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    old, new = small_index(root, n=6), small_index(root, n=8, seed=1)
+    write_version1(tmp_path / ".idx.old-ab12cd34", old)
+    write_version1(tmp_path / ".idx.tmp-ef56gh78", new)
+    with pytest.warns(UserWarning) as caught:
+        loaded = Index.load(tmp_path / "idx")
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "moved the index aside to" in messages and "back in place" in messages
+    assert "left 1 folder(s)" in messages and ".idx.tmp-ef56gh78" in messages
+    assert loaded.paths == old.paths
+    assert (tmp_path / ".idx.tmp-ef56gh78").is_dir()  # not deleted: reported
+    # Two candidates: which one is the user's cannot be told.
+    write_version1(tmp_path / ".two.old-ab12cd34", old)
+    write_version1(tmp_path / ".two.old-zz12cd34", new)
+    with pytest.raises(IndexFileError, match="left 2 complete indexes beside it .*rename the one to keep to 'two'"):
+        Index.load(tmp_path / "two")
 
 
 def test_writers_are_told_apart(tmp_path):

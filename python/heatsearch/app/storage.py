@@ -32,6 +32,11 @@ retries when a concurrent save removed the version being read, and then removes 
 and the version-1 files a conversion did not get to remove. Never another index's files (it
 looks only inside its own directory), never the version a running save is writing.
 
+What heatsearch 0.1/0.2's saves left BESIDE an index (hidden ``.NAME.tmp-*`` / ``.NAME.old-*``
+folders) is reported by a warning on load and save, never deleted (nothing says whether a
+0.1/0.2 process still writes one, and an ``.old`` one may be the only copy); an index that such
+a save moved aside and never put back (killed between its two renames) is put back by load.
+
 **Replacing** (:func:`check_target`): an existing directory is replaced only if it is a
 heatsearch index holding nothing but an index's own files; anything else is refused before
 anything is written (the command line checks it before extracting features).
@@ -41,9 +46,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, NoReturn, Optional, Tuple, Union
@@ -230,6 +237,7 @@ def write_index(
         check()
     target = Path(directory)
     check_target(target)
+    _warn_about_version1_leftovers(target)
     target.mkdir(parents=True, exist_ok=True)
     collect_leftovers(target)  # first, so a disk that leftovers filled has room for this save
     staging = target / _writers.new_name()
@@ -352,9 +360,12 @@ def read_index(directory: PathLike, *, mmap: bool = True) -> StoredIndex:
             inconsistent file; the message names the file and what is wrong.
     """
     root = Path(directory)
+    if not os.path.lexists(root):
+        _recover_version1_swap(root)
     if not root.is_dir():
         what = "no such directory" if not os.path.lexists(root) else "not a directory"
         raise IndexFileError(f"{str(root)!r} is not a heatsearch index: no {POINTER} in it ({what})")
+    _warn_about_version1_leftovers(root)
     for attempt in range(_READ_ATTEMPTS):
         version, data = _pointer(root)
         try:
@@ -370,6 +381,57 @@ def read_index(directory: PathLike, *, mmap: bool = True) -> StoredIndex:
         collect_leftovers(root)
         return stored
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- what heatsearch 0.1/0.2's save left beside an index ---------------------------------------
+# Version 1's save wrote the new index into a hidden sibling ".NAME.tmp-XXXXXXXX", moved the old
+# one aside to ".NAME.old-XXXXXXXX", renamed the new one in, then deleted the old one. Killed in
+# between, it left these siblings (and, between the two renames, no index at NAME at all). They
+# are never deleted here: nothing tells whether a heatsearch 0.1/0.2 process is still writing
+# one, and an ".old" one may hold the only copy of an index.
+def _version1_siblings(root: Path, kind: str) -> List[Path]:
+    parent = root.absolute().parent
+    pattern = re.compile(rf"^\.{re.escape(root.name)}\.{kind}-[a-z0-9_]{{8}}$")
+    try:
+        return sorted(p for p in parent.iterdir() if pattern.match(p.name) and p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+
+
+def _recover_version1_swap(root: Path) -> None:
+    """No index at ``root``: if a save of heatsearch 0.1/0.2 was killed between its two renames,
+    the previous index is complete in one ``.NAME.old-*`` sibling: it is renamed back (the
+    state before that save), with a warning. With several candidates, the error lists them."""
+    candidates = [p for p in _version1_siblings(root, "old") if not _not_an_index(p / POINTER)]
+    if len(candidates) == 1:
+        try:
+            os.rename(candidates[0], root)
+        except OSError:
+            return  # someone else recovered it, or it cannot be moved: reported as missing
+        warnings.warn(
+            f"{str(root)!r} was missing: a save of heatsearch 0.1/0.2 was interrupted after it "
+            f"moved the index aside to {str(candidates[0])!r}; that index is back in place",
+            stacklevel=3,
+        )
+    elif candidates:
+        raise IndexFileError(
+            f"{str(root)!r} is missing, and interrupted saves of heatsearch 0.1/0.2 left "
+            f"{len(candidates)} complete indexes beside it ({', '.join(repr(str(c)) for c in candidates)}): "
+            f"rename the one to keep to {root.name!r}"
+        )
+
+
+def _warn_about_version1_leftovers(root: Path) -> None:
+    leftovers = _version1_siblings(root, "tmp") + _version1_siblings(root, "old")
+    if leftovers:
+        size = sum(f.stat().st_size for d in leftovers for f in d.rglob("*") if f.is_file())
+        warnings.warn(
+            f"interrupted saves of heatsearch 0.1/0.2 left {len(leftovers)} folder(s) beside the "
+            f"index {str(root)!r} ({size / 1e9:.2f} GB): {', '.join(repr(p.name) for p in leftovers[:3])}"
+            f"{' ...' if len(leftovers) > 3 else ''}; heatsearch does not delete them (it cannot tell "
+            "whether a heatsearch 0.1/0.2 process still writes one): delete them when none does",
+            stacklevel=3,
+        )
 
 
 class _Vanished(_Bad):

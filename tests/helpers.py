@@ -1,10 +1,12 @@
 """Helpers shared by several test modules (not a test module): memory layouts of one matrix,
-ranking assertions, and the check that a kernel releases the GIL."""
+ranking assertions, the check that a kernel releases the GIL, and small image indexes with
+fake extractors (tests/app)."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict
+from pathlib import Path
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
@@ -93,3 +95,124 @@ def ticks_while(work: Callable[[], Any]) -> int:
     finally:
         done.set()
         counter.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Image indexes (tests/app): small in-memory indexes and fake extractors, no torch.
+# ---------------------------------------------------------------------------------------------
+def index_arrays(n: int, channels: int, *, seed: int = 0, whitening_dim: Any = None, power: Any = 0.5) -> Dict[str, Any]:
+    """Arrays of an index of ``n`` images that agree the way a built index's do: random
+    non-negative pooled descriptors ``(n, C)`` float32, a HeW-like mean, an optional
+    PCA-whitening (fitted on other random data, to ``whitening_dim``), and the final
+    descriptors = the post-processing of the pooled ones."""
+    from heatsearch.postprocess import PostProcess
+
+    rng = np.random.default_rng(seed)
+    pooled = np.abs(rng.standard_normal((n, channels))).astype(np.float32)
+    whitening = None
+    if whitening_dim is not None:
+        train = np.abs(rng.standard_normal((4 * channels, channels)))
+        whitening = PostProcess.fit(train, dim=whitening_dim, power=power).whitening
+    descriptors = PostProcess(whitening, power=power)(pooled.astype(np.float64)).astype(np.float32)
+    mean = rng.standard_normal(channels).astype(np.float32)
+    return {"pooled": pooled, "descriptors": descriptors, "mean": mean, "whitening": whitening}
+
+
+def small_index(root: Any, n: int = 12, channels: int = 16, *, pooling: str = "hew", seed: int = 0,
+                whitening_dim: Any = None, names: Any = None, extractor: Any = None) -> Any:
+    """An in-memory :class:`heatsearch.app.index.Index` of ``n`` images ``root/sub/imgNN.jpg``
+    (the files are not created) with consistent arrays (:func:`index_arrays`)."""
+    from heatsearch.app.index import Index, IndexConfig
+
+    a = index_arrays(n, channels, seed=seed, whitening_dim=whitening_dim)
+    names = names or [f"sub/img{i:02d}.jpg" for i in range(n)]
+    return Index(
+        config=IndexConfig(pooling=pooling, whiten="none"),
+        whitening=a["whitening"],
+        paths=[str(Path(root) / name) for name in names],
+        descriptors=a["descriptors"],
+        pooled=a["pooled"],
+        mean=a["mean"] if pooling == "hew" else None,
+        root=str(root),
+        extractor=extractor,
+    )
+
+
+def tree(folder: Any) -> Dict[str, bytes]:
+    """Every file under ``folder``: relative path -> content."""
+    root = Path(folder)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_version1(folder: Any, index: Any, paths: Any = None) -> None:
+    """Writes ``index`` in the layout of heatsearch 0.1/0.2 (format version 1): ``index.json``
+    holding the metadata and the arrays directly in ``folder``, paths as given (``paths``:
+    what to store instead of ``index.paths``, e.g. relative ones)."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    stored = list(index.paths) if paths is None else list(paths)
+    np.save(folder / "descriptors.npy", np.asarray(index.descriptors))
+    np.save(folder / "pooled.npy", np.asarray(index.pooled))
+    if index.mean is not None:
+        np.save(folder / "mean.npy", np.asarray(index.mean))
+    if index.whitening is not None:
+        index.whitening.save(folder / "whitening.npz")
+    meta = {
+        "format": "heatsearch-index",
+        "version": 1,
+        "config": index.config.to_dict(),
+        "count": len(stored),
+        "dim": int(np.asarray(index.descriptors).shape[1]),
+        "paths": stored,
+        "has_mean": index.mean is not None,
+        "has_whitening": index.whitening is not None,
+        "whitening_learned": index.whitening_learned,
+    }
+    (folder / "index.json").write_text(json.dumps(meta, indent=1))
+
+
+class PixelMaps:
+    """A stand-in extractor that reads images as the real one does (paths, bytes, file
+    objects, PIL images, arrays: :func:`heatsearch.vision.images.to_rgb`) and turns the pixels
+    into a small non-negative ``(h, w, 8)`` map, so one image gives one map whatever form it
+    comes in. Counts its calls; ``delay`` seconds of sleep per map (a slow network)."""
+
+    backbone, layer = "fake", "fake"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._projection = np.random.default_rng(7).standard_normal((3, 8)).astype(np.float32)
+
+    def feature_map(self, image: Any, bbox: Any = None) -> np.ndarray:
+        import time
+
+        from heatsearch.vision import images
+
+        with self._lock:
+            self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        rgb = images.to_rgb(image)
+        if bbox is not None:
+            rgb = images.crop(rgb, bbox)
+        step = max(1, min(rgb.shape[:2]) // 6)
+        cells = rgb[::step, ::step].astype(np.float32) / 255.0
+        return np.maximum(cells @ self._projection, 0.0) + np.float32(0.01)
+
+
+def write_images(folder: Any, names: Any, *, size: int = 24, seed: int = 0) -> List[str]:
+    """Random-noise images (PNG or JPEG by extension) ``folder/name``; returns their paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in names:
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size + 3, 3), dtype=np.uint8)).save(path)
+        out.append(str(path))
+    return out

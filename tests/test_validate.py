@@ -137,3 +137,40 @@ def test_functions_without_a_kernel_use_the_same_checks():
         hs.compute_map(np.array([[1, 2], [3, 3]]), [{"ok": [1]}, {"ok": [3]}])
     with pytest.raises(InvalidInputError, match=r"indices must hold database indices in \[0, 3\)"):
         hs.KnnGraph(np.array([[1], [2], [3]]), np.ones((3, 1)))
+
+
+def test_the_index_checks(tmp_path):
+    """The helpers the image index uses (_validate is the one place checks are written)."""
+    import io
+
+    from heatsearch import _validate as v
+
+    assert v.text("head", "layer") == "head" and v.text(None, "layer", none_ok=True) is None
+    with pytest.raises(InvalidDTypeError, match="layer must be a string or None, got int"):
+        v.text(5, "layer", none_ok=True)
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        v.text("", "layer")
+    assert v.real_sequence([1, 0.5], "scales", low=0.0, low_open=True) == (1.0, 0.5)
+    assert v.real_sequence(np.array([2.0]), "scales") == (2.0,)
+    for bad, error in (("1", InvalidDTypeError), ([], InvalidInputError), ([1, True], InvalidDTypeError),
+                       ([1, float("nan")], InvalidInputError)):
+        with pytest.raises(error, match="scales"):
+            v.real_sequence(bad, "scales", low=0.0, low_open=True)
+    assert v.bbox([0.4, 1, 10.6, 12]) == (0, 1, 11, 12)
+    for bad in ([1, 2, 3], [0, 0, 0.2, 5], "0,0,1,1", [0, 0, np.inf, 1]):
+        with pytest.raises(InvalidInputError, match="bbox must"):
+            v.bbox(bad)
+    assert v.directory(tmp_path, "root") == str(tmp_path)
+    with pytest.raises(InvalidInputError, match="root must be an existing directory"):
+        v.directory(tmp_path / "no", "root")
+    with pytest.raises(InvalidDTypeError, match="root must be a path"):
+        v.directory(3, "root")
+    assert v.descriptor(np.ones(4, np.float32), "query", 4).shape == (4,)
+    with pytest.raises(InvalidInputError, match="vector of length 4 .* got length 3"):
+        v.descriptor(np.ones(3, np.float32), "query", 4)
+    with pytest.raises(InvalidInputError, match="got shape \\(2, 4\\)"):
+        v.descriptor(np.ones((2, 4), np.float32), "query", 4)
+    for ok in ("a.jpg", tmp_path, b"\xff\xd8", bytearray(b"x"), memoryview(b"x"), io.BytesIO(), np.zeros((2, 2, 3))):
+        assert v.image_source(ok, "image") is ok
+    with pytest.raises(InvalidDTypeError, match="image must be an image: a path, encoded image bytes"):
+        v.image_source(3.5, "image")

@@ -103,6 +103,80 @@ def choice(value: Any, name: str, options: Sequence[Any]) -> Any:
     return value
 
 
+def text(value: Any, name: str, *, none_ok: bool = False) -> Optional[str]:
+    """A non-empty str (or None with ``none_ok``)."""
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, str):
+        kind = "a string or None" if none_ok else "a string"
+        raise InvalidDTypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(f"{name} must be a non-empty string, got ''")
+    return value
+
+
+def real_sequence(
+    value: Any, name: str, *, low: Optional[float] = None, low_open: bool = False
+) -> Tuple[float, ...]:
+    """A non-empty list or tuple of :func:`real` numbers (each within ``low``), as floats."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise InvalidDTypeError(
+            f"{name} must be a list or tuple of numbers, got {type(value).__name__}"
+        )
+    if not value:
+        raise InvalidInputError(f"{name} must hold at least one number, got none")
+    return tuple(real(v, f"{name}[{i}]", low=low, low_open=low_open) for i, v in enumerate(value))
+
+
+def bbox(value: Any, name: str = "bbox") -> Tuple[int, int, int, int]:
+    """A box ``[x1, y1, x2, y2]``: four finite numbers rounded to whole pixels with Python's
+    ``round`` (what Pillow's ``Image.crop`` does), ``x1 < x2`` and ``y1 < y2`` after rounding."""
+    try:
+        values = [float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"{name} must be four numbers [x1, y1, x2, y2], got {value!r}"
+        ) from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise InvalidInputError(f"{name} must be four finite numbers [x1, y1, x2, y2], got {value!r}")
+    x1, y1, x2, y2 = (int(round(v)) for v in values)
+    if x2 <= x1 or y2 <= y1:
+        raise InvalidInputError(
+            f"{name} must have x1 < x2 and y1 < y2 (after rounding to whole pixels), got {value!r}"
+        )
+    return x1, y1, x2, y2
+
+
+def directory(value: Any, name: str) -> str:
+    """An existing directory given as a str or ``os.PathLike``, as an absolute path (not
+    resolving symbolic links: the path the user sees)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidDTypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise InvalidInputError(f"{name} must be a non-empty text path, got {value!r}")
+    if not os.path.isdir(path):
+        raise InvalidInputError(f"{name} must be an existing directory, got {path!r} (not a directory)")
+    return os.path.abspath(path)
+
+
+def image_source(value: Any, name: str) -> Any:
+    """Something :func:`heatsearch.vision.images.to_rgb` reads: a path (str or
+    ``os.PathLike``), encoded image bytes (``bytes``, ``bytearray``, ``memoryview``), a binary
+    file object (with ``read``), a PIL image or a NumPy array (its shape and dtype are checked
+    where it is decoded). Only the type is checked here: reading is the decoder's job."""
+    if isinstance(value, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)):
+        return value
+    if type(value).__module__.startswith("PIL.") or callable(getattr(value, "read", None)):
+        return value
+    raise InvalidDTypeError(
+        f"{name} must be an image: a path, encoded image bytes, a binary file object, a PIL "
+        f"image or a NumPy array, got {type(value).__name__}"
+    )
+
+
 def heat_params(threshold: Any, ground: Any) -> Tuple[float, float]:
     """HeW's and HeR's ``threshold >= 0`` (a negative one keeps negative affinities, and the
     heat system ``M = D - A`` is no longer positive definite) and ``ground`` within the range
@@ -167,6 +241,18 @@ def vectors(x: Any, name: str, d: Optional[int] = None) -> np.ndarray:
         raise InvalidInputError(
             f"{name} must be a ({width},) vector or an (n, {width}) matrix of row vectors, got "
             f"shape {arr.shape}"
+        )
+    return arr
+
+
+def descriptor(x: Any, name: str, d: int) -> np.ndarray:
+    """One final descriptor: a float32/float64 vector of length ``d`` (kept as it is)."""
+    arr = array(x, name)
+    if arr.shape != (d,):
+        got = f"length {arr.shape[0]}" if arr.ndim == 1 else f"shape {arr.shape}"
+        raise InvalidInputError(
+            f"{name} as a descriptor must be a vector of length {d} (the index's dimension), "
+            f"got {got}"
         )
     return arr
 
@@ -626,24 +712,5 @@ def output_file(path: str, name: str) -> str:
     before any work, and so that no temporary name of the atomic write reaches a message)."""
     if os.path.isdir(path):
         raise InvalidInputError(f"{name} must be a file to write, got the folder {path!r}")
-    existing_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {name} {path!r}")
-    return path
-
-
-def index_target(path: str, name: str) -> str:
-    """A folder an image index will be written to: absent (its parent folder must exist), an
-    empty folder, or a heatsearch index (a folder holding ``index.json``), which is replaced.
-    Anything else is refused, so that no folder or file of the user's is ever replaced."""
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise InvalidInputError(
-            f"{name} must be a new folder or an existing heatsearch index, got the file {path!r}"
-        )
-    if os.path.isdir(path):
-        if os.listdir(path) and not os.path.isfile(os.path.join(path, "index.json")):
-            raise InvalidInputError(
-                f"{name} must be a new folder or an existing heatsearch index, got {path!r}, a "
-                "folder with other files in it (no index.json): refusing to replace it"
-            )
-        return path
     existing_folder(os.path.dirname(os.path.abspath(path)), f"the folder of {name} {path!r}")
     return path

@@ -22,7 +22,7 @@ def make_index(tmp_path, n=12, d=6):
     X = rng.standard_normal((n, d)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     paths = [str(tmp_path / ("db" if i < n - 3 else "queries") / f"img{i:02d}.jpg") for i in range(n)]
-    Index(config=IndexConfig(), paths=paths, descriptors=X, pooled=X.copy(), mean=np.ones(d, np.float32)).save(
+    Index(config=IndexConfig(power=None), paths=paths, descriptors=X, pooled=X.copy(), mean=np.ones(d, np.float32)).save(
         str(tmp_path / "idx"))
     return X, paths
 
@@ -95,7 +95,7 @@ def test_evaluate_warns_when_the_index_images_are_equidistant(tmp_path, capsys):
     raw = rng.standard_normal((8, 20))
     X = l2_normalize(PCAWhitening().fit(raw, dim=7).transform(raw)).astype(np.float32)
     paths = [str(tmp_path / f"img{i}.jpg") for i in range(8)]
-    Index(config=IndexConfig(), paths=paths, descriptors=X, pooled=X.copy(), mean=np.ones(20, np.float32)).save(
+    Index(config=IndexConfig(power=None), paths=paths, descriptors=X, pooled=X.copy(), mean=np.ones(7, np.float32)).save(
         str(tmp_path / "idx"))
     doc = {"format": "heatsearch-gnd", "version": 1, "images": paths[:6], "queries": paths[6:],
            "gnd": [{"ok": [0]}, {"ok": [1]}]}

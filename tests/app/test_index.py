@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,20 @@ def test_search_by_array_and_descriptor_and_box(index, photo_folder):
         index.search(d, rerank="magic")
 
 
+def test_search_by_encoded_bytes_and_file_object_with_the_real_network(index, photo_folder):
+    path = str(photo_folder / "astronaut" / "crop.jpg")
+    by_path = index.search(path, k=4, rerank="heat")
+    with open(path, "rb") as f:
+        by_file = index.search(f, k=4, rerank="heat")
+    with open(path, "rb") as f:
+        by_bytes = index.search(f.read(), k=4, rerank="heat")
+    for hits in (by_file, by_bytes):
+        assert [h.path for h in hits] == [h.path for h in by_path]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in by_path], rtol=1e-5, atol=1e-6)
+    many = index.search_many([path, Path(path).read_bytes()], k=4, rerank="heat")
+    assert [h.path for h in many[0]] == [h.path for h in many[1]] == [h.path for h in by_path]
+
+
 def test_round_trip(index, tmp_path):
     index.save(tmp_path / "idx")
     loaded = Index.load(tmp_path / "idx", extractor=index.extractor)
@@ -87,8 +102,10 @@ def test_round_trip(index, tmp_path):
     np.testing.assert_array_equal(loaded.mean, index.mean)
     q = index.paths[5]
     assert [h.path for h in loaded.search(q, k=5, rerank="heat")] == [h.path for h in index.search(q, k=5, rerank="heat")]
-    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["format"] == "heatsearch-index" and meta["version"] == 1
+    pointer = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert pointer["format"] == "heatsearch-index" and pointer["version"] == 2
+    meta = json.loads((tmp_path / "idx" / pointer["data"] / "meta.json").read_text())
+    assert meta["version"] == 2 and meta["count"] == len(index) and meta["dim"] == 1280
 
 
 def test_add_and_remove(index, photo_folder, tmp_path):
@@ -130,28 +147,32 @@ def test_corrupt_and_mismatched_indexes_raise(index, tmp_path):
     with pytest.raises(IndexFileError, match="no index.json"):
         Index.load(tmp_path)
     index.save(tmp_path / "idx")
-    meta_path = tmp_path / "idx" / "index.json"
+    pointer_path = tmp_path / "idx" / "index.json"
+    pointer = json.loads(pointer_path.read_text())
+    meta_path = tmp_path / "idx" / pointer["data"] / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text("{not json")
+    pointer_path.write_text("{not json")
     with pytest.raises(IndexFileError, match="corrupt"):
         Index.load(tmp_path / "idx")
-    meta_path.write_text(json.dumps(dict(meta, version=99)))
+    pointer_path.write_text(json.dumps(dict(pointer, version=99)))
     with pytest.raises(IndexFileError, match="version 99"):
         Index.load(tmp_path / "idx")
+    pointer_path.write_text(json.dumps(pointer))
     meta_path.write_text(json.dumps(dict(meta, paths=meta["paths"][:-1], count=meta["count"] - 1)))
-    with pytest.raises(IndexFileError, match="do not match"):
+    with pytest.raises(IndexFileError, match="descriptors.npy.*shape"):
         Index.load(tmp_path / "idx")
     meta_path.write_text(json.dumps(meta))
-    (tmp_path / "idx" / "descriptors.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(IndexFileError, match="corrupt"):
+    (tmp_path / "idx" / pointer["data"] / "descriptors.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(IndexFileError, match="descriptors.npy.*corrupt"):
         Index.load(tmp_path / "idx")
 
 
 def test_interrupted_save_keeps_the_old_index(index, tmp_path, monkeypatch):
     target = tmp_path / "idx"
     index.save(target)
-    before = {p.name: p.read_bytes() for p in target.iterdir()}
-    smaller = Index(config=index.config, paths=index.paths[:3], descriptors=np.asarray(index.descriptors)[:3], mean=index.mean)
+    before = {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    smaller = Index(config=index.config, paths=index.paths[:3], descriptors=np.asarray(index.descriptors)[:3],
+                    pooled=np.asarray(index.pooled)[:3], mean=index.mean)
 
     def fail(*args, **kwargs):
         raise OSError("disk full (simulated)")
@@ -160,8 +181,9 @@ def test_interrupted_save_keeps_the_old_index(index, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         smaller.save(target)
     monkeypatch.undo()
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx")], "temporary directories left behind"
+    assert len(list(target.iterdir())) == 2, "the failed save left its version directory behind"
     assert len(Index.load(target)) == len(index)
 
 
@@ -171,6 +193,29 @@ def test_refuses_to_replace_a_folder_that_is_not_an_index(index, tmp_path):
     with pytest.raises(IndexFileError, match="not a heatsearch index"):
         index.save(tmp_path / "precious")
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize(
+    "field, value, error, message",
+    [
+        ("pooling", "magic", ValueError, "pooling must be one of 'hew'"),
+        ("backbone", "alexnet", ValueError, "backbone must be one of 'efficientnet_lite0'"),
+        ("layer", 3, TypeError, "layer must be a string or None"),
+        ("max_size", 0, ValueError, "max_size must be >= 1"),
+        ("max_size", 512.0, TypeError, "max_size must be an int or None, got float"),
+        ("scales", (), ValueError, "scales must hold at least one number"),
+        ("scales", (1.0, -0.5), ValueError, "scales\\[1\\] must be a finite number > 0"),
+        ("power", 0, ValueError, "power must be a finite number > 0"),
+        ("mean_sample", 0, ValueError, "mean_sample must be >= 1"),
+        ("whiten", "sometimes", ValueError, "whiten must be one of"),
+    ],
+)
+def test_a_configuration_is_checked_when_made(field, value, error, message):
+    """Before, IndexConfig(pooling="magic") was accepted and failed at the first image (and an
+    index saved with it loaded)."""
+    with pytest.raises(error, match=message):
+        IndexConfig(**{field: value})
+    assert IndexConfig(scales=[1, 0.5]).scales == (1.0, 0.5)
 
 
 def test_empty_index_and_bad_folder(tmp_path, extractor):
@@ -187,7 +232,7 @@ class MapsFromNames:
     backbone, layer = "fake", "fake"
 
     def feature_map(self, image, bbox=None):
-        rng = np.random.default_rng(abs(hash(str(image))) % 2**32)
+        rng = np.random.default_rng(zlib.crc32(Path(image).name.encode()))
         return np.maximum(rng.standard_normal((4, 5, 32)), 0).astype(np.float32)
 
 

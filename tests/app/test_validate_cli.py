@@ -22,23 +22,6 @@ def test_integer_text_and_reals_text_accept():
             _validate.reals_text(bad, "--bbox", 4, "x1,y1,x2,y2")
 
 
-def test_index_target(tmp_path):
-    assert _validate.index_target(str(tmp_path / "new"), "-o") == str(tmp_path / "new")
-    (tmp_path / "empty").mkdir()
-    _validate.index_target(str(tmp_path / "empty"), "-o")
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "index.json").write_text("{}")
-    _validate.index_target(str(tmp_path / "old"), "-o")
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "thesis.tex").write_text("")
-    with pytest.raises(InvalidInputError, match="refusing to replace it"):
-        _validate.index_target(str(tmp_path / "mine"), "-o")
-    with pytest.raises(InvalidInputError, match="got the file"):
-        _validate.index_target(str(tmp_path / "mine" / "thesis.tex"), "-o")
-    with pytest.raises(InvalidInputError, match="no such folder"):
-        _validate.index_target(str(tmp_path / "no" / "new"), "-o")
-
-
 def test_files_and_folders(tmp_path):
     (tmp_path / "f").write_text("")
     assert _validate.existing_file(str(tmp_path / "f"), "IMAGE") == str(tmp_path / "f")

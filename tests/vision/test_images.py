@@ -204,6 +204,55 @@ def test_unreadable_files(tmp_path):
         im.to_rgb(tmp_path / "empty.png")
 
 
+class _Stream:
+    """A file object that can only be read (an upload stream, a pipe): no seek, no tell."""
+
+    def __init__(self, data):
+        self._data = data
+
+    def read(self, size=-1):
+        data, self._data = self._data, b""
+        return data
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_encoded_bytes_and_file_objects_decode_like_the_file(tmp_path, orientation):
+    import io
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pattern()).save(path, quality=95, exif=exif)
+    expected = im.load_image(path)
+    data = path.read_bytes()
+    for source in (data, bytearray(data), memoryview(data), io.BytesIO(data), _Stream(data)):
+        np.testing.assert_array_equal(im.to_rgb(source), expected)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(im.to_rgb(f), expected)
+    # exif_transpose=False and the rest of the pipeline take them too.
+    np.testing.assert_array_equal(im.to_rgb(data, exif_transpose=False), im.load_image(path, exif_transpose=False))
+    np.testing.assert_array_equal(im.prepare_image(data, max_size=20), im.prepare_image(path, max_size=20))
+
+
+def test_bad_bytes_and_file_objects(tmp_path):
+    import io
+
+    with pytest.raises(ImageReadError, match="0 bytes"):
+        im.to_rgb(b"")
+    with pytest.raises(ImageReadError, match="from 9 bytes"):
+        im.to_rgb(b"not a jpg")
+    with pytest.raises(ImageReadError, match="file object"):
+        im.to_rgb(io.BytesIO(b"\x89PNG but cut"))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"garbage")
+    with open(junk, "rb") as f, pytest.raises(ImageReadError, match="junk.png"):
+        im.to_rgb(f)  # a file's name is in the message
+    with open(junk, "r") as f, pytest.raises(InvalidDTypeError, match="binary mode"):
+        im.to_rgb(f)
+    with pytest.raises(InvalidDTypeError, match="encoded image bytes"):
+        im.to_rgb(["a", "list"])
+
+
 def test_list_images(tmp_path):
     files = ("b.JPG", "a.png", "c.webp", "d.tiff", "e.txt", ".hidden.jpg", "f.bmp", "g.tif")
     files += ("h.jpeg",)

@@ -207,10 +207,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     from ..whitening import PCAWhitening
     from .index import DEFAULT_SCALES, Index, IndexConfig
     from .scan import scan_folder
+    from .storage import check_target
 
     # Every argument first: nothing is extracted before all of them are known to be good.
     _validate.existing_folder(args.folder, "FOLDER")
-    _validate.index_target(args.output, "-o/--output")
+    check_target(args.output)  # an index, an empty folder or a new one: nothing else
     backbone, layer, max_size = _check_extraction(args)
     if args.whiten and args.no_whiten:
         raise InvalidInputError("--whiten FILE and --no-whiten contradict each other: pass one")
@@ -725,9 +726,11 @@ def _os_message(e: OSError) -> str:
     what = e.strerror or _one_line(e)
     if name is None:
         return what
+    from .storage import is_internal_name
+
     parts = Path(str(name)).parts
     for i, part in enumerate(parts):
-        if re.match(r"^\..+\.(tmp|old)(-|$)", part):  # .NAME.tmp-XXXX, .NAME.XXXX.tmp, .NAME.old-XXXX
+        if is_internal_name(part):
             return f"cannot write in {os.path.abspath(Path(*parts[:i]) if i else '.')}: {what}"
     return f"{name}: {what}"
 

@@ -5,13 +5,17 @@ paths they came from, and everything needed to describe a new query the same way
 extraction settings, the pooling method, the HeW centering mean learned on the database's own
 local features, and an optional PCA-whitening fitted on a separate image set.
 
-On disk an index is a directory::
+Paths: in memory, :attr:`Index.paths` are absolute, so search hits open from any working
+directory. The index records the collection's root folder (:attr:`Index.root`: the folder
+given to :meth:`Index.build`) and stores each path relative to it, so a collection moved
+together with its index is found again with ``Index.load(directory, root=new_place)``;
+:meth:`Index.sync` brings the index up to date with the files under the root.
 
-    index.json        format name and version, configuration, paths, dimension
-    descriptors.npy   (n, d) final descriptors (memory-mapped on load)
-    pooled.npy        (n, C) pooled descriptors before post-processing (to re-fit whitening)
-    mean.npy          (C,) HeW centering mean (HeW pooling only)
-    whitening.npz     the fitted PCAWhitening (when there is one)
+On disk an index is a directory (:mod:`heatsearch.app.storage`): ``index.json`` names the
+current version, a directory holding ``meta.json`` (configuration, root, relative paths),
+``descriptors.npy`` (memory-mapped on load), ``pooled.npy``, ``mean.npy`` and
+``whitening.npz``. Saving writes a complete new version and switches to it in one atomic step,
+so an existing index is never lost or half-overwritten; loading checks every field and array.
 
 Defaults, chosen by measurement on the real multi-view photographs of ``tools/quality.py``
 (README, "Retrieval quality"): EfficientNet-Lite0's head conv, longer side at most 1024 (never
@@ -19,30 +23,43 @@ upscaled), three scales (1, 1/sqrt 2, 1/2), HeW pooling, signed square root + L2
 PCA-whitening learned on the database's own pooled descriptors once it holds at least 64
 images (capped at their rank), never on queries.
 
-Saving writes a complete new directory beside the target and then swaps it in, so an existing
-index is never lost or half-overwritten when saving fails.
+Services: queries may be paths, encoded image bytes, binary file objects, PIL images, RGB
+arrays or final descriptors; :meth:`Index.search_many` describes many queries and ranks them
+in one search call; :meth:`Index.warmup` builds the extractor and runs it once before the first
+query. One extractor is built even when several threads make their first query together.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import _validate
-from ..errors import IndexFileError, InvalidInputError
+from ..aggregate import POOLINGS
+from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError
 from ..pipeline import RERANKERS, rank
 from ..postprocess import PostProcess
+from ..vision.backbones import BACKBONES
 from ..vision.images import SUPPORTED_EXTENSIONS
 from ..whitening import PCAWhitening
 from . import storage
 
-__all__ = ["Index", "IndexConfig", "SearchHit", "IndexFileError", "find_images", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "Index",
+    "IndexConfig",
+    "SearchHit",
+    "SyncResult",
+    "IndexFileError",
+    "find_images",
+    "IMAGE_EXTENSIONS",
+]
 
 #: Image files :func:`find_images` picks up (case-insensitive).
 IMAGE_EXTENSIONS = SUPPORTED_EXTENSIONS
@@ -55,16 +72,32 @@ DEFAULT_SCALES = (1.0, 0.7071067811865476, 0.5)
 #: "auto" whitening is learned on the database once it has this many images: measured on
 #: smvs_paintings (91 references, dimension capped at 90), it lifts HeW from 37.4 to 50.3 mAP.
 AUTO_WHITENING_MIN_IMAGES = 64
+#: Rows whose descriptors :meth:`Index.load` recomputes from the pooled ones (evenly spaced,
+#: first and last included) to check that the two files belong together: a whole recomputation
+#: would cost a whitening product per row (seconds for 60k images), a sample catches a file of
+#: another index, another configuration or another whitening.
+CONSISTENCY_SAMPLE = 64
+#: The side of the random image :meth:`Index.warmup` runs through the network.
+WARMUP_SIZE = 224
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How images become descriptors (defaults: see the module docstring)."""
+    """How images become descriptors (defaults: see the module docstring).
 
+    Every field is checked on construction (and so when an index is loaded):
+    InvalidInputError / InvalidDTypeError name the field.
+    """
+
+    #: One of :data:`heatsearch.vision.backbones.BACKBONES`.
     backbone: str = "efficientnet_lite0"
+    #: A layer of the backbone (None: the backbone's default; checked when the extractor is
+    #: built, which needs torch).
     layer: Optional[str] = None
-    max_size: int = 1024
+    #: Longer image side after resizing, never upscaled (None: images as stored).
+    max_size: Optional[int] = 1024
     scales: Tuple[float, ...] = DEFAULT_SCALES
+    #: One of :data:`heatsearch.aggregate.POOLINGS`.
     pooling: str = "hew"
     #: Signed power before L2 (0.5: the paper's signed square root; None: L2 only).
     power: Optional[float] = 0.5
@@ -77,8 +110,16 @@ class IndexConfig:
     mean_sample: int = 256
 
     def __post_init__(self) -> None:
+        _validate.choice(self.backbone, "backbone", BACKBONES)
+        _validate.text(self.layer, "layer", none_ok=True)
+        _validate.optional_integer(self.max_size, "max_size", minimum=1)
+        scales = _validate.real_sequence(self.scales, "scales", low=0.0, low_open=True)
+        object.__setattr__(self, "scales", scales)
+        _validate.choice(self.pooling, "pooling", tuple(POOLINGS))
+        if self.power is not None:
+            object.__setattr__(self, "power", _validate.real(self.power, "power", low=0.0, low_open=True))
         _validate.choice(self.whiten, "whiten", ("auto", "none"))
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        _validate.integer(self.mean_sample, "mean_sample", minimum=1)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -87,20 +128,44 @@ class IndexConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "IndexConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise IndexFileError(f"unknown index configuration keys: {sorted(unknown)}")
+        """The configuration ``to_dict`` wrote: every field present (a missing one would take
+        today's default, which may not be the one the index was built with), no other."""
+        if not isinstance(d, dict):
+            raise InvalidDTypeError(f"a configuration must be a dict, got {type(d).__name__}")
+        known = list(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - set(known))
+        missing = [k for k in known if k not in d]
+        if unknown or missing:
+            raise InvalidInputError(
+                f"configuration keys: {'unknown ' + str(unknown) if unknown else ''}"
+                f"{', ' if unknown and missing else ''}{'missing ' + str(missing) if missing else ''}"
+            )
         return cls(**d)
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result: the image path, its score and its row in the index."""
+    """One search result.
+
+    ``path``: the absolute path of the image (the index's root joined with the path stored
+    relative to it, see :attr:`Index.paths`); ``score``: its similarity to the query (inner
+    product of final descriptors, or the re-ranker's score); ``row``: its row in
+    :attr:`Index.descriptors`.
+    """
 
     path: str
     score: float
     row: int
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What :meth:`Index.sync` changed: absolute paths ``added`` and ``removed``, and the new
+    files ``skipped`` as unreadable, with the reason: ``(path, message)``."""
+
+    added: List[str]
+    removed: List[str]
+    skipped: List[Tuple[str, str]]
 
 
 def find_images(folder: PathLike, recursive: bool = True) -> List[str]:
@@ -117,7 +182,18 @@ class Index:
     """Final descriptors of a collection of images and the means to describe queries alike.
 
     Build one with :meth:`build` (a folder) or :meth:`add` (paths), search it with
-    :meth:`search`, persist it with :meth:`save` / :meth:`load`.
+    :meth:`search` / :meth:`search_many`, persist it with :meth:`save` / :meth:`load`, keep it
+    up to date with :meth:`sync`.
+
+    Attributes:
+        paths: absolute image paths, one per row (relative paths given to :meth:`add` are
+            made absolute against the current directory, as Python opens them).
+        descriptors: ``(n, d)`` float32 final descriptors (memory-mapped after :meth:`load`).
+        pooled: ``(n, C)`` float32 pooled descriptors before post-processing.
+        mean: ``(C,)`` HeW centering mean (HeW pooling).
+        root: the collection's folder (absolute): :meth:`build`'s folder, or ``root=``. Paths
+            are saved relative to it; None until known (then :meth:`save` records the deepest
+            folder holding every image).
     """
 
     config: IndexConfig = field(default_factory=IndexConfig)
@@ -132,6 +208,15 @@ class Index:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
     _graph: Any = field(default=None, repr=False)
+    root: Optional[str] = None
+    # Guards the lazily built extractor and kNN graph: threads making their first query at the
+    # same time build one, not one each (an extractor holds the network's weights).
+    _lock: Any = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.paths = [_absolute(p, f"paths[{i}]") for i, p in enumerate(self.paths)]
+        if self.root is not None:
+            self.root = _absolute(self.root, "root")
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -145,25 +230,31 @@ class Index:
         recursive: bool = True,
         progress: bool = False,
     ) -> "Index":
-        """Indexes every image under ``folder`` (jpg, png, webp, bmp, tiff; recursive).
+        """Indexes every image under ``folder`` (jpg, png, webp, bmp, tiff; recursive), which
+        becomes the index's :attr:`root`.
 
         Unreadable files are reported in :attr:`skipped` (and by a warning), never fatal.
         """
-        index = cls(config=config or IndexConfig(), whitening=whitening, extractor=extractor)
-        index.add(find_images(folder, recursive), progress=progress)
+        root = _validate.directory(folder, "folder")
+        index = cls(config=config or IndexConfig(), whitening=whitening, extractor=extractor, root=root)
+        index.add(find_images(root, recursive), progress=progress)
         return index
 
     def _get_extractor(self) -> Any:
-        if self.extractor is None:
-            from ..vision.extract import Extractor
+        extractor = self.extractor
+        if extractor is None:
+            with self._lock:  # the check again under the lock: another thread may have built it
+                if self.extractor is None:
+                    from ..vision.extract import Extractor
 
-            self.extractor = Extractor(
-                backbone=self.config.backbone,
-                layer=self.config.layer,
-                max_size=self.config.max_size,
-                scales=self.config.scales,
-            )
-        return self.extractor
+                    self.extractor = Extractor(
+                        backbone=self.config.backbone,
+                        layer=self.config.layer,
+                        max_size=self.config.max_size,
+                        scales=self.config.scales,
+                    )
+                extractor = self.extractor
+        return extractor
 
     def _pool(self, fmaps: Any) -> np.ndarray:
         """The pooled descriptor ``(C,)`` of one image: one map, or the sum over scales."""
@@ -209,14 +300,20 @@ class Index:
         """Adds images; returns the ``(path, reason)`` of those that could not be read (or whose
         feature map held NaN or infinity).
 
-        The first call learns the HeW centering mean on (a sample of) the images added; later
+        Paths are stored absolute (relative ones are taken from the current directory). The
+        first call learns the HeW centering mean on (a sample of) the images added; later
         calls reuse it, so descriptors stay comparable.
         """
-        new = [str(p) for p in paths]
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise InvalidDTypeError(f"paths must be a list of paths, got a single {type(paths).__name__}")
+        new = [_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)]
         known = set(self.paths)
         duplicates = [p for p in new if p in known]
         if duplicates:
             raise InvalidInputError(f"already in the index: {duplicates[:3]}{' ...' if len(duplicates) > 3 else ''}")
+        if len(set(new)) != len(new):
+            twice = sorted({p for p in new if new.count(p) > 1})
+            raise InvalidInputError(f"paths lists the same image twice: {twice[:3]}")
         cache: Dict[str, np.ndarray] = {}
         skipped: List[Tuple[str, str]] = []
         if self.config.pooling == "hew" and self.mean is None and new:
@@ -261,8 +358,11 @@ class Index:
         return skipped
 
     def remove(self, paths: Iterable[PathLike]) -> int:
-        """Removes images by path; returns how many were removed (unknown paths are errors)."""
-        drop = {str(p) for p in paths}
+        """Removes images by path (absolute, or relative to the current directory); returns
+        how many were removed (unknown paths are errors)."""
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise InvalidDTypeError(f"paths must be a list of paths, got a single {type(paths).__name__}")
+        drop = {_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)}
         unknown = drop - set(self.paths)
         if unknown:
             raise InvalidInputError(f"not in the index: {sorted(unknown)[:3]}")
@@ -274,84 +374,379 @@ class Index:
         self._graph = None
         return len(drop)
 
+    def sync(self, *, recursive: bool = True, progress: bool = False) -> SyncResult:
+        """Brings the index up to date with the image files under :attr:`root`: indexes the
+        ones it does not hold (as :meth:`add`: unreadable ones are skipped and reported) and
+        drops the entries whose file is gone. Files changed in place are not re-indexed.
+
+        Raises:
+            InvalidInputError: the index has no root, or its root is not a directory (a
+                moved collection: load the index with ``root=`` its new place).
+        """
+        if self.root is None:
+            raise InvalidInputError(
+                "the index has no root folder to sync with: build it from a folder "
+                "(Index.build) or give one (Index(root=...), Index.load(..., root=...))"
+            )
+        if not os.path.isdir(self.root):
+            raise InvalidInputError(
+                f"the index's root folder {self.root!r} is not a directory (moved? load the "
+                "index with root= its new place)"
+            )
+        gone = [p for p in self.paths if not os.path.isfile(p)]
+        known = set(self.paths)
+        new = [p for p in find_images(self.root, recursive) if p not in known]
+        if gone:
+            self.remove(gone)
+        skipped = self.add(new, progress=progress) if new else []
+        failed = {p for p, _ in skipped}
+        return SyncResult(added=[p for p in new if p not in failed], removed=gone, skipped=skipped)
+
     def __len__(self) -> int:
         return len(self.paths)
 
     # -- search ----------------------------------------------------------------------------
     def describe(self, image: Any, bbox: Optional[Sequence[float]] = None) -> np.ndarray:
-        """The final descriptor ``(d,)`` of an image (a path, a PIL image or an RGB array),
-        optionally cropped to ``bbox = [x1, y1, x2, y2]`` first (Oxford/Paris queries)."""
-        fmap = self._get_extractor().feature_map(image, bbox=bbox)
-        return self.postprocess(self._pool(fmap)[None]).astype(np.float32)[0]
+        """The final descriptor ``(d,)`` float32 of an image, optionally cropped to
+        ``bbox = [x1, y1, x2, y2]`` first (Oxford/Paris queries).
+
+        ``image``: a path, encoded image bytes (JPEG, PNG, ...; ``bytes``, ``bytearray`` or
+        ``memoryview``), a binary file object (read to its end), a PIL image or an RGB array
+        ``(H, W, 3)`` (see :func:`heatsearch.vision.images.to_rgb`).
+        """
+        _validate.image_source(image, "image")
+        if bbox is not None:
+            _validate.bbox(bbox)
+        return self._describe_images([image], [bbox], True)[0]
+
+    def _describe_images(self, images: Sequence[Any], bboxes: Sequence[Any], single: bool) -> np.ndarray:
+        """Final descriptors ``(m, d)`` float32 of checked images (batched extraction when the
+        extractor streams, one post-processing for all); ``single``: errors are not prefixed
+        with the query's position."""
+        extractor = self._get_extractor()
+        pooled: List[Optional[np.ndarray]] = [None] * len(images)
+        if hasattr(extractor, "feature_maps") and not single:
+            try:
+                for i, fmap in extractor.feature_maps(images, bboxes):
+                    pooled[i] = self._pool(fmap)
+            except (OSError, ValueError, TypeError) as e:
+                failed = next(i for i, p in enumerate(pooled) if p is None)
+                raise _about_query(e, failed) from e
+        else:
+            for i, (image, box) in enumerate(zip(images, bboxes)):
+                try:
+                    pooled[i] = self._pool(extractor.feature_map(image, bbox=box))
+                except (OSError, ValueError, TypeError) as e:
+                    if single:
+                        raise
+                    raise _about_query(e, i) from e
+        rows = np.stack([p for p in pooled if p is not None])
+        return self.postprocess(rows).astype(np.float32)
 
     def search(
         self,
         query: Any,
-        k: int = 10,
+        k: Optional[int] = 10,
         *,
         rerank: Optional[str] = None,
         bbox: Optional[Sequence[float]] = None,
     ) -> List[SearchHit]:
         """The ``k`` best matches of one query, best first.
 
-        ``query``: an image path, a PIL image, an RGB array ``(H, W, 3)``, or a final
-        descriptor ``(d,)`` (taken as it is). ``rerank``: one of
-        ``None, "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"`` (see
-        :mod:`heatsearch.pipeline`).
+        Args:
+            query: an image path, encoded image bytes, a binary file object, a PIL image, an
+                RGB array ``(H, W, 3)`` (see :meth:`describe`), or a final descriptor ``(d,)``
+                (float32/float64, taken as it is).
+            k: how many hits, an int >= 1 (default 10; None: the whole index); fewer when
+                the index is smaller.
+            rerank: one of ``None, "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"`` (see
+                :mod:`heatsearch.pipeline`).
+            bbox: ``[x1, y1, x2, y2]`` crop of an image query (not for descriptors).
+
+        Every argument is checked before any image is read.
         """
+        return self._search([query], k, rerank, [bbox], single=True)[0]
+
+    def search_many(
+        self,
+        queries: Any,
+        k: Optional[int] = 10,
+        *,
+        rerank: Optional[str] = None,
+        bboxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
+    ) -> List[List[SearchHit]]:
+        """The ``k`` best matches of each of many queries: their images are described in one
+        batch (the extractor groups images of equal size), then ONE search (and re-ranking)
+        call ranks them all. Faster than :meth:`search` in a loop, and the same hits.
+
+        Args:
+            queries: a list of queries, each as :meth:`search` takes them (mixed kinds are
+                fine), or an ``(nq, d)`` array of final descriptors.
+            k, rerank: as :meth:`search`.
+            bboxes: None, or one box (or None) per query.
+
+        Returns:
+            One list of hits per query, in the order of ``queries``.
+
+        Raises:
+            InvalidInputError / InvalidDTypeError: a bad argument (checked before any image
+                is read); ImageReadError: a query image cannot be read (the message gives its
+                position in ``queries``).
+        """
+        items = self._query_list(queries)
+        return self._search(items, k, rerank, self._query_boxes(bboxes, len(items)), single=False)
+
+    def _search(
+        self, items: List[Any], k: Any, rerank: Any, boxes: List[Any], *, single: bool
+    ) -> List[List[SearchHit]]:
+        """:meth:`search` (``single``: its argument names in messages) and :meth:`search_many`."""
+        kk = _validate.optional_integer(k, "k", minimum=1)
+        _validate.choice(rerank, "rerank", RERANKERS)
         if not len(self):
             raise InvalidInputError("the index is empty: add images before searching")
-        _validate.choice(rerank, "rerank", RERANKERS)
         X = np.asarray(self.descriptors)
-        arr = None if isinstance(query, (str, os.PathLike)) else np.asarray(query) if isinstance(query, np.ndarray) else None
-        if arr is not None and arr.ndim == 1:
-            if arr.shape[0] != X.shape[1]:
-                raise InvalidInputError(f"a descriptor query must have length {X.shape[1]}, got {arr.shape[0]}")
-            q = arr.astype(X.dtype)
-        else:
-            q = self.describe(query, bbox=bbox)
-        if rerank == "diffusion" and self._graph is None:
-            from ..knn import knn_graph
+        d = X.shape[1]
+        Q = np.empty((len(items), d), X.dtype)
+        images = []
+        for i, (item, box) in enumerate(zip(items, boxes)):
+            name = "query" if single else f"queries[{i}]"
+            if isinstance(item, np.ndarray) and item.ndim == 1:
+                if box is not None:
+                    raise InvalidInputError(f"a bbox crops an image query, but {name} is a descriptor")
+                Q[i] = _validate.descriptor(item, name, d)
+            else:
+                _validate.image_source(item, name)
+                if box is not None:
+                    _validate.bbox(box, "bbox" if single else f"bboxes[{i}]")
+                images.append(i)
+        if images:
+            Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images], single)
+        if rerank == "diffusion":
+            with self._lock:
+                if self._graph is None:
+                    from ..knn import knn_graph
 
-            self._graph = knn_graph(X)
-        ranks, scores = rank(X, q[None], k=k, rerank=rerank, graph=self._graph)
-        return [SearchHit(self.paths[r], float(s), int(r)) for r, s in zip(ranks[0], scores[0])]
+                    self._graph = knn_graph(X)
+        ranks, scores = rank(X, Q, k=kk, rerank=rerank, graph=self._graph)
+        return [
+            [SearchHit(self.paths[r], float(s), int(r)) for r, s in zip(rr, ss)]
+            for rr, ss in zip(ranks, scores)
+        ]
+
+    @staticmethod
+    def _query_list(queries: Any) -> List[Any]:
+        if isinstance(queries, np.ndarray):
+            if queries.ndim != 2:
+                raise InvalidInputError(
+                    f"queries as an array must be (nq, d) final descriptors, got shape {queries.shape} "
+                    "(pass images in a list)"
+                )
+            return list(queries)
+        if isinstance(queries, (str, bytes, bytearray, memoryview, os.PathLike)) or not isinstance(queries, (list, tuple)):
+            raise InvalidDTypeError(
+                f"queries must be a list (or tuple) of queries or an (nq, d) array of descriptors, "
+                f"got {type(queries).__name__}"
+            )
+        if not queries:
+            raise InvalidInputError("queries must hold at least one query, got none")
+        return list(queries)
+
+    @staticmethod
+    def _query_boxes(bboxes: Any, n: int) -> List[Any]:
+        if bboxes is None:
+            return [None] * n
+        if not isinstance(bboxes, (list, tuple)) or len(bboxes) != n:
+            got = f"{len(bboxes)} entries" if isinstance(bboxes, (list, tuple)) else type(bboxes).__name__
+            raise InvalidInputError(f"bboxes must be a list of one box (or None) per query ({n}), got {got}")
+        return list(bboxes)
+
+    def warmup(self) -> None:
+        """Builds the extractor and runs a random ``224 x 224`` image through the network,
+        pooling, post-processing and a search, so that the first real query does not pay for
+        loading the weights and the first-run set-up of torch and of heatsearch's threads."""
+        image = np.random.default_rng(0).integers(0, 256, (WARMUP_SIZE, WARMUP_SIZE, 3), dtype=np.uint8)
+        q = self._describe_images([image], [None], True)
+        if len(self):
+            rank(np.asarray(self.descriptors), q.astype(np.asarray(self.descriptors).dtype), k=1)
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: PathLike) -> None:
-        """Writes the index to ``directory`` (created or replaced as a whole, atomically; see
-        :mod:`heatsearch.app.storage`)."""
+        """Writes the index to ``directory``: a new version switched in atomically; an
+        existing directory is replaced only if it is a heatsearch index (see
+        :mod:`heatsearch.app.storage`).
+
+        Paths are stored relative to :attr:`root` (absolute when outside it).
+
+        Raises:
+            InvalidInputError: the index is inconsistent (nothing is written);
+            IndexFileError: ``directory`` is not an index and not empty; OSError.
+        """
+        root = self.root if self.root is not None else _common_folder(self.paths)
         storage.write_index(
             directory,
             storage.StoredIndex(
                 config=self.config.to_dict(),
-                paths=list(self.paths),
+                paths=[_relative(p, root) for p in self.paths],
                 descriptors=self.descriptors,
                 pooled=self.pooled,
                 mean=self.mean,
                 whitening=self.whitening,
                 whitening_learned=self.whitening_learned,
+                root=root,
             ),
+            check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
         )
 
     @classmethod
-    def load(cls, directory: PathLike, *, mmap: bool = True, extractor: Any = None) -> "Index":
-        """Reads an index written by :meth:`save` (descriptors memory-mapped by default)."""
+    def load(
+        cls,
+        directory: PathLike,
+        *,
+        mmap: bool = True,
+        extractor: Any = None,
+        root: Optional[PathLike] = None,
+    ) -> "Index":
+        """Reads an index written by :meth:`save` (or by heatsearch 0.1/0.2), checked in full
+        (descriptors memory-mapped by default).
+
+        Args:
+            root: where the collection is now, overriding the root the index recorded (a
+                collection moved together with its index): stored paths are taken relative
+                to it. For an index of heatsearch 0.1/0.2, which recorded no root, relative
+                paths are taken from ``root``, else from the current directory.
+
+        Raises:
+            IndexFileError: no index there, or a missing, corrupt or inconsistent file (the
+                message names it).
+            InvalidInputError: ``root`` is not a directory.
+        """
+        override = None if root is None else _validate.directory(root, "root")
         stored = storage.read_index(directory, mmap=mmap)
+        meta_file = stored.files["meta"]
         try:
             config = IndexConfig.from_dict(stored.config)
-        except (TypeError, InvalidInputError) as e:
-            raise IndexFileError(f"{directory}: bad configuration in index.json ({e})") from e
-        return cls(
+        except HeatsearchError as e:
+            raise IndexFileError(f"{meta_file}: bad 'config' ({e})") from None
+        base = override if override is not None else stored.root
+        index = cls(
             config=config,
             whitening=stored.whitening,
             whitening_learned=stored.whitening_learned,
-            paths=stored.paths,
             descriptors=stored.descriptors,
             pooled=stored.pooled,
             mean=stored.mean,
             extractor=extractor,
+            root=base,
         )
+        # Resolved here (absolute, normalised): not again by the constructor (60k paths: 0.1 s).
+        index.paths = _resolve_all(stored.paths, index.root, normalised=stored.version >= 2)
+        files = stored.files
+        index._check_consistency(lambda part, why: IndexFileError(f"{files.get(part, meta_file)}: {why}"))
+        if override is None and stored.root is not None and not os.path.isdir(stored.root):
+            warnings.warn(
+                f"{meta_file}: the collection folder {stored.root!r} recorded in the index does "
+                "not exist: image paths will not resolve (searching by descriptor works); if "
+                "the collection moved, load the index with root= its new place",
+                stacklevel=2,
+            )
+        elif stored.version == 1 and override is None:
+            relative = next((p for p in stored.paths if not os.path.isabs(p)), None)
+            if relative is not None and not os.path.exists(relative):
+                warnings.warn(
+                    f"{meta_file}: an index of heatsearch 0.1/0.2 stores paths relative to the "
+                    f"folder it was built from, which it did not record ({relative!r} is not "
+                    f"found from {os.getcwd()!r}): load it with root= that folder (saving it "
+                    "again then records the root)",
+                    stacklevel=2,
+                )
+        return index
+
+    def _check_consistency(self, error: Callable[[str, str], Exception]) -> None:
+        """What the files cannot say alone: the configuration's meaning against the arrays.
+        ``error(part, why)`` makes the exception (``part``: "meta", "pooled", ...)."""
+        n = len(self)
+        if self.config.pooling == "hew" and n and self.mean is None:
+            raise error(
+                "meta",
+                "a HeW index of images must have its centering mean ('has_mean' is false): "
+                "queries could not be described like the database",
+            )
+        if n == 0 or self.descriptors is None or self.pooled is None:
+            if n and (self.descriptors is None or self.pooled is None):
+                raise error("meta", f"{n} paths but no descriptors or pooled descriptors")
+            return
+        X, P = np.asarray(self.descriptors), self.pooled
+        if X.shape[0] != n or np.shape(P)[0] != n:
+            raise error("descriptors", f"{n} paths, {X.shape[0]} descriptors, {np.shape(P)[0]} pooled descriptors")
+        rows = np.unique(np.linspace(0, n - 1, min(n, CONSISTENCY_SAMPLE)).astype(np.int64))
+        try:
+            expected = self.postprocess(np.asarray(P[rows], np.float64)).astype(np.float32)
+        except HeatsearchError as e:
+            raise error("pooled", f"the pooled descriptors cannot be post-processed ({e})") from None
+        got = np.asarray(X[rows], np.float32)
+        if expected.shape != got.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            bad = int(rows[0]) if expected.shape != got.shape else int(rows[np.argmax(np.abs(got - expected).max(axis=1))])
+            raise error(
+                "pooled",
+                "the pooled descriptors do not give the stored final descriptors with this "
+                f"configuration (power {self.config.power}) and whitening (e.g. row {bad}): "
+                "pooled.npy, descriptors.npy or whitening.npz comes from another index",
+            )
+
+
+def _absolute(path: Any, name: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidDTypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p:
+        raise InvalidInputError(f"{name} must be a non-empty text path, got {path!r}")
+    return os.path.abspath(p)
+
+
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to ``root`` with ``/`` separators, or as it is (absolute) outside it."""
+    try:
+        inside = os.path.commonpath([path, root]) == root
+    except ValueError:  # another drive (Windows)
+        inside = False
+    if not inside:
+        return path
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _resolve_all(stored: Sequence[str], root: Optional[str], *, normalised: bool) -> List[str]:
+    """Stored paths as absolute ones: relative ones joined to ``root`` (the current directory
+    when None: version-1 indexes, whose paths are as they were given)."""
+    if root is None:
+        return [os.path.abspath(p) for p in stored]
+    if not normalised:
+        return [os.path.normpath(os.path.join(root, p)) for p in stored]
+    # Version 2's relative paths are normalised ('/' separators, no '.' or '..': checked on
+    # load), so joining is a concatenation.
+    prefix = os.path.join(os.path.normpath(root), "")
+    isabs, normpath, sep = os.path.isabs, os.path.normpath, os.sep
+    return [
+        normpath(p) if isabs(p) else prefix + (p if sep == "/" else p.replace("/", sep))
+        for p in stored
+    ]
+
+
+def _common_folder(paths: Sequence[str]) -> str:
+    """The deepest folder holding every path (the current directory when there is none)."""
+    if not paths:
+        return os.getcwd()
+    try:
+        return os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # paths on several drives (Windows): no common folder
+        return os.path.dirname(paths[0])
+
+
+def _about_query(error: Exception, position: int) -> Exception:
+    """``error`` of one of many queries, with its position in the message (same type)."""
+    try:
+        return type(error)(f"queries[{position}]: {error}")
+    except Exception:  # an exception type that takes other arguments
+        return InvalidInputError(f"queries[{position}]: {type(error).__name__}: {error}")
 
 
 def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:

@@ -2,7 +2,7 @@
 
 The pipeline of :mod:`heatsearch.vision.extract`, step by step (each step is a public function):
 
-1. :func:`to_rgb` / :func:`load_image`: decode with Pillow, apply the EXIF orientation (photos
+1. :func:`to_rgb` / :func:`load_image`: decode with Pillow (files, encoded bytes, file objects), apply the EXIF orientation (photos
    from phones are stored sideways with an orientation tag; ``exif_transpose=False`` keeps the
    stored orientation, which is what cirtorch's loader, used for the revisitop results, sees:
    use it to reproduce a benchmark whose images carry orientation tags), convert to RGB:
@@ -32,11 +32,11 @@ it (Pillow comes with torchvision, i.e. with ``pip install "heatsearch[torch]"``
 
 from __future__ import annotations
 
-import math
+import io
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -74,8 +74,9 @@ IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_MAX_SIZE = 1024
 
 PathLike = Union[str, "os.PathLike[str]"]
-#: What the functions take as an image: a path, a PIL image or an ``(H, W[, 1|3|4])`` array.
-ImageLike = Union[PathLike, "PILImage.Image", np.ndarray]
+#: What the functions take as an image: a path, encoded image bytes, a binary file object, a PIL
+#: image or an ``(H, W[, 1|3|4])`` array.
+ImageLike = Union[PathLike, bytes, bytearray, memoryview, BinaryIO, "PILImage.Image", np.ndarray]
 
 
 def _pil() -> Any:
@@ -126,10 +127,14 @@ def load_image(path: PathLike, exif_transpose: bool = True) -> np.ndarray:
             "decompression bomb" (more than twice Pillow's ``Image.MAX_IMAGE_PIXELS``); the
             message names the file. It is an ``OSError``.
     """
+    return _decode(os.fspath(path), repr(os.fspath(path)), exif_transpose)
+
+
+def _decode(source: Any, name: str, exif_transpose: bool) -> np.ndarray:
+    """Decodes a file name or a binary file object (``name``: how messages call it)."""
     Image, _ = _pil()
-    name = os.fspath(path)
     try:
-        with Image.open(name) as img:
+        with Image.open(source) as img:
             img.load()
             return _pil_to_rgb(_exif_transpose(img, name) if exif_transpose else img)
     except ImageReadError as e:
@@ -137,9 +142,18 @@ def load_image(path: PathLike, exif_transpose: bool = True) -> np.ndarray:
             raise
         raise ImageReadError(f"cannot read image {name!r}: {e}") from e
     except FileNotFoundError as e:
-        raise ImageReadError(f"cannot read image {name!r}: no such file") from e
+        raise ImageReadError(f"cannot read image {name}: no such file") from e
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"cannot read image {name!r}: {e}") from e
+        raise ImageReadError(f"cannot read image {name}: {e}") from e
+
+
+def _decode_bytes(data: Any, name: str, exif_transpose: bool) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ... as a file holds them)."""
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    if not data:
+        raise ImageReadError(f"cannot read image {name}: no data (0 bytes)")
+    return _decode(io.BytesIO(bytes(data)), name, exif_transpose)
 
 
 def _exif_transpose(img: Any, name: str) -> Any:
@@ -195,7 +209,9 @@ def to_rgb(image: ImageLike, exif_transpose: bool = True) -> np.ndarray:
     """Any accepted image as an ``(H, W, 3)`` RGB array.
 
     Args:
-        image: a path (read with :func:`load_image`); a PIL image (EXIF orientation applied, as
+        image: a path (read with :func:`load_image`); encoded image bytes (``bytes``,
+            ``bytearray``, ``memoryview``: the content of a JPEG, PNG, ... file); a binary file
+            object (read to its end, then decoded like bytes); a PIL image (EXIF orientation applied, as
             for its file, unless ``exif_transpose=False``; converted as in :func:`load_image`);
             or an array ``(H, W)``, ``(H, W, 1)`` (grayscale), ``(H, W, 3)`` (RGB) or
             ``(H, W, 4)`` (RGBA, composited over white) of dtype uint8 (0-255), uint16
@@ -204,17 +220,19 @@ def to_rgb(image: ImageLike, exif_transpose: bool = True) -> np.ndarray:
         exif_transpose: apply the EXIF orientation of files and PIL images (default).
 
     Returns:
-        uint8 for paths, PIL images and uint8 arrays; float32 in [0, 1] for float and uint16
+        uint8 for paths, bytes, file objects, PIL images and uint8 arrays; float32 in [0, 1] for float and uint16
         arrays. A new array (the input is never modified).
 
     Raises:
-        ImageReadError: a path that cannot be read.
+        ImageReadError: a path, bytes or file object that cannot be read or decoded.
         InvalidInputError: wrong shape, empty, NaN/inf, or float values outside [0, 1] (a
             float image in 0-255 is the usual cause: divide it by 255).
         InvalidDTypeError: another dtype or type.
     """
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, exif_transpose)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode_bytes(image, f"from {len(image)} bytes", exif_transpose)
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     if type(image).__module__.startswith("PIL."):
@@ -226,8 +244,25 @@ def to_rgb(image: ImageLike, exif_transpose: bool = True) -> np.ndarray:
             except (OSError, SyntaxError, ValueError, EOFError) as e:
                 raise ImageReadError(f"cannot read image {name!r}: {e}") from e
             return _pil_to_rgb(_exif_transpose(image, name) if exif_transpose else image)
+    if callable(getattr(image, "read", None)):
+        # A file object (an open file, an upload stream): read to its end, so that streams
+        # that cannot seek (pipes, sockets) decode too.
+        stream: Any = image
+        file_name = getattr(stream, "name", None)
+        name = f"{file_name!r}" if isinstance(file_name, str) else "from a file object"
+        try:
+            data = stream.read()
+        except OSError as e:
+            raise ImageReadError(f"cannot read image {name}: {e}") from e
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidDTypeError(
+                f"an image file object must be opened in binary mode ('rb'), got one whose "
+                f"read() returns {type(data).__name__}"
+            )
+        return _decode_bytes(data, name, exif_transpose)
     raise InvalidDTypeError(
-        f"image must be a path, a PIL image or a NumPy array, got {type(image).__name__}"
+        "image must be a path, encoded image bytes, a binary file object, a PIL image or a "
+        f"NumPy array, got {type(image).__name__}"
     )
 
 
@@ -308,20 +343,7 @@ def crop(image: np.ndarray, bbox: Sequence[float]) -> np.ndarray:
 
 
 def _box(bbox: Sequence[float]) -> Tuple[int, int, int, int]:
-    try:
-        values = [float(v) for v in np.asarray(bbox, dtype=np.float64).reshape(-1)]
-    except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"bbox must be four numbers [x1, y1, x2, y2], got {bbox!r}"
-        ) from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InvalidInputError(f"bbox must be four finite numbers [x1, y1, x2, y2], got {bbox!r}")
-    x1, y1, x2, y2 = (int(round(v)) for v in values)
-    if x2 <= x1 or y2 <= y1:
-        raise InvalidInputError(
-            f"bbox must have x1 < x2 and y1 < y2 (after rounding to whole pixels), got {bbox!r}"
-        )
-    return x1, y1, x2, y2
+    return _validate.bbox(bbox)
 
 
 def base_scale(height: int, width: int, max_size: Optional[int]) -> float:

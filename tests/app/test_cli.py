@@ -157,7 +157,9 @@ def test_index_reports_the_whitening_it_learned(tmp_path, capsys):
     assert "HeW centering mean from 65 images; PCA-whitening learned on 65 images, 1280 -> 64 dimensions" in out, out
     assert main(["info", str(tmp_path / "i")]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^whitening +PCA-whitening learned on the index's own images, 1280 -> 64 dimensions", out, re.M), out
+    assert re.search(r"^whitening +PCA-whitening learned on 65 images, 1280 -> 64 dimensions", out, re.M), out
+    assert re.search(r"^HeW mean +learned on the local features of 65 images \(1280 channels\)", out, re.M), out
+    assert re.search(rf"^root +{re.escape(str(tmp_path))}$", out, re.M), out
 
 
 def test_add_remove_info(folder, tmp_path, capsys):
@@ -193,6 +195,64 @@ def test_add_remove_info(folder, tmp_path, capsys):
 
     assert sorted(Index.load(str(idx)).paths) == sorted(str(photos / n) for n in
                                                        ("chelsea_original.jpg", "coffee_blur.jpg", "coffee_original.jpg"))
+
+
+def test_sync_follows_the_collection_folder(folder, tmp_path, capsys):
+    """`sync` indexes new files under the root and drops deleted ones; an unchanged collection
+    leaves the index as it is (not even re-saved)."""
+    import shutil
+
+    from heatsearch.app.index import Index
+
+    photos = tmp_path / "photos"
+    shutil.copytree(folder, photos)
+    idx = tmp_path / "i"
+    assert main(["index", str(photos), "-o", str(idx), "--max-size", "64", "--single-scale", "--quiet"]) == 0
+    capsys.readouterr()
+    pointer = (idx / "index.json").read_text()
+    assert main(["sync", str(idx), "--quiet"]) == 0
+    assert "is up to date with" in capsys.readouterr().out
+    assert (idx / "index.json").read_text() == pointer  # nothing was written
+    (photos / "coffee_blur.jpg").unlink()
+    (photos / "new").mkdir()
+    shutil.copy(folder / "chelsea_blur.jpg", photos / "new" / "copy.jpg")
+    assert main(["sync", str(idx), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "added 1, removed 1 images" in captured.out and "(6 in all)" in captured.out, captured.out
+    assert captured.err.count("corrupt.png") == 1, captured.err  # still unreadable: listed, once
+    paths = Index.load(str(idx)).paths
+    assert str(photos / "new" / "copy.jpg") in paths and str(photos / "coffee_blur.jpg") not in paths
+
+
+def test_a_moved_collection_is_found_with_root(folder, tmp_path, capsys):
+    """A collection moved together with its index: every command finds the images with
+    --root, and a command that saves records the new place."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(folder, photos)
+    (photos / "corrupt.png").unlink()
+    idx = tmp_path / "i"
+    assert main(["index", str(photos), "-o", str(idx), "--max-size", "64", "--single-scale", "--quiet"]) == 0
+    moved = tmp_path / "elsewhere"
+    photos.rename(moved)
+    capsys.readouterr()
+    query = moved / "coffee_original.jpg"
+    assert main(["sync", str(idx), "--quiet"]) == 2
+    assert "is not a folder any more" in capsys.readouterr().err
+    html = tmp_path / "page.html"
+    assert main(["search", str(idx), str(query), "-k", "2", "--root", str(moved), "--html", str(html)]) == 0
+    out = capsys.readouterr().out
+    assert str(moved / "coffee_original.jpg") in out and str(photos) + "/" not in out
+    assert html.read_text().count("data:image/jpeg;base64,") == 3  # the thumbnails were found
+    assert main(["info", str(idx), "--root", str(moved)]) == 0
+    assert re.search(rf"^root +{re.escape(str(moved))}$", capsys.readouterr().out, re.M)
+    assert main(["sync", str(idx), "--root", str(moved), "--quiet"]) == 0
+    assert "its new collection folder is recorded" in capsys.readouterr().out
+    assert main(["search", str(idx), str(query), "-k", "1"]) == 0  # no --root needed any more
+    assert str(query) in capsys.readouterr().out
+    assert main(["info", str(idx), "--root", str(tmp_path / "nowhere")]) == 2
+    assert "--root" in capsys.readouterr().err
 
 
 def test_search_writes_one_page_for_all_queries(folder, tmp_path, capsys):

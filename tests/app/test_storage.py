@@ -204,7 +204,8 @@ print(json.dumps({"total": total, "killed": killed}))
 
 
 def _fields(index):
-    keys = ("config", "whitening", "paths", "descriptors", "pooled", "mean", "whitening_learned", "root")
+    keys = ("config", "whitening", "paths", "descriptors", "pooled", "mean", "whitening_learned", "root",
+            "mean_images", "whitening_images")
     return {k: getattr(index, k) for k in keys}
 
 

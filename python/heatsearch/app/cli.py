@@ -152,11 +152,16 @@ def _image_files(command: str, items: Iterable[str], recursive: bool = True) -> 
     return list(dict.fromkeys(images)), skipped
 
 
-def _load_index(path: str, *, mmap: bool = True) -> Any:
+def _load_index(path: str, args: argparse.Namespace, *, mmap: bool = True) -> Any:
+    """The index at ``path``, its images taken from ``--root`` when the command has one and it
+    is given (a collection moved with its index)."""
     from .index import Index
 
     _validate.existing_folder(path, "INDEX")
-    return Index.load(path, mmap=mmap)
+    root = getattr(args, "root", None)
+    if root is not None:
+        _validate.existing_folder(root, "--root")
+    return Index.load(path, mmap=mmap, root=root)
 
 
 def _with_progress(index: Any, total: int, enabled: bool) -> _ProgressExtractor:
@@ -165,7 +170,7 @@ def _with_progress(index: Any, total: int, enabled: bool) -> _ProgressExtractor:
     return extractor
 
 
-def _whitening_summary(index: Any, source: Optional[str] = None, learned_on: Optional[int] = None) -> str:
+def _whitening_summary(index: Any, source: Optional[str] = None) -> str:
     from .index import AUTO_WHITENING_MIN_IMAGES
 
     w = index.whitening
@@ -177,17 +182,15 @@ def _whitening_summary(index: Any, source: Optional[str] = None, learned_on: Opt
     dims = f"{w.mean_.shape[0]} -> {w.dim_} dimensions"
     if source:
         return f"PCA-whitening from {source}, {dims}"
-    on = f"{learned_on} images" if learned_on else "the index's own images"
+    on = f"{index.whitening_images} images" if index.whitening_images else "the index's own images"
     return f"PCA-whitening learned on {on}, {dims}"
 
 
-def _mean_images(index: Any, images: Sequence[str]) -> int:
-    """How many images gave the HeW centering mean: the evenly spaced sample of at most
-    ``config.mean_sample`` images that :meth:`Index.add` takes, less those it could not read."""
-    cfg = index.config
-    step = max(1, len(images) // max(1, cfg.mean_sample))
-    bad = {p for p, _ in index.skipped}
-    return sum(p not in bad for p in images[::step][: cfg.mean_sample])
+def _mean_summary(index: Any) -> str:
+    if index.mean is None:
+        return "none (pooling is not hew)" if index.config.pooling != "hew" else "none yet (no images)"
+    on = f"{index.mean_images} images" if index.mean_images else "the first images indexed"
+    return f"learned on the local features of {on} ({index.mean.shape[0]} channels)"
 
 
 # -- index ---------------------------------------------------------------------------------
@@ -256,8 +259,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     index.save(args.output)
     learned = []
     if index.mean is not None:
-        learned.append(f"HeW centering mean from {_mean_images(index, scan.images)} images")
-    learned.append(_whitening_summary(index, args.whiten, len(index)))
+        learned.append(f"HeW centering mean from {index.mean_images} images")
+    learned.append(_whitening_summary(index, args.whiten))
     _say(f"indexed {len(index)} images in {elapsed:.1f} s -> {args.output}")
     _say(f"  {'; '.join(learned)}; descriptors of dimension {np.asarray(index.descriptors).shape[1]}")
     return 0
@@ -265,7 +268,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 # -- add, remove, info ---------------------------------------------------------------------
 def cmd_add(args: argparse.Namespace) -> int:
-    index = _load_index(args.index, mmap=False)
+    index = _load_index(args.index, args, mmap=False)
     images, skipped = _image_files("add", args.paths, recursive=not args.no_recursive)
     known = set(os.path.abspath(p) for p in index.paths)
     new = [p for p in images if p not in known]
@@ -292,12 +295,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     _say(f"added {added} images in {time.perf_counter() - t:.1f} s ({len(index)} in all) -> {args.index}"
           if added else f"no image could be added: {args.index} is unchanged")
     if added and not had_whitening and index.whitening is not None:
-        _say(f"  {_whitening_summary(index, None, len(index))}")
+        _say(f"  {_whitening_summary(index)}")
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    index = _load_index(args.index, mmap=False)
+    index = _load_index(args.index, args, mmap=False)
     absolute = {os.path.abspath(p): p for p in index.paths}
     drop: List[str] = []
     unknown: List[str] = []
@@ -319,6 +322,47 @@ def cmd_remove(args: argparse.Namespace) -> int:
     removed = index.remove(list(dict.fromkeys(drop)))
     index.save(args.index)
     _say(f"removed {removed} images ({len(index)} left) -> {args.index}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    index = _load_index(args.index, args, mmap=False)
+    if index.root is None:
+        raise InvalidInputError(
+            f"{args.index} records no collection folder (an index of heatsearch 0.1/0.2): "
+            "give it with --root FOLDER"
+        )
+    if not os.path.isdir(index.root):
+        raise InvalidInputError(
+            f"the collection folder of {args.index}, {index.root}, is not a folder any more: "
+            "if it moved, give its new place with --root FOLDER"
+        )
+    from .scan import scan_folder
+
+    scan = scan_folder(index.root, recursive=not args.no_recursive)
+    known = set(index.paths)
+    extractor = _with_progress(index, sum(p not in known for p in scan.images), not args.quiet)
+    t = time.perf_counter()
+    had_whitening = index.whitening is not None
+    try:
+        result = index.sync(recursive=not args.no_recursive)
+    finally:
+        extractor.close()
+    skipped = sorted(scan.skipped + list(result.skipped))
+    _list_skipped("sync", skipped)
+    args._listed = [p for p, _ in skipped]
+    moved = args.root is not None
+    if result.added or result.removed or moved:
+        index.extractor = None
+        index.save(args.index)
+    changes = f"added {len(result.added)}, removed {len(result.removed)} images"
+    if result.added or result.removed:
+        _say(f"{changes} in {time.perf_counter() - t:.1f} s ({len(index)} in all) -> {args.index}")
+    else:
+        _say(f"{args.index} is up to date with {index.root} ({len(index)} images)"
+             + (": its new collection folder is recorded" if moved else ""))
+    if result.added and not had_whitening and index.whitening is not None:
+        _say(f"  {_whitening_summary(index)}")
     return 0
 
 
@@ -344,7 +388,7 @@ def _human(n: float) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..vision.backbones import DEFAULT_LAYERS
 
-    index = _load_index(args.index)
+    index = _load_index(args.index, args)
     cfg = index.config
     dim = np.asarray(index.descriptors).shape[1] if len(index) else 0
     post = "signed square root + L2" if cfg.power == 0.5 else (f"signed power {cfg.power:g} + L2" if cfg.power else "L2")
@@ -357,15 +401,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("pooling", cfg.pooling),
         ("scales", ", ".join(f"{s:.3g}" for s in cfg.scales)),
         ("max size", f"longer side at most {cfg.max_size} px" if cfg.max_size else "images as stored"),
-        ("HeW mean", f"learned on the indexed images' local features ({index.mean.shape[0]} channels)"
-         if index.mean is not None else "none (pooling is not hew)" if cfg.pooling != "hew" else "none yet"),
+        ("HeW mean", _mean_summary(index)),
         ("post-process", post + (", then the whitening" if index.whitening is not None else "")),
         ("whitening", _whitening_summary(index, None if index.whitening_learned or index.whitening is None
                                          else "a file given at index time")),
+        ("root", index.root or "not recorded (an index of heatsearch 0.1/0.2: paths are taken from "
+         "the current folder, or --root)"),
         ("disk size", _human(_disk_size(args.index))),
     ]
-    if index.whitening_learned:
-        rows[-2] = ("whitening", rows[-2][1] + " (how many is not recorded in the index)")
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         _say(f"{key:<{width}}  {value}")
@@ -376,7 +419,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     k = _validate.integer_text(args.k, "-k", minimum=1)
     bbox = _validate.reals_text(args.bbox, "--bbox", 4, "x1,y1,x2,y2") if args.bbox is not None else None
-    index = _load_index(args.index)
+    index = _load_index(args.index, args)
     for query in args.queries:
         _validate.existing_file(query, "each query")
     if args.html:
@@ -415,7 +458,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.index:
         if args.backbone or args.layer:
             raise InvalidInputError("--index brings its own backbone and layer: drop --backbone/--layer")
-        index = _load_index(args.index)
+        index = _load_index(args.index, args)
         mean, extractor = index.mean, index._get_extractor()
     elif args.backbone or args.layer:
         from ..vision.backbones import BACKBONES, DEFAULT_BACKBONE, available_layers
@@ -455,7 +498,7 @@ def _index_descriptors(args: argparse.Namespace, gt: Any) -> Tuple[np.ndarray, n
             "--postprocess and --whiten apply to descriptor files: an index's descriptors are "
             "final (post-processed and whitened as the index was built)"
         )
-    index = _load_index(args.db)
+    index = _load_index(args.db, args)
     paths = list(index.paths)
     X_all = np.asarray(index.descriptors) if len(index) else np.empty((0, 0), np.float32)
     rows = locate([gt.image_path(n) for n in gt.images], paths, "database images of the ground truth")
@@ -540,6 +583,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for m in methods:
         _validate.choice(m, "each --methods entry", tuple(EVAL_METHODS))
     _validate.existing_file(args.gnd, "--gnd")
+    if args.root is not None and not os.path.isdir(args.db):
+        raise InvalidInputError("--root applies to an index given as --db, not to descriptor files")
     gt = load_ground_truth(args.gnd)
     if os.path.isdir(args.db):
         X, Q, how = _index_descriptors(args, gt)
@@ -640,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     a.add_argument("--no-recursive", action="store_true", help="only the folders themselves, not their subfolders")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_root(a, saves=True)
     a.set_defaults(func=cmd_add)
 
     r = command("remove", "remove images from an index",
@@ -648,13 +694,25 @@ def build_parser() -> argparse.ArgumentParser:
                 "is an error and nothing is removed.")
     r.add_argument("index", metavar="INDEX")
     r.add_argument("paths", nargs="+", metavar="PATH", help="image paths or folders")
+    _add_root(r, saves=True)
     r.set_defaults(func=cmd_remove)
 
     n = command("info", "what an index holds and how it was built",
                 "Prints the number of images, the descriptor dimension, backbone, layer, pooling, scales, "
                 "the HeW centering mean, the post-processing and whitening, and the size on disk.")
     n.add_argument("index", metavar="INDEX")
+    _add_root(n)
     n.set_defaults(func=cmd_info)
+
+    y = command("sync", "bring an index up to date with its collection folder",
+                "Indexes the image files under the index's collection folder (the FOLDER it was built "
+                "from, or --root) that it does not hold yet, and drops the images whose file is gone; "
+                "saves it atomically. Files changed in place are not re-indexed (remove and add them).")
+    y.add_argument("index", metavar="INDEX")
+    _add_root(y, saves=True)
+    y.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
+    y.add_argument("--quiet", action="store_true", help="no progress bar")
+    y.set_defaults(func=cmd_sync)
 
     s = command("search", "search an index with query images",
                 "Prints the best matches of each query image, optionally re-ranked; --html writes one page "
@@ -667,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop the queries to this box first (pixels of the original image; may be negative)")
     s.add_argument("--html", metavar="FILE", help="also write one HTML page with every query and its matches: "
                    "thumbnails linking to the original images")
+    _add_root(s)
     s.set_defaults(func=cmd_search)
 
     e = command("explain", "draw HeW's weight map over an image",
@@ -699,8 +758,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--whiten", help="descriptor files only: a PCAWhitening .npz (learned on another dataset), "
                    "applied last, then L2")
     v.add_argument("--methods", help=f"comma-separated subset of {','.join(EVAL_METHODS)}")
+    _add_root(v, "with an index as --db: ")
     v.set_defaults(func=cmd_evaluate)
     return p
+
+
+def _add_root(p: argparse.ArgumentParser, when: str = "", *, saves: bool = False) -> None:
+    p.add_argument("--root", metavar="FOLDER",
+                   help=f"{when}where the indexed collection is now, if it moved with its index (default: the "
+                   "folder the index records)" + ("; the saved index records it" if saves else ""))
 
 
 def _argv_with_number_lists(argv: Sequence[str]) -> List[str]:

@@ -204,6 +204,10 @@ class Index:
     mean: Optional[np.ndarray] = None
     #: True when :attr:`whitening` was learned by the index itself ("auto").
     whitening_learned: bool = False
+    #: How many images :attr:`mean` and a learned :attr:`whitening` came from (None: unknown,
+    #: e.g. an index of heatsearch 0.1/0.2, or not learned by the index).
+    mean_images: Optional[int] = None
+    whitening_images: Optional[int] = None
     #: Files that could not be read or gave no usable features, with the reason: ``(path, message)``.
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
@@ -274,6 +278,7 @@ class Index:
             warnings.filterwarnings("ignore", message=".*dimension is capped.*")
             self.whitening = PostProcess.fit(np.asarray(self.pooled, np.float64), power=self.config.power).whitening
         self.whitening_learned = True
+        self.whitening_images = len(self)
         self.descriptors = self.postprocess(np.asarray(self.pooled, np.float64)).astype(np.float32)
         self._graph = None
 
@@ -327,6 +332,7 @@ class Index:
                     cache[path] = fmap
             if cache:
                 self.mean = local_mean([m for f in cache.values() for m in ([f] if isinstance(f, np.ndarray) else f)])
+                self.mean_images = len(cache)
         rows, added = [], []
         bad = {p for p, _ in skipped}
         todo = [p for p in new if p not in cache and p not in bad]
@@ -593,6 +599,8 @@ class Index:
                 whitening=self.whitening,
                 whitening_learned=self.whitening_learned,
                 root=root,
+                mean_images=self.mean_images if self.mean is not None else None,
+                whitening_images=self.whitening_images if self.whitening_learned else None,
             ),
             check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
         )
@@ -632,6 +640,8 @@ class Index:
             config=config,
             whitening=stored.whitening,
             whitening_learned=stored.whitening_learned,
+            mean_images=stored.mean_images,
+            whitening_images=stored.whitening_images,
             descriptors=stored.descriptors,
             pooled=stored.pooled,
             mean=stored.mean,

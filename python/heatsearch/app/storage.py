@@ -96,7 +96,7 @@ _META_KEYS = {
     1: ("format", "version", "config", "count", "dim", "paths", "has_mean", "has_whitening",
         "whitening_learned"),
     2: ("format", "version", "config", "root", "count", "dim", "channels", "paths", "has_mean",
-        "has_whitening", "whitening_learned"),
+        "has_whitening", "whitening_learned", "mean_images", "whitening_images"),
 }
 #: A reader retries this many times when the version it reads is replaced under it.
 _READ_ATTEMPTS = 5
@@ -122,6 +122,10 @@ class StoredIndex:
     whitening: Optional[PCAWhitening]
     whitening_learned: bool
     root: Optional[str] = None
+    #: How many images the HeW centering mean / the learned whitening came from (None: not
+    #: recorded, as in version 1, or not learned by the index).
+    mean_images: Optional[int] = None
+    whitening_images: Optional[int] = None
     #: The format version read (what :func:`write_index` writes: :data:`INDEX_VERSION`).
     version: int = INDEX_VERSION
     #: The file each part was read from (``"meta"``, ``"descriptors"``, ...), for messages.
@@ -306,6 +310,8 @@ def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]
         "has_mean": mean is not None,
         "has_whitening": w is not None,
         "whitening_learned": bool(index.whitening_learned),
+        "mean_images": index.mean_images,
+        "whitening_images": index.whitening_images,
     }
     _check_meta(meta, INDEX_VERSION)
     _check_arrays(meta, desc, pooled, mean, w)
@@ -518,7 +524,8 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
     whitening = _read_whitening(folder / WHITENING) if meta["has_whitening"] else None
     if version == 1:
         # Version 1 did not record C: it is the width of the pooled descriptors.
-        meta = dict(meta, channels=int(pooled.shape[1]) if pooled.ndim == 2 else -1, root=None)
+        meta = dict(meta, channels=int(pooled.shape[1]) if pooled.ndim == 2 else -1, root=None,
+                    mean_images=None, whitening_images=None)
     try:
         _check_arrays(meta, desc, pooled, mean, whitening)
     except _Bad as e:
@@ -533,6 +540,8 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
         whitening=whitening,
         whitening_learned=meta["whitening_learned"],
         root=meta["root"],
+        mean_images=meta["mean_images"],
+        whitening_images=meta["whitening_images"],
         version=version,
         files=files,
     )
@@ -586,6 +595,12 @@ def _check_meta(meta: Any, version: int) -> None:
     if meta["whitening_learned"] and not meta["has_whitening"]:
         raise _Bad(META, "'whitening_learned' is true but there is no whitening ('has_whitening' is false)")
     if version >= 2:
+        for key, learned in (("mean_images", "has_mean"), ("whitening_images", "whitening_learned")):
+            if meta[key] is not None:
+                with _field(META):
+                    _validate.integer(meta[key], repr(key), minimum=1)
+                if not meta[learned]:
+                    raise _Bad(META, f"{key!r} is {meta[key]} but {learned!r} is false")
         root = meta["root"]
         if not isinstance(root, str) or not os.path.isabs(root):
             raise _Bad(META, f"'root' must be an absolute path, got {root!r}")

@@ -9,8 +9,10 @@ from files the tests write. Nothing is downloaded.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -28,6 +30,7 @@ from heatsearch.vision.backbones import (  # noqa: E402
     layer_info,
 )
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError  # noqa: E402
+from heatsearch.vision import extract  # noqa: E402
 from heatsearch.vision.extract import Extractor  # noqa: E402
 from heatsearch.errors import ImageReadError  # noqa: E402
 
@@ -426,3 +429,145 @@ def test_num_threads_is_restored():
 def test_bad_arguments(kwargs, error):
     with pytest.raises(error):
         Extractor(weights="random", **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Threads: how torch's OpenMP threads wait, and whose thread counts win
+#
+# torch is already imported in this process (by this file), so whatever heatsearch does at the
+# import is seen in a fresh Python process.
+
+_IDLE_CPU = """
+import json, os, statistics, sys, time
+if sys.argv[1] == "torch-first":
+    import torch
+from heatsearch.vision import extract
+torch = extract._torch()
+torch.set_num_threads(2)
+x = torch.randn(512, 512)
+burnt = []
+for _ in range(5):
+    torch.relu(x @ x)  # parallel regions (MKL's product, ATen's elementwise loop)
+    c = time.process_time()
+    time.sleep(0.05)
+    burnt.append(time.process_time() - c)
+print(json.dumps({"set": extract._openmp_environment, "env": os.environ.get("OMP_WAIT_POLICY"),
+                  "idle_cpu_ms": 1000 * statistics.median(burnt)}))
+"""
+
+
+def _run_python(code, *args, env=None, drop=()):
+    environ = {k: v for k, v in os.environ.items() if k not in drop}
+    environ.update(env or {})
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=environ,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _idle_cpu(mode, env=None):
+    return json.loads(_run_python(_IDLE_CPU, mode, env=env, drop=extract._WAIT_VARIABLES).splitlines()[-1])
+
+
+def test_wait_environment_defaults_to_passive():
+    assert extract._wait_environment({}, torch_loaded=False) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert extract._wait_environment({"OMP_NUM_THREADS": "1"}, torch_loaded=False) == {
+        "OMP_WAIT_POLICY": "PASSIVE"}  # a thread count says nothing about waiting
+
+
+@pytest.mark.parametrize("name", ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "KMP_LIBRARY"])
+@pytest.mark.parametrize("value", ["ACTIVE", "0", ""])
+def test_wait_environment_leaves_the_users_choice(name, value):
+    assert extract._wait_environment({name: value}, torch_loaded=False) == {}
+
+
+def test_wait_environment_too_late_once_torch_is_loaded():
+    assert extract._wait_environment({}, torch_loaded=True) == {}
+
+
+def test_idle_torch_threads_sleep_when_heatsearch_imports_torch():
+    """The fix: with torch's default waiting, the OpenMP threads spin after each parallel
+    region (measured 3-9 ms of CPU in the 50 ms after one; this test failed so before the
+    fix); passive ones sleep at once (0.03 ms). CPU time, not wall time: it counts what the
+    idle threads burn, whatever else loads the machine."""
+    got = _idle_cpu("heatsearch-first")
+    assert got["set"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert got["env"] is None  # restored: child processes do not inherit it
+    assert got["idle_cpu_ms"] < 1.0, got
+
+
+def test_the_users_wait_policy_wins():
+    got = _idle_cpu("heatsearch-first", env={"OMP_WAIT_POLICY": "ACTIVE"})
+    assert got["set"] == {} and got["env"] == "ACTIVE"
+    assert got["idle_cpu_ms"] > 10.0, got  # ACTIVE threads spin for minutes
+
+
+def test_nothing_is_set_when_torch_was_imported_first():
+    got = _idle_cpu("torch-first")
+    assert got["set"] == {} and got["env"] is None
+
+
+_MAP = """
+import sys
+import numpy as np
+if sys.argv[1] == "torch-first":
+    import torch
+from heatsearch.vision import extract
+torch = extract._torch()
+torch.manual_seed(0)
+torch.set_num_threads(int(sys.argv[2]))
+ex = extract.Extractor(weights="random", max_size=None)
+img = np.random.default_rng(0).integers(0, 256, (192, 256, 3), dtype=np.uint8)
+np.save(sys.argv[3], ex.feature_map(img))
+print(extract._openmp_environment)
+"""
+
+
+def test_passive_waiting_changes_no_bit_of_the_maps(tmp_path):
+    """The wait policy changes how threads wait, never what they compute (same thread count);
+    a different thread count changes float sums, within float32 rounding only."""
+    files = {}
+    for mode, threads in [("torch-first", 2), ("heatsearch-first", 2), ("heatsearch-first", 1)]:
+        files[mode, threads] = tmp_path / f"{mode}-{threads}.npy"
+        out = _run_python(_MAP, mode, threads, files[mode, threads], drop=extract._WAIT_VARIABLES)
+        assert ("PASSIVE" in out) == (mode == "heatsearch-first")
+    spinning, passive, one = (np.load(f) for f in files.values())
+    assert spinning.tobytes() == passive.tobytes()
+    np.testing.assert_allclose(one, passive, rtol=0, atol=1e-5 * float(np.abs(passive).max()))
+
+
+def test_torchs_thread_count_wins_without_num_threads():
+    """Without ``num_threads`` the network runs on torch's setting, whatever the user set."""
+    before = torch.get_num_threads()
+    ex = Extractor(weights="random")
+    model = ex._model
+    seen = []
+    ex._model = lambda x: (seen.append(torch.get_num_threads()), model(x))[1]
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            ex.feature_map(rand_image(32, 32))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2, 3]
+
+
+_COUNTS = """
+import numpy as np, heatsearch as hs
+from heatsearch.vision import extract
+ex = extract.Extractor(weights="random")
+torch = extract._torch()
+model, seen = ex._model, []
+ex._model = lambda x: (seen.append(torch.get_num_threads()), model(x))[1]
+fmap = ex.feature_map(np.zeros((64, 64, 3), np.uint8))
+hs.hew_pool(fmap)
+print(seen[0], torch.get_num_threads(), hs.get_num_threads(), extract._openmp_environment)
+"""
+
+
+def test_omp_num_threads_and_heatsearch_num_threads_win():
+    out = _run_python(_COUNTS, env={"OMP_NUM_THREADS": "1", "HEATSEARCH_NUM_THREADS": "1"},
+                      drop=extract._WAIT_VARIABLES)
+    forward, after, heatsearch_threads, wait = out.split(maxsplit=3)
+    assert (forward, after, heatsearch_threads) == ("1", "1", "1")
+    assert "PASSIVE" in wait  # the waiting is set all the same: a thread count is not a policy

@@ -17,29 +17,47 @@ Preprocessing (EXIF orientation, RGB, crop, resize, ImageNet normalisation) is
 :mod:`heatsearch.vision.images`.
 
 Threads: torch runs the network on its own intra-op pool (``torch.get_num_threads()``, by
-default the number of physical cores); heatsearch's Rust kernels (HeW, HeR) run on heatsearch's
-pool (:func:`heatsearch.set_num_threads`, ``HEATSEARCH_NUM_THREADS``). The two are independent.
-The usual loop extracts a map then pools it, one after the other, so each phase can use every
-core and neither needs changing. If you run them concurrently (e.g. pooling in a second
-thread), split the cores: ``Extractor(num_threads=k)`` and ``heatsearch.set_num_threads(n -
-k)``, or the two pools oversubscribe the machine. ``num_threads`` is applied only while the
-extractor runs its network (the previous torch setting is restored after each batch), so it
-does not change torch for the rest of the program. On a machine shared with other busy
-processes, torch's OpenMP threads spin while waiting for each other and a forward pass can
-become many times slower (measured on 2 oversubscribed cores: 1 s instead of 10 ms for a small
-image with 2 threads); ``num_threads=1`` or the environment variable
-``OMP_WAIT_POLICY=PASSIVE`` avoids it.
+default the number of physical cores in the process's affinity mask); heatsearch's Rust
+kernels (HeW, HeR, search) run on heatsearch's pool (:func:`heatsearch.set_num_threads`,
+``HEATSEARCH_NUM_THREADS``). The two are independent. The usual loop extracts a map then pools
+it, one after the other, so each phase can use every core and neither needs changing. If you
+run them concurrently (e.g. pooling in a second thread), split the cores:
+``Extractor(num_threads=k)`` and ``heatsearch.set_num_threads(n - k)``, or the two pools
+oversubscribe the machine. ``num_threads`` is applied only while the extractor runs its network
+(the previous torch setting is restored after each batch), so it does not change torch for the
+rest of the program. For a service of several worker processes see
+:func:`heatsearch.threads_per_worker` and the README's "Threads in a service".
+
+Waiting: torch's CPU build runs its pool on OpenMP (GNU libgomp for the PyPI wheels), whose
+threads by default SPIN for a few milliseconds at the end of every parallel region (measured
+here: 6-10 ms of CPU after each one) before they sleep. On a machine shared with other busy
+processes the spinning threads take the cores the others need, and a thread of the team that
+loses its core holds up all the others at the next barrier: a query (1024 x 768 photo, three
+scales) took several times longer beside busy processes or a second worker. So when heatsearch
+is the one that imports torch (the first :class:`Extractor` of the process, torch not imported
+yet) it sets ``OMP_WAIT_POLICY=PASSIVE`` for that import: waiting threads sleep at once. The
+variable is read once, when the OpenMP runtime loads, which is why it cannot be changed later
+and why heatsearch sets it only around its own import (``os.environ`` is restored afterwards,
+so child processes and other programs do not inherit it). It changes how threads wait, never
+what they compute: feature maps are bit-identical (checked by the tests). It is not applied
+when torch was imported before (import heatsearch's extractor first, or set the variable
+yourself) or when the environment already chooses the waiting (``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``, ``KMP_LIBRARY``: the user's setting wins; e.g.
+``OMP_WAIT_POLICY=ACTIVE`` to spin).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import (
     Any,
     Dict,
     Iterable,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -92,13 +110,49 @@ BBox = Optional[Sequence[float]]
 _PIP = 'pip install "heatsearch[torch]"'
 
 
+#: How the OpenMP threads of the torch that heatsearch imports wait: PASSIVE = sleep at once
+#: instead of spinning (see the module docstring; measured in benches/test_bench_service.py).
+_WAIT_POLICY = "PASSIVE"
+
+#: The environment variables by which a user chooses how OpenMP threads wait (the standard one,
+#: GNU libgomp's and Intel OpenMP's): when any of them is set, heatsearch sets nothing.
+_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "KMP_LIBRARY")
+
+_import_lock = threading.Lock()
+
+#: The variables heatsearch set while it imported torch ({} if it did not import torch, or
+#: left the waiting to the user or to an earlier import).
+_openmp_environment: Dict[str, str] = {}
+
+
+def _wait_environment(environ: Mapping[str, str], torch_loaded: bool) -> Dict[str, str]:
+    """The variables to set for the import of torch: ``{"OMP_WAIT_POLICY": "PASSIVE"}``, or
+    ``{}`` when torch is already loaded (its OpenMP runtime has read its environment) or
+    ``environ`` holds any of :data:`_WAIT_VARIABLES` (the user's choice wins)."""
+    if torch_loaded or any(name in environ for name in _WAIT_VARIABLES):
+        return {}
+    return {"OMP_WAIT_POLICY": _WAIT_POLICY}
+
+
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as e:
-        raise MissingDependencyError(
-            f"feature extraction needs PyTorch and torchvision: {_PIP}"
-        ) from e
+    """torch, imported with :func:`_wait_environment`'s variables set (and removed after)."""
+    with _import_lock:
+        update = _wait_environment(os.environ, "torch" in sys.modules)
+        saved = {name: os.environ.get(name) for name in update}
+        os.environ.update(update)
+        try:
+            import torch
+        except ImportError as e:
+            raise MissingDependencyError(
+                f"feature extraction needs PyTorch and torchvision: {_PIP}"
+            ) from e
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        _openmp_environment.update(update)
     return torch
 
 
@@ -139,8 +193,10 @@ class Extractor:
             descriptors (cirtorch averages them, then L2-normalises). Each scale is resampled
             from the original image, not from the previous scale.
         num_threads: torch intra-op threads while this extractor runs (restored afterwards);
-            None (default) leaves torch's setting. See the module docstring for how it
-            shares the machine with :func:`heatsearch.set_num_threads`.
+            None (default) leaves torch's setting (``torch.set_num_threads``,
+            ``OMP_NUM_THREADS``, else torch's default). See the module docstring for how it
+            shares the machine with :func:`heatsearch.set_num_threads`, and for how torch's
+            threads wait (``OMP_WAIT_POLICY=PASSIVE`` when heatsearch imports torch).
         exif_transpose: apply the EXIF orientation of image files (default). Boxes are in
             the coordinates of the image as loaded; pass False to read pixels as stored, as
             cirtorch's loader (used for the revisitop results) does, if benchmark images

@@ -28,29 +28,37 @@ oversubscribe the machine. ``num_threads`` is applied only while the extractor r
 rest of the program. For a service of several worker processes see
 :func:`heatsearch.threads_per_worker` and the README's "Threads in a service".
 
-Waiting: torch's CPU build runs its pool on OpenMP (GNU libgomp for the PyPI wheels), whose
-threads by default SPIN for a few milliseconds at the end of every parallel region (measured
-here: 6-10 ms of CPU after each one) before they sleep. On a machine shared with other busy
-processes the spinning threads take the cores the others need, and a thread of the team that
-loses its core holds up all the others at the next barrier: a query (1024 x 768 photo, three
-scales) took several times longer beside busy processes or a second worker. So when heatsearch
-is the one that imports torch (the first :class:`Extractor` of the process, torch not imported
-yet) it sets ``OMP_WAIT_POLICY=PASSIVE`` for that import: waiting threads sleep at once. The
-variable is read once, when the OpenMP runtime loads, which is why it cannot be changed later
-and why heatsearch sets it only around its own import (``os.environ`` is restored afterwards,
-so child processes and other programs do not inherit it). It changes how threads wait, never
-what they compute: feature maps are bit-identical (checked by the tests). It is not applied
-when torch was imported before (import heatsearch's extractor first, or set the variable
-yourself) or when the environment already chooses the waiting (``OMP_WAIT_POLICY``,
-``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``, ``KMP_LIBRARY``: the user's setting wins; e.g.
-``OMP_WAIT_POLICY=ACTIVE`` to spin).
+Sharing the machine: torch's CPU build runs its pool on OpenMP (GNU libgomp in the PyPI wheels),
+whose idle threads SPIN for a few milliseconds after every parallel region before they sleep
+(measured here: 6-10 ms of CPU after each). That is what makes one process fast on cores of its
+own, and what makes it slow beside other busy processes: the spinning threads take the cores the
+others need, and a thread of the team that loses its core holds up the others at the next
+barrier (measured on 2 cores: a query, a 1024 x 768 photo at three scales, went from 0.35 s to
+1-9 s beside one CPU-bound process). So when the extractor has no ``num_threads`` and torch's
+thread count is torch's own, each forward pass uses at most the CPUs that other processes leave
+free at that moment: the CPUs this process may use (:func:`heatsearch.threads_per_worker`'s
+count) minus the threads of other processes that are running (``/proc/loadavg``'s count of
+runnable threads, less this process's own from ``/proc/self/task``; the fewer of two looks 1 ms
+apart, so that a process of a few milliseconds is not taken for a busy neighbour), at least 1.
+The two looks cost about 1.2 ms a pass. On an idle
+machine that is torch's count, so nothing changes (same speed, bit-identical maps); beside busy
+processes it is fewer threads, which changes float sums within float32 rounding only (1 against
+2 threads: 5-7% of the values of an EfficientNet-Lite0 map differ, by at most 4e-6 of its
+largest). The count is never changed when the user chose it: ``Extractor(num_threads=...)``,
+``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` in the environment, or a ``torch.set_num_threads``
+that differs from torch's own count (which heatsearch sees when it imports torch, and otherwise
+takes as the physical cores torch counts). Where ``/proc`` is missing (not Linux) torch's setting
+is left as it is. The waiting itself can only be chosen before torch loads:
+``OMP_WAIT_POLICY=PASSIVE`` makes idle threads sleep at once, which helps beside busy processes
+but cost 7-23% per query on an idle machine here (waking a sleeping thread is slow on this VM);
+see the README's "Threads in a service".
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
+import time
 from typing import (
     Any,
     Dict,
@@ -68,6 +76,7 @@ import numpy as np
 
 from .. import _validate
 from .._compat import accepts_old_arguments
+from ..threads import threads_per_worker
 from ..errors import (
     ImageReadError,
     InvalidDTypeError,
@@ -110,50 +119,122 @@ BBox = Optional[Sequence[float]]
 _PIP = 'pip install "heatsearch[torch]"'
 
 
-#: How the OpenMP threads of the torch that heatsearch imports wait: PASSIVE = sleep at once
-#: instead of spinning (see the module docstring; measured in benches/test_bench_service.py).
-_WAIT_POLICY = "PASSIVE"
+#: The environment variables by which a user sets torch's thread count (torch reads them when it
+#: loads): when either is set, heatsearch never changes the count.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: The environment variables by which a user chooses how OpenMP threads wait (the standard one,
-#: GNU libgomp's and Intel OpenMP's): when any of them is set, heatsearch sets nothing.
-_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "KMP_LIBRARY")
-
-_import_lock = threading.Lock()
-
-#: The variables heatsearch set while it imported torch ({} if it did not import torch, or
-#: left the waiting to the user or to an earlier import).
-_openmp_environment: Dict[str, str] = {}
-
-
-def _wait_environment(environ: Mapping[str, str], torch_loaded: bool) -> Dict[str, str]:
-    """The variables to set for the import of torch: ``{"OMP_WAIT_POLICY": "PASSIVE"}``, or
-    ``{}`` when torch is already loaded (its OpenMP runtime has read its environment) or
-    ``environ`` holds any of :data:`_WAIT_VARIABLES` (the user's choice wins)."""
-    if torch_loaded or any(name in environ for name in _WAIT_VARIABLES):
-        return {}
-    return {"OMP_WAIT_POLICY": _WAIT_POLICY}
+#: torch's own thread count, read right after heatsearch imported torch (None: torch was imported
+#: before heatsearch needed it, or not yet).
+_torch_own_threads: Optional[int] = None
 
 
 def _torch() -> Any:
-    """torch, imported with :func:`_wait_environment`'s variables set (and removed after)."""
-    with _import_lock:
-        update = _wait_environment(os.environ, "torch" in sys.modules)
-        saved = {name: os.environ.get(name) for name in update}
-        os.environ.update(update)
-        try:
-            import torch
-        except ImportError as e:
-            raise MissingDependencyError(
-                f"feature extraction needs PyTorch and torchvision: {_PIP}"
-            ) from e
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-        _openmp_environment.update(update)
+    global _torch_own_threads
+    loaded = "torch" in sys.modules
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"feature extraction needs PyTorch and torchvision: {_PIP}"
+        ) from e
+    if not loaded and _torch_own_threads is None:
+        _torch_own_threads = torch.get_num_threads()
     return torch
+
+
+def _own_count(environ: Mapping[str, str], seen_at_import: Optional[int], physical: int) -> Optional[int]:
+    """The thread count torch chose by itself: None if the environment chose it
+    (:data:`_THREAD_VARIABLES`), else the count seen right after heatsearch imported torch, else
+    ``physical`` (torch's rule: the physical cores of the affinity mask)."""
+    if any(name in environ for name in _THREAD_VARIABLES):
+        return None
+    return seen_at_import if seen_at_import is not None else physical
+
+
+def _free_cpus(cpus: int, others: int) -> int:
+    """``cpus`` less ``others``, the runnable threads of other processes; at least 1."""
+    return max(1, cpus - others)
+
+
+def _pass_threads(current: int, own: Optional[int], free: Optional[int]) -> int:
+    """torch threads for one forward pass of an extractor without ``num_threads``: torch's
+    setting ``current`` when the user chose it (``own`` is None or differs from it) or the load
+    is unknown (``free`` None), else ``min(current, free)``."""
+    if own is None or current != own or free is None:
+        return current
+    return max(1, min(current, free))
+
+
+def _machine_load() -> Optional[Tuple[int, int]]:
+    """``(running, own_running)``: the runnable threads of the machine (``/proc/loadavg``'s
+    fourth field, this reading thread included) and of this process (state R in
+    ``/proc/self/task/*/stat``); None where ``/proc`` cannot be read. About 0.1 ms."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        tasks = os.listdir("/proc/self/task")
+    except (OSError, ValueError, IndexError):
+        return None
+    own = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+        own += bool(fields) and fields[0] == "R"
+    return running, own
+
+
+def _physical_cores() -> int:
+    """The physical cores among the CPUs of the affinity mask (distinct package and core ids in
+    sysfs), as torch counts them for its default; the CPU count where sysfs says nothing."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as f, open(base + "core_id") as g:
+                cores.add((f.read().strip(), g.read().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+#: Seconds between the two looks at the machine's load before a forward pass: a process that
+#: runs for less than this (a shell command, a kernel thread) is not taken for a busy neighbour.
+#: Measured: one look made an idle worker drop to one thread for whole passes now and then.
+_LOAD_GAP = 0.001
+
+
+def _others_running() -> Optional[int]:
+    """The runnable threads of other processes, the fewer of two looks ``_LOAD_GAP`` apart;
+    None where ``/proc`` cannot be read."""
+    looks = []
+    for i in range(2):
+        if i:
+            time.sleep(_LOAD_GAP)
+        load = _machine_load()
+        if load is None:
+            return None
+        looks.append(max(0, load[0] - load[1]))
+    return min(looks)
+
+
+def _default_pass_threads(torch: Any) -> int:
+    """The torch thread count for the next forward pass of an extractor without
+    ``num_threads`` (see the module docstring)."""
+    current = int(torch.get_num_threads())
+    own = _own_count(os.environ, _torch_own_threads, _physical_cores())
+    if own is None or current != own:
+        return current
+    others = _others_running()
+    free = None if others is None else _free_cpus(threads_per_worker(), others)
+    return _pass_threads(current, own, free)
 
 
 class Extractor:
@@ -192,11 +273,13 @@ class Extractor:
             several, a list of arrays, one per scale in this order: pool each and combine the
             descriptors (cirtorch averages them, then L2-normalises). Each scale is resampled
             from the original image, not from the previous scale.
-        num_threads: torch intra-op threads while this extractor runs (restored afterwards);
-            None (default) leaves torch's setting (``torch.set_num_threads``,
-            ``OMP_NUM_THREADS``, else torch's default). See the module docstring for how it
-            shares the machine with :func:`heatsearch.set_num_threads`, and for how torch's
-            threads wait (``OMP_WAIT_POLICY=PASSIVE`` when heatsearch imports torch).
+        num_threads: torch intra-op threads while this extractor runs (restored afterwards).
+            None (default): torch's setting when the user chose it (``torch.set_num_threads``,
+            ``OMP_NUM_THREADS``); with torch's own count, at most the CPUs that other
+            processes leave free at each forward pass (the whole count on an idle machine; see
+            the module docstring, measured in ``benches/test_bench_service.py``). See the
+            module docstring for how it shares the machine with
+            :func:`heatsearch.set_num_threads`.
         exif_transpose: apply the EXIF orientation of image files (default). Boxes are in
             the coordinates of the image as loaded; pass False to read pixels as stored, as
             cirtorch's loader (used for the revisitop results) does, if benchmark images
@@ -263,6 +346,8 @@ class Extractor:
         except (RuntimeError, AssertionError) as e:  # e.g. "cuda" on a machine without a GPU
             raise InvalidInputError(f"cannot use device {str(self.device)!r}: {e}") from e
         self._torch = torch
+        #: torch threads of the last forward pass (read by benches/test_bench_service.py).
+        self._last_threads: Optional[int] = None
 
     # ----------------------------------------------------------------------------------------
     # Description
@@ -458,16 +543,17 @@ class Extractor:
         x = np.stack([_images.normalize(a) for a in arrays])  # (B, H, W, 3) float32
         # (B, 3, H, W) view of channels-last memory: torch's CPU convolutions take it as is.
         t = torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device)
-        prev = None
-        if self.num_threads is not None:
-            prev = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
+        n = self.num_threads if self.num_threads is not None else _default_pass_threads(torch)
+        self._last_threads = n
+        prev = torch.get_num_threads()
+        if n != prev:
+            torch.set_num_threads(n)
         try:
             with torch.inference_mode():
                 y = self._model(t)
                 y = y.permute(0, 2, 3, 1).float().cpu().contiguous()
         finally:
-            if prev is not None:
+            if n != prev:
                 torch.set_num_threads(prev)
         out = y.numpy()
         return [out[b].copy() for b in range(out.shape[0])]

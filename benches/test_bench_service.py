@@ -19,8 +19,8 @@ loads):
 * ``heatsearch``: ``Extractor()``, heatsearch's default: torch's count on an idle machine, at
   most the CPUs other processes leave free at each forward pass (see
   :mod:`heatsearch.vision.extract`);
-* ``passive``: as ``torch-default``, with ``OMP_WAIT_POLICY=PASSIVE`` in the worker's
-  environment (idle OpenMP threads sleep at once), the alternative that was measured against it;
+* ``passive``: ``Extractor()`` with ``OMP_WAIT_POLICY=PASSIVE`` in the worker's environment:
+  idle OpenMP threads sleep at once, and heatsearch then keeps torch's count whatever the load;
 * ``one-thread``: ``Extractor(num_threads=1)``, the sizing the README gives when workers
   outnumber the cores.
 
@@ -35,8 +35,9 @@ worker's answer on its stdout; the pipe costs well under a millisecond). Beside 
 * ``1 worker``: a second worker of the same setting answering queries back to back (stops when
   told, or after ``BUSY_SECONDS``); the measured workers stop after ``SERVE_SECONDS``.
 
-Needs torch, torchvision and the EfficientNet-Lite0 weights package (skipped otherwise). Five to
-ten minutes on the 2-core VM (the slow cases are the point).
+Needs torch, torchvision and the EfficientNet-Lite0 weights package (skipped otherwise). About
+2.5 minutes on the 2-core VM when nothing else runs, up to 6 when it is shared (the slow cases
+are the point).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ _WORKER = textwrap.dedent(
     import heatsearch as hs
     from heatsearch.vision.extract import Extractor
 
-    threads = {"heatsearch": None, "one-thread": 1}.get(setting, torch.get_num_threads())
+    threads = {"heatsearch": None, "passive": None, "one-thread": 1}.get(setting, torch.get_num_threads())
     ex = Extractor(scales=(1.0, 1 / math.sqrt(2), 0.5), num_threads=threads)
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, (768 // 32, 1024 // 32, 3), dtype=np.uint8)

@@ -502,7 +502,7 @@ def fake_machine(monkeypatch):
     torch.set_num_threads(2)
     monkeypatch.setattr(extract, "_torch_own_threads", 2)  # as if heatsearch had imported torch
     monkeypatch.setattr(extract, "threads_per_worker", lambda: 2)
-    for name in extract._THREAD_VARIABLES:
+    for name in extract._THREAD_VARIABLES + ("OMP_WAIT_POLICY",):
         monkeypatch.delenv(name, raising=False)
     load = {"value": (1, 1)}
     monkeypatch.setattr(extract, "_machine_load", lambda: load["value"])
@@ -551,6 +551,18 @@ def test_the_users_thread_count_wins_over_the_load(fake_machine, monkeypatch):
     torch.set_num_threads(2)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the environment chose torch's count
     assert _threads_seen(ex, img)[0] == [2]
+
+
+@pytest.mark.parametrize("value, passive", [("PASSIVE", True), ("passive", True), ("ACTIVE", False), ("", False)])
+def test_waits_passively(value, passive):
+    assert extract._waits_passively({"OMP_WAIT_POLICY": value}) is passive
+    assert extract._waits_passively({}) is False
+
+
+def test_passive_waiting_keeps_torchs_count_under_load(fake_machine, monkeypatch):
+    fake_machine["value"] = (5, 1)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert _threads_seen(Extractor(weights="random"), rand_image(32, 32))[0] == [2]
 
 
 def test_num_threads_is_left_alone_without_proc(fake_machine):

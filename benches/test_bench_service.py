@@ -48,7 +48,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -102,8 +102,11 @@ _WORKER = textwrap.dedent(
             query()
             print(time.perf_counter() - t0, ex._last_threads, flush=True)  # threads: last pass
     else:  # "loop": queries back to back until stdin says anything (or closes)
+        done, t0 = 0, time.perf_counter()
         while time.monotonic() < deadline and not select.select([sys.stdin], [], [], 0)[0]:
             query()
+            done += 1
+        print(done, time.perf_counter() - t0, flush=True)  # its queries, in seconds
     """
 )
 
@@ -118,6 +121,7 @@ class Worker:
         if setting == "passive":
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         self.threads_used: List[int] = []
+        self.mode = mode
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER, setting, mode,
              str(SERVE_SECONDS if mode == "serve" else BUSY_SECONDS)],
@@ -148,16 +152,23 @@ class Worker:
         self.threads_used.append(int(threads))
         return float(seconds)
 
-    def close(self) -> None:
+    def close(self) -> Optional[float]:
+        """Stops the worker; a looping one's queries per second, None otherwise (or if it
+        could not say)."""
+        rate = None
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write("\n")
                 self.proc.stdin.close()
+                if self.mode == "loop":
+                    done, seconds = self._line().split()
+                    rate = int(done) / float(seconds)
                 self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, RuntimeError, TimeoutError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        return rate
 
 
 def _busy_loop() -> subprocess.Popen:
@@ -191,7 +202,7 @@ def workers():
 @pytest.fixture
 def beside(request):
     """What runs beside the measured worker (see the module docstring): ``start(setting)``
-    starts it; it is stopped after the case, whatever happened."""
+    starts it, ``stop()`` stops it (and again after the case, whatever happened)."""
     kind = request.param
     procs: List[subprocess.Popen] = []
     siblings: List[Worker] = []
@@ -203,14 +214,20 @@ def beside(request):
             siblings.append(Worker(setting, mode="loop"))
         time.sleep(0.5)  # let them reach their loops
 
-    try:
-        yield {"kind": kind, "start": start}
-    finally:
+    def stop() -> Optional[float]:
+        """Stops what runs beside; the second worker's queries per second (None without)."""
         for p in procs:
             p.kill()
             p.wait()
-        for w in siblings:
-            w.close()
+        rates = [w.close() for w in siblings]
+        procs.clear()
+        siblings.clear()
+        return rates[0] if rates else None
+
+    try:
+        yield {"kind": kind, "start": start, "stop": stop}
+    finally:
+        stop()
 
 
 # Settings side by side within each condition (the inner loop), so that they meet the same
@@ -230,6 +247,8 @@ def test_query_time(benchmark, workers, beside, setting):
     worker.threads_used.clear()
     benchmark.pedantic(worker.query, rounds=ROUNDS, warmup_rounds=1)
     benchmark.extra_info["loadavg_after"] = _loadavg()
+    # The pair's throughput = the second worker's queries per second + 1 / median of this one.
+    benchmark.extra_info["second_worker_queries_per_second"] = beside["stop"]()
     # torch threads of the last forward pass of each query (the warm-up's first)
     benchmark.extra_info["threads_used"] = list(worker.threads_used)
     assert worker.wait_policy == ("PASSIVE" if setting == "passive" else "default")

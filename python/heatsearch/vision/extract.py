@@ -30,28 +30,30 @@ rest of the program. For a service of several worker processes see
 
 Sharing the machine: torch's CPU build runs its pool on OpenMP (GNU libgomp in the PyPI wheels),
 whose idle threads SPIN for a few milliseconds after every parallel region before they sleep
-(measured here: 6-10 ms of CPU after each). That is what makes one process fast on cores of its
-own, and what makes it slow beside other busy processes: the spinning threads take the cores the
-others need, and a thread of the team that loses its core holds up the others at the next
-barrier (measured on 2 cores: a query, a 1024 x 768 photo at three scales, went from 0.35 s to
-1-9 s beside one CPU-bound process). So when the extractor has no ``num_threads`` and torch's
-thread count is torch's own, each forward pass uses at most the CPUs that other processes leave
-free at that moment: the CPUs this process may use (:func:`heatsearch.threads_per_worker`'s
-count) minus the threads of other processes that are running (``/proc/loadavg``'s count of
-runnable threads, less this process's own from ``/proc/self/task``; the fewer of two looks 1 ms
-apart, so that a process of a few milliseconds is not taken for a busy neighbour), at least 1.
-The two looks cost about 1.2 ms a pass. On an idle
-machine that is torch's count, so nothing changes (same speed, bit-identical maps); beside busy
-processes it is fewer threads, which changes float sums within float32 rounding only (1 against
-2 threads: 5-7% of the values of an EfficientNet-Lite0 map differ, by at most 4e-6 of its
-largest). The count is never changed when the user chose it: ``Extractor(num_threads=...)``,
-``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` in the environment, or a ``torch.set_num_threads``
-that differs from torch's own count (which heatsearch sees when it imports torch, and otherwise
-takes as the physical cores torch counts). Where ``/proc`` is missing (not Linux) torch's setting
-is left as it is. The waiting itself can only be chosen before torch loads:
-``OMP_WAIT_POLICY=PASSIVE`` makes idle threads sleep at once, which helps beside busy processes
-but cost 7-23% per query on an idle machine here (waking a sleeping thread is slow on this VM);
-see the README's "Threads in a service".
+(measured here: 6-10 ms of CPU after each). That makes one process fast on cores of its own, and
+slow beside other busy processes: the spinning threads take the cores the others need, and a
+thread of the team that loses its core holds up the others at the next barrier (measured on 2
+cores, a query of a 1024 x 768 photo at three scales: 0.33-0.41 s alone, 0.72-0.93 s beside one
+CPU-bound process, up to 4.9 s beside a second worker, 4-9.5 s when the machine was loaded by
+others too). So when the extractor has no ``num_threads`` and torch's thread count is torch's
+own, each forward pass uses at most the CPUs that other processes leave free at that moment:
+the CPUs this process may use (:func:`heatsearch.threads_per_worker`'s count) less the threads
+of other processes that are running (``/proc/loadavg``'s count of runnable threads less this
+process's own from ``/proc/self/task``; the fewer of two looks 1 ms apart, so that a process of
+a few milliseconds is not taken for a busy neighbour; about 1.3 ms a pass), at least 1. On an
+idle machine that is torch's count, so nothing changes (same speed within the noise,
+bit-identical maps); beside busy processes it is fewer threads, which changes float sums within
+float32 rounding only (1 against 2 threads: 5-7% of the values of an EfficientNet-Lite0 map
+differ, by at most 4e-6 of its largest). The count is never changed when the user chose it:
+``Extractor(num_threads=...)``, ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` in the environment,
+a ``torch.set_num_threads`` that differs from torch's own count (which heatsearch reads when it
+imports torch, and otherwise takes as the physical cores torch counts: a call that sets exactly
+that count cannot be told from torch's default), or ``OMP_WAIT_POLICY=PASSIVE`` (idle threads
+then sleep at once and cost the others nothing). Where ``/proc`` is missing (not Linux) torch's
+setting is left as it is. Passive waiting is not the default because the variable must be set
+before torch loads, and waking the sleeping threads cost 7% a query on an idle machine here (in
+the median of 16 comparisons, -12% to +28%) while it was the fastest beside busy processes; see
+the README's "Threads in a service" and ``benches/test_bench_service.py``.
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ def _own_count(environ: Mapping[str, str], seen_at_import: Optional[int], physic
 def _waits_passively(environ: Mapping[str, str]) -> bool:
     """Whether the user asked OpenMP's idle threads to sleep at once (``OMP_WAIT_POLICY=PASSIVE``).
     Then threads that wait cost the others nothing, and torch's whole count measured faster
-    beside busy processes than one thread (0.52 against 0.69 s a query beside one CPU loop on 2
-    cores), so heatsearch keeps it."""
+    beside busy processes than one thread (0.54 against 0.65 s a query beside one CPU loop on 2
+    cores, medians of three runs), so heatsearch keeps it."""
     return environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 

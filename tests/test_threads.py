@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import heatsearch as hs
+from heatsearch import threads
 from helpers import ticks_while
 
 
@@ -92,3 +93,72 @@ def test_fork_after_use_does_not_deadlock():
     child.join(timeout=60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(np.array(result, dtype=np.float32), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# threads_per_worker: each worker's share of the CPUs this process may use
+
+
+@pytest.mark.parametrize("cpus, workers, expected", [
+    (2, 1, 2), (2, 2, 1), (2, 3, 1), (8, 3, 2), (8, 4, 2), (64, 5, 12), (1, 1, 1),
+])
+def test_share_rounds_down_and_never_gives_zero(cpus, workers, expected):
+    assert threads._share(cpus, workers) == expected
+
+
+def _files(**text):
+    paths = {
+        "v2": "/sys/fs/cgroup/cpu.max",
+        "v1_quota": "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        "v1_period": "/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+    }
+    files = {paths[k]: v for k, v in text.items()}
+    return files.get
+
+
+@pytest.mark.parametrize("files, quota", [
+    ({}, None),                                             # no cgroup files: no quota
+    ({"v2": "max 100000\n"}, None),                         # v2 without a limit
+    ({"v2": "150000 100000\n"}, 1.5),                       # docker --cpus 1.5
+    ({"v2": "400000 100000\n"}, 4.0),
+    ({"v2": "garbage"}, None),
+    ({"v2": "0 100000"}, None),
+    ({"v1_quota": "-1\n", "v1_period": "100000\n"}, None),  # v1 without a limit
+    ({"v1_quota": "200000\n", "v1_period": "100000\n"}, 2.0),
+    ({"v1_quota": "200000\n"}, None),                       # no period: ignored
+])
+def test_cgroup_cpu_quota(files, quota):
+    assert threads._cgroup_cpu_quota(_files(**files)) == quota
+
+
+def test_available_cpus_is_capped_by_the_quota():
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert threads._available_cpus(_files()) == affinity
+    assert threads._available_cpus(_files(v2="max 100000")) == affinity
+    assert threads._available_cpus(_files(v2="150000 100000")) == 1  # rounded down
+    assert threads._available_cpus(_files(v2="50000 100000")) == 1   # never 0
+    assert threads._available_cpus(_files(v2=f"{100000 * (affinity + 8)} 100000")) == affinity
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_threads_per_worker_follows_the_affinity_mask():
+    cpus = sorted(os.sched_getaffinity(0))
+    code = (
+        "import os, heatsearch as hs\n"
+        f"os.sched_setaffinity(0, {{{cpus[0]}}})\n"
+        "print(hs.threads_per_worker(), hs.threads_per_worker(3))\n"
+    )
+    out = run_python(code, {})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]
+    quota = threads._cgroup_cpu_quota(threads._read_text)
+    expected = len(cpus) if quota is None else min(len(cpus), max(1, int(quota)))
+    assert hs.threads_per_worker() == expected
+    assert hs.threads_per_worker(workers=len(cpus)) == max(1, expected // len(cpus))
+
+
+@pytest.mark.parametrize("workers, error", [(0, hs.InvalidInputError), (1.5, hs.InvalidDTypeError),
+                                            (True, hs.InvalidDTypeError), (None, hs.InvalidDTypeError)])
+def test_threads_per_worker_bad_workers(workers, error):
+    with pytest.raises(error, match="workers"):
+        hs.threads_per_worker(workers)

@@ -54,7 +54,7 @@ from .query_expansion import (
 from .pipeline import RERANKERS, rank
 from .postprocess import PostProcess, l2_normalize, power_normalize
 from .whitening import PCAWhitening
-from .threads import get_num_threads, set_num_threads
+from .threads import get_num_threads, set_num_threads, threads_per_worker
 from . import eval, reference
 from .eval import compute_map, load_descriptors, load_ground_truth, revisited
 from .app import Index, IndexConfig
@@ -97,6 +97,7 @@ __all__ = [
     # threads
     "set_num_threads",
     "get_num_threads",
+    "threads_per_worker",
     "reference",
     # errors
     "HeatsearchError",

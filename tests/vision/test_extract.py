@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from heatsearch.vision.backbones import (  # noqa: E402
     layer_info,
 )
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError  # noqa: E402
+from heatsearch.vision import extract  # noqa: E402
 from heatsearch.vision.extract import Extractor  # noqa: E402
 from heatsearch.errors import ImageReadError  # noqa: E402
 
@@ -426,3 +429,182 @@ def test_num_threads_is_restored():
 def test_bad_arguments(kwargs, error):
     with pytest.raises(error):
         Extractor(weights="random", **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Threads: torch's count for each forward pass, and whose setting wins
+
+
+def test_own_count_is_torchs_unless_the_environment_chose():
+    assert extract._own_count({}, seen_at_import=4, physical=2) == 4  # heatsearch saw torch load
+    assert extract._own_count({}, seen_at_import=None, physical=2) == 2  # torch's rule
+    assert extract._own_count({"OMP_NUM_THREADS": "2"}, seen_at_import=2, physical=2) is None
+    assert extract._own_count({"MKL_NUM_THREADS": "1"}, seen_at_import=None, physical=2) is None
+    assert extract._own_count({"HEATSEARCH_NUM_THREADS": "1"}, seen_at_import=None, physical=2) == 2
+
+
+@pytest.mark.parametrize("cpus, others, free", [
+    (2, 0, 2),   # only this process runs
+    (2, 1, 1),   # a busy process
+    (2, 3, 1),   # more than the CPUs: never 0
+    (8, 3, 5),
+])
+def test_free_cpus(cpus, others, free):
+    assert extract._free_cpus(cpus, others) == free
+
+
+def test_others_running_takes_the_fewer_of_two_looks(monkeypatch):
+    looks = iter([(4, 1), (2, 1)])  # (running, own): a short process seen by the first look only
+    monkeypatch.setattr(extract, "_machine_load", lambda: next(looks))
+    assert extract._others_running() == 1
+    looks = iter([(1, 2), (3, 1)])  # sampled at different instants: never negative
+    assert extract._others_running() == 0
+    monkeypatch.setattr(extract, "_machine_load", lambda: None)
+    assert extract._others_running() is None
+
+
+@pytest.mark.parametrize("current, own, free, expected", [
+    (2, 2, 2, 2),     # idle machine: torch's count, unchanged
+    (2, 2, 1, 1),     # one CPU taken by others
+    (4, 4, 8, 4),     # never more than torch's count
+    (3, 2, 1, 3),     # torch.set_num_threads(3) by the user: left as it is
+    (1, 2, 2, 1),     # torch.set_num_threads(1) by the user
+    (2, None, 1, 2),  # OMP_NUM_THREADS / MKL_NUM_THREADS chose it
+    (2, 2, None, 2),  # load unknown (no /proc)
+])
+def test_pass_threads(current, own, free, expected):
+    assert extract._pass_threads(current, own, free) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc")
+def test_machine_load_sees_a_busy_process():
+    running, own = extract._machine_load()
+    assert own >= 1 and running >= 1  # this thread is running while it reads
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 60\n"
+                             "while time.monotonic() < end: pass"])
+    try:
+        others = []
+        for _ in range(100):  # a CPU loop is always runnable: seen at once, unless it waits for a CPU
+            others.append(extract._others_running())
+            if others[-1] >= 1:
+                break
+            time.sleep(0.02)
+        assert max(others) >= 1, others
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+@pytest.fixture
+def fake_machine(monkeypatch):
+    """torch at its own count of 2 threads on 2 CPUs, and a load set by the test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(extract, "_torch_own_threads", 2)  # as if heatsearch had imported torch
+    monkeypatch.setattr(extract, "threads_per_worker", lambda: 2)
+    for name in extract._THREAD_VARIABLES + ("OMP_WAIT_POLICY",):
+        monkeypatch.delenv(name, raising=False)
+    load = {"value": (1, 1)}
+    monkeypatch.setattr(extract, "_machine_load", lambda: load["value"])
+    yield load
+    torch.set_num_threads(before)
+
+
+def _threads_seen(ex, image):
+    model, seen = ex._model, []
+    ex._model = lambda x: (seen.append(torch.get_num_threads()), model(x))[1]
+    try:
+        fmap = ex.feature_map(image)
+    finally:
+        ex._model = model
+    return seen, fmap
+
+
+def test_default_threads_follow_the_free_cpus(fake_machine):
+    """The fix: beside a busy process, a pass runs on the CPU left free (before: torch's 2
+    threads, spinning against it); idle, on torch's count, with bit-identical maps."""
+    ex = Extractor(weights="random")
+    img = rand_image(96, 128)
+    seen_idle, idle = _threads_seen(ex, img)
+    fake_machine["value"] = (3, 1)  # two runnable threads of other processes
+    seen_busy, busy = _threads_seen(ex, img)
+    assert (seen_idle, seen_busy) == ([2], [1])
+    assert torch.get_num_threads() == 2  # torch's setting restored after each pass
+    ex.num_threads = 2
+    _, two = _threads_seen(ex, img)
+    ex.num_threads = 1
+    _, one = _threads_seen(ex, img)
+    assert idle.tobytes() == two.tobytes() and busy.tobytes() == one.tobytes()
+    # another thread count changes float sums, within float32 rounding only
+    np.testing.assert_allclose(busy, idle, rtol=0, atol=1e-5 * float(np.abs(idle).max()))
+
+
+def test_the_users_thread_count_wins_over_the_load(fake_machine, monkeypatch):
+    fake_machine["value"] = (5, 1)  # a loaded machine
+    img = rand_image(32, 32)
+    assert _threads_seen(Extractor(weights="random", num_threads=2), img)[0] == [2]
+    ex = Extractor(weights="random")
+    for n in (1, 3):  # torch.set_num_threads by the user (not torch's own count)
+        torch.set_num_threads(n)
+        assert _threads_seen(ex, img)[0] == [n]
+        assert torch.get_num_threads() == n
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the environment chose torch's count
+    assert _threads_seen(ex, img)[0] == [2]
+
+
+@pytest.mark.parametrize("value, passive", [("PASSIVE", True), ("passive", True), ("ACTIVE", False), ("", False)])
+def test_waits_passively(value, passive):
+    assert extract._waits_passively({"OMP_WAIT_POLICY": value}) is passive
+    assert extract._waits_passively({}) is False
+
+
+def test_passive_waiting_keeps_torchs_count_under_load(fake_machine, monkeypatch):
+    fake_machine["value"] = (5, 1)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert _threads_seen(Extractor(weights="random"), rand_image(32, 32))[0] == [2]
+
+
+def test_num_threads_is_left_alone_without_proc(fake_machine):
+    fake_machine["value"] = None  # no /proc: the load is unknown
+    assert _threads_seen(Extractor(weights="random"), rand_image(32, 32))[0] == [2]
+
+
+_SEEN_AT_IMPORT = """
+import sys
+if sys.argv[1] == "torch-first":
+    import torch
+from heatsearch.vision import extract
+torch = extract._torch()
+print(extract._torch_own_threads, torch.get_num_threads())
+"""
+
+
+def _run_python(code, *args, env=None):
+    environ = {k: v for k, v in os.environ.items() if k not in extract._THREAD_VARIABLES}
+    environ.update(env or {})
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=environ,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.split()
+
+
+def test_torchs_own_count_is_seen_when_heatsearch_imports_torch():
+    seen, count = _run_python(_SEEN_AT_IMPORT, "heatsearch-first")
+    assert seen == count
+    assert _run_python(_SEEN_AT_IMPORT, "torch-first")[0] == "None"
+
+
+_COUNTS = """
+import numpy as np, heatsearch as hs
+from heatsearch.vision import extract
+ex = extract.Extractor(weights="random")
+fmap = ex.feature_map(np.zeros((64, 64, 3), np.uint8))
+hs.hew_pool(fmap)
+print(ex._last_threads, extract._torch().get_num_threads(), hs.get_num_threads())
+"""
+
+
+def test_omp_num_threads_and_heatsearch_num_threads_win():
+    out = _run_python(_COUNTS, env={"OMP_NUM_THREADS": "1", "HEATSEARCH_NUM_THREADS": "1"})
+    assert out == ["1", "1", "1"]

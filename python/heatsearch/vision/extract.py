@@ -17,29 +17,57 @@ Preprocessing (EXIF orientation, RGB, crop, resize, ImageNet normalisation) is
 :mod:`heatsearch.vision.images`.
 
 Threads: torch runs the network on its own intra-op pool (``torch.get_num_threads()``, by
-default the number of physical cores); heatsearch's Rust kernels (HeW, HeR) run on heatsearch's
-pool (:func:`heatsearch.set_num_threads`, ``HEATSEARCH_NUM_THREADS``). The two are independent.
-The usual loop extracts a map then pools it, one after the other, so each phase can use every
-core and neither needs changing. If you run them concurrently (e.g. pooling in a second
-thread), split the cores: ``Extractor(num_threads=k)`` and ``heatsearch.set_num_threads(n -
-k)``, or the two pools oversubscribe the machine. ``num_threads`` is applied only while the
-extractor runs its network (the previous torch setting is restored after each batch), so it
-does not change torch for the rest of the program. On a machine shared with other busy
-processes, torch's OpenMP threads spin while waiting for each other and a forward pass can
-become many times slower (measured on 2 oversubscribed cores: 1 s instead of 10 ms for a small
-image with 2 threads); ``num_threads=1`` or the environment variable
-``OMP_WAIT_POLICY=PASSIVE`` avoids it.
+default the number of physical cores in the process's affinity mask); heatsearch's Rust
+kernels (HeW, HeR, search) run on heatsearch's pool (:func:`heatsearch.set_num_threads`,
+``HEATSEARCH_NUM_THREADS``). The two are independent. The usual loop extracts a map then pools
+it, one after the other, so each phase can use every core and neither needs changing. If you
+run them concurrently (e.g. pooling in a second thread), split the cores:
+``Extractor(num_threads=k)`` and ``heatsearch.set_num_threads(n - k)``, or the two pools
+oversubscribe the machine. ``num_threads`` is applied only while the extractor runs its network
+(the previous torch setting is restored after each batch), so it does not change torch for the
+rest of the program. For a service of several worker processes see
+:func:`heatsearch.threads_per_worker` and the README's "Threads in a service".
+
+Sharing the machine: torch's CPU build runs its pool on OpenMP (GNU libgomp in the PyPI wheels),
+whose idle threads SPIN for a few milliseconds after every parallel region before they sleep
+(measured here: 6-10 ms of CPU after each). That makes one process fast on cores of its own, and
+slow beside other busy processes: the spinning threads take the cores the others need, and a
+thread of the team that loses its core holds up the others at the next barrier (measured on 2
+cores, a query of a 1024 x 768 photo at three scales: 0.33-0.41 s alone, 0.72-0.93 s beside one
+CPU-bound process, up to 4.9 s beside a second worker, 4-9.5 s when the machine was loaded by
+others too). So when the extractor has no ``num_threads`` and torch's thread count is torch's
+own, each forward pass uses at most the CPUs that other processes leave free at that moment:
+the CPUs this process may use (:func:`heatsearch.threads_per_worker`'s count) less the threads
+of other processes that are running (``/proc/loadavg``'s count of runnable threads less this
+process's own from ``/proc/self/task``; the fewer of two looks 1 ms apart, so that a process of
+a few milliseconds is not taken for a busy neighbour; about 1.3 ms a pass), at least 1. On an
+idle machine that is torch's count, so nothing changes (same speed within the noise,
+bit-identical maps); beside busy processes it is fewer threads, which changes float sums within
+float32 rounding only (1 against 2 threads: 5-7% of the values of an EfficientNet-Lite0 map
+differ, by at most 4e-6 of its largest). The count is never changed when the user chose it:
+``Extractor(num_threads=...)``, ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` in the environment,
+a ``torch.set_num_threads`` that differs from torch's own count (which heatsearch reads when it
+imports torch, and otherwise takes as the physical cores torch counts: a call that sets exactly
+that count cannot be told from torch's default), or ``OMP_WAIT_POLICY=PASSIVE`` (idle threads
+then sleep at once and cost the others nothing). Where ``/proc`` is missing (not Linux) torch's
+setting is left as it is. Passive waiting is not the default because the variable must be set
+before torch loads, and waking the sleeping threads cost 7% a query on an idle machine here (in
+the median of 16 comparisons, -12% to +28%) while it was the fastest beside busy processes; see
+the README's "Threads in a service" and ``benches/test_bench_service.py``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import (
     Any,
     Dict,
     Iterable,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -50,6 +78,7 @@ import numpy as np
 
 from .. import _validate
 from .._compat import accepts_old_arguments
+from ..threads import threads_per_worker
 from ..errors import (
     ImageReadError,
     InvalidDTypeError,
@@ -92,14 +121,130 @@ BBox = Optional[Sequence[float]]
 _PIP = 'pip install "heatsearch[torch]"'
 
 
+#: The environment variables by which a user sets torch's thread count (torch reads them when it
+#: loads): when either is set, heatsearch never changes the count.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: torch's own thread count, read right after heatsearch imported torch (None: torch was imported
+#: before heatsearch needed it, or not yet).
+_torch_own_threads: Optional[int] = None
+
+
 def _torch() -> Any:
+    global _torch_own_threads
+    loaded = "torch" in sys.modules
     try:
         import torch
     except ImportError as e:
         raise MissingDependencyError(
             f"feature extraction needs PyTorch and torchvision: {_PIP}"
         ) from e
+    if not loaded and _torch_own_threads is None:
+        _torch_own_threads = torch.get_num_threads()
     return torch
+
+
+def _own_count(environ: Mapping[str, str], seen_at_import: Optional[int], physical: int) -> Optional[int]:
+    """The thread count torch chose by itself: None if the environment chose it
+    (:data:`_THREAD_VARIABLES`), else the count seen right after heatsearch imported torch, else
+    ``physical`` (torch's rule: the physical cores of the affinity mask)."""
+    if any(name in environ for name in _THREAD_VARIABLES):
+        return None
+    return seen_at_import if seen_at_import is not None else physical
+
+
+def _waits_passively(environ: Mapping[str, str]) -> bool:
+    """Whether the user asked OpenMP's idle threads to sleep at once (``OMP_WAIT_POLICY=PASSIVE``).
+    Then threads that wait cost the others nothing, and torch's whole count measured faster
+    beside busy processes than one thread (0.54 against 0.65 s a query beside one CPU loop on 2
+    cores, medians of three runs), so heatsearch keeps it."""
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
+def _free_cpus(cpus: int, others: int) -> int:
+    """``cpus`` less ``others``, the runnable threads of other processes; at least 1."""
+    return max(1, cpus - others)
+
+
+def _pass_threads(current: int, own: Optional[int], free: Optional[int]) -> int:
+    """torch threads for one forward pass of an extractor without ``num_threads``: torch's
+    setting ``current`` when the user chose it (``own`` is None or differs from it) or the load
+    is unknown (``free`` None), else ``min(current, free)``."""
+    if own is None or current != own or free is None:
+        return current
+    return max(1, min(current, free))
+
+
+def _machine_load() -> Optional[Tuple[int, int]]:
+    """``(running, own_running)``: the runnable threads of the machine (``/proc/loadavg``'s
+    fourth field, this reading thread included) and of this process (state R in
+    ``/proc/self/task/*/stat``); None where ``/proc`` cannot be read. About 0.1 ms."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        tasks = os.listdir("/proc/self/task")
+    except (OSError, ValueError, IndexError):
+        return None
+    own = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+        own += bool(fields) and fields[0] == "R"
+    return running, own
+
+
+def _physical_cores() -> int:
+    """The physical cores among the CPUs of the affinity mask (distinct package and core ids in
+    sysfs), as torch counts them for its default; the CPU count where sysfs says nothing."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as f, open(base + "core_id") as g:
+                cores.add((f.read().strip(), g.read().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+#: Seconds between the two looks at the machine's load before a forward pass: a process that
+#: runs for less than this (a shell command, a kernel thread) is not taken for a busy neighbour.
+#: Measured: one look made an idle worker drop to one thread for whole passes now and then.
+_LOAD_GAP = 0.001
+
+
+def _others_running() -> Optional[int]:
+    """The runnable threads of other processes, the fewer of two looks ``_LOAD_GAP`` apart;
+    None where ``/proc`` cannot be read."""
+    looks = []
+    for i in range(2):
+        if i:
+            time.sleep(_LOAD_GAP)
+        load = _machine_load()
+        if load is None:
+            return None
+        looks.append(max(0, load[0] - load[1]))
+    return min(looks)
+
+
+def _default_pass_threads(torch: Any) -> int:
+    """The torch thread count for the next forward pass of an extractor without
+    ``num_threads`` (see the module docstring)."""
+    current = int(torch.get_num_threads())
+    own = _own_count(os.environ, _torch_own_threads, _physical_cores())
+    if own is None or current != own or _waits_passively(os.environ):
+        return current
+    others = _others_running()
+    free = None if others is None else _free_cpus(threads_per_worker(), others)
+    return _pass_threads(current, own, free)
 
 
 class Extractor:
@@ -138,9 +283,13 @@ class Extractor:
             several, a list of arrays, one per scale in this order: pool each and combine the
             descriptors (cirtorch averages them, then L2-normalises). Each scale is resampled
             from the original image, not from the previous scale.
-        num_threads: torch intra-op threads while this extractor runs (restored afterwards);
-            None (default) leaves torch's setting. See the module docstring for how it
-            shares the machine with :func:`heatsearch.set_num_threads`.
+        num_threads: torch intra-op threads while this extractor runs (restored afterwards).
+            None (default): torch's setting when the user chose it (``torch.set_num_threads``,
+            ``OMP_NUM_THREADS``); with torch's own count, at most the CPUs that other
+            processes leave free at each forward pass (the whole count on an idle machine; see
+            the module docstring, measured in ``benches/test_bench_service.py``). See the
+            module docstring for how it shares the machine with
+            :func:`heatsearch.set_num_threads`.
         exif_transpose: apply the EXIF orientation of image files (default). Boxes are in
             the coordinates of the image as loaded; pass False to read pixels as stored, as
             cirtorch's loader (used for the revisitop results) does, if benchmark images
@@ -207,6 +356,8 @@ class Extractor:
         except (RuntimeError, AssertionError) as e:  # e.g. "cuda" on a machine without a GPU
             raise InvalidInputError(f"cannot use device {str(self.device)!r}: {e}") from e
         self._torch = torch
+        #: torch threads of the last forward pass (read by benches/test_bench_service.py).
+        self._last_threads: Optional[int] = None
 
     # ----------------------------------------------------------------------------------------
     # Description
@@ -402,16 +553,17 @@ class Extractor:
         x = np.stack([_images.normalize(a) for a in arrays])  # (B, H, W, 3) float32
         # (B, 3, H, W) view of channels-last memory: torch's CPU convolutions take it as is.
         t = torch.from_numpy(x).permute(0, 3, 1, 2).to(self.device)
-        prev = None
-        if self.num_threads is not None:
-            prev = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
+        n = self.num_threads if self.num_threads is not None else _default_pass_threads(torch)
+        self._last_threads = n
+        prev = torch.get_num_threads()
+        if n != prev:
+            torch.set_num_threads(n)
         try:
             with torch.inference_mode():
                 y = self._model(t)
                 y = y.permute(0, 2, 3, 1).float().cpu().contiguous()
         finally:
-            if prev is not None:
+            if n != prev:
                 torch.set_num_threads(prev)
         out = y.numpy()
         return [out[b].copy() for b in range(out.shape[0])]

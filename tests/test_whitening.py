@@ -451,3 +451,77 @@ def test_whitened_values_beyond_float32_are_an_error_not_inf():
     with pytest.raises(InvalidInputError, match="too far from the training set"):
         w.transform(far)
     assert np.isfinite(w.transform(far.astype(np.float64))).all()
+
+
+# -- shrinkage (regularised whitening) ---------------------------------------------------------
+
+
+def _brute_ledoit_wolf(X):
+    """Ledoit and Wolf (2004), eq. 14, with the n outer products formed explicitly."""
+    n, d = X.shape
+    c = X - X.mean(axis=0)
+    S = c.T @ c / n
+    mu = np.trace(S) / d
+    d2 = np.sum((S - mu * np.eye(d)) ** 2) / d
+    b2 = sum(np.sum((np.outer(x, x) - S) ** 2) for x in c) / n**2 / d
+    return min(b2, d2) / d2
+
+
+@pytest.mark.parametrize("n, d", [(3, 8), (10, 40), (50, 20), (200, 5)])
+def test_ledoit_wolf_shrinkage_matches_the_formula(n, d):
+    X = np.random.default_rng(n * d).normal(size=(n, d)) @ np.random.default_rng(d).normal(size=(d, d))
+    w = PCAWhitening().fit(X, shrinkage="ledoit-wolf")
+    assert 0 <= w.shrinkage_ <= 1
+    np.testing.assert_allclose(w.shrinkage_, _brute_ledoit_wolf(X), rtol=1e-9)
+
+
+@pytest.mark.parametrize("s", [0.1, 0.5, 0.9])
+def test_shrinkage_whitens_the_shrunk_covariance(s):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 6)) * np.array([5, 3, 1, 1, 0.5, 0.1])
+    w = PCAWhitening().fit(X, shrinkage=s)
+    C = np.cov(X.T)
+    shrunk = (1 - s) * C + s * np.trace(C) / 6 * np.eye(6)
+    # P^T C' P = I: the projection whitens the shrunk covariance exactly.
+    np.testing.assert_allclose(w.projection_.T @ shrunk @ w.projection_, np.eye(6), atol=1e-10)
+    assert w.dim_ == 6 and w.shrinkage_ == s
+
+
+def test_shrinkage_zero_is_the_plain_whitening():
+    X = np.random.default_rng(2).normal(size=(40, 7))
+    a, b = PCAWhitening().fit(X), PCAWhitening().fit(X, shrinkage=0.0)
+    np.testing.assert_array_equal(a.projection_, b.projection_)
+
+
+def test_shrinkage_keeps_a_small_collection_apart():
+    """Fewer vectors than dimensions: plain whitening makes the training set a regular simplex
+    (every pair at the same cosine); shrinkage keeps all d dimensions, without a warning, and
+    the pairs keep different similarities, ordered like the unwhitened ones near the top."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(12, 50))
+    X[1] = X[0] + 0.1 * rng.normal(size=50)  # a near-duplicate pair
+
+    def cosines(w):
+        Y = w.transform(X)
+        Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+        return (Y @ Y.T)[~np.eye(12, dtype=bool)]
+
+    with pytest.warns(UserWarning, match="capped"):
+        plain = PCAWhitening().fit(X)
+    assert np.ptp(cosines(plain)) < 1e-9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shrunk = PCAWhitening().fit(X, shrinkage=0.5)
+    assert shrunk.dim_ == 50
+    sims = cosines(shrunk)
+    assert np.ptp(sims) > 0.5
+    Y = shrunk.transform(X)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    assert np.argmax(Y[1:] @ Y[0]) == 0  # the near-duplicate stays the nearest
+
+
+@pytest.mark.parametrize("bad, error", [(-0.1, InvalidInputError), (1.0, InvalidInputError), (float("nan"), InvalidInputError),
+                                        ("ledoit", InvalidInputError), (True, InvalidDTypeError), (None, InvalidDTypeError)])
+def test_bad_shrinkage_is_refused(bad, error):
+    with pytest.raises(error, match="shrinkage"):
+        PCAWhitening().fit(np.random.default_rng(0).normal(size=(5, 3)), shrinkage=bad)

@@ -17,7 +17,7 @@ input.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -163,15 +163,17 @@ class PostProcess:
         dim: Optional[int] = None,
         power: Optional[float] = DEFAULT_POWER,
         eps: float = L2_EPS,
+        shrinkage: Union[float, str] = 0.0,
     ) -> "PostProcess":
         """Learn the whitening on a TRAINING set and return the full chain.
 
         ``X_train (n, d)`` goes through the signed power and L2 first, then
         :meth:`PCAWhitening.fit` learns on the result (with ``dim``: None keeps every usable
-        dimension, as the paper does). Warnings and errors as in :meth:`PCAWhitening.fit`.
+        dimension, as the paper does; ``shrinkage``: the covariance shrinkage, 0 in the
+        paper). Warnings and errors as in :meth:`PCAWhitening.fit`.
         """
         pre = cls(None, power=power, eps=eps)
-        whitening = PCAWhitening().fit(pre(X_train), dim=dim)
+        whitening = PCAWhitening().fit(pre(X_train), dim=dim, shrinkage=shrinkage)
         return cls(whitening, power=power, eps=eps)
 
     @property

@@ -59,6 +59,8 @@ class PCAWhitening:
         eigenvalues_: ``(dim_,)`` covariance eigenvalues used for the scaling, descending,
             after the :data:`EIGENVALUE_FLOOR` (so all > 0).
         dim_: output dimension (int).
+        shrinkage_: the covariance shrinkage used by :meth:`fit` (float in ``[0, 1]``; None
+            after :meth:`load`, whose file keeps the resulting eigenvalues only).
     """
 
     def __init__(self) -> None:
@@ -66,6 +68,7 @@ class PCAWhitening:
         self.projection_: Optional[np.ndarray] = None
         self.eigenvalues_: Optional[np.ndarray] = None
         self.dim_: Optional[int] = None
+        self.shrinkage_: Optional[float] = None
 
     @property
     def is_fitted(self) -> bool:
@@ -73,7 +76,7 @@ class PCAWhitening:
         return self.projection_ is not None
 
     @accepts_old_arguments(positional=("dim",))
-    def fit(self, X: ArrayLike, *, dim: Optional[int] = None) -> "PCAWhitening":
+    def fit(self, X: ArrayLike, *, dim: Optional[int] = None, shrinkage: Union[float, str] = 0.0) -> "PCAWhitening":
         """Learn the whitening from training vectors ``X``.
 
         Centres ``X`` by its mean, eigen-decomposes the sample covariance
@@ -89,10 +92,24 @@ class PCAWhitening:
         Eigenvalues below ``EIGENVALUE_FLOOR * largest`` (1e-12; see :data:`EIGENVALUE_FLOOR`)
         are raised to that floor, with a UserWarning suggesting a smaller ``dim``.
 
+        Shrinkage (regularised whitening): with ``shrinkage = s > 0`` the covariance ``C`` is
+        replaced by ``(1 - s) C + s (tr C / d) I`` before the decomposition (same eigenvectors,
+        eigenvalues ``(1 - s) l + s tr C / d``), which has full rank whatever ``n``: all ``d``
+        components are usable, and directions the training set does not span keep a finite
+        gain instead of being dropped. Without it, a set of ``n <= d`` vectors whitened with
+        itself becomes a regular simplex (every pair of training vectors at the same
+        similarity), which destroys the neighbourhoods of an image collection whitened on
+        itself; with it, the leading directions are still flattened. ``"ledoit-wolf"``
+        chooses ``s`` from the data (Ledoit and Wolf 2004, the estimator of scikit-learn's
+        ``ledoit_wolf_shrinkage``): the ``s`` minimising the expected squared error of the
+        shrunk covariance. The value used is :attr:`shrinkage_`.
+
         Args:
             X: training vectors ``(n, d)``, ``n >= 2``, float32 or float64, any layout.
             dim: number of output dimensions, ``1 <= dim <= d``; default None = all usable
                 dimensions (the paper whitens at full dimension).
+            shrinkage: ``s`` in ``[0, 1)`` (default 0: the paper's plain PCA-whitening),
+                or ``"ledoit-wolf"``.
 
         Returns:
             ``self``, fitted.
@@ -114,13 +131,22 @@ class PCAWhitening:
             )
         wanted = d if dim is None else _dimension(dim, d)
         _validate.finite(arr, "X")
+        if isinstance(shrinkage, str):
+            _validate.choice(shrinkage, "shrinkage", ("ledoit-wolf",))
+        else:
+            shrinkage = _validate.real(shrinkage, "shrinkage", low=0.0, high=1.0)
 
         centred = arr.astype(np.float64)  # always a copy: centred in place below
         mean = centred.mean(axis=0)
         centred -= mean
         cov = centred.T @ centred
         cov /= n - 1
+        amount = _ledoit_wolf(centred, cov) if isinstance(shrinkage, str) else shrinkage
         del centred
+        if amount > 0:
+            target = np.trace(cov) / d
+            cov *= 1.0 - amount
+            cov[np.diag_indices(d)] += amount * target
         eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending; reads one triangle
         eigenvalues = eigenvalues[::-1]
         eigenvectors = eigenvectors[:, ::-1]
@@ -131,7 +157,7 @@ class PCAWhitening:
                 "to whiten"
             )
 
-        usable = min(d, n - 1)
+        usable = d if amount > 0 else min(d, n - 1)
         if wanted > usable:
             warnings.warn(
                 f"PCAWhitening.fit: {n} training vectors span at most n - 1 = {usable} "
@@ -166,6 +192,7 @@ class PCAWhitening:
         self.projection_ = np.ascontiguousarray(vectors * (signs / np.sqrt(values)))
         self.eigenvalues_ = values
         self.dim_ = kept
+        self.shrinkage_ = float(amount)
         return self
 
     def transform(self, X: ArrayLike) -> np.ndarray:
@@ -345,3 +372,26 @@ def _dimension(dim: int, d: int) -> int:
     if out > d:
         raise InvalidInputError(f"dim must be at most d = {d} (the input dimension), got {dim}")
     return out
+
+
+def _ledoit_wolf(centred: np.ndarray, cov: np.ndarray) -> float:
+    """Ledoit-Wolf shrinkage of ``cov`` towards ``mu I`` (``mu = tr(cov) / d``), in ``[0, 1]``.
+
+    Ledoit and Wolf (2004), "A well-conditioned estimator for large-dimensional covariance
+    matrices", eq. 14: ``s = min(b2, d2) / d2`` with ``d2 = ||S - mu I||_F^2 / d`` and ``b2`` the
+    estimated variance of ``S`` around the true covariance,
+    ``sum_k ||x_k x_k^T - S||_F^2 / (n^2 d)``, computed without forming the ``n`` outer
+    products: ``||x x^T - S||^2 = ||x||^4 - 2 x^T S x + ||S||^2``. ``S`` is the biased
+    covariance ``Xc^T Xc / n`` here (the scale cancels in ``s``). ``centred``: ``(n, d)``
+    float64 rows minus their mean; ``cov``: their ``(d, d)`` covariance with ``1 / (n - 1)``.
+    """
+    n, d = centred.shape
+    s = cov * ((n - 1) / n)
+    mu = np.trace(s) / d
+    d2 = (np.sum(s * s) - 2 * mu * np.trace(s) + mu * mu * d) / d
+    if not d2 > 0:
+        return 1.0  # S is already a multiple of the identity
+    sq = np.einsum("ij,ij->i", centred, centred)
+    quad = np.einsum("ij,ij->i", centred @ s, centred)
+    b2 = float(np.sum(sq * sq - 2 * quad) / n + np.sum(s * s)) / (n * d)
+    return float(min(max(b2, 0.0), d2) / d2)

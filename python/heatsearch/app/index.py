@@ -72,11 +72,23 @@ DEFAULT_SCALES = (1.0, 0.7071067811865476, 0.5)
 #: "auto" whitening is learned on the database once it has this many images: measured on
 #: smvs_paintings (91 references, dimension capped at 90), it lifts HeW from 37.4 to 50.3 mAP.
 AUTO_WHITENING_MIN_IMAGES = 64
+#: Covariance shrinkage of the whitening an index learns on itself (see
+#: :meth:`heatsearch.PCAWhitening.fit`): 0.5, the largest of 0-0.95 that keeps query-to-database
+#: mAP on smvs_paintings within a point of the unshrunk whitening (49.3 against 50.3). Without
+#: shrinkage a collection of fewer images than dimensions collapses to equidistant points
+#: (in-collection smvs 14.1, copy detection 23.0 mAP); 0.5 gives 48.9 and 71.0 (unwhitened:
+#: 26.1 and 96.5): more shrinkage helps copy detection and costs query-to-database accuracy.
+#: The README's "Retrieval quality" table, ``python tools/protocols.py``.
+DEFAULT_SHRINKAGE: Union[float, str] = 0.5
 #: Rows whose descriptors :meth:`Index.load` recomputes from the pooled ones (evenly spaced,
 #: first and last included) to check that the two files belong together: a whole recomputation
 #: would cost a whitening product per row (seconds for 60k images), a sample catches a file of
 #: another index, another configuration or another whitening.
 CONSISTENCY_SAMPLE = 64
+#: Database rows whose pairwise cosines all lie within this spread count as equidistant (no
+#: neighbourhood structure; see ``_warn_if_equidistant``): a collapsed whitening leaves them
+#: within 1e-6 of each other, real collections spread over tenths.
+EQUIDISTANT_SPREAD = 1e-3
 #: The side of the random image :meth:`Index.warmup` runs through the network.
 WARMUP_SIZE = 224
 
@@ -105,6 +117,9 @@ class IndexConfig:
     #: AUTO_WHITENING_MIN_IMAGES images (then kept; ``refit_whitening()`` re-learns it);
     #: "none": never. A PCAWhitening passed to the Index (fitted elsewhere) wins over both.
     whiten: str = "auto"
+    #: Shrinkage of the learned whitening's covariance, ``s`` in ``[0, 1)`` or
+    #: ``"ledoit-wolf"`` (:meth:`heatsearch.PCAWhitening.fit`); :data:`DEFAULT_SHRINKAGE`.
+    shrinkage: Union[float, str] = DEFAULT_SHRINKAGE
     #: Images whose local features give the HeW centering mean (evenly spaced over the
     #: database; all of them when the database is smaller).
     mean_sample: int = 256
@@ -119,6 +134,10 @@ class IndexConfig:
         if self.power is not None:
             object.__setattr__(self, "power", _validate.real(self.power, "power", low=0.0, low_open=True))
         _validate.choice(self.whiten, "whiten", ("auto", "none"))
+        if isinstance(self.shrinkage, str):
+            _validate.choice(self.shrinkage, "shrinkage", ("ledoit-wolf",))
+        else:
+            object.__setattr__(self, "shrinkage", _validate.real(self.shrinkage, "shrinkage", low=0.0, high=1.0))
         _validate.integer(self.mean_sample, "mean_sample", minimum=1)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -132,6 +151,10 @@ class IndexConfig:
         today's default, which may not be the one the index was built with), no other."""
         if not isinstance(d, dict):
             raise InvalidDTypeError(f"a configuration must be a dict, got {type(d).__name__}")
+        if "shrinkage" not in d:
+            # Written before heatsearch 0.3, whose learned whitening had no shrinkage: the
+            # index's whitening.npz holds it, and refit_whitening() re-learns it alike.
+            d = {**d, "shrinkage": 0.0}
         known = list(cls.__dataclass_fields__)
         unknown = sorted(set(d) - set(known))
         missing = [k for k in known if k not in d]
@@ -276,7 +299,9 @@ class Index:
             raise InvalidInputError("the index is empty: nothing to learn a whitening on")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*dimension is capped.*")
-            self.whitening = PostProcess.fit(np.asarray(self.pooled, np.float64), power=self.config.power).whitening
+            self.whitening = PostProcess.fit(
+                np.asarray(self.pooled, np.float64), power=self.config.power, shrinkage=self.config.shrinkage
+            ).whitening
         self.whitening_learned = True
         self.whitening_images = len(self)
         self.descriptors = self.postprocess(np.asarray(self.pooled, np.float64)).astype(np.float32)
@@ -533,6 +558,8 @@ class Index:
                     from ..knn import knn_graph
 
                     self._graph = knn_graph(X)
+        if rerank is not None:
+            _warn_if_equidistant(X, rerank)
         ranks, scores = rank(X, Q, k=kk, rerank=rerank, graph=self._graph)
         return [
             [SearchHit(self.paths[r], float(s), int(r)) for r, s in zip(rr, ss)]
@@ -702,6 +729,28 @@ class Index:
                 f"configuration (power {self.config.power}) and whitening (e.g. row {bad}): "
                 "pooled.npy, descriptors.npy or whitening.npz comes from another index",
             )
+
+
+def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
+    """Warns that ``rerank`` cannot change anything when the database rows ``X (n, d)`` are all
+    equally similar to each other (checked on the first :data:`CONSISTENCY_SAMPLE` rows): a
+    re-ranker only reorders by the database's own neighbourhoods, and there are none. That is
+    what a whitening learned without shrinkage on fewer images than dimensions does to its
+    own collection (every pair at ``-1 / (n - 1)``)."""
+    sample = np.asarray(X[:CONSISTENCY_SAMPLE], np.float64)
+    if len(sample) < 3:
+        return
+    sims = (sample @ sample.T)[~np.eye(len(sample), dtype=bool)]
+    if sims.max() - sims.min() < EQUIDISTANT_SPREAD:
+        warnings.warn(
+            f"rerank={rerank!r} cannot change the ranking of this index: all its images are equally "
+            f"similar to each other (cosine {sims.mean():.4f}), so it has no neighbourhoods to re-rank by; "
+            "this happens when a whitening without shrinkage was learned on fewer images than dimensions "
+            "(an index of heatsearch 0.2): Index.refit_whitening() with IndexConfig(shrinkage=...) or "
+            "'heatsearch index' again fixes it",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _absolute(path: Any, name: str) -> str:

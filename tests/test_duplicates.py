@@ -61,6 +61,8 @@ def assert_groups_valid(X: np.ndarray, groups, threshold: float) -> None:
         np.testing.assert_allclose(g.scores, S[g.pairs[:, 0], g.pairs[:, 1]], atol=1e-5)
         assert g.pairs.shape[0] >= len(g) - 1
         assert g.complete == (g.pairs.shape[0] == len(g) * (len(g) - 1) // 2)
+        touching = [g.scores[(g.pairs == r).any(axis=1)] for r in g.rows]
+        np.testing.assert_array_equal(g.nearest, [t.max() for t in touching])
     sizes = [len(g) for g in groups]
     assert sizes == sorted(sizes, reverse=True)
     # Every clearly linked pair is in one group and listed; no clearly unlinked pair is.

@@ -87,6 +87,16 @@ def real(
     return x
 
 
+def cosine(value: Any, name: str) -> float:
+    """A cosine similarity: a :func:`real` number in ``[-1, 1]`` (both ends included)."""
+    c = real(value, name)
+    if not -1.0 <= c <= 1.0:
+        raise InvalidInputError(
+            f"{name} must be a cosine similarity in [-1, 1] (1: identical descriptors), got {value}"
+        )
+    return c
+
+
 def flag(value: Any, name: str) -> bool:
     """True or False (NumPy bools too)."""
     if not isinstance(value, (bool, np.bool_)):
@@ -432,11 +442,7 @@ def duplicates_arguments(X: Any, threshold: Any, block: Any) -> Tuple[np.ndarray
     """Near-duplicates: ``X (n, d)`` with ``n >= 1``, finite, every row of unit L2 norm (or
     zero), so inner products are cosines; ``threshold`` a cosine in ``[-1, 1]``; ``block >= 1``."""
     x = rows(X, "X", "n")
-    t = real(threshold, "threshold")
-    if not -1.0 <= t <= 1.0:
-        raise InvalidInputError(
-            f"threshold must be a cosine similarity in [-1, 1] (1: identical descriptors), got {threshold}"
-        )
+    t = cosine(threshold, "threshold")
     b = integer(block, "block", minimum=1)
     if x.shape[0] == 0:
         raise InvalidInputError(f"X must hold at least one row to find duplicates among, got shape {x.shape}")
@@ -703,6 +709,17 @@ def integer_text(text: str, name: str, *, minimum: int = 0, maximum: Optional[in
         raise InvalidInputError(f"{name} must be a whole number {span}, got {text!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
         raise InvalidInputError(f"{name} must be a whole number {span}, got {text}")
+    return value
+
+
+def real_text(text: str, name: str, what: str) -> float:
+    """One finite number written on the command line; ``what`` says what it is."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be {what}, got {text!r}")
     return value
 
 

@@ -83,6 +83,16 @@ class DuplicateGroup:
         return float(self.scores[-1])
 
     @property
+    def nearest(self) -> np.ndarray:
+        """``(m,)`` float64: for each of :attr:`rows`, its highest link's cosine (to another
+        image of the group)."""
+        best = np.full(len(self), -np.inf)
+        where = np.searchsorted(self.rows, self.pairs)
+        np.maximum.at(best, where[:, 0], self.scores)
+        np.maximum.at(best, where[:, 1], self.scores)
+        return best
+
+    @property
     def complete(self) -> bool:
         """True when every pair of the group is linked; False when some images are in it
         only through a chain (see the module docstring)."""

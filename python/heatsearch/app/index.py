@@ -169,8 +169,8 @@ class SearchHit:
     re-ranker). Its scale is the re-ranker's: ``"heat"`` and ``"aqe+heat"``: HeR's heat
     temperature (``>= 0``; the query's own would be ``G_qq >= 1``) within the re-ranked
     depth; ``"aqe"``, ``"alpha-qe"``: the cosine to the expanded query; ``"diffusion"``:
-    the diffusion value ``f`` (Iscen et al. 2017; no fixed range, hundredths on the demo)
-    within the truncation. Hits beyond HeR's depth or diffusion's truncation carry the first-pass
+    the diffusion value ``f`` (Iscen et al. 2017; no fixed range: from hundredths to about
+    10 on the demo's images) within the truncation. Hits beyond HeR's depth or diffusion's truncation carry the first-pass
     cosine there: compare rerank scores within one part only.
     """
 

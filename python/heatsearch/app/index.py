@@ -636,8 +636,9 @@ class Index:
             return np.asarray(self.descriptors, np.float32) if self.descriptors is not None else np.empty((0, 0), np.float32)
         pooled = self.pooled
         post = PostProcess(None, power=self.config.power)
-        out = np.empty(np.shape(pooled), np.float32)
-        for start in range(0, out.shape[0], UNWHITENED_CHUNK):
+        n, channels = np.shape(pooled)
+        out = np.empty((n, channels), np.float32)
+        for start in range(0, n, UNWHITENED_CHUNK):
             part = np.asarray(pooled[start : start + UNWHITENED_CHUNK], np.float64)
             out[start : start + UNWHITENED_CHUNK] = post(part)
         return out

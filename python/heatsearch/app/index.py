@@ -1,4 +1,5 @@
-"""A persistent image index: extract, aggregate, post-process, search, re-rank, save, load.
+"""A persistent image index: extract, aggregate, post-process, search, re-rank, find
+near-duplicates, save, load.
 
 An :class:`Index` holds the final descriptors of a collection of images (one row each), the
 paths they came from, and everything needed to describe a new query the same way: the

@@ -9,7 +9,7 @@ The package, by layer:
 
 * here: the algorithms on arrays (:mod:`~heatsearch.hew`, :mod:`~heatsearch.search`,
   :mod:`~heatsearch.rerank`, :mod:`~heatsearch.knn`, :mod:`~heatsearch.diffusion`,
-  :mod:`~heatsearch.query_expansion`, :mod:`~heatsearch.aggregate`,
+  :mod:`~heatsearch.query_expansion`, :mod:`~heatsearch.duplicates`, :mod:`~heatsearch.aggregate`,
   :mod:`~heatsearch.postprocess`, :mod:`~heatsearch.whitening`, :mod:`~heatsearch.pipeline`);
 * :mod:`heatsearch.reference`: the same kernels in pure NumPy;
 * :mod:`heatsearch.eval`: ground truth, descriptor files, mAP;
@@ -46,6 +46,7 @@ from .search import search
 from .rerank import heat_rerank
 from .knn import KnnGraph, knn_graph
 from .diffusion import diffusion_rerank
+from .duplicates import DuplicateGroup, duplicate_groups
 from .query_expansion import (
     alpha_database_augmentation,
     alpha_query_expansion,
@@ -76,6 +77,9 @@ __all__ = [
     "diffusion_rerank",
     "rank",
     "RERANKERS",
+    # near-duplicates
+    "duplicate_groups",
+    "DuplicateGroup",
     # query expansion / database augmentation
     "average_query_expansion",
     "alpha_query_expansion",

@@ -87,6 +87,16 @@ def real(
     return x
 
 
+def cosine(value: Any, name: str) -> float:
+    """A cosine similarity: a :func:`real` number in ``[-1, 1]`` (both ends included)."""
+    c = real(value, name)
+    if not -1.0 <= c <= 1.0:
+        raise InvalidInputError(
+            f"{name} must be a cosine similarity in [-1, 1] (1: identical descriptors), got {value}"
+        )
+    return c
+
+
 def flag(value: Any, name: str) -> bool:
     """True or False (NumPy bools too)."""
     if not isinstance(value, (bool, np.bool_)):
@@ -423,6 +433,32 @@ def her_arguments(
     return x, q, r, s, min(dp, r.shape[1]), g
 
 
+#: How far from 1 the norm of a row given to :func:`duplicates_arguments` may be (float32
+#: descriptors that went through L2 are within a few 1e-7 of 1).
+UNIT_NORM_TOLERANCE = 1e-3
+
+
+def duplicates_arguments(X: Any, threshold: Any, block: Any) -> Tuple[np.ndarray, float, int]:
+    """Near-duplicates: ``X (n, d)`` with ``n >= 1``, finite, every row of unit L2 norm (or
+    zero), so inner products are cosines; ``threshold`` a cosine in ``[-1, 1]``; ``block >= 1``."""
+    x = rows(X, "X", "n")
+    t = cosine(threshold, "threshold")
+    b = integer(block, "block", minimum=1)
+    if x.shape[0] == 0:
+        raise InvalidInputError(f"X must hold at least one row to find duplicates among, got shape {x.shape}")
+    database_size(x.shape[0])
+    finite(x, "X")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    bad = np.flatnonzero((np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE) & (norms != 0.0))
+    if bad.size:
+        raise InvalidInputError(
+            f"X must have L2-normalised rows (norm 1, so that inner products are cosine "
+            f"similarities; see heatsearch.l2_normalize), got row {bad[0]} of norm {norms[bad[0]]:.6g}"
+            + (f" and {bad.size - 1} more" if bad.size > 1 else "")
+        )
+    return x, t, b
+
+
 class DiffusionArguments(NamedTuple):
     """The checked arguments of :func:`heatsearch.diffusion_rerank`."""
 
@@ -673,6 +709,17 @@ def integer_text(text: str, name: str, *, minimum: int = 0, maximum: Optional[in
         raise InvalidInputError(f"{name} must be a whole number {span}, got {text!r}") from None
     if value < minimum or (maximum is not None and value > maximum):
         raise InvalidInputError(f"{name} must be a whole number {span}, got {text}")
+    return value
+
+
+def real_text(text: str, name: str, what: str) -> float:
+    """One finite number written on the command line; ``what`` says what it is."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be {what}, got {text!r}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,11 +18,12 @@ def test_help_teaches(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "index", "add", "remove", "info", "search", "explain", "evaluate"):
+    for command in ("demo", "index", "add", "remove", "info", "sync", "search", "duplicates", "explain", "evaluate"):
         assert re.search(rf"^    {command} ", out, re.M), out
     for command, option in [("index", "--max-size"), ("search", "--rerank"), ("evaluate", "--postprocess"),
                             ("explain", "--output"), ("explain", "--range"), ("demo", "--photos"),
-                            ("add", "--no-recursive"), ("remove", "PATH"), ("info", "INDEX")]:
+                            ("add", "--no-recursive"), ("remove", "PATH"), ("info", "INDEX"),
+                            ("duplicates", "--threshold")]:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert option in capsys.readouterr().out
@@ -96,8 +98,14 @@ def test_index_search_html_explain(folder, tmp_path, capsys):
     assert main(["search", idx, query, "-k", "3", "--rerank", "heat", "--html", str(html)]) == 0
     out = capsys.readouterr().out
     assert out.count("coffee_") >= 2
+    assert "cosine similarity of the final descriptors" in out and "heat re-ranker's own score" in out
+    # Each hit: rank, cosine in [-1, 1], HeR's score, path; the query itself has cosine 1.
+    hits = re.findall(r"^ +(\d+) +(-?[0-9.]+) +(\S+) +(\S+)$", out, re.M)
+    assert len(hits) == 3 and all(-1 <= float(c) <= 1.0001 for _, c, _, _ in hits), out
+    assert [float(c) for _, c, _, p in hits if p == query] == [pytest.approx(1, abs=1e-3)], out
     page = html.read_text()
     assert page.count("<figure") == 4 and "data:image/jpeg;base64," in page
+    assert page.count("cosine ") == 3 and page.count("re-ranked ") == 3
     png = tmp_path / "weights.png"
     assert main(["explain", query, "-o", str(png), "--index", idx]) == 0
     from PIL import Image
@@ -269,6 +277,25 @@ def test_search_writes_one_page_for_all_queries(folder, tmp_path, capsys):
 
     for q in queries:  # links relative to the page's folder
         assert f'href="{os.path.relpath(q, page.parent)}"' in text
+
+
+def test_duplicates_groups_each_photo_with_its_copies(folder, tmp_path, capsys):
+    idx = str(tmp_path / "i")
+    assert main(["index", str(folder), "-o", idx, "--max-size", "128", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["duplicates", idx, "--threshold", "0.6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 group(s) of near-duplicates: 6 of the 6 images (cosine >= 0.6 "), out
+    groups = re.split(r"^group \d+: ", out, flags=re.M)[1:]
+    assert len(groups) == 2, out
+    for text in groups:
+        assert re.match(r"3 images, [23] of 3 pairs linked \(cosine [0-9.]+ to [0-9.]+\)", text), out
+        names = re.findall(r"^ +(0\.\d{4}|1\.0000)  (\S+)$", text, re.M)
+        assert len(names) == 3 and len({os.path.basename(p).split("_")[0] for _, p in names}) == 1, out
+    assert main(["duplicates", idx, "--threshold", "1"]) == 0
+    assert capsys.readouterr().out.startswith("no near-duplicates among the 6 images (cosine >= 1 ")
+    assert main(["duplicates", idx]) == 0  # the default threshold
+    assert "(cosine >= 0.825 of the unwhitened descriptors" in capsys.readouterr().out
 
 
 def test_demo_on_a_reduced_set(capsys):

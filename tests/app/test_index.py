@@ -14,6 +14,7 @@ pytest.importorskip("torch", reason="the index extracts features with torch (the
 PIL = pytest.importorskip("PIL.Image")
 
 from heatsearch.app.demo import build_copy_detection_set  # noqa: E402
+from heatsearch.duplicates import DEFAULT_THRESHOLD  # noqa: E402
 from heatsearch.vision.extract import Extractor  # noqa: E402
 from heatsearch.app.index import Index, IndexConfig, IndexFileError, find_images  # noqa: E402
 
@@ -58,10 +59,26 @@ def test_search_finds_the_copies(index, photo_folder, rerank):
     query = str(photo_folder / "coffee" / "original.jpg")
     hits = index.search(query, k=4, rerank=rerank)
     assert len(hits) == 4
+    # Scores are cosines of final descriptors whatever the re-ranker: the query itself scores 1.
+    assert [h.score for h in hits if h.path == query] == [pytest.approx(1, abs=1e-4)]
+    assert all(-1 <= h.score <= 1 + 1e-5 for h in hits)
+    assert all((h.rerank_score is None) == (rerank is None) for h in hits)
     if rerank is None:
-        assert hits[0].path == query and hits[0].score == pytest.approx(1, abs=1e-4)
+        assert hits[0].path == query
     # The original and its three edited copies are the best matches.
     assert sum("coffee" in h.path for h in hits) >= 3
+
+
+def test_duplicates_are_the_edited_copies(index):
+    """On real photos: every group holds copies of one photo; the colour change, JPEG and
+    crop of each photo are found at a threshold below the default, and none is grouped with
+    another photo at the default."""
+    photo = {p: Path(p).parent.name for p in index.paths}
+    groups = index.duplicates()
+    assert groups and all(len({photo[p] for p in g.paths}) == 1 for g in groups)
+    assert all(DEFAULT_THRESHOLD <= g.min_score <= g.max_score <= 1 + 1e-5 for g in groups)
+    loose = index.duplicates(0.7)
+    assert sorted(sorted(photo[p] for p in g.paths) for g in loose) == [[name] * 4 for name in ("astronaut", "coffee", "rocket")]
 
 
 def test_search_by_array_and_descriptor_and_box(index, photo_folder):

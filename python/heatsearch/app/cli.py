@@ -6,6 +6,7 @@
     heatsearch remove my.index old.jpg GONE/      remove images (files or folders)
     heatsearch info my.index                      what an index holds and how it was built
     heatsearch search my.index q1.jpg q2.jpg -k 10 --rerank heat --html results.html
+    heatsearch duplicates my.index --threshold 0.9   groups of near-duplicate images
     heatsearch explain photo.jpg -o weights.png   what HeW keeps and what it down-weights
     heatsearch evaluate --db my.index --gnd truth.json
 
@@ -58,6 +59,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse measures the command names at their parent's indent, one step less than they
+    are printed at, so the longest name ("duplicates") would wrap: this counts the step."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS and isinstance(action, argparse._SubParsersAction):
+            self._action_max_length += self._indent_increment
 
 
 # -- helpers shared by the commands --------------------------------------------------------
@@ -428,18 +439,52 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not len(index):
         raise InvalidInputError(f"{args.index} holds no images: add some with `heatsearch add {args.index} PATH...`")
     results = []
+    _say("score: cosine similarity of the final descriptors, -1 to 1 (1: the same image)"
+         + (f"; then the {args.rerank} re-ranker's own score, which orders the hits" if args.rerank else ""))
     for query in args.queries:
         t = time.perf_counter()
         hits = index.search(query, k=k, rerank=None if args.rerank == "none" else args.rerank, bbox=bbox)
         _say(f"{query}  ({1000 * (time.perf_counter() - t):.0f} ms)")
         for r, hit in enumerate(hits, 1):
-            _say(f"  {r:3d}  {hit.score:8.4f}  {hit.path}")
+            own = "" if hit.rerank_score is None else f"  {hit.rerank_score:10.4g}"
+            _say(f"  {r:3d}  {hit.score:7.4f}{own}  {hit.path}")
         results.append((query, hits))
     if args.html:
         from .gallery import write_gallery
 
         write_gallery(args.html, results, title=f"heatsearch: {len(results)} queries in {args.index}")
         _say(f"wrote {args.html} ({len(results)} queries)")
+    return 0
+
+
+# -- duplicates ----------------------------------------------------------------------------
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from ..duplicates import DEFAULT_THRESHOLD
+
+    threshold = DEFAULT_THRESHOLD
+    if args.threshold is not None:
+        number = _validate.real_text(args.threshold, "--threshold", "a cosine similarity in [-1, 1]")
+        threshold = _validate.cosine(number, "--threshold")
+    index = _load_index(args.index, args)
+    if not len(index):
+        raise InvalidInputError(f"{args.index} holds no images: add some with `heatsearch add {args.index} PATH...`")
+    t = time.perf_counter()
+    groups = index.duplicates(threshold)
+    elapsed = time.perf_counter() - t
+    grouped = sum(len(g) for g in groups)
+    how = f"cosine >= {threshold:g} of the unwhitened descriptors, {elapsed:.1f} s"
+    if not groups:
+        _say(f"no near-duplicates among the {len(index)} images ({how})")
+        return 0
+    _say(f"{len(groups)} group(s) of near-duplicates: {grouped} of the {len(index)} images ({how})")
+    _say("each image with its highest cosine to another image of its group")
+    for n, g in enumerate(groups, 1):
+        pairs = len(g) * (len(g) - 1) // 2
+        chain = "" if g.complete else ": a chain, its ends may differ more"
+        _say(f"group {n}: {len(g)} images, {g.pairs.shape[0]} of {pairs} pairs linked "
+             f"(cosine {g.min_score:.4f} to {g.max_score:.4f}){chain}")
+        for path, best in zip(g.paths, g.nearest):
+            _say(f"  {best:7.4f}  {path}")
     return 0
 
 
@@ -630,11 +675,13 @@ def _add_threads(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..duplicates import DEFAULT_THRESHOLD
+
     p = _Parser(
         prog="heatsearch",
         description="Image retrieval with heat diffusion (HeW aggregation, HeR re-ranking).",
         epilog="Start with `heatsearch demo`. Feature extraction needs the torch extra: pip install 'heatsearch[torch]'.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_threads(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -730,6 +777,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "thumbnails linking to the original images")
     _add_root(s)
     s.set_defaults(func=cmd_search)
+
+    u = command("duplicates", "groups of near-duplicate images in an index",
+                "Finds every pair of images of INDEX whose unwhitened descriptors (signed square root + L2 of "
+                "the pooled ones: they do not depend on the whitening the index learned) have a cosine "
+                "similarity of at least --threshold, and prints the groups they link, largest first (a "
+                "group is linked through chains of pairs, so its two ends may be less alike). All pairs "
+                "are compared exactly, in blocks, without an n x n matrix.")
+    u.add_argument("index", metavar="INDEX")
+    u.add_argument("--threshold", metavar="T",
+                   help=f"cosine similarity from -1 to 1 (default {DEFAULT_THRESHOLD:g}, calibrated on the demo's "
+                   "edited copies: README, Near-duplicates); higher finds fewer, closer copies")
+    _add_root(u)
+    u.set_defaults(func=cmd_duplicates)
 
     e = command("explain", "draw HeW's weight map over an image",
                 "Writes a PNG of IMAGE with its HeW weights on top and a colour bar below: dark (black, "

@@ -1,5 +1,5 @@
 """An HTML page of search results: for each query, the query image and its best matches as
-thumbnails with their rank, score and path.
+thumbnails with their rank, cosine similarity (and re-ranker's score) and path.
 
 - Thumbnails are embedded (JPEG data URLs), so the page shows the pictures wherever it is
   opened; each one links to the original image by a relative URL computed from the page's
@@ -75,13 +75,20 @@ def _figure(image: str, caption: str, page_folder: Path, cls: str = "") -> str:
     )
 
 
+def _rerank_score(hit: Any) -> str:
+    """`` · re-ranked 5.238`` when the hit carries a re-ranker's own score, else nothing."""
+    own = getattr(hit, "rerank_score", None)
+    return "" if own is None else f" &middot; re-ranked {own:.4g}"
+
+
 def write_gallery(
     path: str, results: Sequence[Tuple[str, Sequence[Any]]], title: str = "heatsearch results"
 ) -> None:
     """Writes the page to ``path`` atomically.
 
     ``results``: one ``(query_path, hits)`` pair per query, where ``hits`` are objects with
-    ``path`` and ``score`` (:class:`heatsearch.app.index.SearchHit`), best first.
+    ``path``, ``score`` (shown as the cosine) and optionally ``rerank_score`` (shown when not
+    None) (:class:`heatsearch.app.index.SearchHit`), best first.
     """
     from .._atomic import atomic_write
 
@@ -89,7 +96,7 @@ def write_gallery(
     sections = []
     for n, (query, hits) in enumerate(results, 1):
         cards = "".join(
-            _figure(str(hit.path), f"#{rank} &middot; {hit.score:.4f}", page_folder)
+            _figure(str(hit.path), f"#{rank} &middot; cosine {hit.score:.4f}{_rerank_score(hit)}", page_folder)
             for rank, hit in enumerate(hits, 1)
         )
         sections.append(

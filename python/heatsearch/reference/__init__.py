@@ -10,6 +10,7 @@ can compare the two.
 """
 
 from .diffusion import diffusion_rerank
+from .duplicates import duplicate_groups
 from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
 from .rerank import heat_rerank
 from .search import knn_graph, search
@@ -23,4 +24,5 @@ __all__ = [
     "search",
     "knn_graph",
     "diffusion_rerank",
+    "duplicate_groups",
 ]

@@ -195,7 +195,10 @@ def _whitening_summary(index: Any, source: Optional[str] = None) -> str:
     if source:
         return f"PCA-whitening from {source}, {dims}"
     on = f"{index.whitening_images} images" if index.whitening_images else "the index's own images"
-    return f"PCA-whitening learned on {on}, {dims}"
+    shrinkage = index.config.shrinkage
+    how = f"shrinkage {shrinkage:g}" if isinstance(shrinkage, float) and shrinkage else (
+        "Ledoit-Wolf shrinkage" if shrinkage == "ledoit-wolf" else "no shrinkage")
+    return f"PCA-whitening learned on {on} with {how}, {dims}"
 
 
 def _mean_summary(index: Any) -> str:
@@ -575,8 +578,8 @@ def _warn_if_equidistant(X: np.ndarray, Q: np.ndarray, rows: np.ndarray, qrows: 
     if len(rows) > 2 and np.nanmax(S) - np.nanmin(S) < 1e-4:
         warnings.warn(
             "the index's images are all equally similar to each other (its whitening was learned on "
-            "them, queries included, with as many dimensions as images), so queries taken from the "
-            "index cannot rank them: index without the queries, or with --no-whiten"
+            "them, queries included, without shrinkage: an index of heatsearch 0.2), so queries taken "
+            "from the index cannot rank them: index them again (the whitening is now shrunk)"
         )
 
 

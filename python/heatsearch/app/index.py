@@ -19,10 +19,12 @@ current version, a directory holding ``meta.json`` (configuration, root, relativ
 so an existing index is never lost or half-overwritten; loading checks every field and array.
 
 Defaults, chosen by measurement on the real multi-view photographs of ``tools/quality.py``
-(README, "Retrieval quality"): EfficientNet-Lite0's head conv, longer side at most 1024 (never
-upscaled), three scales (1, 1/sqrt 2, 1/2), HeW pooling, signed square root + L2, and a
-PCA-whitening learned on the database's own pooled descriptors once it holds at least 64
-images (capped at their rank), never on queries.
+and the four protocols of ``tools/protocols.py`` (README, "Retrieval quality and the
+defaults"): EfficientNet-Lite0's head conv, longer side at most 1024 (never upscaled), three
+scales (1, 1/sqrt 2, 1/2), HeW pooling, signed square root + L2, and a PCA-whitening learned
+on the database's own pooled descriptors once it holds at least 64 images, with covariance
+shrinkage :data:`DEFAULT_SHRINKAGE` (so that a collection of fewer images than dimensions
+keeps its neighbourhoods), never on queries.
 
 Services: queries may be paths, encoded image bytes, binary file objects, PIL images, RGB
 arrays or final descriptors; :meth:`Index.search_many` describes many queries and ranks them

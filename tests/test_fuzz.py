@@ -330,3 +330,36 @@ def test_file_loaders_reject_damaged_files(tmp_path_factory, damage, cut, seed):
         path.write_bytes(data)
         result = outcome(lambda: loaders[name](path))
         assert_sane(result if not hasattr(result, "projection_") else result.projection_)
+
+
+@SETTINGS
+@given(X=arrays(), shrinkage=st.one_of(REALS, st.sampled_from(["ledoit-wolf", "lw", None, True])), Y=arrays())
+def test_shrunk_whitening(X, shrinkage, Y):
+    w = outcome(lambda: hs.PCAWhitening().fit(X, shrinkage=shrinkage))
+    if not isinstance(w, HeatsearchError):
+        assert 0 <= w.shrinkage_ < 1 or shrinkage == "ledoit-wolf" and 0 <= w.shrinkage_ <= 1
+        assert_sane(outcome(lambda: w.transform(Y)))
+
+
+@SETTINGS
+@given(X=floats(), Q=floats(), k=COUNTS, rerank=st.sampled_from(list(hs.RERANKERS) + ["spatial?", 3]))
+def test_rank_with_every_reranker(X, Q, k, rerank):
+    got = outcome(lambda: hs.rank(X, Q, k=k, rerank=rerank))
+    assert_sane(got)
+    if not isinstance(got, HeatsearchError):
+        ranks, scores = got
+        assert ranks.shape == scores.shape and ranks.ndim == 2
+
+
+@SETTINGS
+@given(X=arrays(), threshold=REALS, block=COUNTS, normalise=st.booleans())
+def test_duplicate_groups(X, threshold, block, normalise):
+    if normalise:
+        normalised = outcome(lambda: hs.l2_normalize(X))
+        X = X if isinstance(normalised, HeatsearchError) else normalised
+    got = outcome(lambda: hs.duplicate_groups(X, threshold, block=block))
+    want = outcome(lambda: reference.duplicate_groups(X, threshold, block=block))
+    if isinstance(got, HeatsearchError) or isinstance(want, HeatsearchError):
+        assert type(got) is type(want) and str(got) == str(want), (got, want)
+        return
+    assert [list(g.rows) for g in got] == [list(g.rows) for g in want]

@@ -114,10 +114,12 @@ def _keep_best_match(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """``rerank="auto"``'s guard: the first pass's best match (after the query's own image,
     cosine >= :data:`SAME_IMAGE`, when the query is in the database) stays in front of HeR's
-    order, with HeR's best temperature as its score (so scores stay non-increasing). HeR judges a result by its neighbourhood, so it can
-    bury a single correct match that resembles nothing else (smvs_paintings without whitening:
-    37.4 -> 31.0 mAP; with the guard 36.9), which a user looking for "this painting" sees first.
-    Rows ``(nq, m)`` of ``first``/``first_scores`` (first pass) and ``ranks``/``scores`` (HeR)."""
+    order, with HeR's best temperature as its score (so scores stay non-increasing).
+
+    HeR judges a result by its neighbourhood, so it can bury a single correct match that
+    resembles nothing else (smvs_paintings without whitening: 37.4 -> 31.0 mAP; with the
+    guard 36.9), the match a user looking for "this painting" wants first. Rows ``(nq, m)``
+    of ``first`` / ``first_scores`` (first pass) and ``ranks`` / ``scores`` (HeR's)."""
     out_ranks, out_scores = ranks.copy(), scores.copy()
     for i in range(len(first)):
         keep = min(int(np.count_nonzero(first_scores[i] >= SAME_IMAGE)) + 1, first.shape[1])

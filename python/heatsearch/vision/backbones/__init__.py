@@ -117,10 +117,11 @@ def _check_backbone(backbone: Any) -> str:
 
 
 def available_layers(backbone: str) -> Tuple[str, ...]:
-    """The canonical layer names of ``backbone``, default first (no aliases). Needs torch."""
+    """The canonical layer names of ``backbone``, default first (no aliases). Needs torch for
+    vgg16 and the ResNets (their tables live beside the networks), not for efficientnet_lite0."""
     backbone = _check_backbone(backbone)
     if backbone == "efficientnet_lite0":
-        from .efficientnet_lite import LAYERS as EL
+        from .efficientnet_lite_layout import LAYERS as EL
 
         names = list(EL)
     else:
@@ -134,13 +135,14 @@ def available_layers(backbone: str) -> Tuple[str, ...]:
 def layer_info(backbone: str, layer: Optional[str] = None) -> LayerInfo:
     """Channels, stride and size rule of ``layer`` of ``backbone`` (``None``: the default).
 
-    Needs torch (the tables live beside the networks).
+    Needs torch for vgg16 and the ResNets (their tables live beside the networks), not for
+    efficientnet_lite0.
     """
     backbone = _check_backbone(backbone)
     if layer is None:
         layer = DEFAULT_LAYERS[backbone]
     if backbone == "efficientnet_lite0":
-        from .efficientnet_lite import ALIASES, LAYERS as EL
+        from .efficientnet_lite_layout import ALIASES, LAYERS as EL
 
         name = ALIASES.get(layer, layer) if isinstance(layer, str) else layer
         if name not in EL:

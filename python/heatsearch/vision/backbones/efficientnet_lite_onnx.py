@@ -123,7 +123,7 @@ class _Graph:
         self._n += 1
         return f"v{self._n}"
 
-    def const(self, name: str, value: np.ndarray) -> str:
+    def const(self, name: str, value: Any) -> str:
         self.inits.append(self.numpy_helper.from_array(np.asarray(value), name))
         return name
 

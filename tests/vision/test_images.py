@@ -393,6 +393,7 @@ def test_extractor_without_torch_says_how_to_install():
 
 
 def test_a_torchvision_backbone_without_torchvision_says_how_to_install():
+    pytest.importorskip("torch", reason="this case has torch without torchvision")
     r = _run(
         "import sys\n"
         "sys.modules['torchvision'] = None  # torch installed, torchvision not\n"

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InvalidWeightsError, WeightsNotFoundError
 
-__all__ = ["read_state_dict"]
+__all__ = ["read_state_dict", "unwrap_checkpoint"]
 
 #: torch's storage classes -> NumPy dtype of their elements (little-endian).
 _STORAGE_DTYPES: Dict[str, str] = {
@@ -240,10 +240,12 @@ def read_state_dict(path: Union[str, "os.PathLike[str]"]) -> Dict[str, np.ndarra
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error, zipfile.BadZipFile,
             AttributeError, IndexError, KeyError) as e:
         raise InvalidWeightsError(f"cannot read the weights {name}: {type(e).__name__}: {e}") from None
-    return _check_mapping(_unwrap(sd), name)
+    return _check_mapping(unwrap_checkpoint(sd), name)
 
 
-def _unwrap(sd: Any) -> Any:
+def unwrap_checkpoint(sd: Any) -> Any:
+    """The state dict of a checkpoint holding it under ``"state_dict"`` or ``"model"`` (a
+    non-empty mapping of names); anything else as it is."""
     if isinstance(sd, Mapping):
         for key in ("state_dict", "model"):
             inner = sd.get(key)

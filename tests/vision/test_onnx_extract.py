@@ -207,10 +207,10 @@ class _Evil:
         return (os.system, ("echo pwned > evil.txt",))
 
 
-def _legacy_file(path, obj):
+def _legacy_file(path, obj, magic=0x1950A86A20F9469CFC6C):
     """A file in torch's legacy layout holding ``obj`` and no storages."""
     with open(path, "wb") as f:
-        for head in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+        for head in (magic, 1001, {"little_endian": True}):
             pickle.dump(head, f, protocol=2)
         pickle.dump(obj, f, protocol=2)
         pickle.dump([], f, protocol=2)
@@ -219,8 +219,10 @@ def _legacy_file(path, obj):
 def test_pth_reader_runs_no_code_from_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _legacy_file(tmp_path / "evil.pth", {"w": _Evil()})
-    with pytest.raises(InvalidWeightsError, match="posix.system|os.system|nt.system"):
-        read_state_dict(tmp_path / "evil.pth")
+    _legacy_file(tmp_path / "evil_header.pth", {}, magic=_Evil())  # the very first pickle
+    for name in ("evil.pth", "evil_header.pth"):
+        with pytest.raises(InvalidWeightsError, match="posix.system|os.system|nt.system"):
+            read_state_dict(tmp_path / name)
     assert not (tmp_path / "evil.txt").exists()
 
 

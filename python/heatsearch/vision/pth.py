@@ -70,15 +70,18 @@ class _LazyTensor:
         if flat is None:
             raise InvalidWeightsError(f"the file holds no data for storage {self.storage.key!r}")
         item = flat.dtype.itemsize
-        if self.size and min(self.size) > 0:
-            last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-            if self.offset < 0 or last >= flat.shape[0] or min(self.stride) < 0:
-                raise InvalidWeightsError(
-                    f"a tensor of shape {self.size} reaches past its storage {self.storage.key!r} "
-                    f"of {flat.shape[0]} elements"
-                )
-        elif self.offset > flat.shape[0]:
-            raise InvalidWeightsError(f"a tensor starts past its storage {self.storage.key!r}")
+        if len(self.size) != len(self.stride) or any(n < 0 for n in self.size):
+            raise InvalidWeightsError(f"a tensor of shape {self.size} has strides {self.stride}")
+        if 0 in self.size:
+            return np.empty(self.size, flat.dtype)
+        # The last element the view reads (a scalar, shape (), reads the one at the offset):
+        # as_strided does not check bounds, so every view is checked here.
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if self.offset < 0 or last >= flat.shape[0] or any(s < 0 for s in self.stride):
+            raise InvalidWeightsError(
+                f"a tensor of shape {self.size} reaches past its storage {self.storage.key!r} "
+                f"of {flat.shape[0]} elements"
+            )
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset:], shape=self.size, strides=tuple(s * item for s in self.stride)
         )
@@ -146,16 +149,19 @@ class _Unpickler(pickle.Unpickler):
 def _read_legacy(f: BinaryIO) -> Tuple[Any, Dict[str, _Storage]]:
     """torch's format before 1.6: magic, protocol, system info, the object, the storage keys,
     then each storage as an int64 element count and its raw bytes."""
-    magic = pickle.load(f)
+    # Every pickle of the file goes through the restricted unpickler, the small ones too.
+    storages: Dict[str, _Storage] = {}
+    magic = _Unpickler(f, storages).load()
     if magic != _LEGACY_MAGIC:
         raise InvalidWeightsError("not a PyTorch file (no zip archive, no legacy magic number)")
-    pickle.load(f)  # protocol version
-    info = pickle.load(f)
+    _Unpickler(f, storages).load()  # protocol version
+    info = _Unpickler(f, storages).load()
     if isinstance(info, dict) and not info.get("little_endian", True):
         raise InvalidWeightsError("big-endian PyTorch files are not supported")
-    storages: Dict[str, _Storage] = {}
     obj = _Unpickler(f, storages).load()
-    keys = pickle.load(f)
+    keys = _Unpickler(f, storages).load()
+    if not isinstance(keys, list):
+        raise InvalidWeightsError("the file's storage list is not a list")
     for key in keys:
         storage = storages.get(str(key))
         if storage is None:

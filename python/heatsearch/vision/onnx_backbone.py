@@ -7,10 +7,12 @@ nothing).
 The model is built in memory each time an extractor is made: the weights file is read without
 torch (:func:`heatsearch.vision.pth.read_state_dict`), the graph written with ``onnx.helper``
 (:func:`heatsearch.vision.backbones.efficientnet_lite_onnx.build_model`) and handed to ONNX
-Runtime as bytes. Measured on the 2-vCPU VM (medians of 5): reading 0.03 s, building 0.09 s,
-serialising 0.01 s, the session 0.02 s: about 0.15 s, less than building the torch network, so
-nothing is cached on disk (no cache folder to manage, nothing stale or corrupt to detect). So
-``onnx`` is needed at run time as well as onnxruntime.
+Runtime as bytes. Measured on the 2-vCPU VM (medians of 5 in one process): reading 0.02 s,
+building 0.015 s, serialising 0.002 s, the session 0.024 s; a whole extractor 0.06 s, against
+0.20 s for the torch one (the first in a process takes about 0.3 s more: imports). That is
+less than building the torch network, so nothing is cached on disk (no cache folder to manage,
+nothing stale or corrupt to detect), and ``onnx`` is needed at run time as well as
+onnxruntime.
 
 Threads: one ONNX Runtime session per extractor, on ``num_threads`` intra-op threads (default
 :func:`heatsearch.threads_per_worker`: the CPUs of the affinity mask, capped by a container's

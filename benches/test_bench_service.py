@@ -78,7 +78,7 @@ _WORKER = textwrap.dedent(
     from heatsearch.vision.extract import Extractor
 
     threads = {"heatsearch": None, "passive": None, "one-thread": 1}.get(setting, torch.get_num_threads())
-    ex = Extractor(scales=(1.0, 1 / math.sqrt(2), 0.5), num_threads=threads)
+    ex = Extractor(scales=(1.0, 1 / math.sqrt(2), 0.5), num_threads=threads, runtime="torch")  # torch's thread policies
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, (768 // 32, 1024 // 32, 3), dtype=np.uint8)
     photo = np.kron(coarse, np.ones((32, 32, 1), np.uint8))

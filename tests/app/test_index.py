@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import skip_without_extraction
 
-pytest.importorskip("torch", reason="the index extracts features with torch (the 'torch' extra)")
+skip_without_extraction()  # the index extracts features (torch or ONNX Runtime)
 PIL = pytest.importorskip("PIL.Image")
 
 from heatsearch.app.demo import build_copy_detection_set  # noqa: E402

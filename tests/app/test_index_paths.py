@@ -17,7 +17,7 @@ pytest.importorskip("PIL.Image")
 from heatsearch.app.index import Index, IndexConfig, SyncResult  # noqa: E402
 from heatsearch.errors import ImageReadError, InvalidDTypeError, InvalidInputError  # noqa: E402
 
-from helpers import PixelMaps, write_images, write_version1  # noqa: E402
+from helpers import PixelMaps, skip_without_extraction, write_images, write_version1  # noqa: E402
 
 CONFIG = IndexConfig(scales=(1.0,), whiten="none")
 NAMES = ["one/img0.png", "one/img1.png", "two/img0.jpg", "two/img1.png", "top.png"]
@@ -48,8 +48,8 @@ def test_the_reported_search_from_another_directory(tmp_path, monkeypatch):
 
 
 def test_the_cli_searches_from_another_directory(tmp_path, monkeypatch):
-    """The same through the command line, with the real network (needs torch)."""
-    pytest.importorskip("torch", reason="the command line extracts features with torch")
+    """The same through the command line, with the real network (torch or ONNX Runtime)."""
+    skip_without_extraction()
     from heatsearch.app.cli import main
 
     monkeypatch.chdir(tmp_path)

@@ -31,7 +31,15 @@ from heatsearch.vision.backbones import (  # noqa: E402
 )
 from heatsearch.errors import HeatsearchError, InvalidDTypeError, InvalidInputError  # noqa: E402
 from heatsearch.vision import extract  # noqa: E402
-from heatsearch.vision.extract import Extractor  # noqa: E402
+from heatsearch.vision.extract import Extractor as _Extractor  # noqa: E402
+
+
+def Extractor(*args, **kwargs):
+    """The torch extractor: this file tests runtime="torch" (the ONNX Runtime one is tested by
+    test_onnx_extract.py), whatever the default runtime picks."""
+    kwargs.setdefault("runtime", "torch")
+    return _Extractor(*args, **kwargs)
+
 from heatsearch.errors import ImageReadError  # noqa: E402
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -105,7 +113,7 @@ def test_default_extractor(effnet):
     assert (effnet.backbone, effnet.layer, effnet.channels, effnet.stride) == (
         "efficientnet_lite0", "head", 1280, 32)
     assert effnet.weights_source.endswith("efficientnet-lite0-57934424.pth")
-    assert inspect.signature(Extractor).parameters["max_size"].default == 1024  # the paper's
+    assert inspect.signature(_Extractor).parameters["max_size"].default == 1024  # the paper's
     fmap = effnet.feature_map(rand_image(64, 96))
     assert fmap.shape == (2, 3, 1280) and fmap.dtype == np.float32 and fmap.flags.c_contiguous
     assert fmap.min() >= 0 and fmap.max() <= 6  # after ReLU6
@@ -598,7 +606,7 @@ def test_torchs_own_count_is_seen_when_heatsearch_imports_torch():
 _COUNTS = """
 import numpy as np, heatsearch as hs
 from heatsearch.vision import extract
-ex = extract.Extractor(weights="random")
+ex = extract.Extractor(weights="random", runtime="torch")
 fmap = ex.feature_map(np.zeros((64, 64, 3), np.uint8))
 hs.hew_pool(fmap)
 print(ex._last_threads, extract._torch().get_num_threads(), hs.get_num_threads())

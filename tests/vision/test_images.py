@@ -380,7 +380,7 @@ def test_extractor_without_torch_says_how_to_install():
         "from heatsearch.vision.extract import Extractor\n"
         "from heatsearch.errors import MissingDependencyError\n"
         "try:\n"
-        "    Extractor()\n"
+        "    Extractor(runtime='torch')\n"
         "except MissingDependencyError as e:\n"
         "    assert isinstance(e, ImportError)\n"
         "    print(e)\n"
@@ -389,9 +389,11 @@ def test_extractor_without_torch_says_how_to_install():
     )
     assert r.returncode == 0, r.stderr
     assert 'pip install "heatsearch[torch]"' in r.stdout
+    assert 'runtime=\'onnx\': pip install "heatsearch[onnx]"' in r.stdout
 
 
 def test_a_torchvision_backbone_without_torchvision_says_how_to_install():
+    pytest.importorskip("torch", reason="this case has torch without torchvision")
     r = _run(
         "import sys\n"
         "sys.modules['torchvision'] = None  # torch installed, torchvision not\n"

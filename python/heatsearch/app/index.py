@@ -262,11 +262,20 @@ class Index:
     extractor: Any = None
     _graph: Any = field(default=None, repr=False)
     root: Optional[str] = None
+    #: What runs the network when the index builds its extractor: "auto" (default: ONNX
+    #: Runtime where installed and able, else torch), "torch" or "onnx"; see
+    #: :class:`heatsearch.vision.extract.Extractor`. Not part of :class:`IndexConfig` nor saved:
+    #: the two runtimes' maps agree within 1e-5 of their largest value, so an index built with
+    #: one is searched with the other.
+    runtime: str = "auto"
     # Guards the lazily built extractor and kNN graph: threads making their first query at the
     # same time build one, not one each (an extractor holds the network's weights).
     _lock: Any = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from ..vision.extract import RUNTIMES
+
+        _validate.choice(self.runtime, "runtime", RUNTIMES)
         self.paths = [_absolute(p, f"paths[{i}]") for i, p in enumerate(self.paths)]
         if self.root is not None:
             self.root = _absolute(self.root, "root")
@@ -282,14 +291,17 @@ class Index:
         extractor: Any = None,
         recursive: bool = True,
         progress: bool = False,
+        runtime: str = "auto",
     ) -> "Index":
         """Indexes every image under ``folder`` (jpg, png, webp, bmp, tiff; recursive), which
         becomes the index's :attr:`root`.
 
         Unreadable files are reported in :attr:`skipped` (and by a warning), never fatal.
+        ``runtime``: see :attr:`runtime`.
         """
         root = _validate.directory(folder, "folder")
-        index = cls(config=config or IndexConfig(), whitening=whitening, extractor=extractor, root=root)
+        index = cls(config=config or IndexConfig(), whitening=whitening, extractor=extractor, root=root,
+                    runtime=runtime)
         index.add(find_images(root, recursive), progress=progress)
         return index
 
@@ -305,6 +317,7 @@ class Index:
                         layer=self.config.layer,
                         max_size=self.config.max_size,
                         scales=self.config.scales,
+                        runtime=self.runtime,
                     )
                 extractor = self.extractor
         return extractor
@@ -721,6 +734,7 @@ class Index:
         mmap: bool = True,
         extractor: Any = None,
         root: Optional[PathLike] = None,
+        runtime: str = "auto",
     ) -> "Index":
         """Reads an index written by :meth:`save` (or by heatsearch 0.1/0.2), checked in full
         (descriptors memory-mapped by default).
@@ -730,6 +744,8 @@ class Index:
                 collection moved together with its index): stored paths are taken relative
                 to it. For an index of heatsearch 0.1/0.2, which recorded no root, relative
                 paths are taken from ``root``, else from the current directory.
+            runtime: what runs the network for new images and image queries (see
+                :attr:`runtime`); any runtime searches an index built with another.
 
         Raises:
             IndexFileError: no index there, or a missing, corrupt or inconsistent file (the
@@ -755,6 +771,7 @@ class Index:
             mean=stored.mean,
             extractor=extractor,
             root=base,
+            runtime=runtime,
         )
         # Resolved here (absolute, normalised): not again by the constructor (60k paths: 0.1 s).
         index.paths = _resolve_all(stored.paths, index.root, normalised=stored.version >= 2)

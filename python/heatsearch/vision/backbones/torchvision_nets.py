@@ -106,12 +106,9 @@ def load_state_dict_file(path: Union[str, "os.PathLike[str]"]) -> Mapping[str, A
 
     A checkpoint dict holding the state dict under ``"state_dict"`` or ``"model"`` is unwrapped.
     """
-    sd = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    if isinstance(sd, Mapping):
-        for key in ("state_dict", "model"):
-            inner = sd.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
-                return inner
+    from ..pth import unwrap_checkpoint
+
+    sd: Mapping[str, Any] = unwrap_checkpoint(torch.load(os.fspath(path), map_location="cpu", weights_only=True))
     return sd
 
 

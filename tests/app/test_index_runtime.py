@@ -79,8 +79,8 @@ def test_cli_runtime_option(folder, tmp_path, capsys):
         if runtime == "torch":
             pytest.importorskip("torch", reason="the torch runtime needs torch")
         assert main(["search", idx, query, "-k", "1", "--runtime", runtime]) == 0
-        lines = capsys.readouterr().out.splitlines()
-        assert lines[1].split()[-1] == query, runtime
+        hits = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+        assert hits and hits[0].split()[-1] == query, (runtime, hits)
     with pytest.raises(SystemExit) as exit_:
         main(["search", idx, query, "--runtime", "tensorflow"])
     assert exit_.value.code == 2

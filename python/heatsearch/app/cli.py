@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import _validate
 from ..errors import ISSUES_URL, HeatsearchError, InvalidInputError
+from ..vision.spatial import with_spatial
 
 __all__ = ["main", "build_parser"]
 
@@ -44,7 +45,9 @@ EVAL_METHODS: Dict[str, Optional[str]] = {
     "+AQE+HeR": "aqe+heat",
     "+diffusion": "diffusion",
 }
-RERANK_CHOICES = ("heat", "aqe", "alpha-qe", "aqe+heat", "diffusion")
+#: --rerank: the descriptor re-rankers, "spatial" and each of them followed by "+spatial"
+#: (Index.search's SEARCH_RERANKERS but None; spelled here so that --help loads no index code).
+RERANK_CHOICES = with_spatial(("heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"))
 #: --threads takes 0 (all cores) to this many threads; more would only oversubscribe.
 MAX_THREADS = 1024
 #: Options whose value may start with "-" (a negative coordinate): argparse would take
@@ -432,7 +435,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         hits = index.search(query, k=k, rerank=args.rerank, bbox=bbox)
         _say(f"{query}  ({1000 * (time.perf_counter() - t):.0f} ms)")
         for r, hit in enumerate(hits, 1):
-            _say(f"  {r:3d}  {hit.score:8.4f}  {hit.path}")
+            verified = "" if hit.inliers is None else f"  {hit.inliers:4d} inliers"
+            _say(f"  {r:3d}  {hit.score:8.4f}{verified}  {hit.path}")
         results.append((query, hits))
     if args.html:
         from .gallery import write_gallery
@@ -720,7 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("index", metavar="INDEX")
     s.add_argument("queries", nargs="+", metavar="QUERY", help="query image file(s)")
     s.add_argument("-k", default="10", help="results per query, >= 1 (default 10)")
-    s.add_argument("--rerank", choices=RERANK_CHOICES, help="re-ranking (default none)")
+    s.add_argument("--rerank", choices=RERANK_CHOICES, metavar="RERANK",
+                   help=f"re-ranking (default none): one of {', '.join(RERANK_CHOICES)}. 'spatial' verifies "
+                   "the top 50 by local features and RANSAC (needs opencv-python-headless: pip install "
+                   "\"heatsearch[spatial]\"); 'R+spatial' verifies the top of re-ranker R's order")
     s.add_argument("--bbox", metavar="X1,Y1,X2,Y2",
                    help="crop the queries to this box first (pixels of the original image; may be negative)")
     s.add_argument("--html", metavar="FILE", help="also write one HTML page with every query and its matches: "

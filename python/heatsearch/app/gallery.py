@@ -81,7 +81,8 @@ def write_gallery(
     """Writes the page to ``path`` atomically.
 
     ``results``: one ``(query_path, hits)`` pair per query, where ``hits`` are objects with
-    ``path`` and ``score`` (:class:`heatsearch.app.index.SearchHit`), best first.
+    ``path`` and ``score`` (:class:`heatsearch.app.index.SearchHit`), best first; a hit's
+    ``inliers`` (spatial verification), when it has them, are shown beside its score.
     """
     from .._atomic import atomic_write
 
@@ -89,7 +90,7 @@ def write_gallery(
     sections = []
     for n, (query, hits) in enumerate(results, 1):
         cards = "".join(
-            _figure(str(hit.path), f"#{rank} &middot; {hit.score:.4f}", page_folder)
+            _figure(str(hit.path), f"#{rank} &middot; {hit.score:.4f}" + _inliers(hit), page_folder)
             for rank, hit in enumerate(hits, 1)
         )
         sections.append(
@@ -105,3 +106,9 @@ def write_gallery(
     )
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(page)
+
+
+def _inliers(hit: object) -> str:
+    """`` · N inliers`` for a spatially verified hit, else nothing."""
+    n = getattr(hit, "inliers", None)
+    return "" if n is None else f" &middot; {int(n)} inliers"

@@ -1,0 +1,156 @@
+"""Spatial verification on smvs_paintings, query -> database: mAP and added time per query.
+
+    PYTHONPATH=python python tools/spatial_verification.py [--data ../shared/data] \\
+        [--index /tmp/heatsearch-spatial-smvs] [--depths 20,50,100] [--features sift,cnn]
+
+Builds the default index (EfficientNet-Lite0, longer side at most 1024, three scales, HeW,
+whitening learned on the database) of the 91 references once and caches it with
+``Index.save`` (``--index``), then ranks the 91 phone photos with the plain search and with
+HeR, and verifies the top of each ranking with every kind of local features.
+
+Every (query, candidate) pair is verified once and its inlier count reused for every depth
+and threshold (the count of a pair does not depend on them: OpenCV's RANSAC is seeded). The
+added time per query is summed from what was measured for that query: its own features, and
+for each of its top-k candidates the candidate's features (cold: an empty cache) and the
+matching; warm = with every database image's features cached. Medians over the queries.
+
+Prints the markdown table of the README's "Spatial verification" and a second one of mAP
+against the minimum inlier count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import heatsearch as hs
+from heatsearch.app.index import Index
+from heatsearch.vision.spatial import SpatialVerifier, spatial_order
+
+
+def _smvs(data: Path) -> Tuple[Path, List[str], List[str]]:
+    ref = data / "smvs_paintings" / "Reference"
+    queries = sorted(str(p) for p in (data / "smvs_paintings" / "Query").glob("*.jpg"))
+    names = sorted(p.name for p in ref.glob("*.jpg"))
+    return ref, queries, names
+
+
+def _index(ref: Path, cache: str) -> Index:
+    if os.path.isdir(cache):
+        return Index.load(cache)
+    index = Index.build(ref)
+    index.save(cache)
+    return index
+
+
+def _map(ranks: np.ndarray, positives: Sequence[int]) -> float:
+    gnd = [{"ok": np.array([p]), "junk": np.array([], np.int64)} for p in positives]
+    return 100 * hs.compute_map(ranks, gnd).map
+
+
+def _reordered(ranks: np.ndarray, inliers: List[List[Optional[int]]], depth: int, min_inliers: int) -> np.ndarray:
+    out = ranks.copy()
+    for i, counts in enumerate(inliers):
+        order = spatial_order(counts[:depth], min_inliers)
+        out[i, :depth] = ranks[i, :depth][order]
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--index", default="/tmp/heatsearch-spatial-smvs", help="where the index is cached")
+    ap.add_argument("--depths", default="20,50,100")
+    ap.add_argument("--features", default="sift,cnn")
+    ap.add_argument("--min-inliers", default="0,4,6,8,10,12,15,20,25,30",
+                    help="thresholds of the second table; the first uses each method's default")
+    ap.add_argument("--queries", type=int, default=0, help="only the first N queries (0: all)")
+    args = ap.parse_args(argv)
+    depths = [int(d) for d in args.depths.split(",")]
+    thresholds = [int(t) for t in args.min_inliers.split(",")]
+    ref, queries, names = _smvs(Path(args.data))
+    if args.queries:
+        queries = queries[: args.queries]
+    index = _index(ref, args.index)
+    positives = [names.index(os.path.basename(q)) for q in queries]
+    paths = index.paths
+    assert [os.path.basename(p) for p in paths] == names
+
+    t = time.perf_counter()
+    Q = np.stack([index.describe(q) for q in queries])
+    describe_s = (time.perf_counter() - t) / len(queries)
+    X = np.asarray(index.descriptors)
+    firsts = {"plain": hs.rank(X, Q)[0], "HeR": hs.rank(X, Q, rerank="heat")[0]}
+    deepest = max(depths)
+
+    rows = []
+    threshold_rows = []
+    for name, ranks in firsts.items():
+        rows.append((name, "-", "-", f"{_map(ranks, positives):.1f}", "-", "-"))
+    for kind in args.features.split(","):
+        verifier = SpatialVerifier(kind, extractor=index._get_extractor() if kind == "cnn" else None)
+        # Database features once each (cold cost per image), then query features and matches.
+        feat_s: Dict[str, float] = {}
+        feats = {}
+        for p in paths:
+            t = time.perf_counter()
+            feats[p] = verifier.describe(p)
+            feat_s[p] = time.perf_counter() - t
+        pair_inliers: Dict[Tuple[int, str], int] = {}
+        match_s: Dict[Tuple[int, str], float] = {}
+        query_s = []
+        for i, q in enumerate(queries):
+            t = time.perf_counter()
+            qf = verifier.describe(q)
+            query_s.append(time.perf_counter() - t)
+            todo = {paths[r] for ranks in firsts.values() for r in ranks[i, :deepest]}
+            for p in sorted(todo):
+                t = time.perf_counter()
+                pair_inliers[i, p] = verifier.inliers(qf, feats[p])
+                match_s[i, p] = time.perf_counter() - t
+        for name, ranks in firsts.items():
+            inl = [[pair_inliers[i, paths[r]] for r in ranks[i, :deepest]] for i in range(len(queries))]
+            for k in depths:
+                top = [[paths[r] for r in ranks[i, :k]] for i in range(len(queries))]
+                warm = [query_s[i] + sum(match_s[i, p] for p in top[i]) for i in range(len(queries))]
+                cold = [warm[i] + sum(feat_s[p] for p in top[i]) for i in range(len(queries))]
+                m = _map(_reordered(ranks, inl, k, verifier.min_inliers), positives)
+                rows.append((f"{name} + spatial ({kind})", str(k), str(verifier.min_inliers), f"{m:.1f}",
+                             f"{np.median(cold):.2f}", f"{np.median(warm):.2f}"))
+                threshold_rows.append((f"{name} + spatial ({kind})", k,
+                                       [_map(_reordered(ranks, inl, k, t), positives) for t in thresholds]))
+            if name == "plain":
+                # How many inliers do the wrong candidates reach? (the threshold's scale)
+                wrong = [max((c for r, c in zip(ranks[i, :deepest], inl[i]) if r != positives[i]), default=0)
+                         for i in range(len(queries))]
+                right = [inl[i][list(ranks[i, :deepest]).index(positives[i])] if positives[i] in ranks[i, :deepest] else -1
+                         for i in range(len(queries))]
+                print(f"<!-- {kind}: best wrong candidate's inliers per query: median {np.median(wrong):.0f}, "
+                      f"90th percentile {np.percentile(wrong, 90):.0f}, max {max(wrong)}; positive's inliers "
+                      f"(when in the top {deepest}): median {np.median([r for r in right if r >= 0]):.0f}, "
+                      f"10th percentile {np.percentile([r for r in right if r >= 0], 10):.0f} -->", flush=True)
+        print(f"<!-- {kind}: database image features {np.median(list(feat_s.values())) * 1000:.0f} ms (median), "
+              f"query {np.median(query_s) * 1000:.0f} ms, one match {np.median(list(match_s.values())) * 1000:.1f} ms -->",
+              flush=True)
+
+    print(f"\nsmvs_paintings, {len(queries)} queries -> {len(paths)} references; first pass: the default index "
+          f"(query description {describe_s:.2f} s a query, not included below). Machine: {platform.machine()}, "
+          f"{os.cpu_count()} CPUs shared with other jobs (noisy timings), Python {platform.python_version()}.\n")
+    print("| ranking | k verified | min inliers | mAP | added s/query cold | added s/query warm |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print("\n| ranking | k | " + " | ".join(f"min {t}" for t in thresholds) + " |")
+    print("|---|---|" + "---|" * len(thresholds))
+    for name, k, maps in threshold_rows:
+        print(f"| {name} | {k} | " + " | ".join(f"{m:.1f}" for m in maps) + " |")
+
+
+if __name__ == "__main__":
+    main()

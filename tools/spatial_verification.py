@@ -1,11 +1,12 @@
 """Spatial verification on smvs_paintings, query -> database: mAP and added time per query.
 
     PYTHONPATH=python python tools/spatial_verification.py [--data ../shared/data] \\
-        [--index /tmp/heatsearch-spatial-smvs] [--depths 20,50,100] [--features sift,cnn]
+        [--index /tmp/heatsearch-spatial-smvs] [--whiten auto] [--depths 20,50,100] \\
+        [--features sift,cnn]
 
 Builds the default index (EfficientNet-Lite0, longer side at most 1024, three scales, HeW,
-whitening learned on the database) of the 91 references once and caches it with
-``Index.save`` (``--index``), then ranks the 91 phone photos with the plain search and with
+whitening learned on the database; ``--whiten none`` for none) of the 91 references once and
+caches it with ``Index.save`` (``--index``, suffixed with the whitening), then ranks the 91 phone photos with the plain search and with
 HeR, and verifies the top of each ranking with every kind of local features.
 
 Every (query, candidate) pair is verified once and its inlier count reused for every depth
@@ -30,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 import heatsearch as hs
-from heatsearch.app.index import Index
+from heatsearch.app.index import Index, IndexConfig
 from heatsearch.vision.spatial import SpatialVerifier, spatial_order
 
 
@@ -41,10 +42,10 @@ def _smvs(data: Path) -> Tuple[Path, List[str], List[str]]:
     return ref, queries, names
 
 
-def _index(ref: Path, cache: str) -> Index:
+def _index(ref: Path, cache: str, whiten: str) -> Index:
     if os.path.isdir(cache):
         return Index.load(cache)
-    index = Index.build(ref)
+    index = Index.build(ref, IndexConfig(whiten=whiten))
     index.save(cache)
     return index
 
@@ -65,7 +66,8 @@ def _reordered(ranks: np.ndarray, inliers: List[List[Optional[int]]], depth: int
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
-    ap.add_argument("--index", default="/tmp/heatsearch-spatial-smvs", help="where the index is cached")
+    ap.add_argument("--index", default="/tmp/heatsearch-spatial-smvs", help="where the index is cached (+ '-' + --whiten)")
+    ap.add_argument("--whiten", default="auto", choices=("auto", "none"), help="the index's whitening (default auto)")
     ap.add_argument("--depths", default="20,50,100")
     ap.add_argument("--features", default="sift,cnn")
     ap.add_argument("--min-inliers", default="0,4,6,8,10,12,15,20,25,30",
@@ -77,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ref, queries, names = _smvs(Path(args.data))
     if args.queries:
         queries = queries[: args.queries]
-    index = _index(ref, args.index)
+    index = _index(ref, f"{args.index}-{args.whiten}", args.whiten)
     positives = [names.index(os.path.basename(q)) for q in queries]
     paths = index.paths
     assert [os.path.basename(p) for p in paths] == names
@@ -140,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               flush=True)
 
     print(f"\nsmvs_paintings, {len(queries)} queries -> {len(paths)} references; first pass: the default index "
-          f"(query description {describe_s:.2f} s a query, not included below). Machine: {platform.machine()}, "
+          f"(whitening {args.whiten}; query description {describe_s:.2f} s a query, not included below). Machine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs shared with other jobs (noisy timings), Python {platform.python_version()}.\n")
     print("| ranking | k verified | min inliers | mAP | added s/query cold | added s/query warm |")
     print("|---|---|---|---|---|---|")

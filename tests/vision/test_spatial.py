@@ -161,7 +161,7 @@ def test_rerank_names():
         ({"depth": 0}, InvalidInputError, "depth must be >= 1, got 0"),
         ({"depth": 2.5}, InvalidDTypeError, "depth must be an int, got float"),
         ({"min_inliers": -1}, InvalidInputError, "min_inliers must be >= 0, got -1"),
-        ({"min_inliers": True}, InvalidDTypeError, "min_inliers must be an int, got bool"),
+        ({"min_inliers": True}, InvalidDTypeError, "min_inliers must be an int or None, got bool"),
         ({"max_size": 8}, InvalidInputError, "max_size must be >= 16, got 8"),
         ({"keypoints": 0}, InvalidInputError, "keypoints must be >= 1, got 0"),
         ({"cache_bytes": -5}, InvalidInputError, "cache_bytes must be >= 0, got -5"),
@@ -226,4 +226,6 @@ def test_cnn_cells_match_by_position():
 def test_local_features_report_their_size():
     f = LocalFeatures(np.zeros((3, 2), np.float32), np.zeros((3, 128), np.uint8))
     assert len(f) == 3 and f.nbytes == 3 * 8 + 3 * 128
-    assert sp.DEFAULT_DEPTH >= 1 and sp.DEFAULT_MIN_INLIERS >= 0
+    assert sp.DEFAULT_DEPTH >= 1 and set(sp.DEFAULT_MIN_INLIERS) == set(sp.LOCAL_FEATURES)
+    assert SpatialVerifier("cnn").min_inliers == sp.DEFAULT_MIN_INLIERS["cnn"]
+    assert SpatialVerifier(min_inliers=3).min_inliers == 3

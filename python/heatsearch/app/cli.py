@@ -726,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", default="10", help="results per query, >= 1 (default 10)")
     s.add_argument("--rerank", choices=RERANK_CHOICES, metavar="RERANK",
                    help=f"re-ranking (default none): one of {', '.join(RERANK_CHOICES)}. 'spatial' verifies "
-                   "the top 50 by local features and RANSAC (needs opencv-python-headless: pip install "
+                   "the top 100 by SIFT local features and RANSAC (needs opencv-python-headless: pip install "
                    "\"heatsearch[spatial]\"); 'R+spatial' verifies the top of re-ranker R's order")
     s.add_argument("--bbox", metavar="X1,Y1,X2,Y2",
                    help="crop the queries to this box first (pixels of the original image; may be negative)")

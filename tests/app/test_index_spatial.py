@@ -172,3 +172,19 @@ def test_spatial_beats_the_plain_ranking_on_smvs_paintings(shared_data, tmp_path
         plain, spatial = mean_ap(None), mean_ap("spatial")
     print(f"smvs, 24 paintings: plain mAP {plain:.3f}, spatial {spatial:.3f}")
     assert spatial > plain + 0.05, (plain, spatial)
+
+
+def test_threads_searching_at_once_get_the_sequential_hits(index):
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [transformed(texture(s)) for s in SEEDS]
+    index.spatial = None  # a verifier built by the racing threads themselves
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda q: index.search(q, k=3, rerank="spatial"), queries))
+    alone = [index.search(q, k=3, rerank="spatial") for q in queries]
+    assert together == alone
+    assert [hits[0].path for hits in alone] == [path_of_seed(index, s) for s in SEEDS]
+
+
+def path_of_seed(index, seed):
+    return next(p for p in index.paths if p.endswith(f"t{seed}.png"))

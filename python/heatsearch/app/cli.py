@@ -47,7 +47,9 @@ EVAL_METHODS: Dict[str, Optional[str]] = {
 }
 #: --rerank: the descriptor re-rankers, "spatial" and each of them followed by "+spatial"
 #: (Index.search's SEARCH_RERANKERS but None; spelled here so that --help loads no index code).
-RERANK_CHOICES = with_spatial(("heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"))
+RERANK_CHOICES: Tuple[str, ...] = tuple(
+    r for r in with_spatial(("heat", "aqe", "alpha-qe", "aqe+heat", "diffusion")) if r is not None
+)
 #: --threads takes 0 (all cores) to this many threads; more would only oversubscribe.
 MAX_THREADS = 1024
 #: Options whose value may start with "-" (a negative coordinate): argparse would take

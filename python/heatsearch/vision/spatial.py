@@ -36,7 +36,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -207,7 +207,6 @@ class SpatialVerifier:
         self._cache: "OrderedDict[Tuple[str, int, int], LocalFeatures]" = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.Lock()
-        self._sift: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -238,11 +237,9 @@ class SpatialVerifier:
         s = min(1.0, self.max_size / max(h, w))
         if s < 1.0:
             grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        if self._sift is None:
-            self._sift = cv2.SIFT_create(nfeatures=self.keypoints)
-        # SIFT_create's object keeps no state between calls; a fresh one per thread would
-        # cost 0.1 ms, but sharing it is documented as safe for detectAndCompute.
-        kps, desc = self._sift.detectAndCompute(grey, None)
+        # A detector per call (about 1 us), so that threads never share one: OpenCV does not
+        # promise that a Feature2D object may be used by several threads at once.
+        kps, desc = cv2.SIFT_create(nfeatures=self.keypoints).detectAndCompute(grey, None)
         if desc is None or not kps:
             return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 128), np.uint8))
         pts = np.array([kp.pt for kp in kps], np.float32) / np.float32(s)
@@ -358,7 +355,7 @@ def _ratio_matches(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray
         return np.empty(0, np.int64), np.empty(0, np.int64)
     cv2 = _cv2()
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.astype(np.float32), b.astype(np.float32), k=2)
-    best = {}
+    best: Dict[int, Tuple[float, int]] = {}  # candidate row -> (distance, query row)
     for p in pairs:
         if len(p) == 2 and p[0].distance < DEFAULT_RATIO * p[1].distance:
             m = p[0]

@@ -1,13 +1,18 @@
-"""Spatial verification on smvs_paintings, query -> database: mAP and added time per query.
+"""Spatial verification on real photographs: mAP and the added time per query.
 
     PYTHONPATH=python python tools/spatial_verification.py [--data ../shared/data] \\
-        [--index /tmp/heatsearch-spatial-smvs] [--whiten auto] [--depths 20,50,100] \\
-        [--features sift,cnn]
+        [--set smvs|phototourism] [--whiten auto|none] [--depths 20,50,100] \\
+        [--features sift,cnn] [--index /tmp/heatsearch-spatial]
 
-Builds the default index (EfficientNet-Lite0, longer side at most 1024, three scales, HeW,
-whitening learned on the database; ``--whiten none`` for none) of the 91 references once and
-caches it with ``Index.save`` (``--index``, suffixed with the whitening), then ranks the 91 phone photos with the plain search and with
-HeR, and verifies the top of each ranking with every kind of local features.
+``--set smvs`` (default): the 91 smvs_paintings references are the database, the 91 phone
+photos the queries, one positive each (protocol (a) of issue 11). ``--set phototourism``: the
+13 photos of 4 landmarks, each querying all 13 (itself junk).
+
+Builds the default index of the database (EfficientNet-Lite0, longer side at most 1024, three
+scales, HeW, whitening learned on the database once it holds 64 images; ``--whiten none`` for
+none) once and caches it with ``Index.save`` (``--index`` + ``-SET-WHITEN``), then ranks the
+queries with the plain search and with HeR, and verifies the top of each ranking with every
+kind of local features (each at its default minimum inlier count).
 
 Every (query, candidate) pair is verified once and its inlier count reused for every depth
 and threshold (the count of a pair does not depend on them: OpenCV's RANSAC is seeded). The
@@ -35,11 +40,29 @@ from heatsearch.app.index import Index, IndexConfig
 from heatsearch.vision.spatial import SpatialVerifier, spatial_order
 
 
-def _smvs(data: Path) -> Tuple[Path, List[str], List[str]]:
+Gnd = List[Dict[str, np.ndarray]]
+
+
+def _smvs(data: Path) -> Tuple[Path, List[str], Gnd]:
+    """Database = the references, queries = the phone photos, one positive each (same name)."""
     ref = data / "smvs_paintings" / "Reference"
     queries = sorted(str(p) for p in (data / "smvs_paintings" / "Query").glob("*.jpg"))
     names = sorted(p.name for p in ref.glob("*.jpg"))
-    return ref, queries, names
+    gnd = [{"ok": np.array([names.index(os.path.basename(q))]), "junk": np.array([], np.int64)} for q in queries]
+    return ref, queries, gnd
+
+
+def _phototourism(data: Path) -> Tuple[Path, List[str], Gnd]:
+    """Every photo queries all 13; itself junk; positives: the other photos of its landmark."""
+    folder = data / "phototourism"
+    photos = sorted(str(p) for p in folder.glob("*.jpg"))
+    landmark = ["_".join(Path(p).stem.split("_")[:-2]) for p in photos]
+    gnd = [{"ok": np.array([j for j, o in enumerate(landmark) if o == lm and j != i], np.int64),
+            "junk": np.array([i], np.int64)} for i, lm in enumerate(landmark)]
+    return folder, photos, gnd
+
+
+SETS = {"smvs": _smvs, "phototourism": _phototourism}
 
 
 def _index(ref: Path, cache: str, whiten: str) -> Index:
@@ -50,8 +73,7 @@ def _index(ref: Path, cache: str, whiten: str) -> Index:
     return index
 
 
-def _map(ranks: np.ndarray, positives: Sequence[int]) -> float:
-    gnd = [{"ok": np.array([p]), "junk": np.array([], np.int64)} for p in positives]
+def _map(ranks: np.ndarray, gnd: Gnd) -> float:
     return 100 * hs.compute_map(ranks, gnd).map
 
 
@@ -66,7 +88,8 @@ def _reordered(ranks: np.ndarray, inliers: List[List[Optional[int]]], depth: int
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
-    ap.add_argument("--index", default="/tmp/heatsearch-spatial-smvs", help="where the index is cached (+ '-' + --whiten)")
+    ap.add_argument("--set", default="smvs", choices=tuple(SETS), help="the dataset (default smvs)")
+    ap.add_argument("--index", default="/tmp/heatsearch-spatial", help="where the index is cached (+ '-SET-WHITEN')")
     ap.add_argument("--whiten", default="auto", choices=("auto", "none"), help="the index's whitening (default auto)")
     ap.add_argument("--depths", default="20,50,100")
     ap.add_argument("--features", default="sift,cnn")
@@ -76,13 +99,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = ap.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",")]
     thresholds = [int(t) for t in args.min_inliers.split(",")]
-    ref, queries, names = _smvs(Path(args.data))
+    ref, queries, gnd = SETS[args.set](Path(args.data))
     if args.queries:
-        queries = queries[: args.queries]
-    index = _index(ref, f"{args.index}-{args.whiten}", args.whiten)
-    positives = [names.index(os.path.basename(q)) for q in queries]
+        queries, gnd = queries[: args.queries], gnd[: args.queries]
+    index = _index(ref, f"{args.index}-{args.set}-{args.whiten}", args.whiten)
     paths = index.paths
-    assert [os.path.basename(p) for p in paths] == names
+    assert paths == sorted(str(p) for p in ref.glob("*.jpg")), "the cached index is not of this set"
 
     t = time.perf_counter()
     Q = np.stack([index.describe(q) for q in queries])
@@ -94,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rows = []
     threshold_rows = []
     for name, ranks in firsts.items():
-        rows.append((name, "-", "-", f"{_map(ranks, positives):.1f}", "-", "-"))
+        rows.append((name, "-", "-", f"{_map(ranks, gnd):.1f}", "-", "-"))
     for kind in args.features.split(","):
         verifier = SpatialVerifier(kind, extractor=index._get_extractor() if kind == "cnn" else None)
         # Database features once each (cold cost per image), then query features and matches.
@@ -122,26 +144,28 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 top = [[paths[r] for r in ranks[i, :k]] for i in range(len(queries))]
                 warm = [query_s[i] + sum(match_s[i, p] for p in top[i]) for i in range(len(queries))]
                 cold = [warm[i] + sum(feat_s[p] for p in top[i]) for i in range(len(queries))]
-                m = _map(_reordered(ranks, inl, k, verifier.min_inliers), positives)
+                m = _map(_reordered(ranks, inl, k, verifier.min_inliers), gnd)
                 rows.append((f"{name} + spatial ({kind})", str(k), str(verifier.min_inliers), f"{m:.1f}",
                              f"{np.median(cold):.2f}", f"{np.median(warm):.2f}"))
                 threshold_rows.append((f"{name} + spatial ({kind})", k,
-                                       [_map(_reordered(ranks, inl, k, t), positives) for t in thresholds]))
+                                       [_map(_reordered(ranks, inl, k, t), gnd) for t in thresholds]))
             if name == "plain":
-                # How many inliers do the wrong candidates reach? (the threshold's scale)
-                wrong = [max((c for r, c in zip(ranks[i, :deepest], inl[i]) if r != positives[i]), default=0)
-                         for i in range(len(queries))]
-                right = [inl[i][list(ranks[i, :deepest]).index(positives[i])] if positives[i] in ranks[i, :deepest] else -1
-                         for i in range(len(queries))]
+                # How many inliers do wrong and right candidates reach? (the threshold's scale)
+                wrong, right = [], []
+                for i in range(len(queries)):
+                    ok, junk = set(gnd[i]["ok"].tolist()), set(gnd[i]["junk"].tolist())
+                    pairs = list(zip(ranks[i, :deepest].tolist(), inl[i]))
+                    wrong.append(max((c for r, c in pairs if r not in ok and r not in junk), default=0))
+                    right += [c for r, c in pairs if r in ok]
                 print(f"<!-- {kind}: best wrong candidate's inliers per query: median {np.median(wrong):.0f}, "
-                      f"90th percentile {np.percentile(wrong, 90):.0f}, max {max(wrong)}; positive's inliers "
-                      f"(when in the top {deepest}): median {np.median([r for r in right if r >= 0]):.0f}, "
-                      f"10th percentile {np.percentile([r for r in right if r >= 0], 10):.0f} -->", flush=True)
+                      f"90th percentile {np.percentile(wrong, 90):.0f}, max {max(wrong)}; positives' inliers "
+                      f"(in the top {deepest}): median {np.median(right):.0f}, "
+                      f"10th percentile {np.percentile(right, 10):.0f} -->", flush=True)
         print(f"<!-- {kind}: database image features {np.median(list(feat_s.values())) * 1000:.0f} ms (median), "
               f"query {np.median(query_s) * 1000:.0f} ms, one match {np.median(list(match_s.values())) * 1000:.1f} ms -->",
               flush=True)
 
-    print(f"\nsmvs_paintings, {len(queries)} queries -> {len(paths)} references; first pass: the default index "
+    print(f"\n{args.set}, {len(queries)} queries -> {len(paths)} database images; first pass: the default index "
           f"(whitening {args.whiten}; query description {describe_s:.2f} s a query, not included below). Machine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs shared with other jobs (noisy timings), Python {platform.python_version()}.\n")
     print("| ranking | k verified | min inliers | mAP | added s/query cold | added s/query warm |")

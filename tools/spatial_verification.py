@@ -96,6 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--min-inliers", default="0,4,6,8,10,12,15,20,25,30",
                     help="thresholds of the second table; the first uses each method's default")
     ap.add_argument("--queries", type=int, default=0, help="only the first N queries (0: all)")
+    ap.add_argument("--end-to-end", type=int, default=5, metavar="N",
+                    help="also time Index.search itself on the first N queries (0: not)")
     args = ap.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",")]
     thresholds = [int(t) for t in args.min_inliers.split(",")]
@@ -172,10 +174,36 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    if args.end_to_end:
+        _end_to_end(index, queries[: args.end_to_end], args.features.split(","), depths)
     print("\n| ranking | k | " + " | ".join(f"min {t}" for t in thresholds) + " |")
     print("|---|---|" + "---|" * len(thresholds))
     for name, k, maps in threshold_rows:
         print(f"| {name} | {k} | " + " | ".join(f"{m:.1f}" for m in maps) + " |")
+
+
+def _end_to_end(index: Index, queries: Sequence[str], kinds: Sequence[str], depths: Sequence[int]) -> None:
+    """The added time as a user meets it: ``Index.search(q, rerank="spatial")`` less
+    ``Index.search(q)``, cold (a new verifier for each query: nothing cached) and warm (the
+    same search again), medians over ``queries``."""
+    print(f"\nEnd to end, `Index.search(query, k=10, rerank=\"spatial\")` less `Index.search(query, k=10)`, "
+          f"first {len(queries)} queries, medians:\n")
+    print("| features | k verified | added s/query cold | added s/query warm |")
+    print("|---|---|---|---|")
+    index.warmup()
+    for kind in kinds:
+        for k in depths:
+            cold, warm = [], []
+            for q in queries:
+                t = time.perf_counter()
+                index.search(q, k=10)
+                plain = time.perf_counter() - t
+                index.spatial = SpatialVerifier(kind, depth=k)
+                for out in (cold, warm):
+                    t = time.perf_counter()
+                    index.search(q, k=10, rerank="spatial")
+                    out.append(time.perf_counter() - t - plain)
+            print(f"| {kind} | {k} | {np.median(cold):.2f} | {np.median(warm):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 from heatsearch import compute_map  # noqa: E402
 from heatsearch.app.cli import main  # noqa: E402
 from heatsearch.app.index import SEARCH_RERANKERS, Index, IndexConfig  # noqa: E402
-from heatsearch.errors import HeatsearchError, InvalidInputError  # noqa: E402
+from heatsearch.errors import HeatsearchError, InvalidInputError, MissingDependencyError  # noqa: E402
 from heatsearch.vision.extract import Extractor  # noqa: E402
 from heatsearch.vision.spatial import SpatialVerifier, spatial_order  # noqa: E402
 
@@ -119,6 +119,17 @@ def test_bad_arguments(index):
             index.search(texture(1), rerank=bad)
     with pytest.raises(HeatsearchError, match=r"queries\[0\].*cannot read|queries\[0\].*such file"):
         index.search_many(["/no/such/query.png"], rerank="spatial")
+
+
+def test_without_opencv_spatial_says_how_to_install_it(index, monkeypatch):
+    import sys
+
+    image = texture(1)
+    monkeypatch.setattr(index, "spatial", None)
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(MissingDependencyError, match=r'heatsearch\[spatial\]'):
+        index.search(image, rerank="spatial")
+    assert index.search(image, k=1)[0].inliers is None  # the rest works without it
 
 
 def test_a_database_image_gone_is_unverified_not_a_crash(folder, tmp_path):

@@ -561,9 +561,11 @@ class Index:
         verifier = self._get_spatial() if spatial else None
         if spatial:
             # Decoded once: a file object cannot be read twice (description, then features).
+            # With the extractor's EXIF rule, so the description is the one of the original.
+            exif = bool(getattr(self._get_extractor(), "exif_transpose", True))
             items = list(items)
             for i in images:
-                items[i] = self._decoded(items[i], i, single)
+                items[i] = self._decoded(items[i], i, single, exif)
         if images:
             Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images], single)
         if base == "diffusion":
@@ -600,12 +602,12 @@ class Index:
             return self.spatial
 
     @staticmethod
-    def _decoded(item: Any, position: int, single: bool) -> np.ndarray:
+    def _decoded(item: Any, position: int, single: bool, exif_transpose: bool) -> np.ndarray:
         """An image query as an RGB array (its errors as :meth:`_describe_images` words them)."""
         from ..vision.images import to_rgb
 
         try:
-            return to_rgb(item)
+            return to_rgb(item, exif_transpose)
         except (OSError, ValueError, TypeError) as e:
             if single:
                 raise

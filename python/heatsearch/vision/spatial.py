@@ -12,7 +12,7 @@ Two kinds of local features (``features=``):
 * ``"sift"`` (default): OpenCV's SIFT keypoints (``cv2.SIFT_create``, at most
   :data:`DEFAULT_KEYPOINTS` per image, on the grey image resized to a longer side of at most
   :data:`DEFAULT_MAX_SIZE`), Lowe's ratio test (:data:`DEFAULT_RATIO`) and a RANSAC homography
-  (``cv2.findHomography``, :data:`DEFAULT_SIFT_THRESHOLD` pixels). Needs the ``spatial`` extra
+  (``cv2.findHomography`` with ``USAC_DEFAULT``, :data:`DEFAULT_SIFT_THRESHOLD` pixels). Needs the ``spatial`` extra
   (``opencv-python-headless``).
 * ``"cnn"``: the cells of the extractor's own feature maps (every scale) as local descriptors
   (signed square root + L2), each at the centre of its cell in the image, mutual nearest
@@ -324,7 +324,11 @@ class SpatialVerifier:
         src = np.ascontiguousarray(query.points[qi], np.float32)
         dst = np.ascontiguousarray(candidate.points[ci], np.float32)
         if self.features == "sift":
-            H, mask = cv2.findHomography(src, dst, cv2.RANSAC, DEFAULT_SIFT_THRESHOLD, maxIters=2000, confidence=0.995)
+            # USAC (OpenCV's universal RANSAC: SPRT, local optimisation) rather than plain
+            # RANSAC: measured on smvs, the same mAP (78.3 at 100 verified) and the same most
+            # inliers of a wrong candidate (8), in a third of the time (0.16 against 0.51 s a
+            # query on average: plain RANSAC ran its 2000 iterations on every wrong pair).
+            H, mask = cv2.findHomography(src, dst, cv2.USAC_DEFAULT, DEFAULT_SIFT_THRESHOLD, maxIters=2000, confidence=0.995)
             if H is None or not _plausible(H):
                 return 0
         else:

@@ -488,7 +488,7 @@ class Index:
                 verification (:mod:`heatsearch.vision.spatial`, with :attr:`spatial`) matches
                 local features of the query image with those of each of the previous
                 ranking's top ``spatial.depth`` candidates (default 100, measured) and moves
-                the ones with at least ``spatial.min_inliers`` RANSAC inliers (default 9 for SIFT,
+                the ones with at least ``spatial.min_inliers`` RANSAC inliers (default 6 for SIFT,
                 measured) to the front, most inliers first; the others, and ties, keep their
                 previous order. Hits keep the previous ranking's ``score`` and carry their
                 ``inliers``. Needs an image query (not a descriptor) and the database's image

@@ -57,20 +57,23 @@ __all__ = [
 #: The kinds of local features :class:`SpatialVerifier` knows.
 LOCAL_FEATURES = ("sift", "cnn")
 #: Candidates verified per query (the top of the previous ranking). Measured on smvs_paintings
-#: with SIFT (README, "Spatial verification"): mAP 50.3 plain, 70.7 / 74.0 / 78.3 verifying
-#: the top 20 / 50 / 100, for about 0.2 / 0.4 / 0.7 s a query once the database's features
-#: are cached (1.2 / 2.9 / 5.2 s before). The deepest measured, because every step paid;
+#: with SIFT (README, "Spatial verification"): mAP 50.3 plain, 71.8 / 76.2 / 80.5 verifying
+#: the top 20 / 50 / 100, for about 0.07 / 0.12 / 0.20 s a query once the database's features
+#: are cached (0.5 / 1.2 / 2.3 s before). The deepest measured, because every step paid;
 #: also DELG's depth (Cao et al. 2020 verify the top 100).
 DEFAULT_DEPTH = 100
 #: A candidate with fewer inliers counts as unverified (keeps its previous place), per kind of
 #: features: chance matches fit a transform with a few inliers, more for the coarse CNN cells.
 #: Measured on smvs_paintings (README): mAP against the threshold, and the inliers of each
 #: query's best WRONG candidate.
-#: SIFT: 9, one more than the most inliers any wrong candidate reached on smvs (8, over the
-#: 9 000 wrong pairs of the 91 queries' top 100), so that a chance fit does not move ahead;
-#: 5-6 scored 1.1 mAP more there (79.4) by also promoting positives with 5-8 inliers, but
-#: let a wrong candidate with 6-8 pass in half the queries. CNN cells: 12, the best measured.
-DEFAULT_MIN_INLIERS = {"sift": 9, "cnn": 12}
+#: SIFT: 6, the best or nearly the best on both sets measured (README): smvs (one positive
+#: per query) 80.5 mAP verifying the top 100 (81.4 at 0-4, 78.3 at 8-9, 74.1 at 10-12),
+#: phototourism (several) 78.6 (75.9 at 4, 72.8 at 9). Wrong candidates reach 6-8 inliers by
+#: chance in a few queries (at most 8 on smvs, 7 on phototourism), which a threshold above 8
+#: would rule out, but it also leaves too many true matches of 6-8 unverified. CNN cells: 12,
+#: the best on smvs (57.2; 54.1 at 15, 55-58 at 6-10 depending on the depth) and within 0.1
+#: of the best on phototourism.
+DEFAULT_MIN_INLIERS = {"sift": 6, "cnn": 12}
 #: Longer side of the grey image SIFT runs on (never upscaled): the size of the smvs images.
 DEFAULT_MAX_SIZE = 640
 #: Most SIFT keypoints kept per image (the strongest): bounds the matching time and the cache.

@@ -56,11 +56,13 @@ def test_spatial_puts_the_verified_copy_first_and_follows_the_rule(index, folder
     assert hits[0].inliers >= 5 * index.spatial.min_inliers
     # Unrelated pictures fit a homography with a few chance inliers (up to 6 here), far fewer.
     assert all(h.inliers is not None and h.inliers < hits[0].inliers / 10 for h in hits[1:])
-    # The new order is the rule applied to the plain order; scores stay the plain ones.
+    # The new order is the rule applied to the plain order; scores stay the plain ones (up to
+    # float32 rounding: the extractor's thread count follows the machine's load, see
+    # heatsearch.vision.extract).
     by_row = {h.row: h for h in hits}
     counts = [by_row[h.row].inliers for h in plain]
     assert [h.row for h in hits] == [plain[j].row for j in spatial_order(counts, index.spatial.min_inliers)]
-    assert all(by_row[h.row].score == h.score for h in plain)
+    assert [by_row[h.row].score for h in plain] == pytest.approx([h.score for h in plain], rel=1e-5, abs=1e-6)
     assert all(h.inliers is None for h in plain)
 
 
@@ -71,7 +73,8 @@ def test_composition_with_heat(index, folder):
     assert both[0].path == path_of(folder, 3)
     # Unverified candidates keep HeR's order and scores.
     assert [h.row for h in both[1:]] == [h.row for h in heat if h.path != path_of(folder, 3)]
-    assert {h.row: h.score for h in both} == {h.row: h.score for h in heat}
+    scores = {h.row: h.score for h in heat}
+    assert [h.score for h in both] == pytest.approx([scores[h.row] for h in both], rel=1e-5, abs=1e-6)
     assert "heat+spatial" in SEARCH_RERANKERS and "diffusion+spatial" in SEARCH_RERANKERS
     for rerank in ("aqe+spatial", "diffusion+spatial"):
         assert index.search(query, k=1, rerank=rerank)[0].path == path_of(folder, 3)
@@ -194,7 +197,10 @@ def test_threads_searching_at_once_get_the_sequential_hits(index):
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda q: index.search(q, k=3, rerank="spatial"), queries))
     alone = [index.search(q, k=3, rerank="spatial") for q in queries]
-    assert together == alone
+    # Same rows and counts (scores equal up to float32 rounding: see the first test).
+    assert [[(h.row, h.inliers) for h in hits] for hits in together] == [
+        [(h.row, h.inliers) for h in hits] for hits in alone
+    ]
     assert [hits[0].path for hits in alone] == [path_of_seed(index, s) for s in SEEDS]
 
 

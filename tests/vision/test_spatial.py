@@ -56,9 +56,12 @@ def test_the_count_is_reproducible(verifier):
 def test_points_are_in_pixels_of_the_image_as_given():
     """SIFT runs on the image resized to max_size; the points are scaled back."""
     img = texture(4, 600, 800)
-    small = SpatialVerifier(max_size=200).describe(img)
+    v = SpatialVerifier(max_size=200)
+    small = v.describe(img)
     assert small.points[:, 0].max() > 400 and small.points[:, 1].max() > 300
-    assert small.points.min() >= 0
+    assert small.points.min() >= 0 and small.cell == pytest.approx(4)
+    # The RANSAC threshold follows: keypoints found at a quarter of the size still agree.
+    assert v.inliers(v.describe(transformed(img)), small) >= 30
 
 
 @pytest.mark.parametrize(
@@ -225,6 +228,7 @@ def test_cnn_cells_match_by_position():
 
 def test_local_features_report_their_size():
     f = LocalFeatures(np.zeros((3, 2), np.float32), np.zeros((3, 128), np.uint8))
+    assert f.cell == 1.0
     assert len(f) == 3 and f.nbytes == 3 * 8 + 3 * 128
     assert sp.DEFAULT_DEPTH >= 1 and set(sp.DEFAULT_MIN_INLIERS) == set(sp.LOCAL_FEATURES)
     assert SpatialVerifier("cnn").min_inliers == sp.DEFAULT_MIN_INLIERS["cnn"]

@@ -63,15 +63,15 @@ __all__ = [
 LOCAL_FEATURES = ("sift", "cnn")
 #: Candidates verified per query (the top of the previous ranking). Measured on smvs_paintings
 #: with SIFT (README, "Spatial verification"): mAP 50.3 plain, 71.8 / 76.2 / 80.5 verifying
-#: the top 20 / 50 / 100, for about 0.07 / 0.12 / 0.20 s a query once the database's features
-#: are cached (0.5 / 1.2 / 2.3 s before). The deepest measured, because every step paid;
-#: also DELG's depth (Cao et al. 2020 verify the top 100).
+#: the top 20 / 50 / 100, for about 0.1 / 0.15 / 0.2-0.35 s a query once the database's
+#: features are cached (0.5-0.8 / 1.2-1.9 / 2.3-3.6 s before; two runs on a shared machine).
+#: The deepest measured, because every step paid; also DELG's depth (Cao et al. 2020 verify
+#: the top 100).
 DEFAULT_DEPTH = 100
 #: A candidate with fewer inliers counts as unverified (keeps its previous place), per kind of
 #: features: chance matches fit a transform with a few inliers, more for the coarse CNN cells.
-#: Measured on smvs_paintings (README): mAP against the threshold, and the inliers of each
-#: query's best WRONG candidate.
-#: SIFT: 6, the best or nearly the best on both sets measured (README): smvs (one positive
+#: Measured (README, "Spatial verification"; mAP against the threshold, and the inliers of
+#: each query's best WRONG candidate). SIFT: 6, the best or nearly the best on both sets measured (README): smvs (one positive
 #: per query) 80.5 mAP verifying the top 100 (81.4 at 0-4, 78.3 at 8-9, 74.1 at 10-12),
 #: phototourism (several) 78.6 (75.9 at 4, 72.8 at 9). Wrong candidates reach 6-8 inliers by
 #: chance in a few queries (at most 8 on smvs, 7 on phototourism), which a threshold above 8
@@ -79,15 +79,19 @@ DEFAULT_DEPTH = 100
 #: the best on smvs (57.2; 54.1 at 15, 55-58 at 6-10 depending on the depth) and within 0.1
 #: of the best on phototourism.
 DEFAULT_MIN_INLIERS = {"sift": 6, "cnn": 12}
-#: Longer side of the grey image SIFT runs on (never upscaled): the size of the smvs images.
+#: Longer side of the grey image SIFT runs on (never upscaled): the size of the smvs images
+#: (phototourism's 800 are reduced to it). Not tuned; it bounds SIFT's time (25-55 ms).
 DEFAULT_MAX_SIZE = 640
-#: Most SIFT keypoints kept per image (the strongest): bounds the matching time and the cache.
+#: Most SIFT keypoints kept per image (the strongest): bounds the matching time and the cache
+#: (136 KB an image). Not tuned (smvs references have 200-1000).
 DEFAULT_KEYPOINTS = 1000
 #: Lowe's ratio test (Lowe 2004 used 0.8).
 DEFAULT_RATIO = 0.8
-#: RANSAC reprojection threshold of the SIFT homography, in pixels of the resized images.
+#: RANSAC reprojection threshold of the SIFT homography, in pixels of the image SIFT ran on
+#: (resized to DEFAULT_MAX_SIZE; not tuned; OpenCV's homography tutorial uses 5 too).
 DEFAULT_SIFT_THRESHOLD = 5.0
-#: RANSAC threshold of the CNN cells' similarity transform, in cells (of the finest map).
+#: RANSAC threshold of the CNN cells' similarity transform, in cells (of the finest map); 1.0
+#: measured the same within noise on smvs (58.0 against 57.2 at the best thresholds).
 DEFAULT_CELL_THRESHOLD = 1.5
 #: Bytes of database features the cache keeps (least recently used dropped first).
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -115,8 +119,9 @@ class LocalFeatures:
         points: ``(m, 2)`` float32 positions ``(x, y)`` in pixels of the image as given.
         descriptors: ``(m, D)``: uint8 SIFT descriptors (D = 128) or float32 L2-normalised
             CNN cells (D = the map's channels).
-        cell: for CNN cells, the side of a cell of the finest map in pixels of the image
-            (the RANSAC threshold's unit); 1.0 for SIFT.
+        cell: the unit of the RANSAC threshold, in pixels of the image: for SIFT one pixel
+            of the resized image it ran on (``1 / s`` for a resizing by ``s``; 1.0 when not
+            resized), for CNN cells the side of a cell of the finest map.
     """
 
     points: np.ndarray
@@ -249,10 +254,10 @@ class SpatialVerifier:
         # promise that a Feature2D object may be used by several threads at once.
         kps, desc = cv2.SIFT_create(nfeatures=self.keypoints).detectAndCompute(grey, None)
         if desc is None or not kps:
-            return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 128), np.uint8))
+            return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, 128), np.uint8), 1.0 / s)
         pts = np.array([kp.pt for kp in kps], np.float32) / np.float32(s)
         # SIFT's descriptors are whole numbers in [0, 255] stored as float: uint8 is exact.
-        return LocalFeatures(pts, np.clip(desc, 0, 255).astype(np.uint8))
+        return LocalFeatures(pts, np.clip(desc, 0, 255).astype(np.uint8), 1.0 / s)
 
     def _cnn_features(self, rgb: np.ndarray) -> LocalFeatures:
         if self.extractor is None:
@@ -336,7 +341,11 @@ class SpatialVerifier:
             # RANSAC: measured on smvs, the same mAP (78.3 at 100 verified) and the same most
             # inliers of a wrong candidate (8), in a third of the time (0.16 against 0.51 s a
             # query on average: plain RANSAC ran its 2000 iterations on every wrong pair).
-            H, mask = cv2.findHomography(src, dst, cv2.USAC_DEFAULT, DEFAULT_SIFT_THRESHOLD, maxIters=2000, confidence=0.995)
+            # The threshold in the candidate's pixels: keypoints found at a reduced size are
+            # only as precise as that size's pixels.
+            H, mask = cv2.findHomography(
+                src, dst, cv2.USAC_DEFAULT, DEFAULT_SIFT_THRESHOLD * candidate.cell, maxIters=2000, confidence=0.995
+            )
             if H is None or not _plausible(H):
                 return 0
         else:

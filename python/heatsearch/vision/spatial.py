@@ -24,7 +24,7 @@ Measured with ``tools/spatial_verification.py`` (README, "Spatial verification")
 mAP and time, hence the default: on smvs_paintings query -> database, verifying the top 100
 of the default index lifts mAP from 50.3 to 80.5 with SIFT and to 57.2 with the CNN cells,
 for about 0.2-0.35 s a query with SIFT once the database's features are cached (2.3-3.6 s
-before), against 1.1-1.4 s (15-19 s) with the cells; on phototourism 54.3 -> 78.6 against
+before), against 1.1-1.4 s (15-19 s) with the cells; on phototourism 54.3 -> 80.7 against
 74.8.
 
 Database images' features are computed lazily from their paths when they first come up as a
@@ -73,7 +73,7 @@ DEFAULT_DEPTH = 100
 #: Measured (README, "Spatial verification"; mAP against the threshold, and the inliers of
 #: each query's best WRONG candidate). SIFT: 6, the best or nearly the best on both sets measured (README): smvs (one positive
 #: per query) 80.5 mAP verifying the top 100 (81.4 at 0-4, 78.3 at 8-9, 74.1 at 10-12),
-#: phototourism (several) 78.6 (75.9 at 4, 72.8 at 9). Wrong candidates reach 6-8 inliers by
+#: phototourism (several) 80.7 (74.1 at 4, 72.8 at 9). Wrong candidates reach 6-8 inliers by
 #: chance in a few queries (at most 8 on smvs, 7 on phototourism), which a threshold above 8
 #: would rule out, but it also leaves too many true matches of 6-8 unverified. CNN cells: 12,
 #: the best on smvs (57.2; 54.1 at 15, 55-58 at 6-10 depending on the depth) and within 0.1
@@ -338,9 +338,10 @@ class SpatialVerifier:
         dst = np.ascontiguousarray(candidate.points[ci], np.float32)
         if self.features == "sift":
             # USAC (OpenCV's universal RANSAC: SPRT, local optimisation) rather than plain
-            # RANSAC: measured on smvs, the same mAP (78.3 at 100 verified) and the same most
-            # inliers of a wrong candidate (8), in a third of the time (0.16 against 0.51 s a
-            # query on average: plain RANSAC ran its 2000 iterations on every wrong pair).
+            # RANSAC: measured on smvs, the same mAP at 9 inliers (78.3 at 100 verified) and
+            # the same most inliers of a wrong candidate (8), in a third of the time (0.16
+            # against 0.51 s a query on average: plain RANSAC ran its 2000 iterations on
+            # every wrong pair); below 9 USAC's counts ranked better (81.4 against 77.2 at 4).
             # The threshold in the candidate's pixels: keypoints found at a reduced size are
             # only as precise as that size's pixels.
             H, mask = cv2.findHomography(

@@ -5,10 +5,14 @@
 * :mod:`~heatsearch.vision.backbones`: the networks (EfficientNet-Lite0, VGG16, ResNets),
   their layers and offline weights.
 * :mod:`~heatsearch.vision.extract`: :class:`Extractor`, a network cut at one layer.
+* :mod:`~heatsearch.vision.spatial`: :class:`SpatialVerifier`, local features matched with
+  RANSAC (``rerank="spatial"``; needs the ``spatial`` extra, OpenCV).
 
-Importing this package does not import torch; building an :class:`Extractor` does.
+Importing this package does not import torch or OpenCV; building an :class:`Extractor` imports
+torch, building a :class:`SpatialVerifier` OpenCV.
 """
 
 from .extract import Extractor
+from .spatial import SpatialVerifier
 
-__all__ = ["Extractor"]
+__all__ = ["Extractor", "SpatialVerifier"]

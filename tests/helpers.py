@@ -229,3 +229,31 @@ def write_images(folder: Any, names: Any, *, size: int = 24, seed: int = 0) -> L
         Image.fromarray(rng.integers(0, 256, (size, size + 3, 3), dtype=np.uint8)).save(path)
         out.append(str(path))
     return out
+
+
+def texture(seed: int, h: int = 300, w: int = 400) -> np.ndarray:
+    """A synthetic ``(h, w, 3)`` uint8 picture rich in corners and blobs (random filled shapes
+    of random colours), for spatial verification (needs OpenCV)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 128, np.uint8)
+    for _ in range(120):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.5:
+            cv2.circle(img, (x, y), int(rng.integers(3, 25)), colour, -1)
+        else:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(4, 40)), y + int(rng.integers(4, 40))), colour, -1)
+    return img
+
+
+def transformed(img: np.ndarray) -> np.ndarray:
+    """``img`` rotated by 20 degrees, scaled by 0.8 (white outside), then cropped to its
+    central 80% (needs OpenCV)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 0.8)
+    out = cv2.warpAffine(img, M, (w, h), borderValue=(255, 255, 255))
+    return np.ascontiguousarray(out[h // 10 : h - h // 10, w // 10 : w - w // 10])

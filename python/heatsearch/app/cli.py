@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import _validate
 from ..errors import ISSUES_URL, HeatsearchError, InvalidInputError
+from ..vision.spatial import split_rerank, with_spatial
 
 __all__ = ["main", "build_parser"]
 
@@ -46,7 +47,12 @@ EVAL_METHODS: Dict[str, Optional[str]] = {
     "+diffusion": "diffusion",
     "+auto": "auto",
 }
-RERANK_CHOICES = ("auto", "none", "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion")
+#: --rerank: "none", "auto" (the default), the other descriptor re-rankers, "spatial" and each
+#: of them followed by "+spatial" (Index.search's SEARCH_RERANKERS; spelled here so that --help
+#: loads no index code).
+RERANK_CHOICES: Tuple[str, ...] = ("none",) + tuple(
+    r for r in with_spatial(("auto", "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion")) if r is not None
+)
 #: --threads takes 0 (all cores) to this many threads; more would only oversubscribe.
 MAX_THREADS = 1024
 #: Options whose value may start with "-" (a negative coordinate): argparse would take
@@ -442,15 +448,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not len(index):
         raise InvalidInputError(f"{args.index} holds no images: add some with `heatsearch add {args.index} PATH...`")
     results = []
+    rerank = None if args.rerank == "none" else args.rerank
+    base, spatial = split_rerank(rerank)
     _say("score: cosine similarity of the final descriptors, -1 to 1 (1: the same image)"
-         + (f"; then the {args.rerank} re-ranker's own score, which orders the hits" if args.rerank else ""))
+         + (f"; then the {base} re-ranker's own score, which orders the hits" if base else "")
+         + ("; then the inliers of the verified hits, which come first" if spatial else ""))
     for query in args.queries:
         t = time.perf_counter()
-        hits = index.search(query, k=k, rerank=None if args.rerank == "none" else args.rerank, bbox=bbox)
+        hits = index.search(query, k=k, rerank=rerank, bbox=bbox)
         _say(f"{query}  ({1000 * (time.perf_counter() - t):.0f} ms)")
         for r, hit in enumerate(hits, 1):
             own = "" if hit.rerank_score is None else f"  {hit.rerank_score:10.4g}"
-            _say(f"  {r:3d}  {hit.score:7.4f}{own}  {hit.path}")
+            verified = "" if hit.inliers is None else f"  {hit.inliers:4d} inliers"
+            _say(f"  {r:3d}  {hit.score:7.4f}{own}{verified}  {hit.path}")
         results.append((query, hits))
     if args.html:
         from .gallery import write_gallery
@@ -775,9 +785,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("index", metavar="INDEX")
     s.add_argument("queries", nargs="+", metavar="QUERY", help="query image file(s)")
     s.add_argument("-k", default="10", help="results per query, >= 1 (default 10)")
-    s.add_argument("--rerank", choices=RERANK_CHOICES, default="auto",
-                   help="re-ranking: auto (default: HeR over the top 20, chosen by measurement on the README's "
-                   "quality protocols), none, or a method of the README's table")
+    s.add_argument("--rerank", choices=RERANK_CHOICES, default="auto", metavar="RERANK",
+                   help=f"re-ranking: one of {', '.join(RERANK_CHOICES)}; default auto (HeR over the top 20 "
+                   "with the best match kept first, chosen by measurement on the README's quality protocols), "
+                   "none for plain search. 'spatial' verifies the top 100 by SIFT local features and RANSAC "
+                   "(needs opencv-python-headless: pip install \"heatsearch[spatial]\"); 'R+spatial' verifies "
+                   "the top of re-ranker R's order")
     s.add_argument("--bbox", metavar="X1,Y1,X2,Y2",
                    help="crop the queries to this box first (pixels of the original image; may be negative)")
     s.add_argument("--html", metavar="FILE", help="also write one HTML page with every query and its matches: "

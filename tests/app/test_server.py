@@ -417,3 +417,44 @@ def test_the_page_is_served(served):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert 'type="file"' in r.text and "search?" in r.text
+
+
+def test_searches_run_in_parallel(tmp_path):
+    """Two image searches meet inside the extractor (a barrier of two): were searches run one
+    at a time, the first would wait there alone until the barrier's timeout broke it (500)."""
+    path = build(tmp_path)
+
+    class Meeting(PixelMaps):
+        def __init__(self):
+            super().__init__()
+            self.barrier = threading.Barrier(2, timeout=60)
+
+        def feature_map(self, image, bbox=None):
+            self.barrier.wait()
+            return super().feature_map(image, bbox)
+
+    with TestClient(create_app(str(path), extractor=Meeting()), raise_server_exceptions=False) as client:
+        statuses = []
+
+        def search(name):
+            r = client.post("/search", files={"file": ("q.png", (tmp_path / name).read_bytes())},
+                            params={"rerank": "none", "k": 1})
+            statuses.append((r.status_code, r.json()["hits"][0]["path"] if r.status_code == 200 else r.text))
+
+        threads = [threading.Thread(target=search, args=(n,)) for n in NAMES[:2]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sorted(statuses) == [(200, NAMES[0]), (200, NAMES[1])]
+
+
+def test_spatial_rerank_of_an_upload(served):
+    pytest.importorskip("cv2", reason="spatial verification needs OpenCV (the 'spatial' extra)")
+    client, root, _ = served
+    r = client.post("/search", files={"file": ("q.png", (root / NAMES[2]).read_bytes())},
+                    params={"rerank": "spatial", "k": 3})
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert len(hits) == 3 and all(h["inliers"] is None or isinstance(h["inliers"], int) for h in hits)
+    assert hits[0]["path"] == NAMES[2]

@@ -391,7 +391,7 @@ def create_app(
             started = time.perf_counter()
             status = [500]
 
-            async def send_counted(message: Dict[str, Any]) -> None:
+            async def send_counted(message: Any) -> None:
                 if message["type"] == "http.response.start":
                     status[0] = message["status"]
                 await send(message)
@@ -457,7 +457,7 @@ def create_app(
             fields: Dict[str, Any] = {}
             files: List[Tuple[str, bytes]] = []
             for key, value in form.multi_items():
-                if hasattr(value, "read"):
+                if not isinstance(value, str):  # an UploadFile
                     if key != "file":
                         raise InvalidInputError(f"upload images in the field 'file', got a file in {key!r}")
                     files.append((value.filename or "upload", await value.read()))
@@ -688,10 +688,10 @@ def create_app(
                 if img.size[0] * img.size[1] > max_pixels:
                     raise _HTTPError(422, f"the image of row {row} is larger than {max_pixels} pixels")
                 img.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG: decode at a lower scale
-                img = img.convert("RGB")
-                img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+                rgb = img.convert("RGB")
+                rgb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
                 out = io.BytesIO()
-                img.save(out, "JPEG", quality=85)
+                rgb.save(out, "JPEG", quality=85)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise _HTTPError(422, f"the image of row {row} cannot be read ({' '.join(str(e).split())})") from None
         return Response(out.getvalue(), media_type="image/jpeg")

@@ -130,6 +130,27 @@ def test_the_command_serves_an_index_with_a_token(tmp_path):
         proc.wait(timeout=60)
 
 
+def test_workers_see_each_others_changes(tmp_path):
+    """With --workers 2, a removal made by whichever worker takes it is saved, and every
+    later answer (from either worker: each reloads the index when index.json changed) shows
+    it."""
+    from helpers import skip_without_extraction
+
+    skip_without_extraction()  # each worker builds the index's real extractor
+    path = build(tmp_path)
+    port = free_port()
+    proc = start([sys.executable, "-m", "heatsearch", "serve", str(path), "--port", str(port), "--workers", "2",
+                  "--no-warmup", "--quiet"], port)
+    try:
+        for n in (5, 4, 3):
+            assert call(port, "DELETE", "/images", {"rows": [0]}) == (200, {"removed": 1, "images": n})
+            assert {call(port, "GET", "/health")[1]["images"] for _ in range(8)} == {n}
+        assert len(Index.load(path)) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 # -- kill -9 during an add -----------------------------------------------------------------
 LAUNCHER = textwrap.dedent("""
     import sys

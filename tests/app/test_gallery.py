@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
 import numpy as np
 import pytest
+
+from helpers import run_chromium
 
 from heatsearch.app.gallery import write_gallery
 from heatsearch.app.index import SearchHit
@@ -28,26 +28,6 @@ PIL = pytest.importorskip("PIL", reason="thumbnails are made with Pillow")
 COLOURS = {"blue": (0, 0, 255), "green": (0, 200, 0), "yellow": (255, 230, 0), "magenta": (230, 0, 230),
            "cyan": (0, 220, 230)}
 LONG = "a_folder_with_a_really_long_name_that_goes_on_and_on_" * 3
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("headless Chromium is not installed (.ci/run installs it: apt-get install chromium); "
-                "the page was not checked in a browser")
-
-
-def run_chromium(tmp_path: Path, *args: str) -> str:
-    profile = tmp_path / "chromium-profile"
-    run = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-         f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return run.stdout
 
 
 @pytest.fixture

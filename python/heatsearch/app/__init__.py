@@ -5,6 +5,8 @@
 * :mod:`~heatsearch.app.cli`: the ``heatsearch`` command; :mod:`~heatsearch.app.demo` (the
   offline copy-detection benchmark), :mod:`~heatsearch.app.gallery` (HTML results) and
   :mod:`~heatsearch.app.explain` (HeW's weights drawn over an image) serve it.
+* :mod:`~heatsearch.app.server`: ``heatsearch serve``, an index behind an HTTP API and a page
+  (FastAPI; imported only by that command).
 """
 
 from .index import Index, IndexConfig, SearchHit, find_images

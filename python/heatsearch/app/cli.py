@@ -8,6 +8,7 @@
     heatsearch search my.index q1.jpg q2.jpg -k 10 --rerank heat --html results.html
     heatsearch duplicates my.index --threshold 0.9   groups of near-duplicate images
     heatsearch explain photo.jpg -o weights.png   what HeW keeps and what it down-weights
+    heatsearch serve my.index --port 8000         an HTTP API and a search page (127.0.0.1)
     heatsearch evaluate --db my.index --gnd truth.json
 
 Run ``heatsearch COMMAND --help`` for the options of each.
@@ -536,6 +537,64 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve ---------------------------------------------------------------------------------
+#: --workers takes 1 to this many processes.
+MAX_WORKERS = 64
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another name: it may resolve to any interface
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import TOKEN_ENV, create_app, environment_config
+
+    _validate.existing_folder(args.index, "INDEX")
+    port = _validate.integer_text(args.port, "--port", minimum=0, maximum=65535)
+    workers = _validate.integer_text(args.workers, "--workers", minimum=1, maximum=MAX_WORKERS)
+    max_mb = _validate.real_text(args.max_upload_mb, "--max-upload-mb", "a size in MB, > 0")
+    if max_mb <= 0:
+        raise InvalidInputError(f"--max-upload-mb must be a size in MB, > 0, got {args.max_upload_mb}")
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
+    if token is not None and not token.strip():
+        raise InvalidInputError("--token must not be empty")
+    if not _loopback(args.host) and token is None and not args.insecure:
+        raise InvalidInputError(
+            f"--host {args.host} is reachable from other machines: protect it with --token T (or "
+            f"${TOKEN_ENV}), or pass --insecure to serve it to anyone who can connect"
+        )
+    try:
+        import uvicorn
+    except ImportError:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("the server needs uvicorn and FastAPI: pip install 'heatsearch[serve]'") from None
+    settings = dict(index_path=os.path.abspath(args.index), token=token,
+                    max_upload_bytes=int(max_mb * 1024 * 1024), runtime=args.runtime,
+                    root=None if args.root is None else os.path.abspath(args.root), warmup=not args.no_warmup)
+    if workers == 1:
+        app: Any = create_app(**settings)  # loads and checks the index: a bad one is one line here
+        n = len(app.state.served.index)
+        kwargs: Dict[str, Any] = {}
+    else:
+        _load_index(args.index, args)  # checked once here, then by each worker
+        os.environ.update(environment_config(**settings))
+        app, n, kwargs = "heatsearch.app.server:app_from_environment", None, {"factory": True, "workers": workers}
+    held = "" if n is None else f"{n} images, "
+    _note("serve", f"serving {args.index} ({held}{workers} worker(s)) at http://{args.host}:{port}/"
+                   + ("" if token is None else " (token required)"))
+    uvicorn.run(app, host=args.host, port=port, log_level="warning" if args.quiet else "info", **kwargs)
+    return 0
+
+
 # -- evaluate ------------------------------------------------------------------------------
 def _postprocess(X: np.ndarray, steps: Sequence[str]) -> np.ndarray:
     from ..postprocess import l2_normalize, power_normalize
@@ -827,6 +886,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same range gives several pictures the same colour scale")
     _add_runtime(e)
     e.set_defaults(func=cmd_explain)
+
+    w = command("serve", "serve an index over HTTP: search API, adds and removes, a search page",
+                "Serves INDEX with FastAPI on uvicorn: POST /search (an image upload or a descriptor), "
+                "POST /search/batch, POST and DELETE /images (saved atomically), GET /images/{row}/thumbnail, "
+                "/health, /stats, /metrics (Prometheus) and a search page at /. Binds 127.0.0.1 by default; "
+                "another host needs --token (or $HEATSEARCH_TOKEN) or --insecure. See the README, Serving.")
+    w.add_argument("index", metavar="INDEX")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", default="8000", help="port, 0-65535 (default 8000; 0: any free port)")
+    w.add_argument("--workers", default="1", help=f"server processes, 1-{MAX_WORKERS} (default 1; each loads the "
+                   "index and its network, and reloads the index when another saved a change)")
+    w.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but /health and the "
+                   "page (default: $HEATSEARCH_TOKEN, else none)")
+    w.add_argument("--insecure", action="store_true", help="allow a host other than loopback without a token")
+    w.add_argument("--max-upload-mb", default="32", help="largest request body in MB (default 32; larger: 413)")
+    w.add_argument("--no-warmup", action="store_true", help="do not run the network once before serving")
+    w.add_argument("--quiet", action="store_true", help="no access log")
+    _add_root(w)
+    _add_runtime(w)
+    w.set_defaults(func=cmd_serve)
 
     v = command("evaluate", "mAP of descriptors or of an index on a benchmark, plain and re-ranked",
                 "Loads descriptors (an index folder, .npy rows, or MATLAB .mat) and ground truth (revisitop .pkl, "

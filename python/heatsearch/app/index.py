@@ -393,7 +393,7 @@ class Index:
             yield from self._checked_maps(_progress(compute, progress, "extracting", len(paths)))
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatsearch-decode") as pool:
-            waiting: Deque[Tuple[str, Future]] = collections.deque()
+            waiting: "Deque[Tuple[str, Future[List[np.ndarray]]]]" = collections.deque()
             todo = iter(paths)
 
             def refill() -> None:
@@ -408,7 +408,7 @@ class Index:
                 while waiting:
                     path, job = waiting.popleft()
                     refill()  # the next images decode while the network runs on this one
-                    yield path, lambda job=job: extractor.forward_prepared(job.result())
+                    yield path, functools.partial(_forward_when_ready, extractor, job)
 
             try:
                 yield from self._checked_maps(_progress(prefetched(), progress, "extracting", len(paths)))
@@ -952,6 +952,10 @@ class Index:
                 f"configuration (power {self.config.power}) and whitening (e.g. row {bad}): "
                 "pooled.npy, descriptors.npy or whitening.npz comes from another index",
             )
+
+
+def _forward_when_ready(extractor: Any, job: "Future[List[np.ndarray]]") -> Any:
+    return extractor.forward_prepared(job.result())  # re-raises the decoding's error here
 
 
 def _splits_feature_map(extractor: Any) -> bool:

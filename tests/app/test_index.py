@@ -161,6 +161,38 @@ def test_a_feature_map_with_nan_is_reported_with_its_path(index, monkeypatch):
     assert np.all(np.isfinite(fresh.descriptors))
 
 
+def test_decoding_ahead_of_the_network_gives_the_same_maps_in_order(index, photo_folder, monkeypatch):
+    """Index.add decodes the next images in a background thread while the network runs
+    (index.PREFETCH): the same rows, in the same order, with the same skipped file, as one image
+    at a time; a consumer that stops early leaves no thread behind."""
+    import threading
+
+    from heatsearch.app import index as index_module
+
+    paths = sorted(find_images(photo_folder))  # broken.jpg among them
+    assert index_module._splits_feature_map(index.extractor)
+    built = {}
+    for ahead in (0, 1, 3):
+        monkeypatch.setattr(index_module, "PREFETCH", ahead)
+        fresh = Index(config=index.config, extractor=index.extractor)
+        with pytest.warns(UserWarning, match="could not be read"):
+            skipped = fresh.add(paths)
+        built[ahead] = fresh, skipped
+    plain, plain_skipped = built[0]
+    assert [Path(p).name for p, _ in plain_skipped] == ["broken.jpg"]
+    for ahead in (1, 3):
+        fresh, skipped = built[ahead]
+        assert fresh.paths == plain.paths and skipped == plain_skipped
+        np.testing.assert_array_equal(fresh.pooled, plain.pooled)
+        np.testing.assert_array_equal(fresh.descriptors, plain.descriptors)
+        np.testing.assert_array_equal(fresh.mean, plain.mean)
+    monkeypatch.setattr(index_module, "PREFETCH", 2)
+    maps = plain._feature_maps([p for p in paths if "broken" not in p], False)
+    assert next(maps)[0] == plain.paths[0]
+    maps.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("heatsearch-decode")]
+
+
 def test_corrupt_and_mismatched_indexes_raise(index, tmp_path):
     with pytest.raises(IndexFileError, match="no index.json"):
         Index.load(tmp_path)

@@ -34,13 +34,16 @@ query. One extractor is built even when several threads make their first query t
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -103,6 +106,11 @@ CONSISTENCY_SAMPLE = 64
 #: neighbourhood structure; see ``_warn_if_equidistant``): a collapsed whitening leaves them
 #: within 1e-6 of each other, real collections spread over tenths.
 EQUIDISTANT_SPREAD = 1e-3
+#: Images :meth:`Index.add` decodes and resizes ahead of the network, in one background thread,
+#: so that decoding overlaps inference (0: none, decode then run, one image at a time). Pillow and
+#: ONNX Runtime / torch release the GIL while they work. Each waiting image holds its resized
+#: inputs (about 4 MB for 1024 x 768 at the three default scales). See benches/test_bench_server.py.
+PREFETCH = 2
 #: The side of the random image :meth:`Index.warmup` runs through the network.
 WARMUP_SIZE = 224
 #: Rows of the index whose cosine to a query :meth:`Index.search` computes at a time after a
@@ -372,10 +380,49 @@ class Index:
         return PostProcess(self.whitening, power=self.config.power)
 
     def _feature_maps(self, paths: Sequence[str], progress: bool) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
+        """``(path, fmap, "")`` for each path in order, or ``(path, None, reason)``. With
+        heatsearch's own extractor (see ``_splits_feature_map``), up to
+        :data:`PREFETCH` later images are decoded and resized in a background thread while the
+        network runs on the current one (the maps are the same either way)."""
         extractor = self._get_extractor()
-        for path in _progress(paths, progress, "extracting"):
+        ahead = PREFETCH if _splits_feature_map(extractor) else 0
+        if ahead < 1:
+            compute: Iterable[Tuple[str, Callable[[], Any]]] = (
+                (path, functools.partial(extractor.feature_map, path)) for path in paths
+            )
+            yield from self._checked_maps(_progress(compute, progress, "extracting", len(paths)))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatsearch-decode") as pool:
+            waiting: "Deque[Tuple[str, Future[List[np.ndarray]]]]" = collections.deque()
+            todo = iter(paths)
+
+            def refill() -> None:
+                while len(waiting) < ahead + 1:
+                    path = next(todo, None)
+                    if path is None:
+                        return
+                    waiting.append((path, pool.submit(extractor.prepare, path)))
+
+            def prefetched() -> Iterator[Tuple[str, Callable[[], Any]]]:
+                refill()
+                while waiting:
+                    path, job = waiting.popleft()
+                    refill()  # the next images decode while the network runs on this one
+                    yield path, functools.partial(_forward_when_ready, extractor, job)
+
             try:
-                fmap = extractor.feature_map(path)
+                yield from self._checked_maps(_progress(prefetched(), progress, "extracting", len(paths)))
+            finally:  # a consumer that stops early: drop the images not yet started
+                for _, job in waiting:
+                    job.cancel()
+
+    @staticmethod
+    def _checked_maps(
+        jobs: Iterable[Tuple[str, Callable[[], Any]]]
+    ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
+        for path, compute in jobs:
+            try:
+                fmap = compute()
             except (OSError, ValueError) as e:  # unreadable or undecodable image
                 yield path, None, f"{type(e).__name__}: {e}"
                 continue
@@ -907,6 +954,26 @@ class Index:
             )
 
 
+def _forward_when_ready(extractor: Any, job: "Future[List[np.ndarray]]") -> Any:
+    return extractor.forward_prepared(job.result())  # re-raises the decoding's error here
+
+
+def _splits_feature_map(extractor: Any) -> bool:
+    """Whether ``extractor.feature_map(path)`` is heatsearch's own, i.e. exactly
+    ``forward_prepared(prepare(path))``, so that the two halves may run in different threads.
+    A stand-in, a subclass or an instance whose ``feature_map`` was replaced (to count calls,
+    inject failures) keeps its own ``feature_map``."""
+    from ..vision.extract import Extractor
+
+    return (
+        isinstance(extractor, Extractor)
+        and type(extractor).feature_map is Extractor.feature_map
+        and type(extractor).prepare is Extractor.prepare
+        and type(extractor).forward_prepared is Extractor.forward_prepared
+        and not {"feature_map", "prepare", "forward_prepared"} & set(vars(extractor))
+    )
+
+
 def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
     """Warns that ``rerank`` cannot change anything when the database rows ``X (n, d)`` are all
     equally similar to each other (checked on the first :data:`CONSISTENCY_SAMPLE` rows): a
@@ -995,11 +1062,11 @@ def _about_query(error: Exception, position: int) -> Exception:
         return InvalidInputError(f"queries[{position}]: {type(error).__name__}: {error}")
 
 
-def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
+def _progress(items: Iterable[Any], enabled: bool, desc: str, total: Optional[int] = None) -> Iterable[Any]:
     if not enabled:
         return items
     try:
         from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:  # progress bars are a nicety
         return items
-    return tqdm(items, desc=desc, unit="img")
+    return tqdm(items, desc=desc, unit="img", total=total)

@@ -519,7 +519,13 @@ class Extractor:
             ImageReadError: the file cannot be read. InvalidInputError: a bad box, or an
             image too small for the layer.
         """
-        arrays = self.prepare(image, bbox)
+        return self.forward_prepared(self.prepare(image, bbox))
+
+    def forward_prepared(self, arrays: Sequence[np.ndarray]) -> FeatureMaps:
+        """The feature map of one image from what :meth:`prepare` made of it (one array per
+        scale): ``feature_map(image) == forward_prepared(prepare(image))``. Lets a caller
+        decode the next image in another thread while the network runs on this one
+        (:meth:`heatsearch.app.Index.add` does)."""
         maps = [self._forward([a])[0] for a in arrays]
         return maps if self.multiscale else maps[0]
 

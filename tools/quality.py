@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,26 +30,9 @@ import heatsearch as hs
 from heatsearch.aggregate import pool
 from heatsearch.vision.extract import Extractor
 from heatsearch.pipeline import rank
+from protocols import phototourism, smvs_query_to_database  # the protocols' data, one place
 
 POOLINGS = ("spoc", "mac", "gem", "rmac", "crow", "hew")
-
-
-def smvs(data: Path) -> Tuple[List[Path], List[Path], List[Dict[str, np.ndarray]]]:
-    refs = sorted((data / "smvs_paintings" / "Reference").glob("*.jpg"))
-    names = [p.name for p in refs]
-    queries = sorted((data / "smvs_paintings" / "Query").glob("*.jpg"))
-    gnd = [{"ok": np.array([names.index(q.name)]), "junk": np.array([], int)} for q in queries]
-    return refs, queries, gnd
-
-
-def phototourism(data: Path) -> Tuple[List[Path], List[Path], List[Dict[str, np.ndarray]]]:
-    photos = sorted((data / "phototourism").glob("*.jpg"))
-    landmark = ["_".join(p.stem.split("_")[:-2]) for p in photos]
-    gnd = []
-    for i, lm in enumerate(landmark):
-        same = np.array([j for j, other in enumerate(landmark) if other == lm and j != i])
-        gnd.append({"ok": same, "junk": np.array([i])})
-    return photos, photos, gnd
 
 
 def evaluate(fdb, fq, gnd, method: str, whiten: bool) -> Tuple[float, float]:
@@ -76,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--poolings", default=",".join(POOLINGS))
     args = ap.parse_args(argv)
     data = Path(args.data)
-    sets = {"smvs_paintings": smvs(data), "phototourism": phototourism(data)}
+    sets = {"smvs_paintings": smvs_query_to_database(data), "phototourism": phototourism(data)}
     scales = tuple(float(s) for s in args.scales.split(","))
     print(f"| layer | max side | scales | pooling | whitening | smvs mAP | smvs +HeR | phototourism mAP | +HeR |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -38,28 +38,24 @@ import numpy as np
 import heatsearch as hs
 from heatsearch.app.index import Index, IndexConfig
 from heatsearch.vision.spatial import SpatialVerifier, spatial_order
+from protocols import phototourism, smvs_query_to_database  # the protocols' data, one place
 
 
 Gnd = List[Dict[str, np.ndarray]]
 
 
 def _smvs(data: Path) -> Tuple[Path, List[str], Gnd]:
-    """Database = the references, queries = the phone photos, one positive each (same name)."""
-    ref = data / "smvs_paintings" / "Reference"
-    queries = sorted(str(p) for p in (data / "smvs_paintings" / "Query").glob("*.jpg"))
-    names = sorted(p.name for p in ref.glob("*.jpg"))
-    gnd = [{"ok": np.array([names.index(os.path.basename(q))]), "junk": np.array([], np.int64)} for q in queries]
-    return ref, queries, gnd
+    """Database = the references (their folder), queries = the phone photos, one positive each:
+    protocol (a) of tools/protocols.py."""
+    refs, queries, gnd = smvs_query_to_database(data)
+    return Path(refs[0]).parent, queries, gnd
 
 
 def _phototourism(data: Path) -> Tuple[Path, List[str], Gnd]:
-    """Every photo queries all 13; itself junk; positives: the other photos of its landmark."""
-    folder = data / "phototourism"
-    photos = sorted(str(p) for p in folder.glob("*.jpg"))
-    landmark = ["_".join(Path(p).stem.split("_")[:-2]) for p in photos]
-    gnd = [{"ok": np.array([j for j, o in enumerate(landmark) if o == lm and j != i], np.int64),
-            "junk": np.array([i], np.int64)} for i, lm in enumerate(landmark)]
-    return folder, photos, gnd
+    """Every photo queries all 13 (their folder); itself junk; positives: the other photos of
+    its landmark: protocol (d) of tools/protocols.py."""
+    photos, queries, gnd = phototourism(data)
+    return Path(photos[0]).parent, queries, gnd
 
 
 SETS = {"smvs": _smvs, "phototourism": _phototourism}

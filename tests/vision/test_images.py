@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -408,3 +409,12 @@ def test_a_torchvision_backbone_without_torchvision_says_how_to_install():
     )
     assert r.returncode == 0, r.stderr
     assert "pip install torchvision" in r.stdout
+
+
+@pytest.mark.parametrize("source", [b"not an image", io.BytesIO(b"not an image")])
+def test_an_unknown_format_is_named_without_pillows_object_repr(source):
+    """Pillow says "cannot identify image file <_io.BytesIO object at 0x...>": the message
+    keeps the words, not the memory address."""
+    with pytest.raises(ImageReadError, match="cannot identify image file$") as e:
+        im.to_rgb(source)
+    assert "object at 0x" not in str(e.value)

@@ -60,7 +60,7 @@ import numpy as np
 
 from .. import _validate
 from ..errors import HeatsearchError, ImageReadError, InvalidDTypeError, InvalidInputError, MissingDependencyError
-from ..vision.images import SUPPORTED_EXTENSIONS
+from ..vision.images import SUPPORTED_EXTENSIONS, pillow_message
 from ._metrics import Metrics
 
 __all__ = [
@@ -261,7 +261,7 @@ def _check_image(data: bytes, name: str, max_pixels: int, *, decode: bool = Fals
     except ImageReadError:
         raise
     except Exception as e:  # Pillow's UnidentifiedImageError, truncation (OSError), bombs...
-        raise ImageReadError(f"{name}: not a readable image ({' '.join(str(e).split())})") from None
+        raise ImageReadError(f"{name}: not a readable image ({pillow_message(e)})") from None
 
 
 def _hits(index: Any, hits: Sequence[Any]) -> List[Dict[str, Any]]:

@@ -130,6 +130,16 @@ def load_image(path: PathLike, exif_transpose: bool = True) -> np.ndarray:
     return _decode(os.fspath(path), repr(os.fspath(path)), exif_transpose)
 
 
+def pillow_message(error: BaseException) -> str:
+    """Pillow's message for ``error`` on one line, without the file or file object it names:
+    for an unknown format Pillow says ``cannot identify image file <_io.BytesIO object at
+    0x...>`` (or the path again), and the caller names the image already."""
+    Image, _ = _pil()
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "cannot identify image file"
+    return " ".join(str(error).split())
+
+
 def _decode(source: Any, name: str, exif_transpose: bool) -> np.ndarray:
     """Decodes a file name or a binary file object (``name``: how messages call it)."""
     Image, _ = _pil()
@@ -144,7 +154,7 @@ def _decode(source: Any, name: str, exif_transpose: bool) -> np.ndarray:
     except FileNotFoundError as e:
         raise ImageReadError(f"cannot read image {name}: no such file") from e
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"cannot read image {name}: {e}") from e
+        raise ImageReadError(f"cannot read image {name}: {pillow_message(e)}") from e
 
 
 def _decode_bytes(data: Any, name: str, exif_transpose: bool) -> np.ndarray:

@@ -17,6 +17,10 @@ X = hs.l2_normalize(rng.standard_normal((40, 8)).astype(np.float32))
 Q = hs.l2_normalize(rng.standard_normal((3, 8)).astype(np.float32))
 R = np.argsort(-(Q @ X.T), axis=1)[:, :20].astype(np.int64)
 S = np.take_along_axis(Q @ X.T, R, axis=1)
+# A short ranking (top 5): the rows it names, and a row it does not name.
+R5 = np.ascontiguousarray(R[:, :5])
+RANKED = sorted({int(r) for r in R5.ravel()})
+UNRANKED = int(np.setdiff1d(np.arange(len(X)), R5)[0])
 FMAP = np.maximum(rng.standard_normal((5, 4, 6)), 0).astype(np.float32)
 G = hs.knn_graph(X, neighbors=5)
 
@@ -75,6 +79,8 @@ CASES: Dict[str, Tuple[str, tuple, dict, type, str]] = {
     "her ranks negative": ("heat_rerank", (X, Q, ranks_with(0, 3, -2)), {}, InvalidInputError, "got -2 at row 0, column 3"),
     "her ranks repeat": ("heat_rerank", (X, Q, ranks_with(2, 5, int(R[2, 1]))), {}, InvalidInputError, f"got {int(R[2, 1])} again at row 2, column 5"),
     "her NaN in X": ("heat_rerank", (with_nan(X, (3, 3)), Q, R), {}, InvalidInputError, "X must be finite, got NaN at row 3, column 3"),
+    "her NaN in X: the smallest ranked row": ("heat_rerank", (with_nan(with_nan(X, (RANKED[-1], 0)), (RANKED[0], 5)), Q, R5), {}, InvalidInputError, f"X must be finite, got NaN at row {RANKED[0]}, column 5"),
+    "her ranks checked before X": ("heat_rerank", (with_nan(X, (3, 3)), Q, ranks_with(0, 3, -2)), {}, InvalidInputError, "got -2 at row 0, column 3"),
     "her NaN scores": ("heat_rerank", (X, Q, R), {"scores": with_nan(S, (1, 1))}, InvalidInputError, "scores must be finite"),
     "her scores shape": ("heat_rerank", (X, Q, R), {"scores": S[:, :3]}, InvalidInputError, "shape of ranks"),
     "her depth < 0": ("heat_rerank", (X, Q, R), {"depth": -1}, InvalidInputError, "depth must be >= 0"),
@@ -94,6 +100,7 @@ CASES: Dict[str, Tuple[str, tuple, dict, type, str]] = {
     "diffusion graph type": ("diffusion_rerank", (X, Q, R), {"graph": "g"}, InvalidDTypeError, "KnnGraph"),
     "diffusion ranks repeat": ("diffusion_rerank", (X, Q, ranks_with(0, 9, int(R[0, 0]))), {"graph": G}, InvalidInputError, "again at row 0, column 9"),
     "diffusion NaN in Q": ("diffusion_rerank", (X, with_nan(Q, (0, 0)), R), {"graph": G}, InvalidInputError, "Q must be finite, got NaN at row 0, column 0"),
+    "diffusion NaN in a ranked row of X": ("diffusion_rerank", (with_nan(X, (RANKED[1], 2), np.inf), Q, R5), {"graph": G}, InvalidInputError, f"X must be finite, got inf at row {RANKED[1]}, column 2"),
     "diffusion scores without ranks": ("diffusion_rerank", (X, Q), {"graph": G, "scores": S}, InvalidInputError, "without ranks"),
 }
 
@@ -126,6 +133,24 @@ def test_a_mistake_has_one_wording_whichever_function_meets_it(impl):
     }
     messages.add(str(pytest.raises(InvalidInputError, hs.average_query_expansion, bad, Q, R).value))
     assert messages == {"X must be finite, got NaN at row 5, column 1"}
+
+
+@pytest.mark.parametrize("impl", ["rust", "reference"])
+@pytest.mark.parametrize("name", ["heat_rerank", "diffusion_rerank"])
+def test_a_reranker_reads_and_checks_only_the_rows_its_ranking_names(impl, name):
+    """A re-ranker reads the database rows its ranking names, and only those: a NaN or an
+    infinity elsewhere changes nothing (and is not looked for: checking a million rows to
+    re-rank twenty cost more than the re-ranking), in either memory order."""
+    func: Callable[..., Any] = getattr(hs if impl == "rust" else reference, name)
+    kwargs = {"graph": G} if name == "diffusion_rerank" else {}
+    clean = func(X, Q, R5, **kwargs)
+    for value in (np.nan, np.inf, -np.inf):
+        for layout in (np.ascontiguousarray, np.asfortranarray):
+            ranks, scores = func(layout(with_nan(X, (UNRANKED, 1), value)), Q, R5, **kwargs)
+            np.testing.assert_array_equal(ranks, clean[0])
+            np.testing.assert_array_equal(scores, clean[1])
+    with pytest.raises(InvalidInputError, match=f"^X must be finite, got NaN at row {RANKED[0]}, column 1$"):
+        func(np.asfortranarray(with_nan(X, (RANKED[0], 1))), Q, R5, **kwargs)
 
 
 def test_functions_without_a_kernel_use_the_same_checks():

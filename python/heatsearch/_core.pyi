@@ -24,6 +24,7 @@ __all__ = [
     "diffusion_rerank",
     "check_finite",
     "check_rankings",
+    "check_finite_rows",
     "check_products",
     "set_num_threads",
     "get_num_threads",
@@ -113,6 +114,10 @@ def diffusion_rerank(
 
 def check_finite(a: _Floats, name: str) -> None:
     """InvalidInputError naming the first NaN or infinity of a 1-D or 2-D array."""
+
+def check_finite_rows(a: _Floats, ranks: _Ints, name: str) -> None:
+    """InvalidInputError naming the first NaN or infinity (smallest row, then column) in the
+    rows of the 2-D ``a`` that ``ranks (nq, m)`` names; entries must be in ``[0, n)``."""
 
 def check_products(products: _Floats, what: str) -> None:
     """InvalidInputError saying that the inner products ``what`` overflow the dtype, when

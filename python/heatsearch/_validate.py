@@ -672,13 +672,14 @@ def hew_data(maps: Sequence[np.ndarray], mean: Optional[np.ndarray], names: Sequ
 
 
 def rerank_data(x: np.ndarray, q: np.ndarray, scores: Optional[np.ndarray], r: np.ndarray) -> None:
-    """The data checks the Rust re-ranking kernels (HeR, diffusion) run, in their order:
-    ``X``, ``Q`` and ``scores`` finite, then the ranking's entries (for the reference)."""
-    finite(x, "X")
+    """The data checks the Rust re-ranking kernels (HeR, diffusion) run, in their order (for
+    the reference): the ranking's entries, then the rows of ``X`` the ranking names finite
+    (the only rows a re-ranker reads), then ``Q`` and ``scores`` finite."""
+    rankings(r, x.shape[0])
+    _core.check_finite_rows(x, r, "X")
     finite(q, "Q")
     if scores is not None:
         finite(scores, "scores")
-    rankings(r, x.shape[0])
 
 
 def _int64(r: np.ndarray, name: str) -> np.ndarray:

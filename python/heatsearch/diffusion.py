@@ -109,9 +109,9 @@ def diffusion_rerank(
         InvalidDTypeError (a TypeError): float dtypes that differ or are not float32/float64,
             non-integer ``ranks``, a non-number parameter, ``graph`` not a :class:`KnnGraph`.
         InvalidInputError (a ValueError): shapes that do not match (``d``, one row of
-            ``ranks`` per query, ``m <= n``, the graph's ``n``), NaN or infinity, ranks out of
-            ``[0, n)`` or repeated within a row, ``scores`` without ``ranks``, parameters out
-            of range.
+            ``ranks`` per query, ``m <= n``, the graph's ``n``), NaN or infinity (in ``X``: in
+            the rows ``ranks`` names, the only ones read), ranks out of ``[0, n)`` or repeated
+            within a row, ``scores`` without ``ranks``, parameters out of range.
 
     Complexity: the graph ``n^2 d`` (when built here), then per query a sparse system of
     ``truncation`` unknowns with at most ``k`` entries per row, ``iterations`` sparse

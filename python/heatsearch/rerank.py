@@ -99,8 +99,9 @@ def heat_rerank(
             another dtype than ``X``, non-integer ``ranks`` or ``depth``, non-real ``ground``.
         InvalidInputError (a ValueError): ``X``/``Q`` not 2-D, different ``d``, an empty
             database, ``ranks`` not ``(nq, m)`` with ``m <= n``, an index outside ``[0, n)``
-            or twice in a row, ``scores`` not of the shape of ``ranks``, NaN/Inf,
-            ``depth < 0``, ``ground <= 0``.
+            or twice in a row, ``scores`` not of the shape of ``ranks``, NaN/Inf in ``Q``,
+            ``scores`` or a row of ``X`` that ``ranks`` names (other rows are not read: a
+            re-ranking of the top 20 checks 20 database rows), ``depth < 0``, ``ground <= 0``.
 
     Complexity: per query ``k^2 d / 2`` (Gram) + about 20 x ``k^2`` (conjugate gradient)
     multiply-adds (``k = depth``); README, "Benchmarks", has the measured time per query.

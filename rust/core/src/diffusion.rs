@@ -241,8 +241,9 @@ fn build_transition<T: Real>(
 /// threads.
 ///
 /// Errors, in this order: NaN or infinity in the graph's similarities, graph indices out of
-/// `0..n` or repeated in a row, NaN or infinity in `x`, `q` or `scores`, an entry of `ranks`
-/// out of `0..n` or repeated in its row (see [`crate::validate`]).
+/// `0..n` or repeated in a row, an entry of `ranks` out of `0..n` or repeated in its row, NaN
+/// or infinity in a row of `x` that `ranks` names (no other row is read), in `q` or `scores`
+/// (see [`crate::validate`]).
 ///
 /// # Panics
 /// If the shapes do not agree ([`crate::ranking::assert_rerank_shapes`], one graph row per item)

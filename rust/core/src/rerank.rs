@@ -117,8 +117,9 @@ impl Default for HerParams {
 /// Queries run in parallel on heatsearch's pool, each on one thread; the result does not
 /// depend on the number of threads.
 ///
-/// Errors: NaN or infinity in `x`, `q` or `scores`, an entry of `ranks` out of `0..n` or
-/// repeated in its row (checked in that order; see [`crate::validate`]).
+/// Errors: an entry of `ranks` out of `0..n` or repeated in its row, NaN or infinity in a row
+/// of `x` that `ranks` names (no other row is read, nor checked), in `q` or `scores` (checked
+/// in that order; see [`crate::validate`]).
 ///
 /// # Panics
 /// If the shapes do not agree ([`crate::ranking::assert_rerank_shapes`]), `x` is empty or

@@ -8,11 +8,11 @@
 //! runs; for the algorithms they are documented preconditions, asserted (a violation is a bug
 //! of the caller and panics, as a shape mismatch does in faer or ndarray).
 //!
-//! The three public checks are for a caller that checks its data without calling an
-//! algorithm (heatsearch's NumPy reference, its Python-only functions): [`finite`],
-//! [`finite_vector`] and [`rankings`]. They can be called from any thread: the first two run
-//! on the calling thread, [`rankings`] runs its rows on heatsearch's pool (never on rayon's
-//! global pool, which the host application may own).
+//! The public checks are for a caller that checks its data without calling an algorithm
+//! (heatsearch's NumPy reference, its Python-only functions): [`finite`], [`finite_rows`],
+//! [`finite_vector`] and [`rankings`]. They can be called from any thread: the first three
+//! run on the calling thread, [`rankings`] runs its rows on heatsearch's pool (never on
+//! rayon's global pool, which the host application may own).
 
 use faer::MatRef;
 use rayon::prelude::*;
@@ -49,6 +49,52 @@ pub fn finite<T: Real>(m: MatRef<'_, T>, what: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// NaN or infinity in a row of `m` that `ranks` names is an [`Error::NonFinite`] worded as
+/// [`finite`]'s ("X must be finite, got NaN at row 7, column 2"), for the smallest such row:
+/// the check of a database a re-ranker reads only through a ranking. Rows no ranking names are
+/// not read: a re-ranking of the top 20 of a million images checks 20 rows, not a million.
+///
+/// Precondition: the entries of `ranks` are in `0..m.nrows()` (checked by [`rankings`]
+/// first); the error for a negative or too large entry is a panic.
+pub fn finite_rows<T: Real>(m: MatRef<'_, T>, ranks: MatRef<'_, i64>, what: &str) -> Result<()> {
+    let n = m.nrows();
+    let entries = ranks.nrows().saturating_mul(ranks.ncols());
+    // The rows named, in increasing order: a table of n flags when the rankings name many
+    // rows (e.g. diffusion's full rankings), else the sorted entries.
+    let rows: Vec<usize> = if entries.saturating_mul(16) >= n {
+        let mut named = vec![false; n];
+        for i in 0..ranks.nrows() {
+            for p in 0..ranks.ncols() {
+                named[ranks[(i, p)] as usize] = true;
+            }
+        }
+        (0..n).filter(|&r| named[r]).collect()
+    } else {
+        let mut rows: Vec<usize> = (0..ranks.nrows())
+            .flat_map(|i| (0..ranks.ncols()).map(move |p| ranks[(i, p)] as usize))
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    };
+    let row_finite = |r: usize| match m.row(r).try_as_row_major() {
+        Some(row) => all_finite(row.as_slice()),
+        None => (0..m.ncols()).all(|j| m[(r, j)].is_finite()),
+    };
+    match rows.into_iter().find(|&r| !row_finite(r)) {
+        None => Ok(()),
+        Some(r) => {
+            let j = (0..m.ncols())
+                .find(|&j| !m[(r, j)].is_finite())
+                .expect("a value is not finite");
+            Err(Error::NonFinite(format!(
+                "{what} must be finite, got {:?} at row {r}, column {j}",
+                m[(r, j)]
+            )))
+        }
+    }
 }
 
 /// Every map of a batch must be finite: an error naming the first bad map by its position,
@@ -111,21 +157,24 @@ pub fn products<T: Real>(scores: MatRef<'_, T>, what: &str) -> Result<()> {
     }
 }
 
-/// The data checks of a re-ranking (HeR, diffusion), in this order: `x`, `q` and `scores`
-/// finite, then the entries of `ranks` in `0..x.nrows()` and distinct in each row. Call it
-/// inside heatsearch's pool.
+/// The data checks of a re-ranking (HeR, diffusion), in this order: the entries of `ranks`
+/// in `0..x.nrows()` and distinct in each row, then the rows of `x` they name finite
+/// ([`finite_rows`]: a re-ranker reads no other row, and checking the whole database cost more
+/// than the re-ranking itself on large indexes), then `q` and `scores` finite. Call it inside
+/// heatsearch's pool.
 pub(crate) fn rerank_inputs<T: Real>(
     x: MatRef<'_, T>,
     q: MatRef<'_, T>,
     scores: Option<MatRef<'_, T>>,
     ranks: MatRef<'_, i64>,
 ) -> Result<()> {
-    finite(x, "X")?;
+    rankings(ranks, Some(x.nrows()), "ranks")?;
+    finite_rows(x, ranks, "X")?;
     finite(q, "Q")?;
     if let Some(s) = scores {
         finite(s, "scores")?;
     }
-    rankings(ranks, Some(x.nrows()), "ranks")
+    Ok(())
 }
 
 /// Every row of `ranks` (one ranking per query, `(nq, m)`) must hold distinct database
@@ -273,6 +322,40 @@ mod tests {
         );
         let ok = [5i64, 1 << 40];
         assert!(rankings(MatRef::from_row_major_slice(&ok, 1, 2), None, "ranks").is_ok());
+    }
+
+    #[test]
+    fn finite_rows_reads_only_the_named_rows_and_names_the_smallest_bad_one() {
+        // 40 rows; NaN in rows 7 and 30, infinity in row 12.
+        let mut x = faer::Mat::<f64>::from_fn(40, 3, |i, j| (i * 3 + j) as f64);
+        x[(30, 2)] = f64::NAN;
+        x[(7, 1)] = f64::NAN;
+        x[(12, 0)] = f64::INFINITY;
+        let ranks = |rows: &[&[i64]]| {
+            faer::Mat::<i64>::from_fn(rows.len(), rows[0].len(), |i, p| rows[i][p])
+        };
+        // Short rankings (sorted entries) and one naming many rows (the table of flags).
+        let clean = ranks(&[&[0, 1], &[39, 2]]);
+        assert!(finite_rows(x.as_ref(), clean.as_ref(), "X").is_ok());
+        let bad = ranks(&[&[30, 1], &[39, 12]]);
+        let e = finite_rows(x.as_ref(), bad.as_ref(), "X").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "X must be finite, got inf at row 12, column 0"
+        );
+        let all: Vec<i64> = (0..40).rev().collect();
+        let e = finite_rows(x.as_ref(), ranks(&[&all]).as_ref(), "X").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "X must be finite, got NaN at row 7, column 1"
+        );
+        // The other memory order (faer owns column-major; this view is row-major) reads the same.
+        let xt = x.transpose().to_owned();
+        let e = finite_rows(xt.transpose(), bad.as_ref(), "X").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "X must be finite, got inf at row 12, column 0"
+        );
     }
 
     #[test]

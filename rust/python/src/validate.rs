@@ -48,6 +48,29 @@ fn finite_vector<T: Float>(py: Python<'_>, v: PyReadonlyArray1<'_, T>, name: &st
     kernel(py, || validate::finite_vector(values, name))
 }
 
+/// InvalidInputError naming the first NaN or infinity (smallest row, then column) in the rows
+/// of the matrix `a` that `ranks (nq, m)` names. The entries of `ranks` must be in
+/// `0..a.nrows()`: checked here (a ValueError otherwise), as the kernel's precondition.
+#[pyfunction]
+#[pyo3(signature = (a, ranks, name))]
+fn check_finite_rows(
+    py: Python<'_>,
+    a: Matrix<'_>,
+    ranks: PyReadonlyArray2<'_, i64>,
+    name: &str,
+) -> PyResult<()> {
+    let rv = ranks.as_array();
+    let r = mat_ref(&rv);
+    with_dtype!(a, T => {
+        let v = a.as_array();
+        let m = mat_ref(&v);
+        kernel(py, || {
+            validate::rankings(r, Some(m.nrows()), "ranks")?;
+            validate::finite_rows::<T>(m, r, name)
+        })
+    })
+}
+
 /// InvalidInputError saying that the inner products `what` ("Q and X") overflow the dtype
 /// when `products` (2-D) holds a non-finite value.
 #[pyfunction]
@@ -78,6 +101,7 @@ fn check_rankings(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_finite, m)?)?;
     m.add_function(wrap_pyfunction!(check_rankings, m)?)?;
+    m.add_function(wrap_pyfunction!(check_finite_rows, m)?)?;
     m.add_function(wrap_pyfunction!(check_products, m)?)?;
     Ok(())
 }

@@ -89,6 +89,17 @@ def test_power_normalize_rejects_bad_arrays():
         power_normalize(np.array([1.0, -np.inf], dtype=np.float32))
 
 
+@pytest.mark.parametrize("x, p, dtype", [(125.73, 1e308, np.float64), (1e30, 2.0, np.float32), (-1e200, 1.6, np.float64)])
+def test_power_normalize_overflow_is_an_error_not_inf(x, p, dtype):
+    """A power past the dtype's largest value: a clear error, never inf (nor a NumPy warning,
+    which NumPy 1.x and 2.x raise alike)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError, match=rf"X \*\* p overflows {np.dtype(dtype).name} .*raised to p = "):
+            power_normalize(np.array([[0.5, x]], dtype), p=p)
+        assert np.isfinite(power_normalize(np.array([[0.5, 2.0]], dtype), p=p if p < 100 else 50.0)).all()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     X=hnp.arrays(np.float64, (4, 3), elements=st.floats(-1e6, 1e6)),

@@ -444,6 +444,17 @@ def test_float32_data_of_any_scale_whitens_like_float64(scale):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("big", [1e300, -1e160, 1.7e308])
+def test_a_covariance_that_overflows_is_an_error_not_a_warning(big):
+    """Training values whose squares (or sums) pass float64's range: a clear error, under
+    NumPy 1.x and 2.x alike (found by the fuzz suite under Python 3.9 / NumPy 1.26)."""
+    X = np.array([[big, 1.0], [-0.13, 2.0], [0.5, -1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError, match="covariance overflows float64"):
+            PCAWhitening().fit(X)
+
+
 def test_whitened_values_beyond_float32_are_an_error_not_inf():
     rng = np.random.default_rng(10)
     w = PCAWhitening().fit((rng.standard_normal((100, 4)) * 1e-42).astype(np.float32))

@@ -55,14 +55,22 @@ def power_normalize(X: ArrayLike, *, p: float = DEFAULT_POWER) -> np.ndarray:
     Raises:
         InvalidDTypeError (a TypeError): ``X`` not float32/float64, ``p`` not a real number.
         InvalidInputError (a ValueError): NaN or infinity in ``X``; ``p <= 0``, NaN or inf
-            (``p <= 0`` would turn zeros into infinities or ones).
+            (``p <= 0`` would turn zeros into infinities or ones); ``|x|^p`` past the dtype's
+            largest value (e.g. ``1e30`` in float32 with ``p = 2``).
     """
     arr = _validate.array(X, "X")
     exponent = _validate.real(p, "p", low=0.0, low_open=True)
     _validate.finite(arr, "X")
     # A Python float exponent keeps float32 as float32 (a NumPy float64 scalar would not
     # under NEP 50). copysign is sign(x) * |x|^p in one pass.
-    return np.copysign(np.abs(arr) ** exponent, arr)
+    with np.errstate(over="ignore"):
+        out = np.copysign(np.abs(arr) ** exponent, arr)
+    if out.size and not np.isfinite(out).all():
+        raise InvalidInputError(
+            f"X ** p overflows {arr.dtype} (largest {np.finfo(arr.dtype).max:.3g}): |X| up to "
+            f"{float(np.abs(arr).max()):.6g} raised to p = {exponent:g}"
+        )
+    return out
 
 
 @accepts_old_arguments(positional=("eps",))

@@ -117,7 +117,8 @@ class PCAWhitening:
         Raises:
             InvalidDTypeError (a TypeError): ``X`` not float32/float64, ``dim`` not an int.
             InvalidInputError (a ValueError): ``X`` not 2-D, ``n < 2`` or ``d = 0``, NaN or
-                infinity, ``dim`` outside ``[1, d]``, all training vectors equal.
+                infinity, ``dim`` outside ``[1, d]``, all training vectors equal, a covariance
+                that overflows float64 (values near ``1e154`` or beyond).
 
         Complexity: ``O(n d^2)`` for the covariance plus ``O(d^3)`` for the eigen-decomposition;
         memory: a float64 copy of ``X`` and two ``d x d`` float64 matrices.
@@ -137,10 +138,17 @@ class PCAWhitening:
             shrinkage = _validate.real(shrinkage, "shrinkage", low=0.0, high=1.0)
 
         centred = arr.astype(np.float64)  # always a copy: centred in place below
-        mean = centred.mean(axis=0)
-        centred -= mean
-        cov = centred.T @ centred
-        cov /= n - 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = centred.mean(axis=0)
+            centred -= mean
+            cov = centred.T @ centred
+            cov /= n - 1
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            raise InvalidInputError(
+                f"X's covariance overflows float64: its values (up to {float(np.abs(arr).max()):.6g} in "
+                "magnitude) are far too large to whiten (L2-normalise the rows first, as "
+                "heatsearch's descriptors are)"
+            )
         amount = _ledoit_wolf(centred, cov) if isinstance(shrinkage, str) else shrinkage
         del centred
         if amount > 0:

@@ -58,6 +58,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pytest
 
+from _machine import loadavg
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -102,13 +104,6 @@ REQUEST_SECONDS = 120.0
 
 ROWS_OUT: List[Dict[str, Any]] = []
 
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def _photo_1024x768(name: str) -> np.ndarray:
@@ -341,11 +336,11 @@ def test_load(benchmark, data, servers, runtime, kind, rerank, clients):
     server = servers(kind, runtime)
     make = _image_request(data) if kind == "images" else _descriptor_request(data, rerank)
     n = max(IMAGE_REQUESTS, 2 * clients) if kind == "images" else DESCRIPTOR_REQUESTS
-    before = _loadavg()
+    before = loadavg()
     out: Dict[str, Any] = {}
     benchmark.group = f"server load: {kind} queries"
     benchmark.pedantic(lambda: out.update(load(server.url, clients, make, n, CASE_SECONDS)), rounds=1, iterations=1)
-    out.update(runtime=runtime, kind=kind, rerank=rerank, clients=clients, loadavg_before=before, loadavg_after=_loadavg())
+    out.update(runtime=runtime, kind=kind, rerank=rerank, clients=clients, loadavg_before=before, loadavg_after=loadavg())
     benchmark.extra_info.update(out)
     ROWS_OUT.append(out)
     assert out["errors"] == 0, out["first_error"]
@@ -356,13 +351,13 @@ def test_rss_after_descriptor_queries(benchmark, data, servers, runtime):
     server = servers("descriptors", runtime)
     make = _descriptor_request(data, "none")
     load(server.url, 4, make, 50, RSS_SECONDS)  # settle: allocator pools, lazy imports
-    before_mb, before_load = server.rss_mb(), _loadavg()
+    before_mb, before_load = server.rss_mb(), loadavg()
     out: Dict[str, Any] = {}
     benchmark.group = "server RSS"
     benchmark.pedantic(lambda: out.update(load(server.url, 4, make, RSS_REQUESTS, RSS_SECONDS)), rounds=1, iterations=1)
     after_mb = server.rss_mb()
     out.update(runtime=runtime, kind="rss", rerank="none", clients=4, rss_before_mb=round(before_mb, 1),
-               rss_after_mb=round(after_mb, 1), loadavg_before=before_load, loadavg_after=_loadavg())
+               rss_after_mb=round(after_mb, 1), loadavg_before=before_load, loadavg_after=loadavg())
     benchmark.extra_info.update(out)
     ROWS_OUT.append(out)
     assert out["errors"] == 0, out["first_error"]
@@ -380,7 +375,7 @@ def test_index_throughput(benchmark, data, monkeypatch, runtime, prefetch):
     extractor = Index(runtime=runtime)._get_extractor()
     extractor.feature_map(np.zeros((768, 1024, 3), np.uint8))  # weights loaded, first-run set-up done
     monkeypatch.setattr(index_module, "PREFETCH", prefetch)
-    before = _loadavg()
+    before = loadavg()
 
     def run() -> None:
         idx = Index(extractor=extractor)
@@ -392,7 +387,7 @@ def test_index_throughput(benchmark, data, monkeypatch, runtime, prefetch):
     benchmark.pedantic(run, rounds=1, iterations=1)
     seconds = benchmark.stats.stats.median
     out = {"runtime": runtime, "kind": "index", "prefetch": prefetch, "images": len(paths),
-           "images_per_s": round(len(paths) / seconds, 2), "loadavg_before": before, "loadavg_after": _loadavg()}
+           "images_per_s": round(len(paths) / seconds, 2), "loadavg_before": before, "loadavg_after": loadavg()}
     benchmark.extra_info.update(out)
     ROWS_OUT.append(out)
 

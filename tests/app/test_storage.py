@@ -178,7 +178,12 @@ def save_killed_at(target, kill_at):
     os.open = step(os.open, lambda p, flags, *a, **k: bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
     for name in ("mkdir", "replace", "rename", "fsync", "unlink", "remove", "rmdir", "link"):
         setattr(os, name, step(getattr(os, name)))
-    Index(**fields).save(target)
+    if "__add__" in fields:  # an incremental save: load, add rows, save (links kept shards)
+        index = Index.load(target)
+        index.add_descriptors(*fields["__add__"])
+        index.save(target)
+    else:
+        Index(**fields).save(target)
     return steps[0]
 
 def forked(name, kill_at):
@@ -219,10 +224,11 @@ def _fields(index):
 
 def _kill_saves(template, new, out):
     """Saves ``new`` over copies of ``template`` (``out/killNN``), killed before each change to
-    the disk; returns how many changes a complete save makes."""
+    the disk; returns how many changes a complete save makes. ``new``: an Index, or
+    ``{"__add__": (rows, names)}`` (load the template, add those rows, save)."""
     out.mkdir()
     spec = out.parent / "new.pickle"
-    spec.write_bytes(pickle.dumps(_fields(new)))
+    spec.write_bytes(pickle.dumps(new if isinstance(new, dict) else _fields(new)))
     proc = subprocess.run([sys.executable, "-c", _KILL_SERVER, str(template), str(spec), str(out)],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -269,6 +275,39 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_index(tmp_path, old
     third.save(again)
     assert sorted(os.listdir(again)) == sorted(["index.json", current_dir(again).name])
     assert same(storage.read_index(again), third)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/status").exists(), reason="needs fork and /proc")
+def test_an_incremental_save_killed_at_any_step_leaves_the_old_or_the_new_index(tmp_path):
+    """Format version 3: adding rows to a saved index writes a new shard and hard-links the
+    kept one; killed before any step, the index is the old one or the new one, complete."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    Y = rng.standard_normal((5, 6)).astype(np.float32)
+    template = tmp_path / "template"
+    old = Index.from_descriptors(X)
+    old.save(template)
+    old.remove(["3"])  # a tombstone in the kept shard
+    old.save(template)
+    new = Index.load(template)
+    new.add_descriptors(Y, [f"y{i}" for i in range(5)])
+    expected = {"old": np.asarray(Index.load(template).descriptors), "new": np.asarray(new.descriptors)}
+    out = tmp_path / "out"
+    total = _kill_saves(template, {"__add__": (Y, [f"y{i}" for i in range(5)])}, out)
+    outcomes = []
+    for k in range(1, total + 1):
+        target = out / f"kill{k:02d}"
+        stored = storage.read_index(target, mmap=False)
+        rows = stored.store.materialise("desc")
+        outcome = next((name for name, e in expected.items() if rows.shape == e.shape and np.array_equal(rows, e)), "neither")
+        outcomes.append(outcome)
+        assert sorted(os.listdir(target)) == sorted(["index.json", current_dir(target).name]), (k, outcome)
+    switch = outcomes.index("new") if "new" in outcomes else total
+    assert outcomes == ["old"] * switch + ["new"] * (total - switch), outcomes
+    assert 0 < switch < total
+    # The complete save kept the first shard (with its tombstone) and added one of the new rows.
+    m = json.loads((current_dir(out / "complete") / "meta.json").read_text())
+    assert [s["rows"] for s in m["shards"]] == [40, 5] and m["shards"][0]["removed"] == [3]
 
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, OSError])

@@ -13,10 +13,14 @@ together with its index is found again with ``Index.load(directory, root=new_pla
 :meth:`Index.sync` brings the index up to date with the files under the root.
 
 On disk an index is a directory (:mod:`heatsearch.app.storage`): ``index.json`` names the
-current version, a directory holding ``meta.json`` (configuration, root, relative paths),
-``descriptors.npy`` (memory-mapped on load), ``pooled.npy``, ``mean.npy`` and
-``whitening.npz``. Saving writes a complete new version and switches to it in one atomic step,
-so an existing index is never lost or half-overwritten; loading checks every field and array.
+current version, a directory holding ``meta.json`` (configuration, root, the list of shards),
+the shards (``<id>.desc.npy``, ``<id>.pooled.npy``, ``<id>.paths.json``), ``mean.npy`` and
+``whitening.npz``. Saving writes a new version holding only the new rows (kept shards are
+linked) and switches to it in one atomic step, so an existing index is never lost or
+half-overwritten; loading checks every field and array. In memory the rows are those shards,
+read a window at a time, plus the rows added since (:mod:`heatsearch.app.store`): search
+streams them, so an index larger than RAM is searched. :meth:`Index.from_descriptors` makes
+an index of rows computed elsewhere.
 
 Defaults, chosen by measurement on the real multi-view photographs of ``tools/quality.py``
 and the four protocols of ``tools/protocols.py`` (README, "Retrieval quality and the
@@ -272,8 +276,11 @@ class Index:
     Attributes:
         paths: absolute image paths, one per row (relative paths given to :meth:`add` are
             made absolute against the current directory, as Python opens them).
-        descriptors: ``(n, d)`` float32 final descriptors (memory-mapped after :meth:`load`).
-        pooled: ``(n, C)`` float32 pooled descriptors before post-processing.
+        descriptors: ``(n, d)`` float32 final descriptors: memory-mapped after :meth:`load` or
+            :meth:`save` when the rows are one shard with nothing removed, else read into a
+            new array (O(n d) memory: search, add and remove never do this).
+        pooled: ``(n, C)`` float32 pooled descriptors before post-processing (None for an
+            index of descriptors computed elsewhere).
         mean: ``(C,)`` HeW centering mean (HeW pooling).
         root: the collection's folder (absolute): :meth:`build`'s folder, or ``root=``. Paths
             are saved relative to it; None until known (then :meth:`save` records the deepest
@@ -824,7 +831,7 @@ class Index:
         if not len(self):
             raise InvalidInputError("the index is empty: add images before searching")
         d = self.dim
-        Q = np.empty((len(items), d), self._query_dtype())
+        Q: np.ndarray = np.empty((len(items), d), self._query_dtype())
         images = []
         for i, (item, box) in enumerate(zip(items, boxes)):
             name = "query" if single else f"queries[{i}]"
@@ -1044,7 +1051,10 @@ class Index:
         existing directory is replaced only if it is a heatsearch index (see
         :mod:`heatsearch.app.storage`).
 
-        Paths are stored relative to :attr:`root` (absolute when outside it).
+        Paths are stored relative to :attr:`root` (absolute when outside it). Only rows not
+        yet in this directory's shards are written (see :mod:`heatsearch.app.storage`);
+        afterwards the index reads its rows from the saved shards (memory-mapped), not from
+        memory.
 
         Raises:
             InvalidInputError: the index is inconsistent (nothing is written);
@@ -1090,8 +1100,9 @@ class Index:
         root: Optional[PathLike] = None,
         runtime: str = "auto",
     ) -> "Index":
-        """Reads an index written by :meth:`save` (or by heatsearch 0.1/0.2), checked in full
-        (descriptors memory-mapped by default).
+        """Reads an index written by :meth:`save` (or by heatsearch 0.1-0.4, whose format the
+        next save converts), checked in full (rows read from the files a window at a time;
+        ``mmap=False``: read into memory).
 
         Args:
             root: where the collection is now, overriding the root the index recorded (a

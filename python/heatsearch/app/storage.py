@@ -359,7 +359,7 @@ def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Store]:
     root = index.root
     if images and (not isinstance(root, str) or not os.path.isabs(root)):
         raise _Bad(META, f"the collection root must be an absolute path, got {root!r}")
-    meta = {
+    meta: Dict[str, Any] = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
         "config": index.config,
@@ -446,8 +446,8 @@ def _write_version(target: Path, staging: Path, meta: Dict[str, Any], store: Sto
         if not rows:  # an emptied index: no shard
             group = []
             return
-        names = {"descriptors": f"{shard}.desc.npy", "pooled": f"{shard}.pooled.npy" if group[0].pooled is not None else None,
-                 "paths": f"{shard}.paths.json"}
+        pooled_name = f"{shard}.pooled.npy" if group[0].pooled is not None else None
+        names: Dict[str, Any] = {"descriptors": f"{shard}.desc.npy", "pooled": pooled_name, "paths": f"{shard}.paths.json"}
         _write_npy_blocks(staging / names["descriptors"], group[0].desc.dtype, (rows, group[0].desc.shape[1]),
                           (b for s in group for _, b in segment_blocks(s, "desc", step)))
         if names["pooled"] is not None:

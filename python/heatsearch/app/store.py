@@ -254,7 +254,7 @@ class Store:
             out[start : start + len(block)] = block
         return out
 
-    def gather(self, live_rows: np.ndarray, column: str = "desc", dtype: type = np.float32) -> np.ndarray:
+    def gather(self, live_rows: np.ndarray, column: str = "desc", dtype: "type | np.dtype" = np.float32) -> np.ndarray:
         """The live rows ``live_rows`` (any shape of int, any order) of ``column``, as
         ``dtype``: ``live_rows.shape + (width,)``. Reads only the windows holding them."""
         flat = np.asarray(live_rows, np.int64).ravel()

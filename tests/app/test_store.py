@@ -464,3 +464,19 @@ def test_float16_storage_keeps_the_map_on_holidays(shared_data):
     assert round(maps["float32", None], 2) == 80.24  # docs/ALGORITHM.md, section 4
     for rerank in (None, "heat"):
         assert abs(maps["float16", rerank] - maps["float32", rerank]) < 0.1, maps
+
+
+def test_saving_to_another_folder_writes_a_complete_copy(tmp_path):
+    import shutil
+
+    X = unit(np.random.default_rng(13), 300, 8)
+    index = Index.from_descriptors(X)
+    index.save(tmp_path / "a")
+    index.remove(["5"])
+    loaded = Index.load(tmp_path / "a")
+    index.save(tmp_path / "b")  # its shards are in a/: copied (live rows only), not linked
+    shutil.rmtree(tmp_path / "a")
+    copy = Index.load(tmp_path / "b")
+    assert copy.paths == [str(i) for i in range(300) if i != 5]
+    np.testing.assert_array_equal(copy.descriptors, np.delete(X, 5, axis=0))
+    assert len(loaded.search(X[0], k=300)) == 300  # the deleted folder's index still reads its open files

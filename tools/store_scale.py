@@ -8,8 +8,8 @@ index of N x 512 random unit rows (default N = 1,000,000, 2 GB of float32):
 2. exact search of 100 queries (k = 10) streamed from the shards of the loaded index, against
    the same search over one array in memory (``heatsearch.search.search``);
 3. the same streamed search in a child process whose address space (RLIMIT_AS) is limited to
-   what it uses after importing heatsearch plus 256 MB, far below the index's bytes: time, and
-   its peak resident memory (VmHWM).
+   what it uses after importing heatsearch plus 256 MB and 64 MB per search thread (the GEMM's
+   scratch), far below the index's bytes: time, and its peak resident memory (VmHWM).
 
     python tools/store_scale.py [--rows N] [--folder DIR]
 
@@ -43,7 +43,8 @@ import numpy as np
 from heatsearch.app.index import Index
 def status():
     return {l.split(":")[0]: int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(("VmSize", "VmHWM"))}
-limit = status()["VmSize"] + (256 << 20)
+threads = int(sys.argv[3])
+limit = status()["VmSize"] + (256 << 20) + threads * (64 << 20)  # the GEMM's scratch: 64 MB a thread
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 index = Index.load(sys.argv[1])
 Q = np.load(sys.argv[2])
@@ -126,7 +127,7 @@ def main() -> None:
 
     # 3. under an address-space limit far below the index's bytes.
     env = dict(os.environ, MALLOC_ARENA_MAX="1", HEATSEARCH_NUM_THREADS=os.environ.get("HEATSEARCH_NUM_THREADS", "1"))
-    out = subprocess.run([sys.executable, "-c", _LIMITED, str(target), str(folder / "queries.npy")],
+    out = subprocess.run([sys.executable, "-c", _LIMITED, str(target), str(folder / "queries.npy"), env["HEATSEARCH_NUM_THREADS"]],
                          capture_output=True, text=True, env=env, timeout=3600)
     if out.returncode:
         raise SystemExit(out.stderr)

@@ -214,6 +214,40 @@ def write_version1(folder: Any, index: Any, paths: Any = None) -> None:
     (folder / "index.json").write_text(json.dumps(meta, indent=1))
 
 
+def write_version2(folder: Any, index: Any) -> None:
+    """Writes ``index`` (arrays in memory) as heatsearch 0.3/0.4 did (format version 2):
+    ``index.json`` pointing at one version directory holding ``meta.json`` (its paths
+    relative to ``index.root``), ``descriptors.npy``, ``pooled.npy``, ``mean.npy``,
+    ``whitening.npz``; a configuration without the later ``storage_dtype``."""
+    import json
+    import os
+
+    from heatsearch.app import _writers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    data = folder / _writers.new_name()
+    data.mkdir()
+    np.save(data / "descriptors.npy", np.asarray(index.descriptors, np.float32))
+    np.save(data / "pooled.npy", np.asarray(index.pooled, np.float32))
+    if index.mean is not None:
+        np.save(data / "mean.npy", np.asarray(index.mean))
+    if index.whitening is not None:
+        index.whitening.save(data / "whitening.npz")
+    config = index.config.to_dict()
+    config.pop("storage_dtype")
+    meta = {
+        "format": "heatsearch-index", "version": 2, "config": config, "root": index.root,
+        "count": len(index), "dim": int(np.asarray(index.descriptors).shape[1]),
+        "channels": int(np.asarray(index.pooled).shape[1]),
+        "paths": [os.path.relpath(p, index.root).replace(os.sep, "/") for p in index.paths],
+        "has_mean": index.mean is not None, "has_whitening": index.whitening is not None,
+        "whitening_learned": index.whitening_learned, "mean_images": None, "whitening_images": None,
+    }
+    (data / "meta.json").write_text(json.dumps(meta, indent=1))
+    (folder / "index.json").write_text(json.dumps({"format": "heatsearch-index", "version": 2, "data": data.name}))
+
+
 class PixelMaps:
     """A stand-in extractor that reads images as the real one does (paths, bytes, file
     objects, PIL images, arrays: :func:`heatsearch.vision.images.to_rgb`) and turns the pixels

@@ -267,6 +267,49 @@ def descriptor(x: Any, name: str, d: int) -> np.ndarray:
     return arr
 
 
+def descriptor_rows(x: Any, name: str, d: Optional[int]) -> np.ndarray:
+    """Rows computed elsewhere for an index (``Index.from_descriptors``): a 2-D ``(n, d)``
+    float32/float64 array, ``n >= 1``, of the index's dimension ``d`` (any when None), finite,
+    with no zero row; returned L2-normalised as float64 (the index's scores are cosines).
+    Rows already of unit norm (within 1e-6, float32's rounding) are kept exactly as given."""
+    arr = rows(x, name)
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidInputError(f"{name} must hold at least one row of at least one dimension, got shape {arr.shape}")
+    if d is not None and arr.shape[1] != d:
+        raise InvalidInputError(f"{name} must have {d} columns (the index's dimension), got shape {arr.shape}")
+    finite(arr, name)
+    out = np.asarray(arr, np.float64)
+    norms = np.linalg.norm(out, axis=1)
+    if not norms.all():
+        raise InvalidInputError(f"{name}[{int(np.argmin(norms))}] is a zero vector: it has no direction to compare")
+    norms[np.abs(norms - 1.0) <= 1e-6] = 1.0
+    return out / norms[:, None]
+
+
+def identifiers(ids: Any, name: str, count: int, taken: Any) -> List[str]:
+    """``count`` names of rows (any non-empty text without NUL), distinct, and none in
+    ``taken`` (a container of the names an index holds)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)):
+        raise InvalidDTypeError(f"{name} must be a list of {count} strings, got {type(ids).__name__}")
+    if len(ids) != count:
+        raise InvalidInputError(f"{name} must name each of the {count} rows, got {len(ids)} names")
+    out = []
+    for i, p in enumerate(ids):
+        if isinstance(p, os.PathLike):
+            p = os.fspath(p)
+        if not isinstance(p, str) or not p or "\x00" in p:
+            raise InvalidInputError(f"{name}[{i}] must be a non-empty string without NUL, got {p!r}")
+        out.append(p)
+    seen: set = set()
+    for p in out:
+        if p in seen:
+            raise InvalidInputError(f"{name} lists {p!r} twice")
+        if p in taken:
+            raise InvalidInputError(f"{name}: {p!r} is already in the index")
+        seen.add(p)
+    return out
+
+
 def descriptor_pair(X: Any, Q: Any, *, nonempty: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """A database ``X (n, d)`` and queries ``Q (nq, d)``: float32/float64, one dtype, one
     ``d`` (checked, not converted); ``nonempty``: ``n >= 1`` and ``d >= 1``."""

@@ -1,5 +1,9 @@
 """A corrupt or inconsistent index never loads: every field of index.json / meta.json and
-every array is checked, and the IndexFileError names the file that is wrong."""
+every array is checked, and the IndexFileError names the file that is wrong.
+
+These cases damage an index of format version 2 (one descriptors.npy per version, as
+heatsearch 0.3/0.4 wrote it), which heatsearch still reads; the shards of version 3 are
+damaged in tests/app/test_store.py."""
 
 from __future__ import annotations
 
@@ -16,17 +20,17 @@ from heatsearch.app.index import Index
 from heatsearch.errors import IndexFileError
 from heatsearch.postprocess import PostProcess
 
-from helpers import index_arrays, small_index, write_version1
+from helpers import index_arrays, small_index, write_version1, write_version2
 
 DELETE = object()
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A HeW index of 12 images with a whitening (16 -> 8 dimensions), saved."""
+    """A HeW index of 12 images with a whitening (16 -> 8 dimensions), in format version 2."""
     folder = tmp_path_factory.mktemp("saved")
     (folder / "photos").mkdir()
-    small_index(folder / "photos", whitening_dim=8).save(folder / "idx")
+    write_version2(folder / "idx", small_index(folder / "photos", whitening_dim=8))
     return folder / "idx"
 
 
@@ -122,7 +126,7 @@ CASES = {
     "pointer version 2.0": (pointer(version=2.0), "must be an integer, got 2.0"),
     "pointer version true": (pointer(version=True), "must be an integer, got True"),
     "pointer version '2'": (pointer(version="2"), "must be an integer, got '2'"),
-    "pointer version 99": (pointer(version=99), "version 99, this heatsearch reads versions 1, 2"),
+    "pointer version 99": (pointer(version=99), "version 99, this heatsearch reads versions 1, 2, 3"),
     "pointer format": (pointer(format="other"), "expected format 'heatsearch-index', got 'other'"),
     "pointer not an object": (raw("index.json", b"[2]"), "expected a JSON object, got list"),
     "pointer garbage": (raw("index.json", b"{not json"), "corrupt JSON"),

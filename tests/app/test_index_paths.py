@@ -24,8 +24,17 @@ NAMES = ["one/img0.png", "one/img1.png", "two/img0.jpg", "two/img1.png", "top.pn
 
 
 def meta_of(index_dir):
+    """The current version's metadata, with the stored paths of its rows as ``"paths"`` (format
+    version 3 keeps them in each shard's paths file)."""
     pointer = json.loads((Path(index_dir) / "index.json").read_text())
-    return json.loads((Path(index_dir) / pointer["data"] / "meta.json").read_text())
+    folder = Path(index_dir) / pointer["data"]
+    meta = json.loads((folder / "meta.json").read_text())
+    if "shards" in meta:
+        meta["paths"] = [
+            p for s in meta["shards"] for i, p in enumerate(json.loads((folder / s["paths"]).read_text()))
+            if i not in s["removed"]
+        ]
+    return meta
 
 
 def test_the_reported_search_from_another_directory(tmp_path, monkeypatch):

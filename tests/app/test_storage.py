@@ -25,7 +25,8 @@ from helpers import small_index, tree, write_version1
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", HEATSEARCH_NUM_THREADS="1")
 #: The functions a save's steps go through (each changes the disk once), in storage.py.
-STEPS = ("_make_dir", "_write_json", "_write_npy", "_replace", "_fsync_dir", "_remove_tree", "_unlink")
+STEPS = ("_make_dir", "_write_json", "_write_npy", "_write_npy_blocks", "_replace", "_fsync_dir", "_remove_tree",
+         "_unlink")
 
 
 def version_dirs(folder):
@@ -36,14 +37,21 @@ def current_dir(folder):
     return Path(folder) / json.loads((Path(folder) / "index.json").read_text())["data"]
 
 
+def rows(stored, column):
+    """A column of a StoredIndex read: its array (versions 1, 2) or its shards' live rows (3)."""
+    if stored.store is None:
+        return stored.descriptors if column == "desc" else stored.pooled
+    return stored.store.materialise(column)
+
+
 def same(stored, index):
     """Whether the StoredIndex read is exactly ``index`` (every array)."""
     if stored.paths != [os.path.relpath(p, index.root) for p in index.paths]:
         return False
     w1, w2 = stored.whitening, index.whitening
     return (
-        np.array_equal(stored.descriptors, index.descriptors)
-        and np.array_equal(stored.pooled, index.pooled)
+        np.array_equal(rows(stored, "desc"), index.descriptors)
+        and np.array_equal(rows(stored, "pooled"), index.pooled)
         and np.array_equal(stored.mean, index.mean)
         and (w1 is None) == (w2 is None)
         and (w1 is None or np.array_equal(w1.projection_, w2.projection_))
@@ -168,9 +176,14 @@ def save_killed_at(target, kill_at):
         return run
     builtins.open = step(builtins.open, lambda f, mode="r", *a, **k: any(c in mode for c in "wxa+"))
     os.open = step(os.open, lambda p, flags, *a, **k: bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
-    for name in ("mkdir", "replace", "rename", "fsync", "unlink", "remove", "rmdir"):
+    for name in ("mkdir", "replace", "rename", "fsync", "unlink", "remove", "rmdir", "link"):
         setattr(os, name, step(getattr(os, name)))
-    Index(**fields).save(target)
+    if "__add__" in fields:  # an incremental save: load, add rows, save (links kept shards)
+        index = Index.load(target)
+        index.add_descriptors(*fields["__add__"])
+        index.save(target)
+    else:
+        Index(**fields).save(target)
     return steps[0]
 
 def forked(name, kill_at):
@@ -211,10 +224,11 @@ def _fields(index):
 
 def _kill_saves(template, new, out):
     """Saves ``new`` over copies of ``template`` (``out/killNN``), killed before each change to
-    the disk; returns how many changes a complete save makes."""
+    the disk; returns how many changes a complete save makes. ``new``: an Index, or
+    ``{"__add__": (rows, names)}`` (load the template, add those rows, save)."""
     out.mkdir()
     spec = out.parent / "new.pickle"
-    spec.write_bytes(pickle.dumps(_fields(new)))
+    spec.write_bytes(pickle.dumps(new if isinstance(new, dict) else _fields(new)))
     proc = subprocess.run([sys.executable, "-c", _KILL_SERVER, str(template), str(spec), str(out)],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -263,6 +277,39 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_index(tmp_path, old
     assert same(storage.read_index(again), third)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/status").exists(), reason="needs fork and /proc")
+def test_an_incremental_save_killed_at_any_step_leaves_the_old_or_the_new_index(tmp_path):
+    """Format version 3: adding rows to a saved index writes a new shard and hard-links the
+    kept one; killed before any step, the index is the old one or the new one, complete."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    Y = rng.standard_normal((5, 6)).astype(np.float32)
+    template = tmp_path / "template"
+    old = Index.from_descriptors(X)
+    old.save(template)
+    old.remove(["3"])  # a tombstone in the kept shard
+    old.save(template)
+    new = Index.load(template)
+    new.add_descriptors(Y, [f"y{i}" for i in range(5)])
+    expected = {"old": np.asarray(Index.load(template).descriptors), "new": np.asarray(new.descriptors)}
+    out = tmp_path / "out"
+    total = _kill_saves(template, {"__add__": (Y, [f"y{i}" for i in range(5)])}, out)
+    outcomes = []
+    for k in range(1, total + 1):
+        target = out / f"kill{k:02d}"
+        stored = storage.read_index(target, mmap=False)
+        rows = stored.store.materialise("desc")
+        outcome = next((name for name, e in expected.items() if rows.shape == e.shape and np.array_equal(rows, e)), "neither")
+        outcomes.append(outcome)
+        assert sorted(os.listdir(target)) == sorted(["index.json", current_dir(target).name]), (k, outcome)
+    switch = outcomes.index("new") if "new" in outcomes else total
+    assert outcomes == ["old"] * switch + ["new"] * (total - switch), outcomes
+    assert 0 < switch < total
+    # The complete save kept the first shard (with its tombstone) and added one of the new rows.
+    m = json.loads((current_dir(out / "complete") / "meta.json").read_text())
+    assert [s["rows"] for s in m["shards"]] == [40, 5] and m["shards"][0]["removed"] == [3]
+
+
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, OSError])
 def test_an_interrupted_save_cleans_up_after_itself(tmp_path, monkeypatch, interruption):
     """Exceptions (Ctrl-C, sys.exit, a full disk) at any step before the switch: the old
@@ -271,9 +318,9 @@ def test_an_interrupted_save_cleans_up_after_itself(tmp_path, monkeypatch, inter
     small_index(tmp_path).save(target)
     before = tree(target)
     new = small_index(tmp_path, seed=3, whitening_dim=8)
-    # Which call of each step function to interrupt: the meta.json write (after writer.json),
-    # pooled.npy (after descriptors.npy), the new version's fsync, the switch itself.
-    for name, at in (("_make_dir", 1), ("_write_json", 2), ("_write_npy", 2), ("_fsync_dir", 1), ("_replace", 1)):
+    # Which call of each step function to interrupt: the shard's paths file (after writer.json),
+    # the shard's pooled rows (after its descriptors), the new version's fsync, the switch itself.
+    for name, at in (("_make_dir", 1), ("_write_json", 2), ("_write_npy_blocks", 2), ("_fsync_dir", 1), ("_replace", 1)):
         real = getattr(storage, name)
         calls = []
 
@@ -302,7 +349,7 @@ def test_saving_over_a_version1_index_converts_it(tmp_path):
     loaded.save(tmp_path / "idx")
     names = sorted(os.listdir(tmp_path / "idx"))
     assert names == sorted(["index.json", current_dir(tmp_path / "idx").name])
-    assert json.loads((tmp_path / "idx" / "index.json").read_text())["version"] == 2
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["version"] == storage.INDEX_VERSION
     again = Index.load(tmp_path / "idx")
     # Version 1 recorded no root: the conversion records the deepest folder of the images.
     assert again.paths == old.paths and again.root == str(root / "sub")

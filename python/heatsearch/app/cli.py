@@ -284,7 +284,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         learned.append(f"HeW centering mean from {index.mean_images} images")
     learned.append(_whitening_summary(index, args.whiten))
     _say(f"indexed {len(index)} images in {elapsed:.1f} s -> {args.output}")
-    _say(f"  {'; '.join(learned)}; descriptors of dimension {np.asarray(index.descriptors).shape[1]}")
+    _say(f"  {'; '.join(learned)}; descriptors of dimension {index.dim}")
     return 0
 
 
@@ -412,7 +412,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     index = _load_index(args.index, args)
     cfg = index.config
-    dim = np.asarray(index.descriptors).shape[1] if len(index) else 0
+    dim = index.dim if len(index) else 0
     post = "signed square root + L2" if cfg.power == 0.5 else (f"signed power {cfg.power:g} + L2" if cfg.power else "L2")
     rows = [
         ("index", os.path.abspath(args.index)),

@@ -13,10 +13,14 @@ together with its index is found again with ``Index.load(directory, root=new_pla
 :meth:`Index.sync` brings the index up to date with the files under the root.
 
 On disk an index is a directory (:mod:`heatsearch.app.storage`): ``index.json`` names the
-current version, a directory holding ``meta.json`` (configuration, root, relative paths),
-``descriptors.npy`` (memory-mapped on load), ``pooled.npy``, ``mean.npy`` and
-``whitening.npz``. Saving writes a complete new version and switches to it in one atomic step,
-so an existing index is never lost or half-overwritten; loading checks every field and array.
+current version, a directory holding ``meta.json`` (configuration, root, the list of shards),
+the shards (``<id>.desc.npy``, ``<id>.pooled.npy``, ``<id>.paths.json``), ``mean.npy`` and
+``whitening.npz``. Saving writes a new version holding only the new rows (kept shards are
+linked) and switches to it in one atomic step, so an existing index is never lost or
+half-overwritten; loading checks every field and array. In memory the rows are those shards,
+read a window at a time, plus the rows added since (:mod:`heatsearch.app.store`): search
+streams them, so an index larger than RAM is searched. :meth:`Index.from_descriptors` makes
+an index of rows computed elsewhere.
 
 Defaults, chosen by measurement on the real multi-view photographs of ``tools/quality.py``
 and the four protocols of ``tools/protocols.py`` (README, "Retrieval quality and the
@@ -51,13 +55,15 @@ from .. import _validate
 from ..aggregate import POOLINGS
 from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
 from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError
-from ..pipeline import RERANKERS, rank
+from ..pipeline import AUTO_DEPTH, DEFAULT_DEPTH, DEFAULT_NEIGHBORS, RERANKERS, rank
+from ..query_expansion import alpha_query_expansion, average_query_expansion
 from ..postprocess import PostProcess
 from ..vision.backbones import BACKBONES
 from ..vision.images import SUPPORTED_EXTENSIONS
 from ..vision.spatial import SpatialVerifier, spatial_order, split_rerank, with_spatial
 from ..whitening import PCAWhitening
 from . import storage
+from .store import STORAGE_DTYPES, Rows, Segment, Store
 
 __all__ = [
     "Index",
@@ -150,6 +156,11 @@ class IndexConfig:
     #: Images whose local features give the HeW centering mean (evenly spaced over the
     #: database; all of them when the database is smaller).
     mean_sample: int = 256
+    #: How the final descriptors are stored, one of
+    #: :data:`heatsearch.app.store.STORAGE_DTYPES`: "float32" (default), or "float16" (half
+    #: the disk and I/O; search converts each block to float32; effect on mAP in the README,
+    #: "Descriptor store"). Pooled descriptors stay float32 (HeW sums may exceed float16).
+    storage_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _validate.choice(self.backbone, "backbone", BACKBONES)
@@ -166,6 +177,7 @@ class IndexConfig:
         else:
             object.__setattr__(self, "shrinkage", _validate.real(self.shrinkage, "shrinkage", low=0.0, high=1.0))
         _validate.integer(self.mean_sample, "mean_sample", minimum=1)
+        _validate.choice(self.storage_dtype, "storage_dtype", STORAGE_DTYPES)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -182,6 +194,9 @@ class IndexConfig:
             # Written before heatsearch 0.3, whose learned whitening had no shrinkage: the
             # index's whitening.npz holds it, and refit_whitening() re-learns it alike.
             d = {**d, "shrinkage": 0.0}
+        if "storage_dtype" not in d:
+            # Written before the descriptor store (format version 3): float32 rows.
+            d = {**d, "storage_dtype": "float32"}
         known = list(cls.__dataclass_fields__)
         unknown = sorted(set(d) - set(known))
         missing = [k for k in known if k not in d]
@@ -261,8 +276,11 @@ class Index:
     Attributes:
         paths: absolute image paths, one per row (relative paths given to :meth:`add` are
             made absolute against the current directory, as Python opens them).
-        descriptors: ``(n, d)`` float32 final descriptors (memory-mapped after :meth:`load`).
-        pooled: ``(n, C)`` float32 pooled descriptors before post-processing.
+        descriptors: ``(n, d)`` float32 final descriptors: memory-mapped after :meth:`load` or
+            :meth:`save` when the rows are one shard with nothing removed, else read into a
+            new array (O(n d) memory: search, add and remove never do this).
+        pooled: ``(n, C)`` float32 pooled descriptors before post-processing (None for an
+            index of descriptors computed elsewhere).
         mean: ``(C,)`` HeW centering mean (HeW pooling).
         root: the collection's folder (absolute): :meth:`build`'s folder, or ``root=``. Paths
             are saved relative to it; None until known (then :meth:`save` records the deepest
@@ -272,8 +290,15 @@ class Index:
     config: IndexConfig = field(default_factory=IndexConfig)
     whitening: Optional[PCAWhitening] = None
     paths: List[str] = field(default_factory=list)
-    descriptors: Optional[np.ndarray] = None
-    pooled: Optional[np.ndarray] = None
+    # The rows (see heatsearch.app.store); descriptors and pooled are properties over it.
+    _store: Store = field(default_factory=Store, init=False, repr=False, compare=False)
+    # Arrays set that do not form rows (None with the other set, or other lengths): kept as
+    # given so that the checks name what is wrong.
+    _loose: Optional[Tuple[Any, Any]] = field(default=None, init=False, repr=False, compare=False)
+    # True for an index of descriptors computed elsewhere (from_descriptors).
+    _external: bool = field(default=False, init=False, repr=False, compare=False)
+    descriptors: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    pooled: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     mean: Optional[np.ndarray] = None
     #: True when :attr:`whitening` was learned by the index itself ("auto").
     whitening_learned: bool = False
@@ -309,6 +334,148 @@ class Index:
         if self.root is not None:
             self.root = _absolute(self.root, "root")
 
+    # -- the rows ----------------------------------------------------------------------------
+    def _column(self, column: str) -> Optional[np.ndarray]:
+        """:attr:`descriptors` ("desc") or :attr:`pooled`: the stored array itself when the
+        rows are one array of float32/float64 with nothing removed (memory-mapped after
+        :meth:`load`), else a new float32 array of the live rows (materialised: O(n) memory;
+        search never does this)."""
+        if self._loose is not None:
+            return self._loose[0 if column == "desc" else 1]
+        st = self._store
+        if not st.segments or (column == "pooled" and not st.has_pooled):
+            return None
+        if len(st.segments) == 1 and not len(st.segments[0].dead):
+            rows = st.segments[0].desc if column == "desc" else st.segments[0].pooled
+            assert rows is not None
+            if rows.dtype in (np.float32, np.float64):
+                return rows.whole()
+        return st.materialise(column, np.float32 if st.dtype == np.float16 else None)
+
+    def _set_column(self, column: str, value: Any) -> None:
+        """Replaces every row's descriptors (or pooled descriptors): the rows become one
+        array in memory (the next save writes them all)."""
+        if not hasattr(self, "_store"):  # the dataclass __init__ sets fields in order
+            self._store, self._loose = Store(), None
+        other = self._column("pooled" if column == "desc" else "desc")
+        desc, pooled = (value, other) if column == "desc" else (other, value)
+        self._graph = None
+        if isinstance(desc, np.ndarray) and desc.ndim == 2 and desc.dtype == np.float32 and self.config.storage_dtype == "float16":
+            desc = desc.astype(np.float16)
+        ok = (
+            isinstance(desc, np.ndarray) and desc.ndim == 2
+            and (pooled is None or (isinstance(pooled, np.ndarray) and pooled.ndim == 2 and len(pooled) == len(desc)))
+        )
+        if ok:
+            self._store = Store([Segment(Rows(desc), None if pooled is None else Rows(pooled), np.empty(0, np.int64))])
+            self._loose = None
+        elif desc is None and pooled is None:
+            self._store, self._loose = Store(), None
+        else:
+            self._store, self._loose = Store(), (desc, pooled)
+
+    @property
+    def dim(self) -> int:
+        """The dimension ``d`` of the final descriptors (0 before the first row)."""
+        if self._loose is not None:
+            return int(np.shape(self._loose[0])[-1]) if self._loose[0] is not None else 0
+        return int(self._store.dim or 0)
+
+    @property
+    def source(self) -> str:
+        """"images" (rows heatsearch computed from images) or "descriptors" (rows computed
+        elsewhere: :meth:`from_descriptors`; searched with descriptor queries only)."""
+        return "descriptors" if self._external else "images"
+
+    def copy(self) -> "Index":
+        """A copy to change (add, remove) while this one keeps serving searches: it shares
+        the rows (never modified in place: changes make new segments) and the extractor."""
+        out = replace(self, paths=[], descriptors=None, pooled=None, skipped=list(self.skipped), _graph=None)
+        out.paths = list(self.paths)
+        out._store, out._loose, out._external = self._store.copy(), self._loose, self._external
+        return out
+
+    def compact(self) -> None:
+        """Makes the next :meth:`save` rewrite every shard holding removed rows with its live
+        rows only (a shard is also rewritten by itself once more than
+        :data:`heatsearch.app.store.COMPACT_DEAD_FRACTION` of its rows are removed)."""
+        self._store.compact()
+
+    def _append_rows(self, desc: np.ndarray, pooled: Optional[np.ndarray]) -> None:
+        """New rows after the existing ones (``desc`` in the storage dtype)."""
+        if self._loose is not None or (self._store.segments and (pooled is None) != (not self._store.has_pooled)):
+            old_d, old_p = self._column("desc"), self._column("pooled")
+            self.descriptors = desc if old_d is None else np.concatenate([np.asarray(old_d), desc])
+            if pooled is not None:
+                self.pooled = pooled if old_p is None else np.concatenate([np.asarray(old_p), pooled])
+            return
+        if self._store.dim is not None and self._store.dim != desc.shape[1]:
+            raise InvalidInputError(f"new descriptors have dimension {desc.shape[1]}, the index's are {self._store.dim}")
+        store = self._store.copy()
+        store.append(desc, pooled)
+        self._store = store
+        self._graph = None
+
+    @classmethod
+    def from_descriptors(
+        cls, X: Any, paths: Optional[Sequence[Any]] = None, config: Optional[IndexConfig] = None
+    ) -> "Index":
+        """An index of descriptors computed elsewhere (another extractor, another machine).
+
+        Args:
+            X: ``(n, d)`` float32/float64 rows, finite, none zero; L2-normalised here (the
+                index's scores are cosines), then stored as ``config.storage_dtype``.
+            paths: one name per row (any non-empty text: file paths, URLs, database keys; kept
+                verbatim, never resolved against a folder), distinct; default ``"0"``,
+                ``"1"``, ... (the row numbers).
+            config: only ``storage_dtype`` matters; default ``IndexConfig(whiten="none")``.
+
+        Such an index answers descriptor queries (``(d,)`` arrays, or an ``(nq, d)`` array to
+        :meth:`search_many`) with every re-ranker but spatial verification; it cannot
+        describe images (heatsearch does not know how its rows were made), so image queries,
+        :meth:`add`, :meth:`sync` and :meth:`refit_whitening` raise InvalidInputError.
+
+        Raises:
+            InvalidInputError / InvalidDTypeError: as :meth:`add_descriptors`.
+        """
+        index = cls(config=config if config is not None else IndexConfig(whiten="none"))
+        index._external = True
+        index.add_descriptors(X, paths)
+        return index
+
+    def add_descriptors(self, X: Any, paths: Optional[Sequence[Any]] = None) -> None:
+        """Adds rows computed elsewhere to an index of descriptors (:meth:`from_descriptors`,
+        or an empty index, which becomes one); checked as :meth:`from_descriptors` checks
+        them. Writes nothing until :meth:`save`, which then writes only these rows.
+
+        Raises:
+            InvalidInputError: ``X`` not 2-D, empty, of another dimension than the index, with
+                NaN, infinity or a zero row; ``paths`` not one distinct name per row, or a name
+                the index holds; the index holds images (their rows need pooled descriptors).
+            InvalidDTypeError: ``X`` not float32/float64; ``paths`` not a list.
+        """
+        if not self._external:
+            if len(self) or self._column("pooled") is not None:
+                raise InvalidInputError(
+                    "add_descriptors adds rows computed elsewhere, but this index describes images "
+                    "itself (its rows carry pooled descriptors): add images with add(), or build an "
+                    "index of descriptors with Index.from_descriptors"
+                )
+            self._external = True
+        rows = _validate.descriptor_rows(X, "X", self.dim or None)
+        n = len(self)
+        names = [str(n + i) for i in range(len(rows))] if paths is None else paths
+        ids = _validate.identifiers(names, "paths", len(rows), set(self.paths))
+        self._append_rows(rows.astype(self.config.storage_dtype), None)
+        self.paths.extend(ids)
+
+    def _images_allowed(self, what: str) -> None:
+        if self._external:
+            raise InvalidInputError(
+                f"this index holds descriptors computed elsewhere (Index.from_descriptors): it cannot "
+                f"describe images, so {what} is not possible; query it with descriptors ((d,) arrays)"
+            )
+
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def build(
@@ -335,6 +502,7 @@ class Index:
         return index
 
     def _get_extractor(self) -> Any:
+        self._images_allowed("describing an image")
         extractor = self.extractor
         if extractor is None:
             with self._lock:  # the check again under the lock: another thread may have built it
@@ -363,6 +531,7 @@ class Index:
     def refit_whitening(self) -> None:
         """Learns the PCA-whitening on the database's pooled descriptors (signed sqrt + L2
         first), dimension capped at their rank, and recomputes the final descriptors."""
+        self._images_allowed("learning a whitening")
         if self.pooled is None or not len(self):
             raise InvalidInputError("the index is empty: nothing to learn a whitening on")
         with warnings.catch_warnings():
@@ -443,6 +612,7 @@ class Index:
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise InvalidDTypeError(f"paths must be a list of paths, got a single {type(paths).__name__}")
+        self._images_allowed("adding images (use add_descriptors)")
         new = [_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)]
         known = set(self.paths)
         duplicates = [p for p in new if p in known]
@@ -477,16 +647,13 @@ class Index:
             added.append(path)
         if rows:
             pooled = np.stack(rows).astype(np.float32)
-            old = self.pooled if self.pooled is not None else np.empty((0, pooled.shape[1]), np.float32)
-            self.pooled = np.concatenate([np.asarray(old), pooled])
+            # Only the new rows are appended (a new segment): nothing existing is copied.
+            desc = self.postprocess(pooled.astype(np.float64)).astype(self.config.storage_dtype)
+            self._append_rows(desc, pooled)
             self.paths.extend(added)
             self._graph = None
             if self.config.whiten == "auto" and self.whitening is None and len(self) >= AUTO_WHITENING_MIN_IMAGES:
                 self.refit_whitening()  # learned once, then kept: descriptors stay comparable
-            else:
-                desc = self.postprocess(pooled.astype(np.float64)).astype(np.float32)
-                old_d = self.descriptors if self.descriptors is not None else np.empty((0, desc.shape[1]), np.float32)
-                self.descriptors = np.concatenate([np.asarray(old_d), desc])
         if skipped:
             warnings.warn(
                 f"{len(skipped)} image(s) could not be read or gave no usable features and were "
@@ -500,15 +667,25 @@ class Index:
         how many were removed (unknown paths are errors)."""
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise InvalidDTypeError(f"paths must be a list of paths, got a single {type(paths).__name__}")
-        drop = {_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)}
+        if self._external:  # names of rows, kept verbatim
+            drop = {_validate.text(p, f"paths[{i}]") for i, p in enumerate(paths)}
+        else:
+            drop = {_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)}
         unknown = drop - set(self.paths)
         if unknown:
-            raise InvalidInputError(f"not in the index: {sorted(unknown)[:3]}")
+            raise InvalidInputError(f"not in the index: {sorted(unknown)[:3]}")  # type: ignore[type-var]
+        gone = [i for i, p in enumerate(self.paths) if p in drop]
         keep = [i for i, p in enumerate(self.paths) if p not in drop]
         self.paths = [self.paths[i] for i in keep]
-        if self.descriptors is not None:
-            self.descriptors = np.asarray(self.descriptors)[keep]
-            self.pooled = np.asarray(self.pooled)[keep]
+        if self._loose is not None:
+            if self.descriptors is not None:
+                self.descriptors = np.asarray(self.descriptors)[keep]
+                self.pooled = np.asarray(self.pooled)[keep]
+        elif gone:
+            # Tombstones: nothing is rewritten until a compaction (see heatsearch.app.store).
+            store = self._store.copy()
+            store.remove(gone)
+            self._store = store
         self._graph = None
         return len(drop)
 
@@ -653,9 +830,8 @@ class Index:
         base, spatial = split_rerank(rerank)
         if not len(self):
             raise InvalidInputError("the index is empty: add images before searching")
-        X = np.asarray(self.descriptors)
-        d = X.shape[1]
-        Q = np.empty((len(items), d), X.dtype)
+        d = self.dim
+        Q: np.ndarray = np.empty((len(items), d), self._query_dtype())
         images = []
         for i, (item, box) in enumerate(zip(items, boxes)):
             name = "query" if single else f"queries[{i}]"
@@ -683,17 +859,11 @@ class Index:
                 items[i] = self._decoded(items[i], i, single, exif)
         if images:
             Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images], single)
-        if base == "diffusion":
-            with self._lock:
-                if self._graph is None:
-                    from ..knn import knn_graph
-
-                    self._graph = knn_graph(X)
         if base is not None:
-            _warn_if_equidistant(X, base)
+            _warn_if_equidistant(self._rows(np.arange(min(CONSISTENCY_SAMPLE, len(self))), np.float64), base)
         depth = 0 if verifier is None else min(verifier.depth, len(self))
         first_k = None if kk is None else max(kk, depth)
-        ranks, scores = rank(X, Q, k=first_k, rerank=base, graph=self._graph)
+        ranks, scores = self._rank(Q, first_k, base)
         inliers: List[List[Optional[int]]] = [[None] * ranks.shape[1] for _ in range(len(items))]
         if verifier is not None:
             for i in range(len(items)):
@@ -706,7 +876,7 @@ class Index:
         out_k = ranks.shape[1] if kk is None else min(kk, ranks.shape[1])
         ranks, scores = ranks[:, :out_k], scores[:, :out_k]
         # The first pass's scores are the cosines already; a re-ranker's are its own.
-        cosines = scores if base is None else _cosines(X, Q, ranks)
+        cosines = scores if base is None else _cosines(self._rows, Q, ranks)
         return [
             [
                 SearchHit(self.paths[r], float(c), int(r), None if base is None else float(s), n)
@@ -714,6 +884,60 @@ class Index:
             ]
             for rr, cc, ss, nn in zip(ranks, cosines, scores, inliers)
         ]
+
+    def _query_dtype(self) -> type:
+        """float64 for rows set as float64 arrays, else float32 (float16 rows are searched
+        as float32)."""
+        dtype = np.asarray(self._loose[0]).dtype if self._loose is not None else self._store.dtype
+        return np.float64 if dtype == np.float64 else np.float32
+
+    def _rows(self, live_rows: np.ndarray, dtype: Optional[type] = None) -> np.ndarray:
+        """The descriptors of the given rows (any int array; ``+ (d,)``), read from the store
+        without materialising it."""
+        dtype = dtype or self._query_dtype()
+        if self._loose is not None:
+            return np.asarray(np.asarray(self._loose[0])[live_rows], dtype)
+        return self._store.gather(live_rows, "desc", dtype)
+
+    def _rank(self, Q: np.ndarray, k: Optional[int], base: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+        """:func:`heatsearch.pipeline.rank` over the index's rows without materialising them:
+        the first pass streams the store (:meth:`heatsearch.app.store.Store.search`); HeR
+        (``"heat"``, ``"aqe+heat"``, ``"auto"``) and query expansion read only the rows of the
+        shortlists (the union of every query's first-pass top ``max(k, depth)``), on which
+        ``rank`` gives the same result as on the whole index (the shortlist holds each query's
+        whole first pass, in the index's row order, so ties break alike). Diffusion needs the
+        kNN graph of every row: it materialises the descriptors (O(n d) memory)."""
+        st = self._store
+        single = (
+            len(st.segments) == 1 and not len(st.segments[0].dead) and not st.segments[0].desc.on_disk
+            and st.dtype == Q.dtype
+        )
+        if self._loose is not None or base == "diffusion" or single:
+            X = np.asarray(self.descriptors)
+            if X.dtype != Q.dtype:
+                X = X.astype(Q.dtype)
+            if base == "diffusion":
+                with self._lock:
+                    if self._graph is None:
+                        from ..knn import knn_graph
+
+                        self._graph = knn_graph(X)
+            return rank(X, Q, k=k, rerank=base, graph=self._graph)
+        n = len(self)
+        kk = n if k is None else min(k, n)
+        if base is None:
+            return st.search(Q, kk)
+        if base in ("aqe", "alpha-qe"):
+            first, _ = st.search(Q, min(DEFAULT_NEIGHBORS, n))
+            rows, inverse = np.unique(first, return_inverse=True)
+            expand = average_query_expansion if base == "aqe" else alpha_query_expansion
+            expanded = expand(st.gather(rows, "desc", Q.dtype), Q, inverse.reshape(first.shape), neighbors=DEFAULT_NEIGHBORS)
+            return st.search(np.ascontiguousarray(expanded, Q.dtype), kk)
+        depth = AUTO_DEPTH if base == "auto" else DEFAULT_DEPTH
+        first, _ = st.search(Q, max(kk, min(depth, n)))
+        rows, inverse = np.unique(first, return_inverse=True)
+        ranks, scores = rank(st.gather(rows, "desc", Q.dtype), Q, k=kk, rerank=base)
+        return rows[ranks], scores
 
     def _get_spatial(self) -> SpatialVerifier:
         """:attr:`spatial`, built with its defaults at the first use."""
@@ -819,7 +1043,7 @@ class Index:
         image = np.random.default_rng(0).integers(0, 256, (WARMUP_SIZE, WARMUP_SIZE, 3), dtype=np.uint8)
         q = self._describe_images([image], [None], True)
         if len(self):
-            rank(np.asarray(self.descriptors), q.astype(np.asarray(self.descriptors).dtype), k=1)
+            self._rank(q.astype(self._query_dtype()), 1, None)
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: PathLike) -> None:
@@ -827,29 +1051,44 @@ class Index:
         existing directory is replaced only if it is a heatsearch index (see
         :mod:`heatsearch.app.storage`).
 
-        Paths are stored relative to :attr:`root` (absolute when outside it).
+        Paths are stored relative to :attr:`root` (absolute when outside it). Only rows not
+        yet in this directory's shards are written (see :mod:`heatsearch.app.storage`);
+        afterwards the index reads its rows from the saved shards (memory-mapped), not from
+        memory.
 
         Raises:
             InvalidInputError: the index is inconsistent (nothing is written);
             IndexFileError: ``directory`` is not an index and not empty; OSError.
         """
-        root = self.root if self.root is not None else _common_folder(self.paths)
-        storage.write_index(
+        root: Optional[str] = None
+        if self._external:
+            stored_paths = list(self.paths)
+        else:
+            root = self.root if self.root is not None else _common_folder(self.paths)
+            stored_paths = [_relative(p, root) for p in self.paths]
+        loose = self._loose
+        saved = storage.write_index(
             directory,
             storage.StoredIndex(
                 config=self.config.to_dict(),
-                paths=[_relative(p, root) for p in self.paths],
-                descriptors=self.descriptors,
-                pooled=self.pooled,
+                paths=stored_paths,
+                descriptors=None if loose is None else loose[0],
+                pooled=None if loose is None else loose[1],
                 mean=self.mean,
                 whitening=self.whitening,
                 whitening_learned=self.whitening_learned,
                 root=root,
                 mean_images=self.mean_images if self.mean is not None else None,
                 whitening_images=self.whitening_images if self.whitening_learned else None,
+                store=self._store if loose is None else None,
+                source=self.source,
+                dtype=self.config.storage_dtype,
             ),
             check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
         )
+        if loose is None:
+            # The rows now read from their shards: what was held in memory is let go.
+            self._store = saved
 
     @classmethod
     def load(
@@ -861,8 +1100,9 @@ class Index:
         root: Optional[PathLike] = None,
         runtime: str = "auto",
     ) -> "Index":
-        """Reads an index written by :meth:`save` (or by heatsearch 0.1/0.2), checked in full
-        (descriptors memory-mapped by default).
+        """Reads an index written by :meth:`save` (or by heatsearch 0.1-0.4, whose format the
+        next save converts), checked in full (rows read from the files a window at a time;
+        ``mmap=False``: read into memory).
 
         Args:
             root: where the collection is now, overriding the root the index recorded (a
@@ -898,8 +1138,22 @@ class Index:
             root=base,
             runtime=runtime,
         )
-        # Resolved here (absolute, normalised): not again by the constructor (60k paths: 0.1 s).
-        index.paths = _resolve_all(stored.paths, index.root, normalised=stored.version >= 2)
+        if stored.store is not None:
+            store = stored.store
+            if not mmap:  # every row read into memory now (the shards stay the saved copy)
+                store = Store([
+                    replace(seg, desc=Rows(np.array(seg.desc.whole())),
+                            pooled=None if seg.pooled is None else Rows(np.array(seg.pooled.whole())))
+                    for seg in store.segments
+                ])
+            index._store = store
+        index._external = stored.source == "descriptors"
+        if index._external:
+            index.root = None
+            index.paths = list(stored.paths)  # names of rows, kept verbatim
+        else:
+            # Resolved here (absolute, normalised): not again by the constructor (60k paths: 0.1 s).
+            index.paths = _resolve_all(stored.paths, index.root, normalised=stored.version >= 2)
         files = stored.files
         index._check_consistency(lambda part, why: IndexFileError(f"{files.get(part, meta_file)}: {why}"))
         if override is None and stored.root is not None and not os.path.isdir(stored.root):
@@ -925,26 +1179,44 @@ class Index:
         """What the files cannot say alone: the configuration's meaning against the arrays.
         ``error(part, why)`` makes the exception (``part``: "meta", "pooled", ...)."""
         n = len(self)
+        if self._external:
+            if self._loose is not None or len(self._store) != n:
+                raise error("descriptors", f"{n} names of rows but {len(self._store)} rows of descriptors")
+            return
         if self.config.pooling == "hew" and n and self.mean is None:
             raise error(
                 "meta",
                 "a HeW index of images must have its centering mean ('has_mean' is false): "
                 "queries could not be described like the database",
             )
-        if n == 0 or self.descriptors is None or self.pooled is None:
-            if n and (self.descriptors is None or self.pooled is None):
-                raise error("meta", f"{n} paths but no descriptors or pooled descriptors")
-            return
-        X, P = np.asarray(self.descriptors), self.pooled
-        if X.shape[0] != n or np.shape(P)[0] != n:
-            raise error("descriptors", f"{n} paths, {X.shape[0]} descriptors, {np.shape(P)[0]} pooled descriptors")
-        rows = np.unique(np.linspace(0, n - 1, min(n, CONSISTENCY_SAMPLE)).astype(np.int64))
+        if self._loose is None:  # the rows are read from the store (a sample: no materialising)
+            st = self._store
+            if n == 0 or not st.segments or not st.has_pooled:
+                if n:
+                    raise error("meta", f"{n} paths but no descriptors or pooled descriptors")
+                return
+            if len(st) != n:
+                raise error("descriptors", f"{n} paths, {len(st)} descriptors, {len(st)} pooled descriptors")
+            rows = np.unique(np.linspace(0, n - 1, min(n, CONSISTENCY_SAMPLE)).astype(np.int64))
+            pooled_rows, got = st.gather(rows, "pooled", np.float64), st.gather(rows, "desc", np.float32)
+        else:
+            X, P = self._loose
+            if n == 0 or X is None or P is None:
+                if n and (X is None or P is None):
+                    raise error("meta", f"{n} paths but no descriptors or pooled descriptors")
+                return
+            X = np.asarray(X)
+            if X.shape[0] != n or np.shape(P)[0] != n:
+                raise error("descriptors", f"{n} paths, {X.shape[0]} descriptors, {np.shape(P)[0]} pooled descriptors")
+            rows = np.unique(np.linspace(0, n - 1, min(n, CONSISTENCY_SAMPLE)).astype(np.int64))
+            pooled_rows, got = np.asarray(P[rows], np.float64), np.asarray(X[rows], np.float32)
         try:
-            expected = self.postprocess(np.asarray(P[rows], np.float64)).astype(np.float32)
+            expected = self.postprocess(pooled_rows).astype(np.float32)
         except HeatsearchError as e:
             raise error("pooled", f"the pooled descriptors cannot be post-processed ({e})") from None
-        got = np.asarray(X[rows], np.float32)
-        if expected.shape != got.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        # float16 rows hold 11 significant bits: within 2^-11 of unit-norm values.
+        rtol, atol = (1e-3, 1e-3) if self.config.storage_dtype == "float16" else (1e-4, 1e-5)
+        if expected.shape != got.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
             bad = int(rows[0]) if expected.shape != got.shape else int(rows[np.argmax(np.abs(got - expected).max(axis=1))])
             raise error(
                 "pooled",
@@ -952,6 +1224,18 @@ class Index:
                 f"configuration (power {self.config.power}) and whitening (e.g. row {bad}): "
                 "pooled.npy, descriptors.npy or whitening.npz comes from another index",
             )
+
+
+Index.descriptors = property(  # type: ignore[assignment]
+    lambda self: self._column("desc"),
+    lambda self, value: self._set_column("desc", value),
+    doc="``(n, d)`` final descriptors, float32 (see ``Index._column``; setting it replaces every row).",
+)
+Index.pooled = property(  # type: ignore[assignment]
+    lambda self: self._column("pooled"),
+    lambda self, value: self._set_column("pooled", value),
+    doc="``(n, C)`` float32 pooled descriptors, None for an index of descriptors (see ``Index._column``).",
+)
 
 
 def _forward_when_ready(extractor: Any, job: "Future[List[np.ndarray]]") -> Any:
@@ -996,14 +1280,14 @@ def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
         )
 
 
-def _cosines(X: np.ndarray, Q: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+def _cosines(rows: Callable[[np.ndarray], np.ndarray], Q: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """``(nq, m)``: ``X[ranks[i, j]] . Q[i]``, gathering at most :data:`COSINE_CHUNK` rows of
-    ``X`` at a time (a whole-index ranking of a large index would otherwise copy it)."""
+    ``X`` at a time with ``rows`` (a whole-index ranking of a large index would otherwise copy it)."""
     out = np.empty(ranks.shape, np.float64)
     for i in range(ranks.shape[0]):
         for start in range(0, ranks.shape[1], COSINE_CHUNK):
-            rows = ranks[i, start : start + COSINE_CHUNK]
-            out[i, start : start + rows.shape[0]] = np.asarray(X[rows]) @ Q[i]
+            part = ranks[i, start : start + COSINE_CHUNK]
+            out[i, start : start + part.shape[0]] = rows(part) @ Q[i]
     return out
 
 

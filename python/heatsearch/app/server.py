@@ -53,7 +53,7 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -173,7 +173,8 @@ class _Served:
         serves it; returns what ``edit`` returned. Nothing changes if ``edit`` raises."""
         with self._exclusive():
             latest = self.current()
-            copy = replace(latest, paths=list(latest.paths), skipped=[], _graph=None)
+            copy = latest.copy()  # shares the rows: copy-on-write
+            copy.skipped = []
             result = edit(copy)
             copy.save(self.path)
             self.index, self._stamp = copy, self._pointer_stamp()
@@ -699,7 +700,7 @@ def create_app(
     @app.get("/stats")
     def stats() -> Any:
         index = served.current()
-        dim = int(np.shape(index.descriptors)[1]) if index.descriptors is not None and len(index) else 0
+        dim = index.dim if len(index) else 0
         ext = index.extractor
         return {
             "images": len(index),

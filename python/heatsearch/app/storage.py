@@ -1,24 +1,42 @@
 """The on-disk format of an image index, written so that nothing a user had is ever lost.
 
-An index is a directory (format version 2)::
+An index is a directory (format version 3)::
 
     INDEX/
-      index.json                {"format": "heatsearch-index", "version": 2, "data": "data-..."}
+      index.json                {"format": "heatsearch-index", "version": 3, "data": "data-..."}
       data-<writer>-<random>/   the current version, the one index.json names:
-        meta.json                 configuration, collection root, relative paths, sizes
-        descriptors.npy           (n, d) float32 final descriptors (memory-mapped on load)
-        pooled.npy                (n, C) float32 pooled descriptors before post-processing
+        meta.json                 configuration, source, collection root, sizes, dtype, and the
+                                  ordered list of shards: {"rows", "removed", "descriptors",
+                                  "pooled", "paths"} (file names, and the removed rows)
+        <id>.desc.npy             (rows, d) final descriptors of one shard, float32 or float16
+        <id>.pooled.npy           (rows, C) float32 pooled descriptors (indexes of images)
+        <id>.paths.json           the shard's paths (relative to the root, or absolute), or the
+                                  names of its rows (indexes of descriptors)
         mean.npy                  (C,) HeW centering mean (HeW pooling, once images were added)
         whitening.npz             the fitted PCAWhitening (when there is one)
         writer.json               who wrote this version (host, pid, time), for people
 
-``index.json`` is the pointer: it names the one complete version. Version 1 (heatsearch
-0.1/0.2) kept the files of ``meta.json`` and the arrays directly in ``INDEX/`` (its
-``index.json`` was the metadata); it is still read, and saving over it converts it.
+``index.json`` is the pointer: it names the one complete version. A version's rows are its
+shards in order, less the rows each lists as ``removed`` (tombstones: a remove rewrites no
+shard; see :mod:`heatsearch.app.store` for when a save compacts one). Shard files are
+immutable: written once (fsync-ed), never modified. A version directory holds each shard it
+uses, either written by the save that made it (new rows, compacted shards) or as a HARD LINK to
+the same file in the version it replaced: so a save of ``m`` new rows writes ``O(m)`` bytes
+(plus one link per kept shard and the small metadata), and every version directory stays
+complete by itself (removing one never removes a file another uses, whatever saves run
+concurrently; where the file system has no hard links, the shard is copied).
+
+Version 2 (heatsearch 0.3/0.4) held ``descriptors.npy``, ``pooled.npy`` and the paths in
+``meta.json`` of its version directory; version 1 (heatsearch 0.1/0.2) kept those files
+directly in ``INDEX/`` (its ``index.json`` was the metadata). Both are still read (one
+memory-mapped array, as then), and the next save converts them to version 3 (writing every
+row once).
 
 **Saving** (:func:`write_index`) never touches the current version: it writes a complete new
 version directory inside the index (every file and the directory fsync-ed), then writes the
-new pointer inside that directory and renames it over ``index.json``. That rename is the
+new pointer inside that directory and renames it over ``index.json``. (Linking a kept shard
+is one step; a shard whose file a concurrent save already removed is written again from the
+file this process holds open.) That rename is the
 switch, one atomic step (``os.replace``, atomic on POSIX and Windows): a process killed at any
 moment leaves ``index.json`` naming either the complete old version or the complete new one.
 Only after the switch is the old version removed (for version 1, its files). The directory
@@ -26,7 +44,8 @@ name says which process writes it (:mod:`heatsearch.app._writers`), so that what
 left behind can be told from a save still running.
 
 **Loading** (:func:`read_index`) follows the pointer, checks every field of the metadata and
-every array against it (:class:`~heatsearch.errors.IndexFileError` naming the file otherwise),
+every array against it (each shard's header, dtype and shape; its values finite, read a window
+at a time) (:class:`~heatsearch.errors.IndexFileError` naming the file otherwise),
 retries when a concurrent save removed the version being read, and then removes leftovers
 (:func:`collect_leftovers`): versions written by processes that are gone and are not current,
 and the version-1 files a conversion did not get to remove. Never another index's files (it
@@ -47,13 +66,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, NoReturn, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, NoReturn, Optional, Tuple, Union
 
 import numpy as np
 
@@ -61,6 +81,7 @@ from .. import _validate
 from ..errors import HeatsearchError, IndexFileError, InvalidInputError
 from ..whitening import PCAWhitening
 from . import _writers
+from .store import COMPACT_DEAD_FRACTION, Rows, Segment, Store, open_rows, segment_blocks
 
 __all__ = [
     "is_internal_name",
@@ -76,9 +97,10 @@ __all__ = [
 
 #: Format name and version written into ``index.json``.
 INDEX_FORMAT = "heatsearch-index"
-INDEX_VERSION = 2
-#: Versions :func:`read_index` reads (1: heatsearch 0.1/0.2, files directly in the directory).
-READ_VERSIONS = (1, 2)
+INDEX_VERSION = 3
+#: Versions :func:`read_index` reads (1: heatsearch 0.1/0.2, files directly in the directory;
+#: 2: heatsearch 0.3-0.4, one descriptors.npy per version).
+READ_VERSIONS = (1, 2, 3)
 
 POINTER = "index.json"
 META = "meta.json"
@@ -97,7 +119,21 @@ _META_KEYS = {
         "whitening_learned"),
     2: ("format", "version", "config", "root", "count", "dim", "channels", "paths", "has_mean",
         "has_whitening", "whitening_learned", "mean_images", "whitening_images"),
+    3: ("format", "version", "config", "source", "root", "count", "dim", "channels", "dtype",
+        "has_mean", "has_whitening", "whitening_learned", "mean_images", "whitening_images",
+        "shards"),
 }
+#: The keys of one entry of version 3's ``shards``.
+_SHARD_KEYS = ("rows", "removed", "descriptors", "pooled", "paths")
+#: Names of shard files: 16 hex digits (random, so that two saves never pick the same) and
+#: what the file holds.
+SHARD_FILE = re.compile(r"^[0-9a-f]{16}\.(desc\.npy|pooled\.npy|paths\.json)$")
+#: What an index holds (version 3's ``source``): rows heatsearch computed from images, or
+#: descriptors computed elsewhere (:meth:`heatsearch.app.index.Index.from_descriptors`), whose
+#: ``paths`` are the caller's identifiers, kept verbatim, and which have no pooled rows.
+SOURCES = ("images", "descriptors")
+#: Dtypes of stored final descriptors (version 3's ``dtype``); pooled ones are float32.
+DESCRIPTOR_DTYPES = ("float32", "float16")
 #: A reader retries this many times when the version it reads is replaced under it.
 _READ_ATTEMPTS = 5
 
@@ -130,6 +166,13 @@ class StoredIndex:
     version: int = INDEX_VERSION
     #: The file each part was read from (``"meta"``, ``"descriptors"``, ...), for messages.
     files: Dict[str, str] = field(default_factory=dict)
+    #: Version 3: the rows as shards (then ``descriptors`` and ``pooled`` are None and
+    #: ``paths`` are the live rows' paths). Written from this when it is set.
+    store: Optional[Store] = None
+    #: One of :data:`SOURCES`.
+    source: str = "images"
+    #: The dtype of the stored final descriptors (one of :data:`DESCRIPTOR_DTYPES`).
+    dtype: str = "float32"
 
 
 class _Bad(Exception):
@@ -227,13 +270,16 @@ def _is_version_dir(parent: Path, name: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 def write_index(
     directory: PathLike, index: StoredIndex, *, check: Optional[Callable[[], None]] = None
-) -> None:
+) -> Store:
     """Writes ``index`` as the new current version of the index ``directory`` (created if
-    needed), atomically: see the module docstring.
+    needed), atomically: see the module docstring. Returns the index's rows as they now are:
+    every segment reading from its shard in the new version (the caller keeps these, so the
+    rows it held in memory are not held twice).
 
-    ``index.paths`` are written as they are (relative to ``index.root``, or absolute);
-    ``index.root`` must be an absolute path. ``check``: called after this module's checks of
-    ``index`` and before anything is written (the caller's checks of what the data means).
+    ``index.paths`` are written as they are (relative to ``index.root``, or absolute; the
+    identifiers of an index of descriptors); ``index.root`` must be an absolute path (None
+    for an index of descriptors). ``check``: called after this module's checks of ``index``
+    and before anything is written (the caller's checks of what the data means).
 
     Raises:
         InvalidInputError: ``index`` is inconsistent (shapes, dtypes, NaN, a mean or whitening
@@ -243,7 +289,7 @@ def write_index(
             wrote is removed.
     """
     try:
-        meta, arrays = _contents(index)
+        meta, store = _contents(index)
     except _Bad as e:
         raise InvalidInputError(f"cannot save the index: {e.file}: {e}") from None
     if check is not None:
@@ -260,7 +306,7 @@ def write_index(
         switched = False
         try:
             _make_dir(staging)
-            _write_version(staging, meta, arrays, index.whitening)
+            saved = _write_version(target, staging, meta, store, index)
             previous = _current(target)
             _write_json(staging / _NEW_POINTER, {"format": INDEX_FORMAT, "version": INDEX_VERSION, "data": staging.name})
             _replace(staging / _NEW_POINTER, target / POINTER)  # the switch
@@ -273,80 +319,249 @@ def write_index(
     finally:
         _writers.end(key)
     _remove_replaced(target, previous, staging.name)
+    return saved
 
 
-def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
-    """The metadata and arrays to write, checked as :func:`read_index` checks them."""
+def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Store]:
+    """The metadata (without its ``shards``) and the rows to write, checked as
+    :func:`read_index` checks them."""
     w = index.whitening
     if w is not None and not (isinstance(w, PCAWhitening) and w.is_fitted):
         raise _Bad(WHITENING, f"whitening must be a fitted PCAWhitening, got {w!r}")
     w_in, w_out = _whitening_dims(w)
     mean = None if index.mean is None else np.asarray(index.mean)
-    if index.pooled is not None:
-        channels = int(np.shape(index.pooled)[-1])
+    store = index.store
+    if store is None:  # rows given as arrays (one segment)
+        store = Store()
+        if index.descriptors is not None:
+            desc = np.asarray(index.descriptors)
+            pooled = None if index.pooled is None else np.asarray(index.pooled)
+            if desc.ndim != 2 or (pooled is not None and pooled.ndim != 2):
+                raise _Bad(DESCRIPTORS, f"must be 2-D (count, dim), got shape {desc.shape}")
+            store.segments.append(Segment(Rows(desc), None if pooled is None else Rows(pooled), np.empty(0, np.int64)))
+    if index.source not in SOURCES:
+        raise _Bad(META, f"'source' must be one of {list(SOURCES)}, got {index.source!r}")
+    images = index.source == "images"
+    if store.segments and images and not store.has_pooled:
+        raise _Bad(POOLED, "an index of images must hold the pooled descriptors of every row")
+    if store.has_pooled:
+        channels = store.segments[0].pooled.shape[1]  # type: ignore[union-attr]
     elif w is not None:
         channels = w_in
     else:
         channels = int(mean.shape[0]) if mean is not None and mean.ndim == 1 else 0
-    if index.descriptors is not None:
-        dim = int(np.shape(index.descriptors)[-1])
+    if not images:
+        channels = 0
+    if store.dim is not None:
+        dim = int(store.dim)
     else:
         dim = w_out if w is not None else channels
-    n = len(index.paths)
-    desc = np.zeros((0, dim), np.float32) if index.descriptors is None else np.asarray(index.descriptors)
-    pooled = np.zeros((0, channels), np.float32) if index.pooled is None else np.asarray(index.pooled)
     root = index.root
-    if not isinstance(root, str) or not os.path.isabs(root):
+    if images and (not isinstance(root, str) or not os.path.isabs(root)):
         raise _Bad(META, f"the collection root must be an absolute path, got {root!r}")
-    meta = {
+    meta: Dict[str, Any] = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
         "config": index.config,
-        "root": root,
-        "count": n,
+        "source": index.source,
+        "root": root if images else None,
+        "count": len(index.paths),
         "dim": dim,
         "channels": channels,
-        "paths": list(index.paths),
+        "dtype": index.dtype,
         "has_mean": mean is not None,
         "has_whitening": w is not None,
         "whitening_learned": bool(index.whitening_learned),
         "mean_images": index.mean_images,
         "whitening_images": index.whitening_images,
+        "shards": [],
     }
-    _check_meta(meta, INDEX_VERSION)
-    _check_arrays(meta, desc, pooled, mean, w)
+    _check_meta(meta, INDEX_VERSION, writing=True)
+    _check_paths(list(index.paths), len(index.paths), INDEX_VERSION, index.source)
+    if len(store) != len(index.paths):
+        raise _Bad(DESCRIPTORS, f"must have shape (count, dim) = ({len(index.paths)}, {store.dim}) as the paths say, "
+                                f"got ({len(store)}, {store.dim})")
+    for seg in store.segments:
+        _check_rows(DESCRIPTORS, seg.desc, index.dtype, dim, "dim")
+        if images:
+            _check_rows(POOLED, seg.pooled, "float32", channels, "channels")  # type: ignore[arg-type]
+    for seg in store.segments:  # rows already in shards were checked when they were written
+        if not seg.desc.on_disk:
+            for column, name in (("desc", DESCRIPTORS), ("pooled", POOLED)):
+                if column == "pooled" and not images:
+                    continue
+                for _, block in segment_blocks(seg, column, store.window_rows()):
+                    with _field(name):
+                        _validate.finite(np.ascontiguousarray(block, np.float64 if block.dtype == np.float64 else np.float32), "its values")
+    if len(store) and (dim == 0 or (images and channels == 0)):
+        raise _Bad(DESCRIPTORS, f"{len(store)} images with descriptors of dimension {dim} (pooled: {channels})")
+    _check_mean_whitening(meta, mean, w)
     try:
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise _Bad(META, f"the configuration cannot be written as JSON ({e})") from None
-    arrays = {DESCRIPTORS: desc, POOLED: pooled}
-    if mean is not None:
-        arrays[MEAN] = mean
-    return meta, arrays
+    return meta, store
 
 
-def _write_version(
-    staging: Path, meta: Dict[str, Any], arrays: Dict[str, np.ndarray], whitening: Optional[PCAWhitening]
-) -> None:
+def _check_rows(name: str, rows: Optional[Rows], dtype: str, width: int, what: str) -> None:
+    if rows is None:
+        raise _Bad(name, "missing for some rows")
+    if rows.dtype != np.dtype(dtype):
+        raise _Bad(name, f"must be {dtype}, got dtype {rows.dtype}")
+    if rows.shape[1] != width:
+        raise _Bad(name, f"must have shape (rows, {what}) = (rows, {width}) as the metadata says, got {rows.shape}")
+
+
+def _write_version(target: Path, staging: Path, meta: Dict[str, Any], store: Store, index: StoredIndex) -> Store:
+    """Writes a version into ``staging``: its metadata, mean and whitening, and its shards:
+    new rows (and shards a compaction rewrites) as new shard files, shards already in this
+    index as hard links to their files (a fallback copy where the file system has no links),
+    so that each version directory is complete by itself and removing one never removes a
+    file another uses. Returns the segments reading from the new version."""
     w = _writers.me()
     _write_json(staging / WRITER, {
         "host": socket.gethostname(), "pid": w.pid, "process_start": w.start, "boot": w.boot,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
-    for name, array in arrays.items():
-        _write_npy(staging / name, array)
-    if whitening is not None:
-        whitening.save(staging / WHITENING)
-    _write_json(staging / META, meta)
+    if index.mean is not None:
+        _write_npy(staging / MEAN, np.asarray(index.mean))
+    if index.whitening is not None:
+        index.whitening.save(staging / WHITENING)
+    step = store.window_rows()
+    here = os.path.realpath(target)
+    rewrite = _to_rewrite(store, here)
+    paths = list(index.paths)
+    entries: List[Dict[str, Any]] = []
+    segments: List[Segment] = []
+    group: List[Segment] = []
+    start = 0
+    group_start = 0
+
+    def flush() -> None:
+        nonlocal group
+        if not group:
+            return
+        shard = secrets.token_hex(8)
+        rows = sum(s.live for s in group)
+        if not rows:  # an emptied index: no shard
+            group = []
+            return
+        pooled_name = f"{shard}.pooled.npy" if group[0].pooled is not None else None
+        names: Dict[str, Any] = {"descriptors": f"{shard}.desc.npy", "pooled": pooled_name, "paths": f"{shard}.paths.json"}
+        _write_npy_blocks(staging / names["descriptors"], group[0].desc.dtype, (rows, group[0].desc.shape[1]),
+                          (b for s in group for _, b in segment_blocks(s, "desc", step)))
+        if names["pooled"] is not None:
+            _write_npy_blocks(staging / names["pooled"], group[0].pooled.dtype, (rows, group[0].pooled.shape[1]),  # type: ignore[union-attr]
+                              (b for s in group for _, b in segment_blocks(s, "pooled", step)))
+        mine = paths[group_start : group_start + rows]
+        _write_json(staging / names["paths"], mine)
+        entries.append({"rows": rows, "removed": [], **names})
+        segments.append(_open_segment(staging, names, rows, [], tuple(mine)))
+        group = []
+
+    for seg in store.segments:
+        if seg.shard is None or id(seg) in rewrite:
+            if not group:
+                group_start = start
+            group.append(seg)
+        else:
+            flush()
+            entry, saved = _keep_shard(staging, seg, paths[start : start + seg.live], step)
+            entries.append(entry)
+            segments.append(saved)
+        start += seg.live
+    flush()
+    _write_json(staging / META, dict(meta, shards=entries))
     _fsync_dir(staging)
+    out = Store(segments)
+    return out
+
+
+#: A save rewrites the trailing run of small shards (fewer than SMALL_SHARD_ROWS rows each)
+#: into one once there are MERGE_SMALL_SHARDS of them, so that many small adds (the server
+#: saves after each upload) do not leave thousands of files (and open files): a row is
+#: rewritten a bounded number of times, never the whole index.
+SMALL_SHARD_ROWS = 4096
+MERGE_SMALL_SHARDS = 8
+
+
+def _to_rewrite(store: Store, here: str) -> set:
+    """The ids of the saved segments this save rewrites: shards of another index directory
+    (an index saved elsewhere: copied), shards with too many removed rows (compaction), and
+    a long trailing run of small shards."""
+    out = set()
+    for seg in store.segments:
+        if seg.shard is None:
+            continue
+        elsewhere = seg.home is None or os.path.dirname(os.path.realpath(seg.home)) != here
+        dead = len(seg.dead)
+        if elsewhere or (dead and (store.compact_all or dead > COMPACT_DEAD_FRACTION * seg.rows)):
+            out.add(id(seg))
+    tail = []
+    for seg in reversed(store.segments):
+        if seg.shard is not None and seg.rows >= SMALL_SHARD_ROWS:
+            break
+        if seg.shard is not None:
+            tail.append(seg)
+    if len(tail) >= MERGE_SMALL_SHARDS:
+        out.update(id(s) for s in tail)
+    return out
+
+
+def _keep_shard(staging: Path, seg: Segment, live_paths: List[str], step: int) -> Tuple[Dict[str, Any], Segment]:
+    """Links the files of a shard of this index into ``staging`` (its paths file rewritten
+    when the paths changed, e.g. a new root), with its tombstones."""
+    assert seg.shard is not None and seg.home is not None
+    names = dict(json.loads(seg.shard))
+    home = Path(seg.home)
+    _link_or_copy(home / names["descriptors"], staging / names["descriptors"], seg.desc, step)
+    if names["pooled"] is not None:
+        _link_or_copy(home / names["pooled"], staging / names["pooled"], seg.pooled, step)  # type: ignore[arg-type]
+    stored = list(seg.stored_paths or ())
+    alive = seg.alive()
+    if len(stored) == seg.rows and [stored[i] for i in alive] == live_paths:
+        _link_or_copy(home / names["paths"], staging / names["paths"], None, step, text=stored)
+    else:
+        for i, p in zip(alive, live_paths):
+            stored[i] = p
+        names["paths"] = f"{secrets.token_hex(8)}.paths.json"
+        _write_json(staging / names["paths"], stored)
+    removed = [int(r) for r in seg.dead]
+    entry = {"rows": seg.rows, "removed": removed, **names}
+    return entry, replace(seg, home=os.path.abspath(staging), shard=json.dumps(names), stored_paths=tuple(stored))
+
+
+def _link_or_copy(source: Path, destination: Path, rows: Optional[Rows], step: int, text: Optional[List[str]] = None) -> None:
+    """A hard link of ``source`` at ``destination``; where that fails (the source is gone:
+    a concurrent save removed its version; or no hard links here), the content written
+    anew from the rows held open (or ``text``, a paths file)."""
+    try:
+        os.link(source, destination)
+        return
+    except OSError:
+        pass
+    if rows is None:
+        _write_json(destination, text)
+    else:
+        _write_npy_blocks(destination, rows.dtype, rows.shape,
+                          (rows.window(lo, lo + step) for lo in range(0, rows.shape[0], step)))
+
+
+def _open_segment(folder: Path, names: Dict[str, Any], rows: int, removed: List[int],
+                  stored_paths: Tuple[str, ...]) -> Segment:
+    desc = open_rows(folder / names["descriptors"])
+    pooled = None if names["pooled"] is None else open_rows(folder / names["pooled"])
+    return Segment(desc, pooled, np.asarray(removed, np.int64), shard=json.dumps(names),
+                   home=os.path.abspath(folder), stored_paths=stored_paths)
 
 
 def _remove_replaced(target: Path, previous: Tuple[int, Optional[str]], written: str) -> None:
     """After the switch: the version it replaced goes (best effort; a failure leaves a
-    leftover that the next save or load removes)."""
+    leftover that the next save or load removes). Its shard files that the new version
+    uses stay: the new version holds its own links to them."""
     version, name = previous
     try:
-        if version == 2 and name and name != written:
+        if version >= 2 and name and name != written:
             _remove_tree(target / name)
         elif version == 1:
             for data in DATA_FILES:  # the version-1 index that was converted
@@ -486,12 +701,12 @@ def _pointer(root: Path) -> Tuple[int, Optional[str]]:
     data = meta["data"]
     if not isinstance(data, str) or _writers.parse(data) is None:
         raise IndexFileError(f"{path}: 'data' must name a version directory (data-...), got {data!r}")
-    return 2, data
+    return version, data
 
 
 def _current(root: Path) -> Tuple[int, Optional[str]]:
-    """What ``index.json`` names now: ``(2, name)``, ``(1, None)``, or ``(0, None)`` when there
-    is no readable pointer."""
+    """What ``index.json`` names now: ``(version, name)`` (2 or 3), ``(1, None)``, or
+    ``(0, None)`` when there is no readable pointer."""
     try:
         return _pointer(root)
     except (IndexFileError, OSError):
@@ -517,6 +732,8 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
         raise _Bad(str(meta_file), str(e)) from None
     files = {"meta": str(meta_file)}
     files.update({n.split(".")[0]: str(folder / n) for n in DATA_FILES})
+    if version >= 3:
+        return _read_version3(folder, meta, files)
     mode: Optional[Literal["r"]] = "r" if mmap else None
     desc = _read_npy(folder / DESCRIPTORS, mode)
     pooled = _read_npy(folder / POOLED, mode)
@@ -547,6 +764,95 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
     )
 
 
+def _read_version3(folder: Path, meta: Dict[str, Any], files: Dict[str, str]) -> StoredIndex:
+    """A version-3 version: its shards opened (kept open, read window by window), every file
+    checked against the metadata (dtype, shape, finite values streamed), and its mean and
+    whitening."""
+    images = meta["source"] == "images"
+    mean = _read_npy(folder / MEAN, None) if meta["has_mean"] else None
+    whitening = _read_whitening(folder / WHITENING) if meta["has_whitening"] else None
+    segments: List[Segment] = []
+    live_paths: List[str] = []
+    for entry in meta["shards"]:
+        rows = entry["rows"]
+        columns: Dict[str, Optional[Rows]] = {"descriptors": None, "pooled": None}
+        for key, dtype, width, what in (("descriptors", meta["dtype"], meta["dim"], "dim"),
+                                        ("pooled", "float32", meta["channels"], "channels")):
+            if entry[key] is None:
+                continue
+            path = folder / entry[key]
+            try:
+                r = open_rows(path)
+            except FileNotFoundError:
+                raise _Vanished(str(path), "missing file") from None
+            except (OSError, ValueError) as e:
+                raise _Bad(str(path), f"not a readable .npy array, truncated or corrupt ({type(e).__name__}: {e})") from None
+            if r.dtype != np.dtype(dtype):
+                raise _Bad(str(path), f"must be {dtype}, got dtype {r.dtype}")
+            if r.shape != (rows, width):
+                raise _Bad(str(path), f"must have shape (rows, {what}) = ({rows}, {width}) as the metadata says, got {r.shape}")
+            columns[key] = r
+        path = folder / entry["paths"]
+        try:
+            stored = _read_json(path)
+        except FileNotFoundError:
+            raise _Vanished(str(path), "missing file") from None
+        except OSError as e:
+            raise _Bad(str(path), f"cannot be read ({e})") from None
+        if not isinstance(stored, list) or len(stored) != rows:
+            raise _Bad(str(path), f"must be a list of {rows} paths (the shard's rows), got {type(stored).__name__}"
+                       + (f" of {len(stored)}" if isinstance(stored, list) else ""))
+        seg = Segment(columns["descriptors"], columns["pooled"], np.asarray(entry["removed"], np.int64),  # type: ignore[arg-type]
+                      shard=json.dumps({k: entry[k] for k in ("descriptors", "pooled", "paths")}),
+                      home=os.path.abspath(folder), stored_paths=tuple(stored))
+        removed = set(entry["removed"])
+        live_paths.extend(p for i, p in enumerate(stored) if i not in removed)
+        for column, key in (("desc", "descriptors"), ("pooled", "pooled")):
+            if entry[key] is None:
+                continue
+            for _, block in segment_blocks(seg, column, Store([seg]).window_rows()):
+                with _field(str(folder / entry[key])):
+                    _validate.finite(np.ascontiguousarray(block, np.float64 if block.dtype == np.float64 else np.float32), "its values")
+        segments.append(seg)
+    try:
+        _check_paths(live_paths, meta["count"], 3, meta["source"])
+        if meta["count"] and (meta["dim"] == 0 or (images and meta["channels"] == 0)):
+            raise _Bad(DESCRIPTORS, f"{meta['count']} images with descriptors of dimension {meta['dim']} (pooled: {meta['channels']})")
+        if images and any(s.pooled is None for s in segments):
+            raise _Bad(META, "an index of images must have the pooled descriptors of every shard")
+        _check_mean_whitening(meta, mean, whitening)
+    except _Bad as e:
+        raise _Bad(str(folder / e.file) if e.file != META else files["meta"], str(e)) from None
+    if segments:
+        files["descriptors"] = str(folder / meta["shards"][0]["descriptors"])
+        if meta["shards"][0]["pooled"]:
+            files["pooled"] = str(folder / meta["shards"][0]["pooled"])
+    empty = meta["count"] == 0 and meta["dim"] == 0 and meta["channels"] == 0
+    if not segments and not empty:  # every row removed: the dimensions stay known
+        segments.append(Segment(
+            Rows(np.empty((0, meta["dim"]), meta["dtype"])),
+            Rows(np.empty((0, meta["channels"]), np.float32)) if images else None,
+            np.empty(0, np.int64),
+        ))
+    return StoredIndex(
+        config=meta["config"],
+        paths=live_paths,
+        descriptors=None,
+        pooled=None,
+        mean=mean,
+        whitening=whitening,
+        whitening_learned=meta["whitening_learned"],
+        root=meta["root"],
+        mean_images=meta["mean_images"],
+        whitening_images=meta["whitening_images"],
+        version=3,
+        files=files,
+        store=None if empty else Store(segments),
+        source=meta["source"],
+        dtype=meta["dtype"],
+    )
+
+
 def _read_npy(path: Path, mode: Optional[Literal["r"]]) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode=mode, allow_pickle=False)
@@ -571,7 +877,7 @@ def _read_whitening(path: Path) -> PCAWhitening:
 # ---------------------------------------------------------------------------------------------
 # The checks (shared by writing and reading: whatever is saved loads).
 # ---------------------------------------------------------------------------------------------
-def _check_meta(meta: Any, version: int) -> None:
+def _check_meta(meta: Any, version: int, *, writing: bool = False) -> None:
     """The fields of the metadata of ``version`` (raises _Bad without a file name)."""
     if not isinstance(meta, dict):
         raise _Bad(META, f"expected a JSON object, got {type(meta).__name__}")
@@ -602,9 +908,51 @@ def _check_meta(meta: Any, version: int) -> None:
                 if not meta[learned]:
                     raise _Bad(META, f"{key!r} is {meta[key]} but {learned!r} is false")
         root = meta["root"]
-        if not isinstance(root, str) or not os.path.isabs(root):
+        if version >= 3 and meta["source"] == "descriptors":
+            if root is not None:
+                raise _Bad(META, f"'root' must be null for an index of descriptors, got {root!r}")
+        elif not isinstance(root, str) or not os.path.isabs(root):
             raise _Bad(META, f"'root' must be an absolute path, got {root!r}")
-    paths = meta["paths"]
+    if version >= 3:
+        _check_v3_fields(meta, writing)
+    else:
+        _check_paths(meta["paths"], count, version, "images")
+
+
+def _check_v3_fields(meta: Dict[str, Any], writing: bool = False) -> None:
+    if meta["source"] not in SOURCES:
+        raise _Bad(META, f"'source' must be one of {list(SOURCES)}, got {meta['source']!r}")
+    if meta["dtype"] not in DESCRIPTOR_DTYPES:
+        raise _Bad(META, f"'dtype' must be one of {list(DESCRIPTOR_DTYPES)}, got {meta['dtype']!r}")
+    shards = meta["shards"]
+    if not isinstance(shards, list):
+        raise _Bad(META, f"'shards' must be a list, got {type(shards).__name__}")
+    live, seen = 0, set()
+    for i, entry in enumerate(shards):
+        where = f"'shards'[{i}]"
+        if not isinstance(entry, dict) or sorted(entry) != sorted(_SHARD_KEYS):
+            raise _Bad(META, f"{where} must be an object with the keys {list(_SHARD_KEYS)}, got {entry!r}"[:300])
+        with _field(META):
+            rows = _validate.integer(entry["rows"], f"{where}['rows']", minimum=1)
+        removed = entry["removed"]
+        if (not isinstance(removed, list) or any(type(r) is not int or not 0 <= r < rows for r in removed)
+                or any(b <= a for a, b in zip(removed, removed[1:])) or len(removed) >= rows):
+            raise _Bad(META, f"{where}['removed'] must list distinct rows of the shard in increasing order (fewer than its {rows}), got {str(removed)[:100]}")
+        for key, kind in (("descriptors", "desc.npy"), ("pooled", "pooled.npy"), ("paths", "paths.json")):
+            name = entry[key]
+            if key == "pooled" and name is None and meta["source"] == "descriptors":
+                continue
+            if not isinstance(name, str) or not SHARD_FILE.match(name) or not name.endswith(kind) or name in seen:
+                raise _Bad(META, f"{where}[{key!r}] must name a shard file (16 hex digits + '.{kind}', used once), got {name!r}")
+            seen.add(name)
+        live += rows - len(removed)
+    if live != meta["count"] and not writing:  # (a save checks its rows against its paths)
+        raise _Bad(META, f"the shards hold {live} rows (removed ones left out), 'count' says {meta['count']}")
+
+
+def _check_paths(paths: Any, count: int, version: int, source: str) -> None:
+    """The stored paths: ``count`` distinct non-empty strings; an index of images stores them
+    absolute or normalised relative to the root (version >= 2)."""
     if not isinstance(paths, list):
         raise _Bad(META, f"'paths' must be a list of strings, got {type(paths).__name__}")
     if len(paths) != count:
@@ -614,7 +962,8 @@ def _check_meta(meta: Any, version: int) -> None:
             raise _Bad(META, f"'paths'[{i}] must be a non-empty string (a file path), got {p!r}")
         # Version 2 stores paths inside the root normalised ("a/b.jpg": no '', '.' or '..'
         # parts), so that they join to the root as they are; the others absolute.
-        if version >= 2 and not os.path.isabs(p) and any(part in ("", ".", "..") for part in p.split("/")):
+        if (version >= 2 and source == "images" and not os.path.isabs(p)
+                and any(part in ("", ".", "..") for part in p.split("/"))):
             raise _Bad(META, f"'paths'[{i}] must be absolute or normalised relative to the root (no '.', '..' or empty parts), got {p!r}")
     if len(set(paths)) != len(paths):
         seen: set = set()
@@ -640,6 +989,16 @@ def _check_arrays(
             _validate.finite(arr, "its values")
     if n and (d == 0 or c == 0):
         raise _Bad(DESCRIPTORS, f"{n} images with descriptors of dimension {d} (pooled: {c})")
+    _check_mean_whitening(meta, mean, whitening)
+
+
+def _check_mean_whitening(meta: Dict[str, Any], mean: Optional[np.ndarray], whitening: Optional[PCAWhitening]) -> None:
+    """The mean and the whitening against the metadata's dimensions."""
+    n, d, c = meta["count"], meta["dim"], meta["channels"]
+    if meta.get("source") == "descriptors":
+        if mean is not None or whitening is not None:
+            raise _Bad(META, "an index of descriptors computed elsewhere has no HeW mean and no whitening")
+        return
     known = not (n == 0 and d == 0 and c == 0)  # a fresh empty index has no dimensions yet
     if mean is not None:
         if mean.dtype not in _validate.FLOAT_DTYPES:
@@ -719,7 +1078,7 @@ def collect_leftovers(directory: PathLike) -> List[str]:
             continue
         if _remove_tree(Path(path)):
             removed.append(entry.name)
-    if _current(root)[0] == 2:
+    if _current(root)[0] >= 2:
         for name in DATA_FILES:
             p = root / name
             if p.is_file() and not p.is_symlink() and _unlink(p):
@@ -763,6 +1122,22 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _write_npy_blocks(path: Path, dtype: np.dtype, shape: Tuple[int, int], blocks: Iterator[np.ndarray]) -> None:
+    """A ``.npy`` file of ``shape`` written block by block (bounded memory), fsync-ed."""
+    written = 0
+    with open(path, "xb") as f:
+        np.lib.format.write_array_header_2_0(
+            f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+        )
+        for block in blocks:
+            f.write(np.ascontiguousarray(block, dtype).tobytes())
+            written += len(block)
+        f.flush()
+        os.fsync(f.fileno())
+    if written != shape[0]:
+        raise AssertionError(f"{path}: wrote {written} rows, expected {shape[0]}")  # pragma: no cover
 
 
 def _make_dir(path: Path) -> None:

@@ -529,7 +529,7 @@ class Index:
             InvalidInputError: paths not unique, a row count or width that does not match,
                 non-finite rows, a HeW index without a mean.
         """
-        index = cls(config=config, whitening=whitening, root=root, runtime=runtime)
+        index = cls(config=config, whitening=whitening, root=None if root is None else os.fspath(root), runtime=runtime)
         added = [_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)]
         if len(set(added)) != len(added):
             raise InvalidInputError("paths lists the same image twice")

@@ -152,6 +152,39 @@ def test_a_killed_worker_s_part_is_retried(cluster, folder, local, tmp_path):
     assert_same_index(index, local)
 
 
+class CrashOnWidth:
+    """Kills its worker at every image whose input is ``width`` pixels wide (a poison image)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def __call__(self, config, runtime, threads):
+        extractor = Extractor(max_size=config.max_size, scales=config.scales, runtime=runtime, num_threads=threads)
+        forward, width = extractor.forward_prepared, self.width
+
+        def crash_on_width(arrays):
+            if arrays[0].shape[1] == width:
+                os._exit(1)
+            return forward(arrays)
+
+        extractor.forward_prepared = crash_on_width
+        return extractor
+
+
+def test_an_image_that_kills_every_worker_is_reported_not_fatal(cluster, tmp_path):
+    """Its part is retried (Ray restarts the worker) a bounded number of times, then its image
+    is skipped with the reason and the other parts make the index."""
+    good = write_images(tmp_path / "photos", [f"g{i}.png" for i in range(3)], size=40)
+    (poison,) = write_images(tmp_path / "photos", ["poison.png"], size=57)  # 57 x 60 pixels
+    paths = sorted(good + [poison])
+    config = IndexConfig(max_size=96, scales=(1.0,), whiten="none", mean_sample=2)
+    with pytest.warns(UserWarning, match="could not be read"):
+        index = distributed.build_index(paths, config, output=tmp_path / "p.index", batch_size=1,
+                                        extractor_factory=CrashOnWidth(60))
+    assert index.skipped == [(poison, distributed.FAILED_PART)]
+    assert sorted(index.paths) == sorted(good)
+
+
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(InvalidInputError, match="nothing to index"):
         distributed.build_index([], output=tmp_path / "x")

@@ -222,7 +222,7 @@ def _absolute(path: Any, i: int) -> str:
 @contextlib.contextmanager
 def _cluster(ray: Any, address: Optional[str], workers: Optional[int], progress: bool) -> Iterator[float]:
     """Joins ``address`` or starts a local cluster unless this process is in one already;
-    yields the cluster's CPUs; shuts down what it started. Ray Data's INFO log lines are
+    yields the cluster's CPUs; shuts down what it started. Ray Data's log lines below ERROR are
     silenced (and its progress bars, unless ``progress``) while the build runs."""
     with warnings.catch_warnings():
         # Ray's own deprecation notices about its internals (Ray 2.60 warns when it copies its
@@ -253,7 +253,7 @@ def _joined(ray: Any, address: Optional[str], workers: Optional[int], progress: 
     level = logger.level
     context.enable_progress_bars = progress
     context.max_errored_blocks = -1  # a part that fails on every try is reported, not fatal
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)  # its INFO lines and tuning hints ("Progress bars disabled")
     try:
         yield float(ray.cluster_resources().get("CPU", 1.0))
     finally:

@@ -252,6 +252,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         scales=(1.0,) if args.single_scale else DEFAULT_SCALES,
         whiten="none" if args.no_whiten else "auto",
     )
+    workers = None
+    if args.workers is not None:
+        if args.ray is None:
+            raise InvalidInputError("--workers sizes the Ray cluster's extractor pool: it needs --ray")
+        workers = _validate.integer_text(args.workers, "--workers", minimum=1, maximum=MAX_RAY_WORKERS)
+    if args.ray is not None:
+        from ..distributed import _ray
+
+        _ray()  # MissingDependencyError (pip install "heatsearch[ray]") before anything is read
     folder = os.path.abspath(args.folder)
     scan = scan_folder(folder, recursive=not args.no_recursive)
     if not scan.images:
@@ -262,15 +271,25 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"{args.folder} holds no image files ({', '.join(SUPPORTED_EXTENSIONS)})"
             f"{'' if args.no_recursive else ', in any of its folders'}: nothing to index"
         )
-    # The network's weights are loaded (and checked) before the first image.
-    extractor = _with_progress(Index(config=config, runtime=args.runtime), len(scan.images), not args.quiet)
-    t = time.perf_counter()
-    try:
-        index = Index.build(folder, config, whitening=whitening, extractor=extractor,
-                            recursive=not args.no_recursive, runtime=args.runtime)
-    finally:
-        extractor.close()
-    elapsed = time.perf_counter() - t
+    if args.ray is not None:
+        from ..distributed import build_index
+
+        t = time.perf_counter()
+        # Saved by build_index itself: its parts (what a rerun resumes from) go only after that.
+        index = build_index(scan.images, config, output=args.output, address=args.ray or None,
+                            num_workers=workers, whitening=whitening, root=folder, runtime=args.runtime,
+                            progress=not args.quiet)
+        elapsed = time.perf_counter() - t
+    else:
+        # The network's weights are loaded (and checked) before the first image.
+        extractor = _with_progress(Index(config=config, runtime=args.runtime), len(scan.images), not args.quiet)
+        t = time.perf_counter()
+        try:
+            index = Index.build(folder, config, whitening=whitening, extractor=extractor,
+                                recursive=not args.no_recursive, runtime=args.runtime)
+        finally:
+            extractor.close()
+        elapsed = time.perf_counter() - t
     skipped = sorted(scan.skipped + list(index.skipped))
     _list_skipped("index", skipped)
     args._listed = [p for p, _ in skipped]
@@ -278,7 +297,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             f"none of the {len(scan.images)} image files under {args.folder} could be read: no index written"
         )
-    index.save(args.output)
+    if args.ray is None:
+        index.save(args.output)
     learned = []
     if index.mean is not None:
         learned.append(f"HeW centering mean from {index.mean_images} images")
@@ -540,6 +560,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # -- serve ---------------------------------------------------------------------------------
 #: --workers takes 1 to this many processes.
 MAX_WORKERS = 64
+#: index --ray --workers takes 1 to this many extractor actors (a cluster of 100 nodes of 64 CPUs).
+MAX_RAY_WORKERS = 6400
 
 
 def _loopback(host: str) -> bool:
@@ -796,6 +818,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--single-scale", action="store_true", help="one scale instead of 1, 1/sqrt(2), 1/2 (faster)")
     i.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="extract on a Ray cluster (pip install 'heatsearch[ray]'): a running one at ADDRESS "
+                   "(e.g. auto, ray://head:10001), or without ADDRESS a local one on 127.0.0.1. Same index and "
+                   "report; a rerun after an interruption resumes from the finished parts")
+    i.add_argument("--workers", default=None, help=f"with --ray: extractor workers, 1-{MAX_RAY_WORKERS} (default: "
+                   "the cluster's CPUs, one worker each)")
     _add_runtime(i)
     i.set_defaults(func=cmd_index)
 

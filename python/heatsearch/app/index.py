@@ -626,8 +626,7 @@ class Index:
         if self.config.pooling == "hew" and self.mean is None and new:
             from ..hew import local_mean
 
-            step = max(1, len(new) // max(1, self.config.mean_sample))
-            for path, fmap, why in self._feature_maps(new[::step][: self.config.mean_sample], progress):
+            for path, fmap, why in self._feature_maps(mean_sample(new, self.config.mean_sample), progress):
                 if fmap is None:
                     skipped.append((path, why))
                 else:
@@ -646,21 +645,77 @@ class Index:
             rows.append(self._pool(fmap))
             added.append(path)
         if rows:
-            pooled = np.stack(rows).astype(np.float32)
-            # Only the new rows are appended (a new segment): nothing existing is copied.
-            desc = self.postprocess(pooled.astype(np.float64)).astype(self.config.storage_dtype)
-            self._append_rows(desc, pooled)
-            self.paths.extend(added)
-            self._graph = None
-            if self.config.whiten == "auto" and self.whitening is None and len(self) >= AUTO_WHITENING_MIN_IMAGES:
-                self.refit_whitening()  # learned once, then kept: descriptors stay comparable
+            self._append_pooled(added, np.stack(rows).astype(np.float32))
+        self._report_skipped(skipped)
+        return skipped
+
+    def _append_pooled(self, added: List[str], pooled: np.ndarray) -> None:
+        """Appends the rows of checked absolute paths ``added`` and their pooled descriptors
+        ``(len(added), C)`` float32, learning the whitening once the index is large enough
+        (:data:`AUTO_WHITENING_MIN_IMAGES`). The one place :meth:`add` and
+        :meth:`_from_pooled` (:mod:`heatsearch.distributed`) turn pooled rows into an index."""
+        # Only the new rows are appended (a new segment): nothing existing is copied.
+        desc = self.postprocess(pooled.astype(np.float64)).astype(self.config.storage_dtype)
+        self._append_rows(desc, pooled)
+        self.paths.extend(added)
+        self._graph = None
+        if self.config.whiten == "auto" and self.whitening is None and len(self) >= AUTO_WHITENING_MIN_IMAGES:
+            self.refit_whitening()  # learned once, then kept: descriptors stay comparable
+
+    def _report_skipped(self, skipped: List[Tuple[str, str]]) -> None:
+        """Records ``(path, reason)`` of images that were not indexed, with one warning."""
         if skipped:
             warnings.warn(
                 f"{len(skipped)} image(s) could not be read or gave no usable features and were "
                 f"skipped, e.g. {skipped[0][0]}: {skipped[0][1]}"
             )
             self.skipped.extend(skipped)
-        return skipped
+
+    @classmethod
+    def _from_pooled(
+        cls,
+        config: IndexConfig,
+        paths: Sequence[str],
+        pooled: np.ndarray,
+        *,
+        mean: Optional[np.ndarray],
+        mean_images: Optional[int],
+        skipped: Sequence[Tuple[str, str]] = (),
+        whitening: Optional[PCAWhitening] = None,
+        root: Optional[PathLike] = None,
+        runtime: str = "auto",
+    ) -> "Index":
+        """The index :meth:`add` would have made of ``paths`` (absolute, in :meth:`add`'s row
+        order: see :func:`mean_sample`) from their pooled descriptors ``(n, C)`` float32,
+        pooled elsewhere with ``mean`` ``(C,)`` (learned on ``mean_images`` images): the
+        whitening and the final descriptors are made here, as :meth:`add` makes them.
+        ``skipped``: the ``(path, reason)`` of images that were not indexed (warned about).
+        Used by :func:`heatsearch.distributed.build_index`.
+
+        Raises:
+            InvalidInputError: paths not unique, a row count or width that does not match,
+                non-finite rows, a HeW index without a mean.
+        """
+        index = cls(config=config, whitening=whitening, root=None if root is None else os.fspath(root), runtime=runtime)
+        added = [_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)]
+        if len(set(added)) != len(added):
+            raise InvalidInputError("paths lists the same image twice")
+        rows = _validate.rows(pooled, "pooled") if len(added) else None
+        if rows is not None:
+            _validate.finite(rows, "pooled")
+            if rows.shape[0] != len(added):
+                raise InvalidInputError(f"{len(added)} paths but {rows.shape[0]} pooled rows")
+            if config.pooling == "hew" and (mean is None or np.shape(mean) != (rows.shape[1],)):
+                raise InvalidInputError(
+                    f"a HeW index needs its centering mean of shape ({rows.shape[1]},), got "
+                    f"{None if mean is None else np.shape(mean)}"
+                )
+        index.mean = None if mean is None else np.asarray(mean, np.float32)
+        index.mean_images = mean_images if mean is not None else None
+        if rows is not None:
+            index._append_pooled(added, np.ascontiguousarray(rows, np.float32))
+        index._report_skipped(list(skipped))
+        return index
 
     def remove(self, paths: Iterable[PathLike]) -> int:
         """Removes images by path (absolute, or relative to the current directory); returns
@@ -1236,6 +1291,16 @@ Index.pooled = property(  # type: ignore[assignment]
     lambda self, value: self._set_column("pooled", value),
     doc="``(n, C)`` float32 pooled descriptors, None for an index of descriptors (see ``Index._column``).",
 )
+
+
+def mean_sample(paths: Sequence[str], size: int) -> List[str]:
+    """The images whose local features give the HeW centering mean of a new index of
+    ``paths``: every ``len(paths) // size``-th one (at least every one), at most ``size``
+    (``IndexConfig.mean_sample``). :meth:`Index.add` extracts them first and so puts their rows
+    first, then the other images in their order; :mod:`heatsearch.distributed` follows the
+    same rule and the same order."""
+    step = max(1, len(paths) // max(1, size))
+    return list(paths[::step][:size])
 
 
 def _forward_when_ready(extractor: Any, job: "Future[List[np.ndarray]]") -> Any:

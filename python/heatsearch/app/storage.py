@@ -15,6 +15,8 @@ An index is a directory (format version 3)::
         mean.npy                  (C,) HeW centering mean (HeW pooling, once images were added)
         whitening.npz             the fitted PCAWhitening (when there is one)
         writer.json               who wrote this version (host, pid, time), for people
+      .heatsearch-parts/        only while heatsearch.distributed builds the index: its
+                                finished parts, what a rerun resumes from (PARTS_DIR)
 
 ``index.json`` is the pointer: it names the one complete version. A version's rows are its
 shards in order, less the rows each lists as ``removed`` (tombstones: a remove rewrites no
@@ -87,6 +89,7 @@ __all__ = [
     "is_internal_name",
     "INDEX_FORMAT",
     "INDEX_VERSION",
+    "PARTS_DIR",
     "READ_VERSIONS",
     "StoredIndex",
     "check_target",
@@ -111,6 +114,10 @@ MEAN = "mean.npy"
 WHITENING = "whitening.npz"
 #: The array files of a version (in INDEX/ itself for version 1).
 DATA_FILES = (DESCRIPTORS, POOLED, MEAN, WHITENING)
+#: The folder inside an index where :func:`heatsearch.distributed.build_index` keeps the parts
+#: of a build in progress (what a rerun resumes from); removed once the index is saved. A target
+#: holding it is still an index (or an interrupted build of one) that may be written.
+PARTS_DIR = ".heatsearch-parts"
 #: The new pointer, written inside the new version's directory and renamed over index.json.
 _NEW_POINTER = "index.json.new"
 
@@ -229,10 +236,11 @@ def check_target(directory: PathLike) -> None:
                 f"{shown} is not a heatsearch index ({POINTER} {why}): refusing to replace it; "
                 "nothing was written"
             )
-        foreign = [n for n in names if n != POINTER and n not in DATA_FILES and not _is_version_dir(target, n)]
+        foreign = [n for n in names if n != POINTER and n not in DATA_FILES and not _is_version_dir(target, n)
+                   and not _is_parts_dir(target, n)]
         what = "holds files that are not part of a heatsearch index"
     else:
-        foreign = [n for n in names if not _is_version_dir(target, n)]
+        foreign = [n for n in names if not _is_version_dir(target, n) and not _is_parts_dir(target, n)]
         what = f"is not a heatsearch index (no {POINTER}) and is not empty; it holds"
     if foreign:
         listed = ", ".join(repr(n) for n in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
@@ -259,6 +267,10 @@ def _not_an_index(pointer: Path) -> str:
     if type(version) is not int or version not in READ_VERSIONS:
         return f"has version {version!r}; this heatsearch reads versions {list(READ_VERSIONS)}"
     return ""
+
+
+def _is_parts_dir(parent: Path, name: str) -> bool:
+    return name == PARTS_DIR and (parent / name).is_dir() and not (parent / name).is_symlink()
 
 
 def _is_version_dir(parent: Path, name: str) -> bool:

@@ -483,22 +483,7 @@ class Extractor:
         ``(H_s, W_s, 3)`` uint8 arrays (float32 in [0, 1] for float input), see
         :func:`heatsearch.vision.images.prepare_image`.
         """
-        rgb = _images.to_rgb(image, self.exif_transpose)
-        full_h, full_w = rgb.shape[:2]
-        if bbox is not None:
-            rgb = _images.crop(rgb, bbox)
-        base = _images.base_scale(full_h, full_w, self.max_size)
-        out = []
-        for s in self.scales:
-            arr = _images.resize(rgb, base * s)
-            h, w = arr.shape[:2]
-            if min(h, w) < self.info.min_size:
-                raise InvalidInputError(
-                    f"{_describe(image)} is {w} x {h} pixels (width x height) at scale {s:g}; "
-                    f"{self.backbone} {self.layer} needs at least {self.info.min_size} per side"
-                )
-            out.append(arr)
-        return out
+        return _prepare(image, bbox, self.info, self.scales, self.max_size, self.exif_transpose)
 
     def feature_map(self, image: ImageLike, bbox: BBox = None) -> FeatureMaps:
         """The feature map of one image.
@@ -647,6 +632,35 @@ class Extractor:
                 torch.set_num_threads(prev)
         out = y.numpy()
         return [out[b].copy() for b in range(out.shape[0])]
+
+
+def _prepare(
+    image: ImageLike,
+    bbox: BBox,
+    info: LayerInfo,
+    scales: Sequence[float],
+    max_size: Optional[int],
+    exif_transpose: bool,
+) -> List[np.ndarray]:
+    """:meth:`Extractor.prepare` without an extractor (no network is built): what
+    :mod:`heatsearch.distributed` decodes in tasks of their own, ahead of the actors that run
+    the network. ``info``: the layer's :class:`LayerInfo` (its minimum input side)."""
+    rgb = _images.to_rgb(image, exif_transpose)
+    full_h, full_w = rgb.shape[:2]
+    if bbox is not None:
+        rgb = _images.crop(rgb, bbox)
+    base = _images.base_scale(full_h, full_w, max_size)
+    out = []
+    for s in scales:
+        arr = _images.resize(rgb, base * s)
+        h, w = arr.shape[:2]
+        if min(h, w) < info.min_size:
+            raise InvalidInputError(
+                f"{_describe(image)} is {w} x {h} pixels (width x height) at scale {s:g}; "
+                f"{info.backbone} {info.layer} needs at least {info.min_size} per side"
+            )
+        out.append(arr)
+    return out
 
 
 def _describe(image: Any) -> str:

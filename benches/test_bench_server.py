@@ -13,6 +13,10 @@ Indexes, built in the setup:
   indexed with the default configuration (three scales, HeW, a learned whitening) on ONNX
   Runtime. Image queries upload a 1024 x 768 JPEG (a photo that is not in the index) as
   multipart ``file``, with the default ``k`` (10) and ``rerank`` ("auto").
+* ``images-1scale``: the same photos indexed at one scale (``IndexConfig(scales=(1.0,))``,
+  ``heatsearch index --single-scale``): one network pass per query instead of the default's
+  three (1, 1/sqrt 2, 1/2: 1.75 full passes), the setting for a latency budget; README
+  "Serving under load" has its cost in mAP on the four protocols.
 * ``descriptors``: 100,000 rows of dimension 512 (random non-negative pooled descriptors, signed
   square root + L2 to unit rows, no whitening), paths that do not exist (a descriptor query
   never opens them). Descriptor queries post ``{"descriptor": [...]}`` (512 floats, one of 64
@@ -137,6 +141,10 @@ def data(tmp_path_factory) -> Dict[str, Any]:
         warnings.simplefilter("ignore")
         images = Index.build(photos, runtime=RUNTIMES[0] if RUNTIMES else "auto")
     images.save(root / "images.index")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = Index.build(photos, IndexConfig(scales=(1.0,)), runtime=RUNTIMES[0] if RUNTIMES else "auto")
+    single.save(root / "images-1scale.index")
     # -- the descriptor index: 100k unit rows (paths need not exist)
     rng = np.random.default_rng(0)
     pooled = np.abs(rng.standard_normal((ROWS, DIM), dtype=np.float32))
@@ -167,6 +175,7 @@ def data(tmp_path_factory) -> Dict[str, Any]:
         (to_index / f"{i:03d}.jpg").write_bytes(_jpeg(img))
     return {
         "images": root / "images.index",
+        "images-1scale": root / "images-1scale.index",
         "descriptors": root / "descriptors.index",
         "upload": _jpeg(_photo_1024x768("camera")),
         "queries": {rr: [json.dumps({"descriptor": [float(x) for x in row], **({} if rr == "auto" else {"rerank": rr})}).encode()
@@ -248,7 +257,7 @@ def servers(data, request):
                 s.stop()
             live.clear()
             live[(kind, runtime)] = Server(data[kind], runtime, data["root"] / f"{kind}-{runtime}.log",
-                                           warmup=kind == "images")
+                                           warmup=kind.startswith("images"))
         return live[(kind, runtime)]
 
     yield get
@@ -327,15 +336,16 @@ def _descriptor_request(data: Dict[str, Any], rerank: str = "auto") -> Any:
 
 
 LOAD_CASES = [(rt, kind, rr, c) for rt in RUNTIMES
-              for kind, rr in [("images", "auto")] + [("descriptors", r) for r in DESCRIPTOR_RERANKS] for c in CLIENTS]
+              for kind, rr in [("images", "auto"), ("images-1scale", "auto")] + [("descriptors", r) for r in DESCRIPTOR_RERANKS] for c in CLIENTS]
 
 
 @pytest.mark.parametrize("runtime,kind,rerank,clients", LOAD_CASES,
                          ids=[f"{rt}-{kind}-{rr}-{c}clients" for rt, kind, rr, c in LOAD_CASES])
 def test_load(benchmark, data, servers, runtime, kind, rerank, clients):
     server = servers(kind, runtime)
-    make = _image_request(data) if kind == "images" else _descriptor_request(data, rerank)
-    n = max(IMAGE_REQUESTS, 2 * clients) if kind == "images" else DESCRIPTOR_REQUESTS
+    images = kind.startswith("images")
+    make = _image_request(data) if images else _descriptor_request(data, rerank)
+    n = max(IMAGE_REQUESTS, 2 * clients) if images else DESCRIPTOR_REQUESTS
     before = loadavg()
     out: Dict[str, Any] = {}
     benchmark.group = f"server load: {kind} queries"
@@ -405,9 +415,9 @@ def _write_table(reporter: Any) -> None:
     reporter.write_line("")
     reporter.write_line("server load (latency ms; throughput requests/s; loadavg before -> after)")
     for r in ROWS_OUT:
-        if r["kind"] in ("images", "descriptors"):
+        if r["kind"] in ("images", "images-1scale", "descriptors"):
             reporter.write_line(
-                f"  {r['runtime']:5} {r['kind']:11} rerank {r['rerank']:4} {r['clients']:2} clients  n={r['requests']:4} "
+                f"  {r['runtime']:5} {r['kind']:13} rerank {r['rerank']:4} {r['clients']:2} clients  n={r['requests']:4} "
                 f"p50 {r['p50_ms']:8.1f}  p95 {r['p95_ms']:8.1f}  p99 {r['p99_ms']:8.1f}  "
                 f"{r['throughput_per_s']:7.1f}/s  errors {r['errors']}  load {r['loadavg_before']} -> {r['loadavg_after']}")
         elif r["kind"] == "rss":

@@ -92,7 +92,7 @@ _EXACT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64
 def _faiss() -> Any:
     """The faiss module, or MissingDependencyError naming the extra."""
     try:
-        import faiss  # type: ignore[import-untyped]
+        import faiss
     except ImportError as e:
         raise MissingDependencyError(f"approximate search needs FAISS (faiss-cpu): {PIP}") from e
     return faiss
@@ -262,10 +262,10 @@ class AnnIndex:
                 break
             held.append(_block(more, f"rows[{len(held)}]", index.d))
         index.train(np.concatenate(held)[:want])
-        for b in held:
-            index.add(b)
-        for i, b in enumerate(blocks, start=len(held)):
-            index.add(_block(b, f"rows[{i}]", index.d))
+        for block in held:
+            index.add(block)
+        for i, more in enumerate(blocks, start=len(held)):
+            index.add(_block(more, f"rows[{i}]", index.d))
         return index
 
     @property

@@ -49,9 +49,12 @@ import numpy as np
 
 from .. import _validate
 from ..aggregate import POOLINGS
+from ..ann import ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
 from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
-from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError
-from ..pipeline import RERANKERS, rank
+from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError, MissingDependencyError
+from ..diffusion import DEFAULT_TRUNCATION
+from ..pipeline import AUTO_DEPTH, RERANKERS, rank
+from ..rerank import DEFAULT_DEPTH
 from ..postprocess import PostProcess
 from ..vision.backbones import BACKBONES
 from ..vision.images import SUPPORTED_EXTENSIONS
@@ -118,6 +121,15 @@ WARMUP_SIZE = 224
 COSINE_CHUNK = 4096
 #: Rows :meth:`Index.unwhitened` post-processes at a time (in float64, then kept as float32).
 UNWHITENED_CHUNK = 4096
+#: What :attr:`IndexConfig.ann` takes: None (exact search), "auto" (hnsw from
+#: :data:`heatsearch.ann.AUTO_MIN_ROWS` rows on, exact below) or a kind of
+#: :data:`heatsearch.ann.ANN_KINDS`.
+ANN_CHOICES = (None, "auto") + ANN_KINDS
+#: The least shortlist an approximate search ranks exactly (and re-ranks): the top 100, where
+#: the backends' recall is measured (README, "Scale"); deeper when ``k`` or the re-ranker needs.
+ANN_SHORTLIST = 100
+#: The file of the approximate index in a saved index's version directory.
+ANN_FILE = "ann.faiss"
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,14 @@ class IndexConfig:
     #: Images whose local features give the HeW centering mean (evenly spaced over the
     #: database; all of them when the database is smaller).
     mean_sample: int = 256
+    #: Approximate search (:mod:`heatsearch.ann`, the ``ann`` extra), one of
+    #: :data:`ANN_CHOICES`: None (default: exact search), "auto", "ivfpq" or "hnsw". See
+    #: :meth:`Index.search` for how re-rankers run on its shortlist.
+    ann: Optional[str] = None
+    #: Overrides of the ANN parameters chosen from n (:class:`heatsearch.ann.AnnParams`, or a
+    #: dict of its fields: nlist, m, nbits, nprobe, M, ef_construction, ef_search, refine,
+    #: train_size); None: the rule of :func:`heatsearch.ann.ann_params`.
+    ann_params: Optional[AnnParams] = None
 
     def __post_init__(self) -> None:
         _validate.choice(self.backbone, "backbone", BACKBONES)
@@ -166,6 +186,11 @@ class IndexConfig:
         else:
             object.__setattr__(self, "shrinkage", _validate.real(self.shrinkage, "shrinkage", low=0.0, high=1.0))
         _validate.integer(self.mean_sample, "mean_sample", minimum=1)
+        _validate.choice(self.ann, "ann", ANN_CHOICES)
+        if isinstance(self.ann_params, dict):
+            object.__setattr__(self, "ann_params", AnnParams.from_dict(self.ann_params))
+        elif self.ann_params is not None and not isinstance(self.ann_params, AnnParams):
+            raise InvalidDTypeError(f"ann_params must be AnnParams, a dict or None, got {type(self.ann_params).__name__}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -182,6 +207,8 @@ class IndexConfig:
             # Written before heatsearch 0.3, whose learned whitening had no shrinkage: the
             # index's whitening.npz holds it, and refit_whitening() re-learns it alike.
             d = {**d, "shrinkage": 0.0}
+        # Written before the ANN backend: exact search, as then.
+        d = {"ann": None, "ann_params": None, **d}
         known = list(cls.__dataclass_fields__)
         unknown = sorted(set(d) - set(known))
         missing = [k for k in known if k not in d]
@@ -285,6 +312,10 @@ class Index:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
     _graph: Any = field(default=None, repr=False)
+    #: The approximate index (an :class:`heatsearch.ann.AnnIndex` over the first ``ntotal``
+    #: rows of :attr:`descriptors`): built at the first search, extended when rows are
+    #: appended, dropped when rows change (remove, a new whitening).
+    _ann: Any = field(default=None, repr=False, compare=False)
     root: Optional[str] = None
     #: What runs the network when the index builds its extractor: "auto" (default: ONNX
     #: Runtime where installed and able, else torch), "torch" or "onnx"; see
@@ -374,6 +405,7 @@ class Index:
         self.whitening_images = len(self)
         self.descriptors = self.postprocess(np.asarray(self.pooled, np.float64)).astype(np.float32)
         self._graph = None
+        self._ann = None  # every row changed
 
     @property
     def postprocess(self) -> PostProcess:
@@ -510,6 +542,7 @@ class Index:
             self.descriptors = np.asarray(self.descriptors)[keep]
             self.pooled = np.asarray(self.pooled)[keep]
         self._graph = None
+        self._ann = None  # row numbers changed: rebuilt at the next search
         return len(drop)
 
     def sync(self, *, recursive: bool = True, progress: bool = False) -> SyncResult:
@@ -683,7 +716,10 @@ class Index:
                 items[i] = self._decoded(items[i], i, single, exif)
         if images:
             Q[images] = self._describe_images([items[i] for i in images], [boxes[i] for i in images], single)
-        if base == "diffusion":
+        depth = 0 if verifier is None else min(verifier.depth, len(self))
+        first_k = None if kk is None else max(kk, depth)
+        ann = self._get_ann() if first_k is not None else None
+        if base == "diffusion" and ann is None:
             with self._lock:
                 if self._graph is None:
                     from ..knn import knn_graph
@@ -691,9 +727,10 @@ class Index:
                     self._graph = knn_graph(X)
         if base is not None:
             _warn_if_equidistant(X, base)
-        depth = 0 if verifier is None else min(verifier.depth, len(self))
-        first_k = None if kk is None else max(kk, depth)
-        ranks, scores = rank(X, Q, k=first_k, rerank=base, graph=self._graph)
+        if ann is not None and first_k is not None:
+            ranks, scores = _ann_rank(ann, X, Q, first_k, base)
+        else:
+            ranks, scores = rank(X, Q, k=first_k, rerank=base, graph=self._graph)
         inliers: List[List[Optional[int]]] = [[None] * ranks.shape[1] for _ in range(len(items))]
         if verifier is not None:
             for i in range(len(items)):
@@ -714,6 +751,34 @@ class Index:
             ]
             for rr, cc, ss, nn in zip(ranks, cosines, scores, inliers)
         ]
+
+    def ann_kind(self) -> Optional[str]:
+        """The approximate index a search uses now: None (exact search), "ivfpq" or "hnsw"
+        (:attr:`IndexConfig.ann`; "auto": "hnsw" from :data:`heatsearch.ann.AUTO_MIN_ROWS`
+        rows on)."""
+        kind = self.config.ann
+        if kind == "auto":
+            return "hnsw" if len(self) >= AUTO_MIN_ROWS else None
+        return kind
+
+    def _get_ann(self) -> Optional[AnnIndex]:
+        """The approximate index over every row, built (or extended by the appended rows)
+        now if needed; None when the index searches exactly."""
+        kind = self.ann_kind()
+        if kind is None or self.descriptors is None:
+            return None
+        with self._lock:
+            ann = self._ann
+            X = self.descriptors
+            n, d = np.shape(X)
+            if ann is not None and (ann.kind != kind or ann.d != d or ann.ntotal > n):
+                ann = None
+            if ann is None:
+                ann = AnnIndex.build(X, kind, params=self.config.ann_params)
+            elif ann.ntotal < n:  # rows appended by add(): the first ntotal are unchanged
+                ann.add(np.asarray(X[ann.ntotal :]))
+            self._ann = ann
+            return ann
 
     def _get_spatial(self) -> SpatialVerifier:
         """:attr:`spatial`, built with its defaults at the first use."""
@@ -849,7 +914,17 @@ class Index:
                 whitening_images=self.whitening_images if self.whitening_learned else None,
             ),
             check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
+            extra=self._ann_files(),
         )
+
+    def _ann_files(self) -> Dict[str, Callable[[Path], None]]:
+        """The approximate index as a file of the saved version (built now if the index
+        uses one and has none yet), so that a loaded index searches without rebuilding it."""
+        try:
+            ann = self._get_ann()
+        except MissingDependencyError:  # derived data: saved without it, built where FAISS is
+            return {}
+        return {} if ann is None else {ANN_FILE: ann.save}
 
     @classmethod
     def load(
@@ -902,6 +977,7 @@ class Index:
         index.paths = _resolve_all(stored.paths, index.root, normalised=stored.version >= 2)
         files = stored.files
         index._check_consistency(lambda part, why: IndexFileError(f"{files.get(part, meta_file)}: {why}"))
+        index._ann = _load_ann(storage.version_file(stored, ANN_FILE), index)
         if override is None and stored.root is not None and not os.path.isdir(stored.root):
             warnings.warn(
                 f"{meta_file}: the collection folder {stored.root!r} recorded in the index does "
@@ -994,6 +1070,59 @@ def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def _shortlist_depth(k: int, rerank: Optional[str], n: int) -> int:
+    """How many candidates an approximate search ranks exactly for ``k`` hits: at least
+    :data:`ANN_SHORTLIST`, and what the re-ranker reads (HeR: its depth 800, "auto": 20,
+    diffusion: its truncation 1000), at most ``n``."""
+    need = {"heat": DEFAULT_DEPTH, "aqe+heat": DEFAULT_DEPTH, "auto": AUTO_DEPTH, "diffusion": DEFAULT_TRUNCATION}
+    return min(n, max(k, ANN_SHORTLIST, need.get(rerank or "", 0)))
+
+
+def _ann_rank(
+    ann: AnnIndex, X: np.ndarray, Q: np.ndarray, k: int, rerank: Optional[str]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`heatsearch.pipeline.rank` on each query's approximate shortlist.
+
+    The shortlist (:func:`_shortlist_depth` rows) comes from ``ann`` with EXACT cosines from
+    ``X``, the stored descriptors (never the ANN's codes); without a re-ranker it is the
+    ranking. A re-ranker runs on the shortlist's own rows as its database: HeR and AQE read
+    only a ranking's top, inside it; diffusion's kNN graph is the shortlist's own graph (its
+    1000 rows, each linked to its neighbours among them), i.e. the neighbourhood of the query
+    in which diffusion's truncation works anyway. Ranks map back to rows of ``X``. A query
+    whose shortlist is shorter (ivfpq probing too few cells) gives every query that length.
+    """
+    depth = _shortlist_depth(k, rerank, X.shape[0])
+    ids, scores = ann.search(Q, depth, exact=X)
+    found = int((ids >= 0).sum(axis=1).min())
+    out_k = min(k, found)
+    if rerank is None:
+        return ids[:, :out_k], scores[:, :out_k].astype(X.dtype)
+    ranks = np.empty((len(Q), out_k), np.int64)
+    out_scores = np.empty((len(Q), out_k), np.float64)
+    for i in range(len(Q)):
+        rows = ids[i, :found]
+        sub = np.ascontiguousarray(np.asarray(X[rows]), dtype=X.dtype)
+        r, s = rank(sub, Q[i : i + 1], k=out_k, rerank=rerank)
+        ranks[i], out_scores[i] = rows[r[0]], s[0]
+    return ranks, out_scores
+
+
+def _load_ann(path: Optional[Path], index: "Index") -> Optional[AnnIndex]:
+    """The approximate index saved beside a version's descriptors, if it is there, FAISS is
+    installed and it fits them (else None: built again at the first search that needs it)."""
+    if path is None or not path.is_file() or index.ann_kind() is None:
+        return None
+    try:
+        ann = AnnIndex.load(path)
+    except HeatsearchError as e:  # MissingDependencyError is raised by the search instead
+        if isinstance(e, IndexFileError):
+            warnings.warn(f"{e}: the approximate index is built again at the first search", stacklevel=3)
+        return None
+    if ann.ntotal != len(index) or (index.descriptors is not None and ann.d != np.shape(index.descriptors)[1]):
+        return None
+    return ann
 
 
 def _cosines(X: np.ndarray, Q: np.ndarray, ranks: np.ndarray) -> np.ndarray:

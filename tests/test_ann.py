@@ -149,7 +149,7 @@ def test_threads_follow_heatsearch(data):
 # ---------------------------------------------------------------------------------------------
 def test_the_rule_and_overrides():
     p = ann_params("ivfpq", 1_000_000, 512)
-    assert (p.nlist, p.m, p.nbits, p.nprobe, p.refine) == (4096, 64, 8, 256, 30)
+    assert (p.nlist, p.m, p.nbits, p.nprobe, p.refine) == (4096, 64, 8, 512, 30)
     assert p.train_size == 40 * 4096
     small = ann_params("ivfpq", 2000, 64)
     assert small.nlist <= 2000 // 39 and small.nbits < 8  # never fewer than 39 rows a centroid

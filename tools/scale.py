@@ -211,7 +211,7 @@ def crossover(db_path: Path, sizes: List[int], threads: int, work: Path) -> List
     found for those n, measured back to back in one process (so under the same load): where
     an ANN becomes faster than exact search (``heatsearch.ann.AUTO_MIN_ROWS``)."""
     import heatsearch as hs
-    from heatsearch.ann import AnnIndex
+    from heatsearch.ann import AnnIndex, ann_params
 
     hs.set_num_threads(threads)
     full = np.load(db_path, mmap_mode="r")
@@ -222,6 +222,8 @@ def crossover(db_path: Path, sizes: List[int], threads: int, work: Path) -> List
         db = full[:n]
         for method in ("exact",) + tuple(m for m in METHODS if (work / f"{m}-{n}.faiss").exists()):
             ann = None if method == "exact" else AnnIndex.load(work / f"{method}-{n}.faiss")
+            if ann is not None:  # today's search parameters (nprobe, efSearch, refine) for a file built before
+                ann.params = ann_params(method, n, full.shape[1])
 
             def one(q: np.ndarray) -> Any:
                 return exact_topk(db, q, RECALL_AT) if ann is None else ann.search(q, RECALL_AT, exact=db)

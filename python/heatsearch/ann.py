@@ -27,11 +27,13 @@ exactly scored shortlists, so re-ranking quality never depends on the quantised 
   ``4-16 sqrt(n)``), at most ``n / 39`` (FAISS wants 39 training rows a cell) and at least 1;
   ``m`` = ``d / 8`` sub-quantisers (the largest divisor of ``d`` not above it; FAISS trains
   ``d / 4`` twenty times slower: 96 s against 4.3 s on 20k x 512), 8 bits each (fewer for
-  tiny training sets: at least 39 rows per centroid); ``nprobe`` = ``nlist / 16`` cells
+  tiny training sets: at least 39 rows per centroid); ``nprobe`` = ``nlist / 8`` cells
   visited, at least 1; ``refine`` = 30 (a shortlist of ``30 k`` re-scored); training on
   ``min(n, max(40 nlist, 256 * 39))`` rows, k-means of 10 iterations. Measured on 1M x 512
-  Holidays-plus-distractors (README, "Scale"; nlist 4096): recall@100 0.87 at nprobe 512 and
-  refine 10, 0.95 at refine 20, 0.96 at nprobe 256 and refine 30 (the rule), 0.97 at 512.
+  Holidays-plus-distractors (README, "Scale"; nlist 4096), recall@100: 0.87 at nprobe 512 and
+  refine 10, 0.95 at refine 20, 0.96 at nprobe 256 and refine 30, 0.97 at nprobe 512 and
+  refine 30 (the rule); at 100k (nlist 1024) nprobe 64 (``nlist / 16``) and refine 30 gave
+  only 0.93, hence ``nlist / 8``.
 * hnsw: ``M`` = 32, ``efConstruction`` = 40 (FAISS's defaults), ``efSearch`` = 128 (at least
   the shortlist), ``refine`` = 3; the scalar quantiser is trained (per-dimension ranges) on
   ``min(n, 65536)`` rows. Measured: recall@100 0.998 at 100k x 512 (README, "Scale").
@@ -63,16 +65,19 @@ from .search import search
 from .errors import IndexFileError, InvalidDTypeError, InvalidInputError, MissingDependencyError
 from .threads import get_num_threads
 
-__all__ = ["AnnIndex", "AnnParams", "ANN_KINDS", "ann_params", "AUTO_MIN_ROWS", "FILE_NAME", "PIP"]
+__all__ = ["AnnIndex", "AnnParams", "ANN_KINDS", "ann_params", "available", "AUTO_MIN_ROWS", "FILE_NAME", "PIP"]
 
 #: The kinds of approximate index.
 ANN_KINDS = ("ivfpq", "hnsw")
 #: ``ann="auto"`` uses an approximate index (hnsw) from this many rows on, and exact search
-#: below: the measured crossover where hnsw (at the recall target, recall@100 >= 0.95) beats
-#: heatsearch's exact Rust search per query (README, "Scale"; ``python tools/scale.py
-#: crossover``). Measured on the 2-core machine: exact search of 100 batched queries costs
-#: 0.29-0.6 ms a query at 100k x 512 and hnsw 0.4-0.6 ms, so below 200k exact stays.
-AUTO_MIN_ROWS = 200_000
+#: below: past the measured crossover where hnsw (at recall@100 >= 0.95) answers batched queries
+#: faster than heatsearch's exact Rust search (README, "Scale"; ``python tools/scale.py
+#: --crossover``). Per query, 500 queries in one call, k = 100, 2 threads: exact 1.3 ms at
+#: 100k x 512, 3.4 ms at 200k, 6.7 ms at 400k, 9.0 ms at 1M; hnsw 2.9 ms at 100k and 3.5 ms at
+#: 1M. The crossover is near 200k; 300k leaves a margin. One query per call, hnsw is faster
+#: from 100k on (1.3 against 17 ms), but costs a build (90 s at 100k) and recall: choose
+#: ``ann="hnsw"`` explicitly for a service of single queries.
+AUTO_MIN_ROWS = 300_000
 #: The file :meth:`AnnIndex.save` writes into a directory.
 FILE_NAME = "ann.faiss"
 #: How to install FAISS (named in :class:`~heatsearch.errors.MissingDependencyError`).
@@ -102,6 +107,15 @@ def _faiss() -> Any:
     except ImportError as e:
         raise MissingDependencyError(f"approximate search needs FAISS (faiss-cpu): {PIP}") from e
     return faiss
+
+
+def available() -> bool:
+    """Whether FAISS is installed (``ann="auto"`` falls back to exact search without it)."""
+    try:
+        _faiss()
+    except MissingDependencyError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -160,7 +174,7 @@ def ann_params(kind: str, n: int, d: int, overrides: Optional[AnnParams] = None)
         nbits = o.nbits or max(1, min(8, int(math.log2(max(2, train // _MIN_PER_CENTROID)))))
         if nbits > 16:
             raise InvalidInputError(f"nbits must be at most 16, got {nbits}")
-        nprobe = min(o.nprobe or max(1, nlist // 16), nlist)
+        nprobe = min(o.nprobe or max(1, nlist // 8), nlist)
         return AnnParams(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, refine=o.refine or 30, train_size=train)
     return AnnParams(
         M=o.M or 32,

@@ -97,6 +97,8 @@ def test_auto_is_exact_below_the_crossover(exact, monkeypatch):
     assert ix.ann_kind() == "hnsw"
     ix.search(np.asarray(exact.descriptors)[0], k=3)
     assert ix._ann is not None and ix._ann.ntotal == len(ix)
+    monkeypatch.setattr(index_module, "ann_available", lambda: False)
+    assert ix.ann_kind() is None  # "auto" without FAISS: exact search, no error
 
 
 def test_saved_beside_the_descriptors_and_loaded(exact, tmp_path, monkeypatch):

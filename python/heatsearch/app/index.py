@@ -50,6 +50,7 @@ import numpy as np
 from .. import _validate
 from ..aggregate import POOLINGS
 from ..ann import ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
+from ..ann import available as ann_available
 from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
 from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError, MissingDependencyError
 from ..diffusion import DEFAULT_TRUNCATION
@@ -755,10 +756,10 @@ class Index:
     def ann_kind(self) -> Optional[str]:
         """The approximate index a search uses now: None (exact search), "ivfpq" or "hnsw"
         (:attr:`IndexConfig.ann`; "auto": "hnsw" from :data:`heatsearch.ann.AUTO_MIN_ROWS`
-        rows on)."""
+        rows on where FAISS is installed, else exact search)."""
         kind = self.config.ann
         if kind == "auto":
-            return "hnsw" if len(self) >= AUTO_MIN_ROWS else None
+            return "hnsw" if len(self) >= AUTO_MIN_ROWS and ann_available() else None
         return kind
 
     def _get_ann(self) -> Optional[AnnIndex]:

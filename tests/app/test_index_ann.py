@@ -58,9 +58,9 @@ def test_same_top_hits_as_exact_search(exact, kind):
 @pytest.mark.parametrize("rerank", ["heat", "auto", "aqe+heat"])
 def test_her_on_a_complete_shortlist_equals_her_on_the_index(exact, rerank):
     """HeR reads only the first pass's top 800 (20 for auto): when the shortlist holds exactly
-    those rows (an HNSW search this deep on 1500 rows finds them all), re-ranking the shortlist
-    gives the exact index's hits."""
-    ix = with_ann(exact, "hnsw", AnnParams(ef_search=1500))
+    those rows (every one of the 1500 rows a candidate, refine * 100, re-scored exactly),
+    re-ranking the shortlist gives the exact index's hits."""
+    ix = with_ann(exact, "hnsw", AnnParams(ef_search=1500, refine=15))
     queries = np.asarray(exact.descriptors)[::100]
     assert rows_of(ix.search_many(queries, k=20, rerank=rerank)) == rows_of(
         exact.search_many(queries, k=20, rerank=rerank)

@@ -53,8 +53,11 @@ import numpy as np
 
 from .. import _validate
 from ..aggregate import POOLINGS
+from ..ann import ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
+from ..ann import available as ann_available
 from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
-from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError
+from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError, MissingDependencyError
+from ..diffusion import DEFAULT_TRUNCATION
 from ..pipeline import AUTO_DEPTH, DEFAULT_DEPTH, DEFAULT_NEIGHBORS, RERANKERS, rank
 from ..query_expansion import alpha_query_expansion, average_query_expansion
 from ..postprocess import PostProcess
@@ -124,6 +127,18 @@ WARMUP_SIZE = 224
 COSINE_CHUNK = 4096
 #: Rows :meth:`Index.unwhitened` post-processes at a time (in float64, then kept as float32).
 UNWHITENED_CHUNK = 4096
+#: What :attr:`IndexConfig.ann` takes: None (exact search), "auto" (hnsw from
+#: :data:`heatsearch.ann.AUTO_MIN_ROWS` rows on, exact below) or a kind of
+#: :data:`heatsearch.ann.ANN_KINDS`.
+ANN_CHOICES = (None, "auto") + ANN_KINDS
+#: The least shortlist an approximate search ranks exactly (and re-ranks): the top 100, where
+#: the backends' recall is measured (README, "Scale"); deeper when ``k`` or the re-ranker needs.
+ANN_SHORTLIST = 100
+#: Rows per block when an approximate index is built or extended from the store (64 MB of
+#: float32 at d = 256; the store is never materialised).
+ANN_BUILD_BLOCK = 65536
+#: The file of the approximate index in a saved index's version directory.
+ANN_FILE = "ann.faiss"
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,14 @@ class IndexConfig:
     #: the disk and I/O; search converts each block to float32; effect on mAP in the README,
     #: "Descriptor store"). Pooled descriptors stay float32 (HeW sums may exceed float16).
     storage_dtype: str = "float32"
+    #: Approximate search (:mod:`heatsearch.ann`, the ``ann`` extra), one of
+    #: :data:`ANN_CHOICES`: None (default: exact search), "auto", "ivfpq" or "hnsw". See
+    #: :meth:`Index.search` for how re-rankers run on its shortlist.
+    ann: Optional[str] = None
+    #: Overrides of the ANN parameters chosen from n (:class:`heatsearch.ann.AnnParams`, or a
+    #: dict of its fields: nlist, m, nbits, nprobe, M, ef_construction, ef_search, refine,
+    #: train_size); None: the rule of :func:`heatsearch.ann.ann_params`.
+    ann_params: Optional[AnnParams] = None
 
     def __post_init__(self) -> None:
         _validate.choice(self.backbone, "backbone", BACKBONES)
@@ -178,6 +201,11 @@ class IndexConfig:
             object.__setattr__(self, "shrinkage", _validate.real(self.shrinkage, "shrinkage", low=0.0, high=1.0))
         _validate.integer(self.mean_sample, "mean_sample", minimum=1)
         _validate.choice(self.storage_dtype, "storage_dtype", STORAGE_DTYPES)
+        _validate.choice(self.ann, "ann", ANN_CHOICES)
+        if isinstance(self.ann_params, dict):
+            object.__setattr__(self, "ann_params", AnnParams.from_dict(self.ann_params))
+        elif self.ann_params is not None and not isinstance(self.ann_params, AnnParams):
+            raise InvalidDTypeError(f"ann_params must be AnnParams, a dict or None, got {type(self.ann_params).__name__}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -197,6 +225,8 @@ class IndexConfig:
         if "storage_dtype" not in d:
             # Written before the descriptor store (format version 3): float32 rows.
             d = {**d, "storage_dtype": "float32"}
+        # Written before the ANN backend: exact search, as then.
+        d = {"ann": None, "ann_params": None, **d}
         known = list(cls.__dataclass_fields__)
         unknown = sorted(set(d) - set(known))
         missing = [k for k in known if k not in d]
@@ -310,6 +340,10 @@ class Index:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
     _graph: Any = field(default=None, repr=False)
+    #: The approximate index (an :class:`heatsearch.ann.AnnIndex` over the first ``ntotal``
+    #: rows of :attr:`descriptors`): built at the first search, extended when rows are
+    #: appended, dropped when rows change (remove, a new whitening).
+    _ann: Any = field(default=None, repr=False, compare=False)
     root: Optional[str] = None
     #: What runs the network when the index builds its extractor: "auto" (default: ONNX
     #: Runtime where installed and able, else torch), "torch" or "onnx"; see
@@ -360,6 +394,7 @@ class Index:
         other = self._column("pooled" if column == "desc" else "desc")
         desc, pooled = (value, other) if column == "desc" else (other, value)
         self._graph = None
+        self._ann = None  # every row may have changed
         if isinstance(desc, np.ndarray) and desc.ndim == 2 and desc.dtype == np.float32 and self.config.storage_dtype == "float16":
             desc = desc.astype(np.float16)
         ok = (
@@ -543,6 +578,7 @@ class Index:
         self.whitening_images = len(self)
         self.descriptors = self.postprocess(np.asarray(self.pooled, np.float64)).astype(np.float32)
         self._graph = None
+        self._ann = None  # every row changed
 
     @property
     def postprocess(self) -> PostProcess:
@@ -742,6 +778,7 @@ class Index:
             store.remove(gone)
             self._store = store
         self._graph = None
+        self._ann = None  # row numbers changed: rebuilt at the next search
         return len(drop)
 
     def sync(self, *, recursive: bool = True, progress: bool = False) -> SyncResult:
@@ -918,7 +955,11 @@ class Index:
             _warn_if_equidistant(self._rows(np.arange(min(CONSISTENCY_SAMPLE, len(self))), np.float64), base)
         depth = 0 if verifier is None else min(verifier.depth, len(self))
         first_k = None if kk is None else max(kk, depth)
-        ranks, scores = self._rank(Q, first_k, base)
+        ann = self._get_ann() if first_k is not None else None
+        if ann is not None and first_k is not None:
+            ranks, scores = _ann_rank(ann, _RowReader(self, Q.dtype), Q, first_k, base)
+        else:
+            ranks, scores = self._rank(Q, first_k, base)
         inliers: List[List[Optional[int]]] = [[None] * ranks.shape[1] for _ in range(len(items))]
         if verifier is not None:
             for i in range(len(items)):
@@ -993,6 +1034,48 @@ class Index:
         rows, inverse = np.unique(first, return_inverse=True)
         ranks, scores = rank(st.gather(rows, "desc", Q.dtype), Q, k=kk, rerank=base)
         return rows[ranks], scores
+
+    def ann_kind(self) -> Optional[str]:
+        """The approximate index a search uses now: None (exact search), "ivfpq" or "hnsw"
+        (:attr:`IndexConfig.ann`; "auto": "hnsw" from :data:`heatsearch.ann.AUTO_MIN_ROWS`
+        rows on where FAISS is installed, else exact search)."""
+        kind = self.config.ann
+        if kind == "auto":
+            return "hnsw" if len(self) >= AUTO_MIN_ROWS and ann_available() else None
+        return kind
+
+    def _get_ann(self) -> Optional[AnnIndex]:
+        """The approximate index over every row, built (or extended by the appended rows)
+        now if needed; None when the index searches exactly."""
+        kind = self.ann_kind()
+        n, d = len(self), self.dim
+        if kind is None or not n:
+            return None
+        with self._lock:
+            ann = self._ann
+            if ann is not None and (ann.kind != kind or ann.d != d or ann.ntotal > n):
+                ann = None
+            if ann is None:
+                # As AnnIndex.build does with an array (a uniform training sample, seed 0), with
+                # the rows gathered from the store instead of one array of the whole index.
+                ann = AnnIndex(kind, d, n, self.config.ann_params)
+                size = min(n, ann.params.train_size or n)
+                ann.train(self._rows(np.sort(np.random.default_rng(0).choice(n, size, replace=False)), np.float32))
+                for block in self._row_blocks(0, n):
+                    ann.add(block)
+            elif ann.ntotal < n:
+                # Rows appended by add(): the first ntotal are unchanged. Extended on a clone:
+                # an index copied for a change (Index.copy, the server) shares this ANN with
+                # the original, which goes on searching it meanwhile.
+                ann = ann.extended(self._row_blocks(ann.ntotal, n))
+            self._ann = ann
+            return ann
+
+    def _row_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """The live rows ``start:stop`` as float32 blocks of :data:`ANN_BUILD_BLOCK` rows, read
+        from the store (never the whole index at once)."""
+        for a in range(start, stop, ANN_BUILD_BLOCK):
+            yield self._rows(np.arange(a, min(a + ANN_BUILD_BLOCK, stop)), np.float32)
 
     def _get_spatial(self) -> SpatialVerifier:
         """:attr:`spatial`, built with its defaults at the first use."""
@@ -1140,10 +1223,20 @@ class Index:
                 dtype=self.config.storage_dtype,
             ),
             check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
+            extra=self._ann_files(),
         )
         if loose is None:
             # The rows now read from their shards: what was held in memory is let go.
             self._store = saved
+
+    def _ann_files(self) -> Dict[str, Callable[[Path], None]]:
+        """The approximate index as a file of the saved version (built now if the index
+        uses one and has none yet), so that a loaded index searches without rebuilding it."""
+        try:
+            ann = self._get_ann()
+        except MissingDependencyError:  # derived data: saved without it, built where FAISS is
+            return {}
+        return {} if ann is None else {ANN_FILE: ann.save}
 
     @classmethod
     def load(
@@ -1211,6 +1304,7 @@ class Index:
             index.paths = _resolve_all(stored.paths, index.root, normalised=stored.version >= 2)
         files = stored.files
         index._check_consistency(lambda part, why: IndexFileError(f"{files.get(part, meta_file)}: {why}"))
+        index._ann = _load_ann(storage.version_file(stored, ANN_FILE), index)
         if override is None and stored.root is not None and not os.path.isdir(stored.root):
             warnings.warn(
                 f"{meta_file}: the collection folder {stored.root!r} recorded in the index does "
@@ -1343,6 +1437,72 @@ def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def _shortlist_depth(k: int, rerank: Optional[str], n: int) -> int:
+    """How many candidates an approximate search ranks exactly for ``k`` hits: at least
+    :data:`ANN_SHORTLIST`, and what the re-ranker reads (HeR: its depth 800, "auto": 20,
+    diffusion: its truncation 1000), at most ``n``."""
+    need = {"heat": DEFAULT_DEPTH, "aqe+heat": DEFAULT_DEPTH, "auto": AUTO_DEPTH, "diffusion": DEFAULT_TRUNCATION}
+    return min(n, max(k, ANN_SHORTLIST, need.get(rerank or "", 0)))
+
+
+class _RowReader:
+    """The rows of an index as :func:`_ann_rank` and :meth:`heatsearch.ann.AnnIndex.search`
+    read them: ``shape``, ``dtype`` and ``reader[ids]`` (gathered from the store, in ``dtype``),
+    without materialising the index."""
+
+    def __init__(self, index: "Index", dtype: Any) -> None:
+        self._index, self.dtype = index, np.dtype(dtype)
+        self.shape = (len(index), index.dim)
+
+    def __getitem__(self, ids: Any) -> np.ndarray:
+        return self._index._rows(np.asarray(ids, np.int64), self.dtype.type)
+
+
+def _ann_rank(
+    ann: AnnIndex, X: Any, Q: np.ndarray, k: int, rerank: Optional[str]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`heatsearch.pipeline.rank` on each query's approximate shortlist.
+
+    The shortlist (:func:`_shortlist_depth` rows) comes from ``ann`` with EXACT cosines from
+    ``X``, the stored descriptors (never the ANN's codes); without a re-ranker it is the
+    ranking. A re-ranker runs on the shortlist's own rows as its database: HeR and AQE read
+    only a ranking's top, inside it; diffusion's kNN graph is the shortlist's own graph (its
+    1000 rows, each linked to its neighbours among them), i.e. the neighbourhood of the query
+    in which diffusion's truncation works anyway. Ranks map back to rows of ``X``. A query
+    whose shortlist is shorter (ivfpq probing too few cells) gives every query that length.
+    """
+    depth = _shortlist_depth(k, rerank, X.shape[0])
+    ids, scores = ann.search(Q, depth, exact=X)
+    found = int((ids >= 0).sum(axis=1).min())
+    out_k = min(k, found)
+    if rerank is None:
+        return ids[:, :out_k], scores[:, :out_k].astype(X.dtype)
+    ranks = np.empty((len(Q), out_k), np.int64)
+    out_scores = np.empty((len(Q), out_k), np.float64)
+    for i in range(len(Q)):
+        rows = ids[i, :found]
+        sub = np.ascontiguousarray(np.asarray(X[rows]), dtype=X.dtype)
+        r, s = rank(sub, Q[i : i + 1], k=out_k, rerank=rerank)
+        ranks[i], out_scores[i] = rows[r[0]], s[0]
+    return ranks, out_scores
+
+
+def _load_ann(path: Optional[Path], index: "Index") -> Optional[AnnIndex]:
+    """The approximate index saved beside a version's descriptors, if it is there, FAISS is
+    installed and it fits them (else None: built again at the first search that needs it)."""
+    if path is None or not path.is_file() or index.ann_kind() is None:
+        return None
+    try:
+        ann = AnnIndex.load(path)
+    except HeatsearchError as e:  # MissingDependencyError is raised by the search instead
+        if isinstance(e, IndexFileError):
+            warnings.warn(f"{e}: the approximate index is built again at the first search", stacklevel=3)
+        return None
+    if ann.ntotal != len(index) or ann.d != index.dim:
+        return None
+    return ann
 
 
 def _cosines(rows: Callable[[np.ndarray], np.ndarray], Q: np.ndarray, ranks: np.ndarray) -> np.ndarray:

@@ -96,6 +96,7 @@ __all__ = [
     "write_index",
     "read_index",
     "collect_leftovers",
+    "version_file",
 ]
 
 #: Format name and version written into ``index.json``.
@@ -281,7 +282,11 @@ def _is_version_dir(parent: Path, name: str) -> bool:
 # Writing.
 # ---------------------------------------------------------------------------------------------
 def write_index(
-    directory: PathLike, index: StoredIndex, *, check: Optional[Callable[[], None]] = None
+    directory: PathLike,
+    index: StoredIndex,
+    *,
+    check: Optional[Callable[[], None]] = None,
+    extra: Optional[Dict[str, Callable[[Path], None]]] = None,
 ) -> Store:
     """Writes ``index`` as the new current version of the index ``directory`` (created if
     needed), atomically: see the module docstring. Returns the index's rows as they now are:
@@ -292,6 +297,9 @@ def write_index(
     identifiers of an index of descriptors); ``index.root`` must be an absolute path (None
     for an index of descriptors). ``check``: called after this module's checks of ``index``
     and before anything is written (the caller's checks of what the data means).
+    ``extra``: more files of this version, ``{name: write(path)}``, written into the new
+    version's directory before the switch (so they belong to exactly these descriptors; the
+    approximate index, :func:`version_file`).
 
     Raises:
         InvalidInputError: ``index`` is inconsistent (shapes, dtypes, NaN, a mean or whitening
@@ -319,6 +327,7 @@ def write_index(
         try:
             _make_dir(staging)
             saved = _write_version(target, staging, meta, store, index)
+            _write_extra(staging, extra or {})
             previous = _current(target)
             _write_json(staging / _NEW_POINTER, {"format": INDEX_FORMAT, "version": INDEX_VERSION, "data": staging.name})
             _replace(staging / _NEW_POINTER, target / POINTER)  # the switch
@@ -565,6 +574,26 @@ def _open_segment(folder: Path, names: Dict[str, Any], rows: int, removed: List[
     pooled = None if names["pooled"] is None else open_rows(folder / names["pooled"])
     return Segment(desc, pooled, np.asarray(removed, np.int64), shard=json.dumps(names),
                    home=os.path.abspath(folder), stored_paths=stored_paths)
+
+
+def _write_extra(staging: Path, extra: Dict[str, Callable[[Path], None]]) -> None:
+    """The caller's own files of a version (``write(path)`` writes ``path`` completely and
+    syncs it), then the directory is synced again."""
+    for name, write in extra.items():
+        if name in (META, WRITER, _NEW_POINTER, *DATA_FILES) or "/" in name or os.sep in name:
+            raise InvalidInputError(f"extra file name {name!r} is taken or not a plain name")
+        write(staging / name)
+    if extra:
+        _fsync_dir(staging)
+
+
+def version_file(stored: StoredIndex, name: str) -> Optional[Path]:
+    """The path of the file ``name`` that :func:`write_index`'s ``extra`` wrote beside the
+    version ``stored`` was read from (None for a version-1 index, which has no version
+    directory). The file may not exist (a version saved without it)."""
+    if stored.version < 2 or "meta" not in stored.files:
+        return None
+    return Path(stored.files["meta"]).parent / name
 
 
 def _remove_replaced(target: Path, previous: Tuple[int, Optional[str]], written: str) -> None:

@@ -71,7 +71,6 @@ from ._atomic import atomic_write
 from .app import storage
 from .app.index import Index, IndexConfig, learns_whitening, mean_sample
 from .app.storage import PARTS_DIR, check_target
-from .app.store import WINDOW_BYTES
 from .errors import InvalidDTypeError, InvalidInputError, MissingDependencyError
 from .postprocess import PostProcess
 from .whitening import PCAWhitening
@@ -99,6 +98,12 @@ MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 3
 #: The reason given for the images of a part that failed on every try.
 FAILED_PART = "its part failed on every try on the Ray cluster (a worker crashed or was killed; see the Ray logs)"
+
+#: Rows stage 3 post-processes at a time on the driver (learning the whitening, computing the
+#: final descriptors): 10 MB of float64 at EfficientNet's C = 1280, of which post-processing
+#: makes a few copies (about 50 MB at most), whatever the number of images; large enough for
+#: the C x C covariance product to run at BLAS speed.
+ASSEMBLY_ROWS = 1024
 
 _STATE = "state.json"
 _MEAN = "mean.npy"
@@ -535,7 +540,7 @@ def _assemble(
     all of them as :meth:`Index.refit_whitening` learns it, but from the file a window at a
     time (:meth:`PostProcess._fit_blocks`: the mean, then the ``C x C`` covariance summed in
     float64), and the final descriptors are written beside them the same way. The driver
-    holds one part, one window (:data:`~heatsearch.app.store.WINDOW_BYTES`) and two ``C x C``
+    holds one part, a block of :data:`ASSEMBLY_ROWS` rows and two ``C x C``
     float64 matrices, plus the paths (as every index does). :meth:`Index.save` then links
     those files into the index (no copy)."""
     parts = Path(settings.parts)
@@ -564,13 +569,11 @@ def _assemble(
     if config.pooling == "hew" and mean is None:
         raise InvalidInputError("a HeW index needs its centering mean, but the parts hold none")
     n = len(added)
-    first = _read_part(where[added[0]][0])
-    assert first is not None
-    channels = first[1].shape[1]
+    channels = _part_rows(where[added[0]][0]).shape[1]
     shard = storage.new_shard_id()
     pooled = storage.write_shard_column(parts, shard, "pooled", np.float32, (n, channels),
                                         _ordered_rows([where[p] for p in added], channels))
-    step = max(1024, WINDOW_BYTES // (4 * channels))
+    step = ASSEMBLY_ROWS
 
     def windows() -> Iterator[np.ndarray]:
         for lo in range(0, n, step):
@@ -612,10 +615,7 @@ def _ordered_rows(locations: List[Tuple[Path, int]], channels: int) -> Iterator[
     while i < len(locations):
         file, r = locations[i]
         if file != current:
-            part = _read_part(file)
-            if part is None:
-                raise InvalidInputError(f"{file}: a finished part could no longer be read; rerun to extract its images again")
-            rows, current = part[1], file
+            rows, current = _part_rows(file), file
             if rows.shape[1] != channels:
                 raise InvalidInputError(f"{file}: pooled rows of width {rows.shape[1]}, the other parts' are {channels}")
             _validate.finite(rows, f"the pooled rows of {file}")
@@ -624,3 +624,12 @@ def _ordered_rows(locations: List[Tuple[Path, int]], channels: int) -> Iterator[
             j += 1
         yield rows[r : r + (j - i)]
         i = j
+
+
+def _part_rows(file: Path) -> np.ndarray:
+    """The pooled rows of a part listed earlier in this stage (InvalidInputError if it can no
+    longer be read: the rerun extracts its images again)."""
+    part = _read_part(file)
+    if part is None:
+        raise InvalidInputError(f"{file}: a finished part could no longer be read; rerun to extract its images again")
+    return part[1]

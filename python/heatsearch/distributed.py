@@ -28,10 +28,14 @@ it stops scaling):
    ``(path, reason)`` of images it could not use), atomically (temp file, fsync,
    ``os.replace``: :mod:`heatsearch._atomic`). A rerun after a crash or a kill skips every
    path already in a finished part (resumable).
-3. **On the driver**: the parts' rows are put in :meth:`Index.add`'s order (the mean's sample
-   first, then the others in the order given), the whitening is learned on them as
-   :meth:`Index.add` learns it, the index is saved (:meth:`Index.save`, atomic) and only then
-   are the parts removed.
+3. **On the driver**, without holding every row (see ``_assemble``): the parts' paths are put
+   in :meth:`Index.add`'s order (the mean's sample first, then the others in the order
+   given), their rows copied part by part into a shard file in the parts folder, the
+   whitening learned on all of them as :meth:`Index.add` learns it but from float64 block
+   sums (:meth:`PostProcess._fit_blocks`), the final descriptors written beside them a block
+   at a time, the index saved (:meth:`Index.save`, atomic; it hard-links that shard) and only
+   then are the parts removed. Memory: one part, :data:`ASSEMBLY_ROWS` rows, two ``C x C``
+   float64 matrices and the paths (docs/DISTRIBUTED.md measures it).
 
 Failures: an image that cannot be read, decoded or gives a map with NaN is reported in
 ``Index.skipped`` with the local path's reason (and warned about), never failing the job. A
@@ -42,12 +46,6 @@ skipped with the reason, and the rest of the job goes on (Ray Data's ``max_error
 
 The result equals :meth:`Index.build`'s on the same images (same rows in the same order,
 descriptors within float32 rounding: tests/test_distributed.py checks 1e-6).
-
-Where the store's shards plug in (issue 13, item 1): today the parts are temporary and the
-driver concatenates them into one ``pooled.npy``/``descriptors.npy``. With the sharded store,
-each part is a shard already: stage 3 would register the parts as shards (moved into the
-index's version directory) and only learn the whitening on a sample, instead of reading every
-row into the driver's memory (see ``_assemble``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ An index is a directory (format version 3)::
         whitening.npz             the fitted PCAWhitening (when there is one)
         writer.json               who wrote this version (host, pid, time), for people
       .heatsearch-parts/        only while heatsearch.distributed builds the index: its
-                                finished parts, what a rerun resumes from (PARTS_DIR)
+                                finished parts, what a rerun resumes from (PARTS_DIR), and
+                                the shard its last stage writes there (write_shard_column),
+                                which the save hard-links into the new version
 
 ``index.json`` is the pointer: it names the one complete version. A version's rows are its
 shards in order, less the rows each lists as ``removed`` (tombstones: a remove rewrites no

@@ -536,3 +536,29 @@ def test_shrinkage_keeps_a_small_collection_apart():
 def test_bad_shrinkage_is_refused(bad, error):
     with pytest.raises(error, match="shrinkage"):
         PCAWhitening().fit(np.random.default_rng(0).normal(size=(5, 3)), shrinkage=bad)
+
+
+@pytest.mark.parametrize("n, d, shrinkage", [(300, 40, 0.0), (300, 40, "ledoit-wolf"), (30, 64, 0.5), (30, 64, "ledoit-wolf")])
+def test_fit_blocks_equals_fit_on_the_concatenation(n, d, shrinkage):
+    """PCAWhitening._fit_blocks (heatsearch.distributed's stage 3) sums the covariance block
+    by block: the same whitening as fit up to float64 rounding (eigenvectors of equal
+    eigenvalues may differ by a rotation, so compare what it does to the training rows)."""
+    X = np.random.default_rng(4).standard_normal((n, d)) + 3.0
+    blocks = lambda: (X[i : i + 7] for i in range(0, n, 7))  # noqa: E731
+    want = PCAWhitening().fit(X, shrinkage=shrinkage)
+    got = PCAWhitening()._fit_blocks(blocks, shrinkage=shrinkage)
+    assert got.dim_ == want.dim_
+    np.testing.assert_allclose(got.shrinkage_, want.shrinkage_, rtol=1e-12)
+    np.testing.assert_allclose(got.eigenvalues_, want.eigenvalues_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.transform(X), want.transform(X), atol=1e-9)
+
+
+def test_fit_blocks_refuses_what_fit_refuses():
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        PCAWhitening()._fit_blocks(lambda: iter([np.ones((1, 3))]))
+    with pytest.raises(InvalidInputError, match="NaN"):
+        PCAWhitening()._fit_blocks(lambda: iter([np.array([[1.0, np.nan], [0.0, 1.0]])]))
+    with pytest.raises(InvalidInputError, match="widths"):
+        PCAWhitening()._fit_blocks(lambda: iter([np.ones((2, 3)), np.ones((2, 4))]))
+    with pytest.raises(InvalidInputError, match="no variance"):
+        PCAWhitening()._fit_blocks(lambda: iter([np.ones((5, 3))]))

@@ -28,10 +28,14 @@ it stops scaling):
    ``(path, reason)`` of images it could not use), atomically (temp file, fsync,
    ``os.replace``: :mod:`heatsearch._atomic`). A rerun after a crash or a kill skips every
    path already in a finished part (resumable).
-3. **On the driver**: the parts' rows are put in :meth:`Index.add`'s order (the mean's sample
-   first, then the others in the order given), the whitening is learned on them as
-   :meth:`Index.add` learns it, the index is saved (:meth:`Index.save`, atomic) and only then
-   are the parts removed.
+3. **On the driver**, without holding every row (see ``_assemble``): the parts' paths are put
+   in :meth:`Index.add`'s order (the mean's sample first, then the others in the order
+   given), their rows copied part by part into a shard file in the parts folder, the
+   whitening learned on all of them as :meth:`Index.add` learns it but from float64 block
+   sums (:meth:`PostProcess._fit_blocks`), the final descriptors written beside them a block
+   at a time, the index saved (:meth:`Index.save`, atomic; it hard-links that shard) and only
+   then are the parts removed. Memory: one part, :data:`ASSEMBLY_ROWS` rows, two ``C x C``
+   float64 matrices and the paths (docs/DISTRIBUTED.md measures it).
 
 Failures: an image that cannot be read, decoded or gives a map with NaN is reported in
 ``Index.skipped`` with the local path's reason (and warned about), never failing the job. A
@@ -42,12 +46,6 @@ skipped with the reason, and the rest of the job goes on (Ray Data's ``max_error
 
 The result equals :meth:`Index.build`'s on the same images (same rows in the same order,
 descriptors within float32 rounding: tests/test_distributed.py checks 1e-6).
-
-Where the store's shards plug in (issue 13, item 1): today the parts are temporary and the
-driver concatenates them into one ``pooled.npy``/``descriptors.npy``. With the sharded store,
-each part is a shard already: stage 3 would register the parts as shards (moved into the
-index's version directory) and only learn the whitening on a sample, instead of reading every
-row into the driver's memory (see ``_assemble``).
 """
 
 from __future__ import annotations
@@ -68,9 +66,11 @@ import numpy as np
 
 from . import _validate
 from ._atomic import atomic_write
-from .app.index import Index, IndexConfig, mean_sample
+from .app import storage
+from .app.index import Index, IndexConfig, learns_whitening, mean_sample
 from .app.storage import PARTS_DIR, check_target
 from .errors import InvalidDTypeError, InvalidInputError, MissingDependencyError
+from .postprocess import PostProcess
 from .whitening import PCAWhitening
 
 __all__ = ["build_index", "DEFAULT_BATCH_SIZE", "PARTS_DIR", "PIP_RAY"]
@@ -96,6 +96,12 @@ MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 3
 #: The reason given for the images of a part that failed on every try.
 FAILED_PART = "its part failed on every try on the Ray cluster (a worker crashed or was killed; see the Ray logs)"
+
+#: Rows stage 3 post-processes at a time on the driver (learning the whitening, computing the
+#: final descriptors): 10 MB of float64 at EfficientNet's C = 1280, of which post-processing
+#: makes a few copies (about 50 MB at most), whatever the number of images; large enough for
+#: the C x C covariance product to run at BLAS speed.
+ASSEMBLY_ROWS = 1024
 
 _STATE = "state.json"
 _MEAN = "mean.npy"
@@ -465,12 +471,13 @@ def _write_part(path: Path, paths: List[str], pooled: np.ndarray, skipped: List[
         )
 
 
-def _read_part(path: Path) -> Optional[Tuple[List[str], np.ndarray, List[Tuple[str, str]]]]:
-    """A finished part; None (with a warning) if it cannot be read: its images are done again."""
+def _read_part(path: Path, *, rows: bool = True) -> Optional[Tuple[List[str], np.ndarray, List[Tuple[str, str]]]]:
+    """A finished part; None (with a warning) if it cannot be read: its images are done again.
+    ``rows=False``: its pooled rows are not read (an empty ``(len(paths), 0)`` array instead)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             paths = [str(p) for p in z["paths"]]
-            pooled = np.asarray(z["pooled"], np.float32)
+            pooled = np.asarray(z["pooled"], np.float32) if rows else np.zeros((len(paths), 0), np.float32)
             skipped = list(zip((str(p) for p in z["skipped_paths"]), (str(r) for r in z["skipped_reasons"])))
     except (OSError, ValueError, KeyError) as e:
         warnings.warn(f"{path}: a part that cannot be read ({e}) is ignored: its images are extracted again")
@@ -481,15 +488,8 @@ def _read_part(path: Path) -> Optional[Tuple[List[str], np.ndarray, List[Tuple[s
     return paths, pooled, skipped
 
 
-def _parts(parts: Path) -> Iterator[Tuple[List[str], np.ndarray, List[Tuple[str, str]]]]:
-    for path in sorted(parts.glob("part-*.npz")):
-        part = _read_part(path)
-        if part is not None:
-            yield part
-
-
 def _finished_paths(parts: Path) -> Iterator[str]:
-    for paths, _, skipped in _parts(parts):
+    for _, paths, skipped in _part_lists(parts):
         yield from paths
         yield from (p for p, _ in skipped)
 
@@ -531,38 +531,103 @@ def _assemble(
     mean_images: Optional[int], sample_skipped: List[Tuple[str, str]], whitening: Optional[PCAWhitening],
     root: Optional[str], runtime: str,
 ) -> Index:
-    """The index of the finished parts, rows in :meth:`Index.add`'s order.
-
-    The driver holds every pooled row (n x C float32: 5 GB for 1M images of EfficientNet's
-    1280 channels) and learns the whitening on all of them, as :meth:`Index.add` does. With the
-    sharded store (issue 13, item 1) the parts become the shards here and only a sample of rows
-    is read to learn the whitening.
-    """
+    """The index of the finished parts, rows in :meth:`Index.add`'s order, built without
+    holding every row: the pooled rows are copied part by part into a shard file in the parts
+    folder (:func:`~heatsearch.app.storage.write_shard_column`), the whitening (when the
+    configuration learns one: :func:`~heatsearch.app.index.learns_whitening`) is learned on
+    all of them as :meth:`Index.refit_whitening` learns it, but from the file a window at a
+    time (:meth:`PostProcess._fit_blocks`: the mean, then the ``C x C`` covariance summed in
+    float64), and the final descriptors are written beside them the same way. The driver
+    holds one part, a block of :data:`ASSEMBLY_ROWS` rows and two ``C x C``
+    float64 matrices, plus the paths (as every index does). :meth:`Index.save` then links
+    those files into the index (no copy)."""
+    parts = Path(settings.parts)
     wanted = set(new)
-    where: Dict[str, Tuple[int, int]] = {}
-    blocks: List[np.ndarray] = []
+    where: Dict[str, Tuple[Path, int]] = {}
     reasons: Dict[str, str] = {}
-    for paths, pooled, skipped in _parts(Path(settings.parts)):
-        if paths:
-            blocks.append(pooled)
-            for r, p in enumerate(paths):
-                if p in wanted:
-                    where[p] = (len(blocks) - 1, r)
+    for file, paths, skipped in _part_lists(parts):
+        for r, p in enumerate(paths):
+            if p in wanted:
+                where[p] = (file, r)
         reasons.update((p, why) for p, why in skipped if p in wanted)
     failed = {p for p, _ in sample_skipped}
     sample = [p for p in (mean_sample(new, config.mean_sample) if config.pooling == "hew" else []) if p not in failed]
     in_sample = set(sample)
     order = sample + [p for p in new if p not in in_sample and p not in failed]
     skipped = list(sample_skipped)
-    rows: List[np.ndarray] = []
     added: List[str] = []
     for p in order:
         if p in where:
-            b, r = where[p]
-            rows.append(blocks[b][r])
             added.append(p)
         else:
             skipped.append((p, reasons.get(p, FAILED_PART)))
-    pooled = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
-    return Index._from_pooled(config, added, pooled, mean=mean, mean_images=mean_images, skipped=skipped,
-                              whitening=whitening, root=root, runtime=runtime)
+    if not added:
+        return Index._from_pooled(config, [], np.zeros((0, 0), np.float32), mean=mean, mean_images=mean_images,
+                                  skipped=skipped, whitening=whitening, root=root, runtime=runtime)
+    if config.pooling == "hew" and mean is None:
+        raise InvalidInputError("a HeW index needs its centering mean, but the parts hold none")
+    n = len(added)
+    channels = _part_rows(where[added[0]][0]).shape[1]
+    shard = storage.new_shard_id()
+    pooled = storage.write_shard_column(parts, shard, "pooled", np.float32, (n, channels),
+                                        _ordered_rows([where[p] for p in added], channels))
+    step = ASSEMBLY_ROWS
+
+    def windows() -> Iterator[np.ndarray]:
+        for lo in range(0, n, step):
+            yield np.asarray(pooled.window(lo, lo + step), np.float64)
+
+    learned = learns_whitening(config, whitening, n)
+    if learned:
+        with warnings.catch_warnings():  # as Index.refit_whitening
+            warnings.filterwarnings("ignore", message=".*dimension is capped.*")
+            whitening = PostProcess._fit_blocks(windows, power=config.power, shrinkage=config.shrinkage).whitening
+    post = PostProcess(whitening, power=config.power)
+    dim = whitening.dim_ if whitening is not None else channels
+    assert dim is not None
+    # As Index.add: float64 -> storage dtype, or float64 -> float32 -> storage dtype when the
+    # whitening was just learned (Index.refit_whitening sets float32 descriptors).
+    via = np.float32 if learned else config.storage_dtype
+    storage.write_shard_column(parts, shard, "desc", config.storage_dtype, (n, dim),
+                               (post(w).astype(via).astype(config.storage_dtype) for w in windows()))
+    segment = storage.open_shard(parts, shard, pooled=True)
+    return Index._from_segment(config, added, segment, mean=mean, mean_images=mean_images, whitening=whitening,
+                               whitening_learned=learned, skipped=skipped, root=root, runtime=runtime)
+
+
+def _part_lists(parts: Path) -> Iterator[Tuple[Path, List[str], List[Tuple[str, str]]]]:
+    """Each finished part's file, paths and skipped ``(path, reason)``, without its rows (an
+    ``.npz`` member is read only when asked for)."""
+    for file in sorted(parts.glob("part-*.npz")):
+        part = _read_part(file, rows=False)
+        if part is not None:
+            yield file, part[0], part[2]
+
+
+def _ordered_rows(locations: List[Tuple[Path, int]], channels: int) -> Iterator[np.ndarray]:
+    """The pooled rows at ``locations`` ((part file, row), in order) as blocks of consecutive
+    rows of one part, checked (finite, ``channels`` wide); one part read at a time."""
+    current: Optional[Path] = None
+    rows = np.zeros((0, channels), np.float32)
+    i = 0
+    while i < len(locations):
+        file, r = locations[i]
+        if file != current:
+            rows, current = _part_rows(file), file
+            if rows.shape[1] != channels:
+                raise InvalidInputError(f"{file}: pooled rows of width {rows.shape[1]}, the other parts' are {channels}")
+            _validate.finite(rows, f"the pooled rows of {file}")
+        j = i + 1
+        while j < len(locations) and locations[j][0] == file and locations[j][1] == locations[j - 1][1] + 1:
+            j += 1
+        yield rows[r : r + (j - i)]
+        i = j
+
+
+def _part_rows(file: Path) -> np.ndarray:
+    """The pooled rows of a part listed earlier in this stage (InvalidInputError if it can no
+    longer be read: the rerun extracts its images again)."""
+    part = _read_part(file)
+    if part is None:
+        raise InvalidInputError(f"{file}: a finished part could no longer be read; rerun to extract its images again")
+    return part[1]

@@ -17,7 +17,7 @@ input.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -182,6 +182,25 @@ class PostProcess:
         """
         pre = cls(None, power=power, eps=eps)
         whitening = PCAWhitening().fit(pre(X_train), dim=dim, shrinkage=shrinkage)
+        return cls(whitening, power=power, eps=eps)
+
+    @classmethod
+    def _fit_blocks(
+        cls,
+        blocks: Callable[[], Iterable[np.ndarray]],
+        *,
+        power: Optional[float] = DEFAULT_POWER,
+        eps: float = L2_EPS,
+        shrinkage: Union[float, str] = 0.0,
+    ) -> "PostProcess":
+        """:meth:`fit` (at full dimension) on the rows of ``blocks()``, one ``(rows, d)`` block
+        at a time: :meth:`PCAWhitening._fit_blocks` (``blocks`` is called twice and must give
+        the same blocks each time). The same result as :meth:`fit` on their concatenation up
+        to float64 rounding, in memory for one block and two ``d x d`` float64 matrices."""
+        pre = cls(None, power=power, eps=eps)
+        whitening = PCAWhitening()._fit_blocks(
+            lambda: (pre(np.asarray(b, np.float64)) for b in blocks()), shrinkage=shrinkage
+        )
         return cls(whitening, power=power, eps=eps)
 
     @property

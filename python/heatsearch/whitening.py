@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Union
 
 import numpy as np
 
@@ -151,6 +151,60 @@ class PCAWhitening:
             )
         amount = _ledoit_wolf(centred, cov) if isinstance(shrinkage, str) else shrinkage
         del centred
+        return self._from_covariance(mean, cov, n, wanted, amount, dim)
+
+    def _fit_blocks(
+        self, blocks: Callable[[], Iterable[np.ndarray]], *, shrinkage: Union[float, str] = 0.0
+    ) -> "PCAWhitening":
+        """:meth:`fit` on the rows of ``blocks()`` without holding them all: ``blocks`` is
+        called twice (a pass for the mean, then one for the covariance and, for
+        ``"ledoit-wolf"``, the fourth moments), each time giving the same ``(rows, d)`` float64
+        blocks in the same order. Memory: one block and two ``d x d`` float64 matrices. The
+        result is :meth:`fit`'s on the concatenation up to float64 rounding (the covariance
+        is summed block by block instead of in one product). Always at full dimension.
+        Errors as :meth:`fit` (``n < 2``, NaN, a block of another width, no variance)."""
+        if isinstance(shrinkage, str):
+            _validate.choice(shrinkage, "shrinkage", ("ledoit-wolf",))
+        else:
+            shrinkage = _validate.real(shrinkage, "shrinkage", low=0.0, high=1.0)
+        total: Optional[np.ndarray] = None
+        n = 0
+        for block in blocks():
+            arr = _validate.rows(block, "X", "n")
+            _validate.finite(arr, "X")
+            if total is not None and arr.shape[1] != total.shape[0]:
+                raise InvalidInputError(f"X's blocks have different widths: {total.shape[0]} and {arr.shape[1]}")
+            s = arr.sum(axis=0, dtype=np.float64)
+            total = s if total is None else total + s
+            n += arr.shape[0]
+        if total is None or n < 2 or not total.shape[0]:
+            raise InvalidInputError(f"X must hold at least 2 training vectors of at least 1 dimension, got {n}")
+        d = total.shape[0]
+        mean = total / n
+        cov = np.zeros((d, d))
+        fourth = 0.0
+        for block in blocks():
+            centred = np.asarray(block, np.float64) - mean
+            cov += centred.T @ centred
+            sq = np.einsum("ij,ij->i", centred, centred)
+            fourth += float(np.sum(sq * sq))
+        cov /= n - 1
+        if not np.isfinite(cov).all():
+            raise InvalidInputError("X's covariance overflows float64 (L2-normalise the rows first)")
+        if isinstance(shrinkage, str):
+            # sum_k x_k^T S x_k = tr(S sum_k x_k x_k^T) = n ||S||_F^2 for the biased S = cov (n-1)/n.
+            s_biased = cov * ((n - 1) / n)
+            amount = _ledoit_wolf_from(cov, n, fourth - 2 * n * float(np.sum(s_biased * s_biased)))
+        else:
+            amount = shrinkage
+        return self._from_covariance(mean, cov, n, d, amount, None)
+
+    def _from_covariance(
+        self, mean: np.ndarray, cov: np.ndarray, n: int, wanted: int, amount: float, dim: Optional[int]
+    ) -> "PCAWhitening":
+        """The rest of :meth:`fit` once the ``(d,)`` mean and ``(d, d)`` covariance (with
+        ``1 / (n - 1)``, modified in place) of ``n`` vectors are known."""
+        d = cov.shape[0]
         if amount > 0:
             target = np.trace(cov) / d
             cov *= 1.0 - amount
@@ -393,13 +447,20 @@ def _ledoit_wolf(centred: np.ndarray, cov: np.ndarray) -> float:
     covariance ``Xc^T Xc / n`` here (the scale cancels in ``s``). ``centred``: ``(n, d)``
     float64 rows minus their mean; ``cov``: their ``(d, d)`` covariance with ``1 / (n - 1)``.
     """
-    n, d = centred.shape
+    n = centred.shape[0]
+    s = cov * ((n - 1) / n)
+    sq = np.einsum("ij,ij->i", centred, centred)
+    quad = np.einsum("ij,ij->i", centred @ s, centred)
+    return _ledoit_wolf_from(cov, n, float(np.sum(sq * sq - 2 * quad)))
+
+
+def _ledoit_wolf_from(cov: np.ndarray, n: int, spread: float) -> float:
+    """:func:`_ledoit_wolf` given ``spread = sum_k (||x_k||^4 - 2 x_k^T S x_k)`` (centred rows)."""
+    d = cov.shape[0]
     s = cov * ((n - 1) / n)
     mu = np.trace(s) / d
     d2 = (np.sum(s * s) - 2 * mu * np.trace(s) + mu * mu * d) / d
     if not d2 > 0:
         return 1.0  # S is already a multiple of the identity
-    sq = np.einsum("ij,ij->i", centred, centred)
-    quad = np.einsum("ij,ij->i", centred @ s, centred)
-    b2 = float(np.sum(sq * sq - 2 * quad) / n + np.sum(s * s)) / (n * d)
+    b2 = float(spread / n + np.sum(s * s)) / (n * d)
     return float(min(max(b2, 0.0), d2) / d2)

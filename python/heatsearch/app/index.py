@@ -695,7 +695,7 @@ class Index:
         self._append_rows(desc, pooled)
         self.paths.extend(added)
         self._graph = None
-        if self.config.whiten == "auto" and self.whitening is None and len(self) >= AUTO_WHITENING_MIN_IMAGES:
+        if learns_whitening(self.config, self.whitening, len(self)):
             self.refit_whitening()  # learned once, then kept: descriptors stay comparable
 
     def _report_skipped(self, skipped: List[Tuple[str, str]]) -> None:
@@ -750,6 +750,43 @@ class Index:
         index.mean_images = mean_images if mean is not None else None
         if rows is not None:
             index._append_pooled(added, np.ascontiguousarray(rows, np.float32))
+        index._report_skipped(list(skipped))
+        return index
+
+    @classmethod
+    def _from_segment(
+        cls,
+        config: IndexConfig,
+        paths: Sequence[str],
+        segment: Segment,
+        *,
+        mean: Optional[np.ndarray],
+        mean_images: Optional[int],
+        whitening: Optional[PCAWhitening],
+        whitening_learned: bool,
+        skipped: Sequence[Tuple[str, str]] = (),
+        root: Optional[PathLike] = None,
+        runtime: str = "auto",
+    ) -> "Index":
+        """The index :meth:`_from_pooled` would make, from rows already post-processed
+        elsewhere, in bounded memory: ``segment`` (its rows in files: see
+        :func:`heatsearch.app.storage.open_shard`) holds the pooled rows of ``paths``
+        (absolute, in :meth:`add`'s order) and their final descriptors, computed with
+        ``whitening`` (learned on all those rows when ``whitening_learned``: the rule of
+        :func:`learns_whitening`). Used by :func:`heatsearch.distributed.build_index`; the
+        caller has checked the rows (finite, shapes)."""
+        index = cls(config=config, whitening=whitening, root=None if root is None else os.fspath(root), runtime=runtime)
+        added = [_absolute(p, f"paths[{i}]") for i, p in enumerate(paths)]
+        if len(set(added)) != len(added):
+            raise InvalidInputError("paths lists the same image twice")
+        if segment.rows != len(added):
+            raise InvalidInputError(f"{len(added)} paths but {segment.rows} rows")
+        index.mean = None if mean is None else np.asarray(mean, np.float32)
+        index.mean_images = mean_images if mean is not None else None
+        index._store = Store([segment])
+        index.paths = added
+        index.whitening_learned = whitening_learned
+        index.whitening_images = len(added) if whitening_learned else None
         index._report_skipped(list(skipped))
         return index
 
@@ -1385,6 +1422,13 @@ Index.pooled = property(  # type: ignore[assignment]
     lambda self, value: self._set_column("pooled", value),
     doc="``(n, C)`` float32 pooled descriptors, None for an index of descriptors (see ``Index._column``).",
 )
+
+
+def learns_whitening(config: IndexConfig, whitening: Optional[PCAWhitening], n: int) -> bool:
+    """Whether an index of ``config`` with ``whitening`` learns its whitening once it holds
+    ``n`` rows: "auto", none given or learned yet, and at least
+    :data:`AUTO_WHITENING_MIN_IMAGES` rows (then on all of them: :meth:`Index.refit_whitening`)."""
+    return config.whiten == "auto" and whitening is None and n >= AUTO_WHITENING_MIN_IMAGES
 
 
 def mean_sample(paths: Sequence[str], size: int) -> List[str]:

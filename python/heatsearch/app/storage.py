@@ -16,7 +16,9 @@ An index is a directory (format version 3)::
         whitening.npz             the fitted PCAWhitening (when there is one)
         writer.json               who wrote this version (host, pid, time), for people
       .heatsearch-parts/        only while heatsearch.distributed builds the index: its
-                                finished parts, what a rerun resumes from (PARTS_DIR)
+                                finished parts, what a rerun resumes from (PARTS_DIR), and
+                                the shard its last stage writes there (write_shard_column),
+                                which the save hard-links into the new version
 
 ``index.json`` is the pointer: it names the one complete version. A version's rows are its
 shards in order, less the rows each lists as ``removed`` (tombstones: a remove rewrites no
@@ -90,6 +92,9 @@ __all__ = [
     "INDEX_FORMAT",
     "INDEX_VERSION",
     "PARTS_DIR",
+    "new_shard_id",
+    "write_shard_column",
+    "open_shard",
     "READ_VERSIONS",
     "StoredIndex",
     "check_target",
@@ -540,9 +545,11 @@ def _keep_shard(staging: Path, seg: Segment, live_paths: List[str], step: int) -
         _link_or_copy(home / names["pooled"], staging / names["pooled"], seg.pooled, step)  # type: ignore[arg-type]
     stored = list(seg.stored_paths or ())
     alive = seg.alive()
-    if len(stored) == seg.rows and [stored[i] for i in alive] == live_paths:
+    if names["paths"] is not None and len(stored) == seg.rows and [stored[i] for i in alive] == live_paths:
         _link_or_copy(home / names["paths"], staging / names["paths"], None, step, text=stored)
     else:
+        if len(stored) != seg.rows:  # a shard with no paths file yet (open_shard)
+            stored = [""] * seg.rows
         for i, p in zip(alive, live_paths):
             stored[i] = p
         names["paths"] = f"{secrets.token_hex(8)}.paths.json"
@@ -566,6 +573,35 @@ def _link_or_copy(source: Path, destination: Path, rows: Optional[Rows], step: i
     else:
         _write_npy_blocks(destination, rows.dtype, rows.shape,
                           (rows.window(lo, lo + step) for lo in range(0, rows.shape[0], step)))
+
+
+def new_shard_id() -> str:
+    """A fresh shard id (16 random hex digits: two saves never pick the same)."""
+    return secrets.token_hex(8)
+
+
+def write_shard_column(folder: PathLike, shard: str, column: str, dtype: Any, shape: Tuple[int, int],
+                       blocks: Iterator[np.ndarray]) -> Rows:
+    """Writes one column (``"desc"`` or ``"pooled"``) of a shard not saved yet into
+    ``folder``, a folder INSIDE an index directory (:data:`PARTS_DIR`), one block at a time
+    (fsync-ed), and returns its rows, read from the file. With :func:`open_shard`: how
+    :func:`heatsearch.distributed.build_index` makes an index without holding every row. The
+    caller checks the values (finite): :func:`write_index` does not re-read a shard's rows."""
+    name = f"{shard}.{'desc' if column == 'desc' else 'pooled'}.npy"
+    path = Path(os.path.realpath(folder)) / name
+    _write_npy_blocks(path, np.dtype(dtype), shape, blocks)
+    return open_rows(path)
+
+
+def open_shard(folder: PathLike, shard: str, *, pooled: bool) -> Segment:
+    """The segment of the shard ``shard`` whose columns :func:`write_shard_column` wrote in
+    ``folder``: the next :func:`write_index` to the index holding ``folder`` hard-links its
+    files into the new version (no copy, as for a shard it keeps) and writes its paths file."""
+    folder = Path(os.path.realpath(folder))
+    _fsync_dir(folder)
+    names: Dict[str, Any] = {"descriptors": f"{shard}.desc.npy", "pooled": f"{shard}.pooled.npy" if pooled else None,
+                             "paths": None}
+    return _open_segment(folder, names, 0, [], ())
 
 
 def _open_segment(folder: Path, names: Dict[str, Any], rows: int, removed: List[int],

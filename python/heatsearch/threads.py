@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from . import _core, _validate
 
-__all__ = ["set_num_threads", "get_num_threads", "threads_per_worker"]
+__all__ = ["set_num_threads", "get_num_threads", "threads_per_worker", "limit_blas_threads"]
 
 
 def set_num_threads(n: int) -> None:
@@ -104,3 +104,26 @@ def _read_text(path: str) -> Optional[str]:
             return f.read()
     except OSError:
         return None
+
+
+def limit_blas_threads(n: int = 1) -> bool:
+    """Caps the BLAS library NumPy loaded (OpenBLAS, MKL, BLIS) at ``n >= 1`` threads for the
+    rest of this process, through threadpoolctl (in the ``serve`` extra). Returns False, and
+    changes nothing, when threadpoolctl is not installed.
+
+    For a process whose heavy work is not NumPy's: a server's query runs the network (ONNX
+    Runtime or torch) and heatsearch's Rust kernels, while NumPy only multiplies small
+    matrices (the query's whitening, the cosines of its hits). OpenBLAS's threads go on
+    spinning for a while after each such product, on the cores the next network pass needs:
+    measured with ``heatsearch serve`` on the 2-vCPU VM (README, "Serving under load"), a
+    1024 x 768 image query took p50 152.7 ms with OpenBLAS's default 2 threads and 121.7 ms
+    with 1 (one scale: 91 -> 63 ms). ``heatsearch serve`` calls it with 1 in each worker.
+    A library should not call it behind its user's back: it changes the whole process.
+    """
+    count = _validate.integer(n, "n", minimum=1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(limits=count, user_api="blas")
+    return True

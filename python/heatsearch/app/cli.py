@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import _validate
 from ..errors import ISSUES_URL, HeatsearchError, InvalidInputError
+from ..threads import limit_blas_threads
 from ..vision.spatial import split_rerank, with_spatial
 
 __all__ = ["main", "build_parser"]
@@ -599,6 +600,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from ..errors import MissingDependencyError
 
         raise MissingDependencyError("the server needs uvicorn and FastAPI: pip install 'heatsearch[serve]'") from None
+    # NumPy's BLAS threads would spin on the cores the network needs (heatsearch.threads).
+    limit_blas_threads(1)
     settings = dict(index_path=os.path.abspath(args.index), token=token,
                     max_upload_bytes=int(max_mb * 1024 * 1024), runtime=args.runtime,
                     root=None if args.root is None else os.path.abspath(args.root), warmup=not args.no_warmup)

@@ -60,6 +60,7 @@ import numpy as np
 
 from .. import _validate
 from ..errors import HeatsearchError, ImageReadError, InvalidDTypeError, InvalidInputError, MissingDependencyError
+from ..threads import limit_blas_threads
 from ..vision.images import SUPPORTED_EXTENSIONS, pillow_message
 from ._metrics import Metrics
 
@@ -758,4 +759,7 @@ def app_from_environment() -> Any:
         kwargs = json.loads(raw)
     except ValueError as e:
         raise InvalidDTypeError(f"{_ENV_CONFIG} is not JSON ({e})") from None
+    # A worker process of `heatsearch serve --workers N`: as its single-process mode does,
+    # NumPy's BLAS threads are capped so that they do not spin on the network's cores.
+    limit_blas_threads(1)
     return create_app(**kwargs)

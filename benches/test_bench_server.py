@@ -45,7 +45,7 @@ extractor is built and warmed first), with each runtime, with ``index.PREFETCH =
 then run the network, one image at a time: heatsearch before the prefetch) and with the
 default (the next images decoded in a background thread while the network runs).
 
-A table of every case is printed at the end. About 5 minutes on the 2-core VM (6 when shared).
+A table of every case is printed at the end. About 4 minutes on the idle 2-core VM (more when shared).
 """
 
 from __future__ import annotations

@@ -131,3 +131,22 @@ def test_the_driver_does_not_hold_every_row(tmp_path, monkeypatch):
     grown = _peak(large, tmp_path, monkeypatch) - _peak(small, tmp_path, monkeypatch)
     rows_bytes = (large - small) * 512 * 4
     assert grown < rows_bytes / 2, f"stage 3's peak grew by {grown} bytes for {rows_bytes} bytes of new rows"
+
+
+def test_an_index_configured_with_an_ann_saves_it_trained_on_the_stage_3_shard(tmp_path):
+    """``IndexConfig(ann=...)``: stage 3's index trains its approximate index when it is
+    saved, on a sample of the rows read from the shard (never all rows in one array), and the
+    loaded index searches with it."""
+    pytest.importorskip("faiss", reason="the ANN backend needs faiss-cpu (pip install 'heatsearch[ann]')")
+    from heatsearch.app.index import ANN_FILE
+
+    config = IndexConfig(mean_sample=16, whiten="none", ann="hnsw")
+    out = tmp_path / "photos.index"
+    paths, mean, settings, _ = fake_parts(out, 300, 32, config)
+    index = assemble(paths, config, settings, mean)
+    index.save(out)
+    assert list(out.glob(f"data-*/{ANN_FILE}"))
+    loaded = Index.load(out)
+    assert loaded._ann is not None and loaded._ann.ntotal == 300
+    X = np.asarray(loaded.descriptors)
+    assert [hits[0].row for hits in loaded.search_many(X[::50], k=3)] == list(range(0, 300, 50))

@@ -306,3 +306,22 @@ def test_demo_on_a_reduced_set(capsys):
         m = re.search(rf"^{method}\s+([0-9.]+)\s+([0-9.]+)\s+[0-9.]+s$", out, re.M)
         assert m, out
         assert 0 < float(m.group(1)) <= 100 and 0 < float(m.group(2)) <= 100
+
+
+def test_index_with_ann_and_float16(folder, tmp_path):
+    """`index --ann hnsw --float16`: the configuration is recorded, the approximate index is
+    saved beside the descriptors, and a search answers through it."""
+    pytest.importorskip("faiss", reason="--ann needs faiss-cpu (pip install 'heatsearch[ann]')")
+    from heatsearch.app.index import ANN_FILE, Index
+
+    out = tmp_path / "i"
+    assert main(["index", str(folder), "-o", str(out), "--max-size", "64", "--single-scale",
+                 "--ann", "hnsw", "--float16", "--quiet"]) == 0
+    index = Index.load(out)
+    assert index.config.ann == "hnsw" and index.config.storage_dtype == "float16"
+    assert list(out.glob(f"data-*/{ANN_FILE}"))
+    first = index.paths[0]
+    assert index.search(np.asarray(index.descriptors[0], np.float32), k=1)[0].path == first
+    with pytest.raises(SystemExit) as info:  # argparse's own refusal of a choice
+        main(["index", str(folder), "-o", str(tmp_path / "j"), "--ann", "fast"])
+    assert info.value.code == 2 and not (tmp_path / "j").exists()

@@ -252,6 +252,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         scales=(1.0,) if args.single_scale else DEFAULT_SCALES,
         whiten="none" if args.no_whiten else "auto",
+        storage_dtype="float16" if args.float16 else "float32",
+        ann=None if args.ann == "none" else args.ann,
     )
     workers = None
     if args.workers is not None:
@@ -820,6 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-whiten", action="store_true", help="no whitening at all")
     i.add_argument("--single-scale", action="store_true", help="one scale instead of 1, 1/sqrt(2), 1/2 (faster)")
     i.add_argument("--no-recursive", action="store_true", help="only the folder itself, not its subfolders")
+    i.add_argument("--ann", default="none", choices=["none", "auto", "hnsw", "ivfpq"],
+                   help="approximate search on FAISS (pip install 'heatsearch[ann]'): none (default: exact), auto "
+                   "(hnsw from 300k images on), hnsw or ivfpq; built when the index is saved (README, Scale)")
+    i.add_argument("--float16", action="store_true", help="store the final descriptors as float16 (half the disk; "
+                   "README, Descriptor store)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="extract on a Ray cluster (pip install 'heatsearch[ray]'): a running one at ADDRESS "

@@ -314,3 +314,65 @@ def test_faiss_missing_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "faiss", raising=False)
     with pytest.raises(MissingDependencyError, match=r"pip install 'heatsearch\[ann\]'"):
         AnnIndex("hnsw", 8, 100)
+
+
+@pytest.mark.parametrize("kind", ANN_KINDS)
+def test_removed_rows_are_never_returned_and_the_rest_renumbered(tmp_path, data, kind):
+    """``without(keep)``: the FAISS index is shared (unchanged), removed rows never come back,
+    kept rows answer under their new numbers (as an index's live rows after a removal), with
+    and without exact re-scoring, after appending, and after a save and a load."""
+    X, Q = data
+    ann = AnnIndex.build(X, kind)
+    keep = np.ones(len(X), bool)
+    keep[::3] = False
+    kept = np.flatnonzero(keep)
+    cut = ann.without(keep)
+    assert cut._index is ann._index and ann.row_of_id is None
+    assert (cut.nrows, cut.ntotal) == (len(kept), len(X)) and abs(cut.dead_fraction - 1334 / 4000) < 1e-9
+    Xk = X[kept]
+    for ids, scores in (cut.search(Q, 10, exact=Xk), cut.search(Q, 10)):
+        # ivfpq may find fewer than k in the cells it probes: padded at the end with -1
+        assert ids.max() < len(kept) and (ids >= 0).mean() > 0.9
+        assert all(np.all(np.diff((row < 0).astype(int)) >= 0) for row in ids)
+        assert np.all(np.isinf(scores[ids < 0]))
+    exact_ids, exact_scores = cut.search(Q, 10, exact=Xk)
+    truth = np.argsort(-(Q @ Xk.T), axis=1)[:, :10]
+    assert recall(exact_ids, truth) >= 0.9
+    np.testing.assert_allclose(exact_scores, np.take_along_axis(Q @ Xk.T, exact_ids, 1), rtol=1e-5)
+    more = cut.extended(X[:5] * -1.0)
+    assert (more.nrows, more.ntotal) == (len(kept) + 5, len(X) + 5) and cut.ntotal == len(X)
+    top, _ = more.search(-X[2:3], 1, exact=np.vstack([Xk, -X[:5]]))
+    assert top[0, 0] == len(kept) + 2
+    more.save(tmp_path / "m.faiss")
+    back = AnnIndex.load(tmp_path / "m.faiss")
+    np.testing.assert_array_equal(back.row_of_id, more.row_of_id)
+    for a, b in zip(more.search(Q, 10), back.search(Q, 10)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InvalidInputError, match=r"keep must be a bool array of shape \(2666,\)"):
+        cut.without(np.ones(len(X), bool))
+    with pytest.raises(InvalidInputError, match="every row of the ANN index was removed"):
+        cut.without(np.zeros(len(kept), bool)).search(Q, 3)
+
+
+def test_a_row_map_that_does_not_fit_is_an_index_file_error(tmp_path, data):
+    import json
+    import struct
+
+    X, _ = data
+    ann = AnnIndex.build(X[:600], "hnsw").without(np.arange(600) % 2 == 0)
+    path = tmp_path / "m.faiss"
+    ann.save(path)
+    raw = path.read_bytes()
+    magic = b"HSANN1\n"
+    (size,) = struct.unpack("<Q", raw[len(magic) : len(magic) + 8])
+    start = len(magic) + 8 + size
+    row_map = np.frombuffer(raw[start : start + 600 * 8], "<i8").copy()
+    row_map[[0, 2]] = row_map[[2, 0]]  # live rows out of order
+    path.write_bytes(raw[:start] + row_map.tobytes() + raw[start + 600 * 8 :])
+    with pytest.raises(IndexFileError, match="row map does not fit"):
+        AnnIndex.load(path)
+    header = json.loads(raw[len(magic) + 8 : start])
+    assert header["row_map_bytes"] == 600 * 8
+    path.write_bytes(raw[:start + 100])
+    with pytest.raises(IndexFileError):
+        AnnIndex.load(path)

@@ -217,6 +217,10 @@ class AnnIndex:
         self.n_expected: int = _validate.integer(n, "n", minimum=1)
         self.params: AnnParams = ann_params(kind, n, d, params)
         self._index: Any = self._new_index()
+        #: The row each id stands for now, -1 once removed (:meth:`without`); None: id i is
+        #: row i. Removing never touches the FAISS index: removed ids are just never returned.
+        self.row_of_id: Optional[np.ndarray] = None
+        self._nrows: Optional[int] = None
 
     def _new_index(self) -> Any:
         faiss = _faiss()
@@ -300,6 +304,57 @@ class AnnIndex:
     def __len__(self) -> int:
         return self.ntotal
 
+    @property
+    def nrows(self) -> int:
+        """Rows the ids stand for now: :attr:`ntotal` less the removed ones."""
+        return self.ntotal if self._nrows is None else self._nrows
+
+    @property
+    def dead_fraction(self) -> float:
+        """The share of ids whose rows were removed (searches fetch that many more candidates;
+        an index rebuilds its ANN past :data:`heatsearch.app.index.ANN_REBUILD_DEAD`)."""
+        return 1.0 - self.nrows / self.ntotal if self.ntotal else 0.0
+
+    def _map(self) -> np.ndarray:
+        return np.arange(self.ntotal, dtype=np.int64) if self.row_of_id is None else self.row_of_id
+
+    def _with_map(self, index: Any, row_of_id: Optional[np.ndarray]) -> "AnnIndex":
+        out = AnnIndex(self.kind, self.d, self.n_expected, self.params)
+        out._index = index
+        if row_of_id is not None:
+            out.row_of_id = row_of_id
+            out._nrows = int(np.count_nonzero(row_of_id >= 0))
+        return out
+
+    def without(self, keep: ArrayLike) -> "AnnIndex":
+        """This index after a removal of rows: ``keep`` (bool, one per row, :attr:`nrows` of
+        them) says which rows stay; those are renumbered ``0..`` in their order, as an index's
+        live rows are after ``remove``. The FAISS index is shared, not copied or changed (a
+        removed id is only never returned again): a removal costs one int64 per id, instead of
+        a rebuild (837 s for hnsw over 1M rows on the 2-vCPU VM, README "Scale")."""
+        mask = np.asarray(keep)
+        if mask.dtype != np.bool_ or mask.shape != (self.nrows,):
+            raise InvalidInputError(f"keep must be a bool array of shape ({self.nrows},), got {mask.dtype} {mask.shape}")
+        renumber = np.cumsum(mask, dtype=np.int64) - 1
+        renumber[~mask] = -1
+        current = self._map()
+        return self._with_map(self._index, np.where(current >= 0, renumber[np.maximum(current, 0)], -1))
+
+    def _to_rows(self, ids: np.ndarray) -> np.ndarray:
+        """FAISS ids ``(nq, c)`` (-1: none) as rows (-1: none or removed)."""
+        if self.row_of_id is None:
+            return np.asarray(ids, np.int64)
+        ids = np.asarray(ids, np.int64)
+        rows = self.row_of_id[np.maximum(ids, 0)]
+        rows[ids < 0] = -1
+        return rows
+
+    def _depth(self, depth: int) -> int:
+        """Candidates to ask FAISS for so that about ``depth`` live ones come back."""
+        if self.row_of_id is None:
+            return depth
+        return min(self.ntotal, int(np.ceil(depth * self.ntotal / max(1, self.nrows))))
+
     def train(self, sample: ArrayLike) -> None:
         """Trains the quantisers on ``sample (s, d)`` (ivfpq: k-means of the cells and the PQ
         codebooks, at least ``nlist`` and ``2**nbits`` rows; hnsw: the scalar quantiser's ranges).
@@ -328,11 +383,15 @@ class AnnIndex:
         """A copy of this index with ``rows`` (an array ``(b, d)`` or an iterable of such
         blocks) appended, ids ``ntotal ..``; this one is left as it is (another thread may be
         searching it: FAISS does not let one add while others search)."""
-        out = AnnIndex(self.kind, self.d, self.n_expected, self.params)
-        out._index = _faiss().clone_index(self._index)
+        out = self._with_map(_faiss().clone_index(self._index), None)
         blocks: Iterable[Any] = [rows] if isinstance(rows, np.ndarray) else rows  # type: ignore[assignment]
         for b in blocks:
             out.add(b)
+        if self.row_of_id is not None:  # the new ids stand for the rows after the live ones
+            added = out.ntotal - self.ntotal
+            tail = np.arange(self.nrows, self.nrows + added, dtype=np.int64)
+            out.row_of_id = np.concatenate([self.row_of_id, tail])
+            out._nrows = self.nrows + added
         return out
 
     # -- searching ---------------------------------------------------------------------------
@@ -362,21 +421,23 @@ class AnnIndex:
         q = _validate.vectors(Q, "Q")
         q = q[None, :] if q.ndim == 1 else q
         q = self._rows(q, "Q")
-        kk = min(k, self.ntotal)
+        kk = min(k, self.nrows)
+        if kk == 0:
+            raise InvalidInputError("every row of the ANN index was removed: nothing to search")
         if exact is None:
-            scores, ids = self._search(q, kk)
-            return _padded(ids, scores)
+            scores, ids = self._search(q, self._depth(kk))
+            return _live_first(self._to_rows(ids), scores, kk)
         # An array, a memmap, or a reader of rows (shape, dtype, X[ids]: an index's store).
         X: Any = exact if all(hasattr(exact, a) for a in ("shape", "dtype", "__getitem__")) else np.asarray(exact)
         if X.dtype not in _EXACT_DTYPES:
             raise InvalidDTypeError(f"exact must be a float16, float32 or float64 array, got dtype {X.dtype}")
-        if X.shape != (self.ntotal, self.d):
+        if X.shape != (self.nrows, self.d):
             raise InvalidInputError(
-                f"exact must hold the ({self.ntotal}, {self.d}) rows the index was built on, got shape {X.shape}"
+                f"exact must hold the ({self.nrows}, {self.d}) rows the index stands for, got shape {X.shape}"
             )
-        depth = min(self.ntotal, max(kk, (self.params.refine or 1) * min(kk, REFINE_CAP)))
-        _, cand = self._search(q, depth)
-        return rescore(X, q, cand, kk)
+        depth = min(self.nrows, max(kk, (self.params.refine or 1) * min(kk, REFINE_CAP)))
+        _, cand = self._search(q, self._depth(depth))
+        return rescore(X, q, self._to_rows(cand), kk)
 
     def _search(self, q: np.ndarray, k: int) -> Tuple[Any, Any]:
         """FAISS's search with this index's nprobe / efSearch passed per call (never stored
@@ -400,12 +461,14 @@ class AnnIndex:
         target = os.fspath(path)
         if os.path.isdir(target):
             target = os.path.join(target, FILE_NAME)
+        # The row of each id (after removals) goes between the header and FAISS's bytes.
+        row_map = b"" if self.row_of_id is None else np.ascontiguousarray(self.row_of_id, "<i8").tobytes()
         header = json.dumps(
             {"kind": self.kind, "d": self.d, "n": self.n_expected, "ntotal": self.ntotal,
-             "params": self.params.to_dict()}
+             "params": self.params.to_dict(), "row_map_bytes": len(row_map)}
         ).encode("utf-8")
         with atomic_write(target) as f:
-            f.write(_MAGIC + _HEADER.pack(len(header)) + header)
+            f.write(_MAGIC + _HEADER.pack(len(header)) + header + row_map)
             faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
 
     @classmethod
@@ -428,6 +491,10 @@ class AnnIndex:
                 if size > 1 << 20:
                     raise IndexFileError(f"{source}: corrupt header (length {size})")
                 meta = json.loads(f.read(size).decode("utf-8"))
+                map_bytes = int(meta.get("row_map_bytes", 0)) if isinstance(meta, dict) else 0
+                raw_map = f.read(map_bytes) if map_bytes > 0 else b""
+                if len(raw_map) != max(map_bytes, 0):
+                    raise IndexFileError(f"{source}: truncated (the row map)")
                 index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except FileNotFoundError:
             raise IndexFileError(f"{source}: no ANN file there") from None
@@ -445,6 +512,12 @@ class AnnIndex:
                 f"d={index.d}, {index.ntotal} rows"
             )
         out._index = index
+        if raw_map:
+            row_of_id = np.frombuffer(raw_map, "<i8").astype(np.int64)
+            live = row_of_id[row_of_id >= 0]
+            if len(row_of_id) != index.ntotal or (live.size and not np.array_equal(live, np.arange(live.size))):
+                raise IndexFileError(f"{source}: its row map does not fit its {index.ntotal} ids")
+            out.row_of_id, out._nrows = row_of_id, int(live.size)
         return out
 
     def _rows(self, x: ArrayLike, name: str) -> np.ndarray:
@@ -483,11 +556,19 @@ def rescore(X: Any, Q: np.ndarray, candidates: np.ndarray, k: int) -> Tuple[np.n
     return ids, scores
 
 
-def _padded(ids: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    ids = np.asarray(ids, np.int64)
-    scores = np.asarray(scores, np.float32).copy()
-    scores[ids < 0] = -np.inf
-    return ids, scores
+def _live_first(rows: np.ndarray, scores: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Each query's first ``k`` rows that were found and not removed (FAISS's order kept),
+    padded with -1 / -inf."""
+    rows = np.asarray(rows, np.int64)
+    scores = np.asarray(scores, np.float32)
+    out_ids = np.full((rows.shape[0], k), -1, np.int64)
+    out_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
+    for i in range(rows.shape[0]):
+        alive = rows[i] >= 0
+        r, s = rows[i][alive][:k], scores[i][alive][:k]
+        out_ids[i, : len(r)], out_scores[i, : len(r)] = r, s
+    return out_ids, out_scores
+
 
 
 def _block(b: Any, name: str, d: Optional[int]) -> np.ndarray:

@@ -129,14 +129,44 @@ def test_a_saved_ann_of_other_rows_is_not_used(exact, tmp_path):
     assert back._ann.ntotal == len(exact)
 
 
-def test_remove_drops_the_ann_and_rows_stay_right(exact):
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_remove_keeps_the_ann_and_never_returns_a_removed_row(exact, kind, tmp_path):
+    """A removal marks ids instead of rebuilding: the same FAISS index, removed rows never
+    come back (nor their neighbours' numbers shift wrongly), appended rows after a removal are
+    found, and all of it survives a save and a load."""
+    ix = with_ann(exact, kind)
+    X = np.asarray(exact.descriptors)
+    ix.search(X[0], k=1)
+    faiss_index = ix._ann._index
+    removed = set(ix.paths[:10]) | set(ix.paths[500:520])
+    ix.remove(sorted(removed))
+    assert ix._ann is not None and ix._ann._index is faiss_index and ix._ann.nrows == len(ix) == 1470
+    for q in (X[3], X[505], X[20], X[900]):
+        hits = ix.search(q, k=20)
+        assert not {h.path for h in hits} & removed
+        assert all(ix.paths[h.row] == h.path for h in hits)
+        np.testing.assert_allclose([h.score for h in hits], X[[exact.paths.index(h.path) for h in hits]] @ q, rtol=1e-5)
+    assert ix.search(X[20], k=1)[0].path == exact.paths[20]
+    assert ix.search(X[900], k=1)[0].path == exact.paths[900]
+    extra = np.asarray(-X[:2], np.float32)
+    ix._append_rows(extra, extra)
+    ix.paths.extend(str(tmp_path / f"new{i}.jpg") for i in range(2))
+    assert ix.search(extra[1], k=1)[0].row == 1471 and ix._ann.nrows == 1472
+    ix.save(tmp_path / "ix")
+    back = Index.load(tmp_path / "ix")
+    assert back._ann is not None and back._ann.nrows == 1472 and back._ann.ntotal == 1502
+    assert back.search(X[900], k=1)[0].path == exact.paths[900]
+    assert back.search(extra[0], k=1)[0].row == 1470
+
+
+def test_remove_of_most_rows_rebuilds_the_ann(exact):
     ix = with_ann(exact, "hnsw")
     X = np.asarray(exact.descriptors)
     ix.search(X[0], k=1)
-    ix.remove(ix.paths[:10])
+    ix.remove(ix.paths[:800])  # more than ANN_REBUILD_DEAD of its ids
     assert ix._ann is None
-    hit = ix.search(X[20], k=1)[0]
-    assert hit.row == 10 and hit.path == exact.paths[20]
+    hit = ix.search(X[900], k=1)[0]
+    assert hit.row == 100 and hit.path == exact.paths[900] and ix._ann.ntotal == 700
 
 
 def test_config_round_trip_and_old_configs():

@@ -138,6 +138,10 @@ ANN_SHORTLIST = 100
 #: Rows per block when an approximate index is built or extended from the store (64 MB of
 #: float32 at d = 256; the store is never materialised).
 ANN_BUILD_BLOCK = 65536
+#: Once more than this share of an approximate index's ids stand for removed rows, the next
+#: search rebuilds it (until then a removal only marks ids, and searches fetch
+#: ``1 / (1 - share)`` times the candidates, at most twice as many).
+ANN_REBUILD_DEAD = 0.5
 #: The file of the approximate index in a saved index's version directory.
 ANN_FILE = "ann.faiss"
 
@@ -341,9 +345,10 @@ class Index:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
     _graph: Any = field(default=None, repr=False)
-    #: The approximate index (an :class:`heatsearch.ann.AnnIndex` over the first ``ntotal``
-    #: rows of :attr:`descriptors`): built at the first search, extended when rows are
-    #: appended, dropped when rows change (remove, a new whitening).
+    #: The approximate index (an :class:`heatsearch.ann.AnnIndex` standing for the first
+    #: ``nrows`` rows of :attr:`descriptors`): built at the first search, extended when rows
+    #: are appended, told about removed rows (rebuilt past :data:`ANN_REBUILD_DEAD`), dropped
+    #: when every row changes (a new whitening).
     _ann: Any = field(default=None, repr=False, compare=False)
     root: Optional[str] = None
     #: What runs the network when the index builds its extractor: "auto" (default: ONNX
@@ -805,6 +810,14 @@ class Index:
             raise InvalidInputError(f"not in the index: {sorted(unknown)[:3]}")  # type: ignore[type-var]
         gone = [i for i, p in enumerate(self.paths) if p in drop]
         keep = [i for i, p in enumerate(self.paths) if p not in drop]
+        ann = self._ann
+        if ann is not None and gone:
+            # The approximate index forgets the removed rows (its FAISS index is shared, not
+            # rebuilt) until too many of its ids are gone.
+            kept = np.ones(len(self.paths), bool)
+            kept[gone] = False
+            ann = ann.without(kept) if ann.nrows == len(self.paths) else None
+            self._ann = None if ann is None or ann.dead_fraction > ANN_REBUILD_DEAD else ann
         self.paths = [self.paths[i] for i in keep]
         if self._loose is not None:
             if self.descriptors is not None:
@@ -816,7 +829,6 @@ class Index:
             store.remove(gone)
             self._store = store
         self._graph = None
-        self._ann = None  # row numbers changed: rebuilt at the next search
         return len(drop)
 
     def sync(self, *, recursive: bool = True, progress: bool = False) -> SyncResult:
@@ -1091,7 +1103,7 @@ class Index:
             return None
         with self._lock:
             ann = self._ann
-            if ann is not None and (ann.kind != kind or ann.d != d or ann.ntotal > n):
+            if ann is not None and (ann.kind != kind or ann.d != d or ann.nrows > n):
                 ann = None
             if ann is None:
                 # As AnnIndex.build does with an array (a uniform training sample, seed 0), with
@@ -1101,11 +1113,11 @@ class Index:
                 ann.train(self._rows(np.sort(np.random.default_rng(0).choice(n, size, replace=False)), np.float32))
                 for block in self._row_blocks(0, n):
                     ann.add(block)
-            elif ann.ntotal < n:
-                # Rows appended by add(): the first ntotal are unchanged. Extended on a clone:
+            elif ann.nrows < n:
+                # Rows appended by add(): the first nrows are unchanged. Extended on a clone:
                 # an index copied for a change (Index.copy, the server) shares this ANN with
                 # the original, which goes on searching it meanwhile.
-                ann = ann.extended(self._row_blocks(ann.ntotal, n))
+                ann = ann.extended(self._row_blocks(ann.nrows, n))
             self._ann = ann
             return ann
 
@@ -1551,7 +1563,7 @@ def _load_ann(path: Optional[Path], index: "Index") -> Optional[AnnIndex]:
         if isinstance(e, IndexFileError):
             warnings.warn(f"{e}: the approximate index is built again at the first search", stacklevel=3)
         return None
-    if ann.ntotal != len(index) or ann.d != index.dim:
+    if ann.nrows != len(index) or ann.d != index.dim:
         return None
     return ann
 

@@ -26,8 +26,6 @@ pytest.importorskip("faiss", reason="the ANN backend needs faiss-cpu (pip instal
 
 from heatsearch.ann import ANN_KINDS, AnnIndex, AnnParams, ann_params  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     X = rng.standard_normal((n, d)).astype(np.float32)
@@ -230,7 +228,8 @@ def test_a_save_killed_with_sigkill_keeps_the_old_file(tmp_path, data):
         """
     )
     np.save(tmp_path / "x.npy", X)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    # The heatsearch this test imports (a checkout's python/ or the installed wheel's).
+    env = {**os.environ, "PYTHONPATH": str(Path(hs.__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     assert path.read_bytes() == before

@@ -795,14 +795,7 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
     if not folder.is_dir():
         raise _Vanished(str(root / POINTER), f"names the version directory {data!r}, which does not exist")
     meta_file = folder / (POINTER if version == 1 else META)
-    try:
-        meta = _read_json(meta_file)
-    except FileNotFoundError:
-        raise _Vanished(str(meta_file), "missing file") from None
-    except OSError as e:
-        raise _Bad(str(meta_file), f"cannot be read ({e})") from None
-    except _Bad as e:
-        raise _Bad(str(meta_file), str(e)) from None
+    meta = _read_version_json(meta_file)
     try:
         _check_meta(meta, version)
     except _Bad as e:
@@ -870,12 +863,7 @@ def _read_version3(folder: Path, meta: Dict[str, Any], files: Dict[str, str]) ->
                 raise _Bad(str(path), f"must have shape (rows, {what}) = ({rows}, {width}) as the metadata says, got {r.shape}")
             columns[key] = r
         path = folder / entry["paths"]
-        try:
-            stored = _read_json(path)
-        except FileNotFoundError:
-            raise _Vanished(str(path), "missing file") from None
-        except OSError as e:
-            raise _Bad(str(path), f"cannot be read ({e})") from None
+        stored = _read_version_json(path)
         if not isinstance(stored, list) or len(stored) != rows:
             raise _Bad(str(path), f"must be a list of {rows} paths (the shard's rows), got {type(stored).__name__}"
                        + (f" of {len(stored)}" if isinstance(stored, list) else ""))
@@ -1185,6 +1173,17 @@ def _read_json(path: Path) -> Any:
         return json.loads(raw.decode("utf-8"), parse_constant=no_constants, object_pairs_hook=pairs)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise _Bad(str(path), f"corrupt JSON ({e})") from None
+
+
+def _read_version_json(path: Path) -> Any:
+    """A JSON file of the version being read (:func:`_read_json`): missing is _Vanished (a
+    concurrent save removed the version: the read is retried), unreadable or corrupt is _Bad."""
+    try:
+        return _read_json(path)
+    except FileNotFoundError:
+        raise _Vanished(str(path), "missing file") from None
+    except OSError as e:
+        raise _Bad(str(path), f"cannot be read ({e})") from None
 
 
 def _write_json(path: Path, obj: Any) -> None:

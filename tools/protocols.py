@@ -59,6 +59,8 @@ CANDIDATES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     "gem": ({"pooling": "gem"}, {}),
     "rmac": ({"pooling": "rmac"}, {}),
     "spoc": ({"pooling": "spoc"}, {}),
+    # One scale (heatsearch index --single-scale), database and queries: the latency option.
+    "1scale": ({"scales": (1.0,)}, {}),
 }
 
 
@@ -73,6 +75,7 @@ class _CachedExtractor:
         # torch; maps agree within 1e-5) is part of the cache key.
         self._inner = Extractor(backbone=config.backbone, layer=config.layer, max_size=config.max_size, scales=config.scales)
         self.runtime = self._inner.runtime
+        self.scales = tuple(config.scales)
         self._settings = f"{config.backbone}|{config.layer}|{config.max_size}|{config.scales}|{self.runtime}"
         self._cache = cache
         self._memory: Dict[str, List[np.ndarray]] = {}
@@ -97,6 +100,20 @@ class _CachedExtractor:
             os.replace(tmp, file)
         self._memory[key] = maps
         return maps
+
+
+class _AtScales:
+    """A :class:`_CachedExtractor`'s maps at some of its scales only (cached once for all)."""
+
+    def __init__(self, inner: _CachedExtractor, scales: Sequence[float]) -> None:
+        missing = [s for s in scales if s not in inner.scales]
+        assert not missing, f"scales {missing} are not among the cached ones {inner.scales}"
+        self._inner, self.runtime = inner, inner.runtime
+        self._keep = [i for i, s in enumerate(inner.scales) if s in scales]
+
+    def feature_map(self, image: Any, bbox: Any = None) -> List[np.ndarray]:
+        maps = self._inner.feature_map(image, bbox)
+        return [maps[i] for i in self._keep]
 
 
 class _VariantIndex(Index):
@@ -171,7 +188,8 @@ def evaluate(
     import warnings
 
     db, queries, gnd = protocol
-    index = _VariantIndex(config=config, extractor=extractor)
+    view = extractor if tuple(config.scales) == extractor.scales else _AtScales(extractor, config.scales)
+    index = _VariantIndex(config=config, extractor=view)
     index.pool_kwargs = pool_kwargs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

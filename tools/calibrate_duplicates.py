@@ -1,10 +1,14 @@
-"""Calibrates the default threshold of ``heatsearch duplicates`` on the demo's copy-detection set.
+"""Calibrates the default threshold of ``heatsearch duplicates`` on copies of real photos.
 
-    python tools/calibrate_duplicates.py [--cache DIR] [--thresholds 0.6:0.95:0.025] [--min-precision 0.95]
+    python tools/calibrate_duplicates.py [--photos DIR ...] [--cache DIR] [--thresholds 0.6:0.95:0.025] [--min-precision 0.95]
 
 The set (:func:`heatsearch.app.demo.build_copy_detection_set`): every photo shipped with
 scikit-image and one copy of it per edit (crop, rotation, scaling, JPEG, colour, blur,
-occlusion), 17 x 8 = 136 images. They are written as PNG files to a temporary folder and
+occlusion), 17 x 8 = 136 images; with ``--photos``, every image of those folders too, with the
+same seven edits. Photos of the same place or object taken by different people (phototourism's
+landmarks, a painting's reference and its phone photo in smvs_paintings) are the hard
+negatives: they are not copies of one another, and only the copies of one photo count as its
+duplicates. They are written as PNG files to a temporary folder and
 indexed with the DEFAULT :class:`heatsearch.IndexConfig` (as ``heatsearch index`` would); the
 index is saved to ``--cache`` (a folder under the temporary directory by default) so a re-run skips the extraction (a few minutes on 2 cores). A
 cached index re-learns its whitening with the current code (:meth:`Index.refit_whitening`),
@@ -27,8 +31,10 @@ precision; it also prints the threshold of the best grouped-pair F1.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
+import re
 import sys
 import tempfile
 import warnings
@@ -37,7 +43,32 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 
-def _load_or_build(cache: str, seed: int):
+def _photo_sets(folders: List[str], seed: int):
+    """``(images, names)``: each image of ``folders`` (``folder/stem/original``) and its seven
+    edited copies (``folder/stem/<edit>``), RGB uint8."""
+    from PIL import Image
+
+    from heatsearch.app.demo import EDITS
+
+    rng = np.random.default_rng(seed)
+    images, names = [], []
+    for folder in folders:
+        tag = os.path.basename(os.path.normpath(folder))
+        for name in sorted(os.listdir(folder)):
+            if not name.lower().endswith((".jpg", ".jpeg", ".png")):
+                continue
+            with Image.open(os.path.join(folder, name)) as im:
+                original = np.asarray(im.convert("RGB"))
+            stem = f"{tag}-{os.path.splitext(name)[0]}"
+            images.append(original)
+            names.append(f"{stem}/original")
+            for edit, apply in EDITS.items():
+                images.append(apply(original, rng))
+                names.append(f"{stem}/{edit}")
+    return images, names
+
+
+def _load_or_build(cache: str, seed: int, folders: List[str]):
     from heatsearch import Index, IndexConfig
     from heatsearch.app.demo import build_copy_detection_set
 
@@ -51,8 +82,9 @@ def _load_or_build(cache: str, seed: int):
     from PIL import Image
 
     data = build_copy_detection_set(seed=seed)
+    more_images, more_names = _photo_sets(folders, seed)
     with tempfile.TemporaryDirectory() as folder:
-        for image, name in zip(data.images, data.names):
+        for image, name in zip(data.images + more_images, data.names + more_names):
             path = os.path.join(folder, name + ".png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             Image.fromarray(image).save(path)
@@ -112,6 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "configuration, else built and written (default: heatsearch-dup-index-seedN in "
                         "the temporary folder)")
     parser.add_argument("--seed", type=int, default=0, help="the demo set's seed (default 0)")
+    parser.add_argument("--photos", nargs="*", default=[], metavar="DIR",
+                        help="folders of real photos added to the set, each with the seven edits")
     parser.add_argument("--thresholds", default="0.60:0.95:0.025",
                         help="sweep as START:STOP:STEP, both ends included (default %(default)s)")
     parser.add_argument("--min-precision", type=float, default=0.95,
@@ -120,10 +154,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     start, stop, step = (float(v) for v in args.thresholds.split(":"))
     sweep = np.round(np.arange(start, stop + step / 2, step), 6)
-    cache = args.cache or os.path.join(tempfile.gettempdir(), f"heatsearch-dup-index-seed{args.seed}")
+    tag = "".join(f"-{os.path.basename(os.path.normpath(f))}" for f in args.photos)
+    cache = args.cache or os.path.join(tempfile.gettempdir(), f"heatsearch-dup-index-seed{args.seed}{tag}")
     with warnings.catch_warnings():  # the temporary image folder is gone: descriptors suffice
         warnings.simplefilter("ignore")
-        index = _load_or_build(cache, args.seed)
+        index = _load_or_build(cache, args.seed, args.photos)
     truth = _pair_truth(index)
     described = {
         "plain": index.unwhitened(),
@@ -159,7 +194,31 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"best grouped-pair F1 {best[0]:.3f} at {best[1]:.3f}")
     if chosen is not None:
         _per_edit(index, described["plain"], chosen[0])
+        _same_subject(index, described["plain"], chosen[0])
     return 0
+
+
+def _subject(stem: str) -> str:
+    """What a photo shows: its name without the folder tag and trailing numeric ids
+    (``phototourism-london_bridge_19481797_2295892421`` -> ``london_bridge``,
+    ``Query-001`` and ``Reference-001`` -> ``001``)."""
+    name = stem.split("-", 1)[-1]
+    return re.sub(r"(_\d+)+$", "", name) or name
+
+
+def _same_subject(index, X: np.ndarray, t: float) -> None:
+    """The hard negatives: originals of different photos of the same place or object."""
+    names = [os.path.splitext(os.path.relpath(p, index.root))[0].replace(os.sep, "/") for p in index.paths]
+    originals = [(i, name.split("/")[0]) for i, name in enumerate(names) if name.endswith("/original")]
+    pairs = [(a, b) for (a, sa), (b, sb) in itertools.combinations(originals, 2) if _subject(sa) == _subject(sb)]
+    if not pairs:
+        return
+    cos = np.array([float(X[a] @ X[b]) for a, b in pairs])
+    worst = max(range(len(pairs)), key=lambda p: cos[p])
+    print()
+    print(f"different photos of the same place or object: {len(pairs)} pairs of originals, cosine mean "
+          f"{cos.mean():.3f}, max {cos.max():.3f} ({names[pairs[worst][0]]} / {names[pairs[worst][1]]}); "
+          f"linked at {t:.3f}: {(cos >= t).sum()}")
 
 
 def _per_edit(index, X: np.ndarray, t: float) -> None:

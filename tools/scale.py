@@ -28,8 +28,9 @@ mAP of the top-1000 ranking (positives beyond 1000 count as not retrieved, for e
 Usage::
 
     python tools/scale.py --n 100000 1000000 --work /tmp/scale --json scale.json
-    python tools/scale.py --n 10000000 --dtype float16 --work /big/disk   # 10M: ~10 GB
+    python tools/scale.py --n 10000000 --dtype float16 --single-queries 20 --work /big/disk   # 10M: ~10 GB
     python tools/scale.py --crossover /tmp/scale/db-1000000-float32.npy --n 100000 200000 400000 1000000 --work /tmp/scale
+    python tools/scale.py --diffusion --n 1491 20000 100000 --work /tmp/scale   # global graph vs shortlist graph
 
 Reads ``$HEATSEARCH_SHARED_DATA`` (default ``../shared/data``) for Holidays.
 """
@@ -54,7 +55,8 @@ BLOCK = 100_000
 #: Recall is measured at this depth, mAP on a ranking this long.
 RECALL_AT = 100
 MAP_DEPTH = 1000
-#: Single-query latency: the median over this many queries.
+#: Single-query latency: the median over this many queries (``--single-queries``; fewer at 10M,
+#: where one exact query streams all 10M rows).
 SINGLE_QUERIES = 100
 METHODS = ("exact", "ivfpq", "hnsw")
 
@@ -147,7 +149,7 @@ def vm(field: str) -> int:
     return 0
 
 
-def run_one(db_path: Path, method: str, threads: int, work: Path) -> Dict[str, Any]:
+def run_one(db_path: Path, method: str, threads: int, work: Path, singles: int = SINGLE_QUERIES) -> Dict[str, Any]:
     """One method on one database, in this process."""
     import heatsearch as hs
     from heatsearch.ann import AnnIndex
@@ -165,7 +167,7 @@ def run_one(db_path: Path, method: str, threads: int, work: Path) -> Dict[str, A
         out["batch1000_ms"] = 1e3 * (time.perf_counter() - t) / len(Q)
         np.save(truth, ranks)
         times = []
-        for i in range(min(SINGLE_QUERIES, len(Q))):
+        for i in range(min(singles, len(Q))):
             t = time.perf_counter()
             exact_topk(db, Q[i : i + 1], MAP_DEPTH)
             times.append(time.perf_counter() - t)
@@ -188,7 +190,7 @@ def run_one(db_path: Path, method: str, threads: int, work: Path) -> Dict[str, A
         ranks, _ = ann.search(Q, MAP_DEPTH, exact=exact)
         out["batch1000_ms"] = 1e3 * (time.perf_counter() - t) / len(Q)
         times = []
-        for i in range(min(SINGLE_QUERIES, len(Q))):
+        for i in range(min(singles, len(Q))):
             t = time.perf_counter()
             ann.search(Q[i : i + 1], RECALL_AT, exact=exact)
             times.append(time.perf_counter() - t)
@@ -243,6 +245,46 @@ def crossover(db_path: Path, sizes: List[int], threads: int, work: Path) -> List
     return rows
 
 
+class _ExactShortlist:
+    """The shortlist an ANN index would give, made exact (heatsearch's search): isolates the
+    effect of diffusing on the shortlist's own graph from the ANN's recall."""
+
+    def search(self, Q: np.ndarray, k: int, *, exact: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        import heatsearch as hs
+
+        return hs.search(exact, Q, k)
+
+
+def diffusion_graphs(sizes: List[int], threads: int) -> List[Dict[str, Any]]:
+    """Holidays mAP (top-1000 ranking) plain, with diffusion on the whole database's kNN graph
+    (what :class:`heatsearch.Index` does with exact search) and with diffusion on each query's
+    shortlist graph (its exact top 1000, what an index with an ANN does:
+    ``heatsearch.app.index._ann_rank``), on Holidays plus ``n - 1491`` distractors."""
+    import heatsearch as hs
+    from heatsearch.app.index import _ann_rank
+    from heatsearch.pipeline import rank
+
+    hs.set_num_threads(threads)
+    _, qidx, gnd = holidays()
+    rows = []
+    for n in sizes:
+        db = database(n)
+        Q = np.ascontiguousarray(db[qidx])
+        out: Dict[str, Any] = {"n": n}
+        for name, run in (
+            ("plain", lambda: rank(db, Q, k=MAP_DEPTH)),
+            ("diffusion, global graph", lambda: rank(db, Q, k=MAP_DEPTH, rerank="diffusion")),
+            ("diffusion, shortlist graph", lambda: _ann_rank(_ExactShortlist(), db, Q, MAP_DEPTH, "diffusion")),
+        ):
+            t = time.perf_counter()
+            ranks, _ = run()
+            out[name] = {"map": 100 * float(hs.compute_map(ranks, gnd).map), "s": time.perf_counter() - t}
+        out["loadavg"] = open("/proc/loadavg").read().split()[:3]
+        print(json.dumps(out), flush=True)
+        rows.append(out)
+    return rows
+
+
 def main(argv: Any = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -250,17 +292,23 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--dtype", default="float32", choices=("float32", "float16"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, required=True, help="folder for the generated databases and ANN files")
+    ap.add_argument("--single-queries", type=int, default=SINGLE_QUERIES, help="queries timed one by one (median)")
     ap.add_argument("--json", type=Path, help="append the results here (one JSON object a line)")
     ap.add_argument("--crossover", type=Path, metavar="DB",
                     help="latency of exact search on the first n rows of DB for each --n, and of the ANN files in --work")
+    ap.add_argument("--diffusion", action="store_true",
+                    help="Holidays mAP with diffusion on the whole database's kNN graph against the shortlist's, for each --n")
     ap.add_argument("--one", nargs=2, metavar=("DB", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.crossover:
         crossover(args.crossover, args.n, args.threads, args.work)
         return 0
+    if args.diffusion:
+        diffusion_graphs(args.n, args.threads)
+        return 0
     if args.one:
-        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.threads, args.work)))
+        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.threads, args.work, args.single_queries)))
         return 0
     for n in args.n:
         db = args.work / f"db-{n}-{args.dtype}.npy"
@@ -273,7 +321,7 @@ def main(argv: Any = None) -> int:
             load = open("/proc/loadavg").read().split()[:3]
             proc = subprocess.run(
                 [sys.executable, __file__, "--work", str(args.work), "--threads", str(args.threads),
-                 "--one", str(db), method],
+                 "--single-queries", str(args.single_queries), "--one", str(db), method],
                 check=True, capture_output=True, text=True,
             )
             res = json.loads(proc.stdout.strip().splitlines()[-1])

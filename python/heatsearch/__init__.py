@@ -39,6 +39,7 @@ from .errors import (
     MissingDependencyError,
     NumericalError,
     ThreadPoolError,
+    MemoryLimitError,
     WeightsNotFoundError,
 )
 from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
@@ -111,6 +112,7 @@ __all__ = [
     "MissingDependencyError",
     "NumericalError",
     "ThreadPoolError",
+    "MemoryLimitError",
     "InternalError",
     "ImageReadError",
     "IndexFileError",

@@ -54,7 +54,7 @@ import math
 import os
 import struct
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -195,6 +195,19 @@ def _nlist(n: int) -> int:
     return max(1, nlist)
 
 
+class RowSource(Protocol):
+    """Rows read on demand (an index's store): ``shape (n, d)``, ``dtype``, and ``source[ids]``
+    or ``source[a:b]`` giving an array of those rows."""
+
+    @property
+    def shape(self) -> Tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+    def __getitem__(self, ids: Any) -> Any: ...
+
+
 class AnnIndex:
     """An approximate inner-product index over ``d``-dimensional rows (module docstring).
 
@@ -242,24 +255,27 @@ class AnnIndex:
     @classmethod
     def build(
         cls,
-        rows: Union[ArrayLike, Iterable[ArrayLike]],
+        rows: Union[ArrayLike, RowSource, Iterable[ArrayLike]],
         kind: str = "hnsw",
         *,
         n: Optional[int] = None,
         params: Union[AnnParams, Dict[str, Any], None] = None,
         seed: int = 0,
     ) -> "AnnIndex":
-        """Builds an index of ``rows``: an ``(n, d)`` array (float32/float64, e.g. a memmap), or
-        an iterable of ``(b, d)`` blocks (then ``n``, the total, is required: it chooses the
-        parameters).
+        """Builds an index of ``rows``: an ``(n, d)`` array (float32/float64, e.g. a memmap), a
+        reader of rows (``shape``, ``dtype``, ``rows[ids]`` and ``rows[a:b]`` giving arrays: an
+        index's store, :class:`heatsearch.Index`), or an iterable of ``(b, d)`` blocks (then
+        ``n``, the total, is required: it chooses the parameters).
 
-        Training sample: ``params.train_size`` rows drawn uniformly (``seed``) from an array;
-        from blocks, the first ``train_size`` rows (shuffle the blocks' order beforehand when
-        it is biased, e.g. sorted by folder). Rows are then added in blocks of
+        Training sample: ``params.train_size`` rows drawn uniformly (``seed``) from an array or
+        a reader; from blocks, the first ``train_size`` rows (shuffle the blocks' order
+        beforehand when it is biased, e.g. sorted by folder). Rows are then added in blocks of
         :data:`ADD_BLOCK`, so an array is never copied whole.
         """
-        if isinstance(rows, np.ndarray) or (hasattr(rows, "shape") and hasattr(rows, "dtype")):
-            X = _validate.rows(rows, "rows")
+        if _is_row_source(rows):
+            X: Any = _validate.rows(rows, "rows") if isinstance(rows, np.ndarray) else rows
+            if len(X.shape) != 2:
+                raise InvalidInputError(f"rows must be (n, d) row vectors, got shape {X.shape}")
             count = X.shape[0]
             if n is not None and _validate.integer(n, "n", minimum=1) != count:
                 raise InvalidInputError(f"n must be the number of rows ({count}), got {n}")
@@ -268,9 +284,9 @@ class AnnIndex:
             index = cls(kind, X.shape[1], count, params)
             size = min(count, index.params.train_size or count)
             pick = np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
-            index.train(X[pick])
+            index.train(_block(X[pick], "rows", index.d))
             for start in range(0, count, ADD_BLOCK):
-                index.add(X[start : start + ADD_BLOCK])
+                index.add(_block(X[start : start + ADD_BLOCK], "rows", index.d))
             return index
         if n is None:
             raise InvalidInputError("n (the total number of rows) is required when rows come in blocks")
@@ -427,8 +443,7 @@ class AnnIndex:
         if exact is None:
             scores, ids = self._search(q, self._depth(kk))
             return _live_first(self._to_rows(ids), scores, kk)
-        # An array, a memmap, or a reader of rows (shape, dtype, X[ids]: an index's store).
-        X: Any = exact if all(hasattr(exact, a) for a in ("shape", "dtype", "__getitem__")) else np.asarray(exact)
+        X: Any = exact if _is_row_source(exact) else np.asarray(exact)
         if X.dtype not in _EXACT_DTYPES:
             raise InvalidDTypeError(f"exact must be a float16, float32 or float64 array, got dtype {X.dtype}")
         if X.shape != (self.nrows, self.d):
@@ -569,6 +584,12 @@ def _live_first(rows: np.ndarray, scores: Any, k: int) -> Tuple[np.ndarray, np.n
         out_ids[i, : len(r)], out_scores[i, : len(r)] = r, s
     return out_ids, out_scores
 
+
+
+def _is_row_source(x: Any) -> bool:
+    """An array, a memmap, or a reader of rows (``shape``, ``dtype``, ``x[ids]``: an index's
+    store), as opposed to an iterable of blocks."""
+    return all(hasattr(x, a) for a in ("shape", "dtype", "__getitem__"))
 
 
 def _block(b: Any, name: str, d: Optional[int]) -> np.ndarray:

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidDTypeError",
     "NumericalError",
     "ThreadPoolError",
+    "MemoryLimitError",
     "MissingDependencyError",
     "InternalError",
     "ImageReadError",
@@ -44,6 +45,12 @@ class NumericalError(HeatsearchError, ArithmeticError):
 
 class ThreadPoolError(HeatsearchError, RuntimeError):
     """The thread pool could not be sized or started (e.g. a bad HEATSEARCH_NUM_THREADS)."""
+
+
+class MemoryLimitError(HeatsearchError, MemoryError):
+    """Memory a kernel needs could not be allocated, e.g. under a limit on the address space
+    (``ulimit -v``, ``RLIMIT_AS``): raised before the kernel starts, instead of the process
+    being aborted (Rust aborts on a failed allocation)."""
 
 
 class MissingDependencyError(HeatsearchError, ImportError):

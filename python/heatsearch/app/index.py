@@ -135,7 +135,7 @@ ANN_CHOICES = (None, "auto") + ANN_KINDS
 #: The least shortlist an approximate search ranks exactly (and re-ranks): the top 100, where
 #: the backends' recall is measured (README, "Scale"); deeper when ``k`` or the re-ranker needs.
 ANN_SHORTLIST = 100
-#: Rows per block when an approximate index is built or extended from the store (64 MB of
+#: Rows per block when an approximate index is extended from the store (64 MB of
 #: float32 at d = 256; the store is never materialised).
 ANN_BUILD_BLOCK = 65536
 #: Once more than this share of an approximate index's ids stand for removed rows, the next
@@ -1105,14 +1105,8 @@ class Index:
             ann = self._ann
             if ann is not None and (ann.kind != kind or ann.d != d or ann.nrows > n):
                 ann = None
-            if ann is None:
-                # As AnnIndex.build does with an array (a uniform training sample, seed 0), with
-                # the rows gathered from the store instead of one array of the whole index.
-                ann = AnnIndex(kind, d, n, self.config.ann_params)
-                size = min(n, ann.params.train_size or n)
-                ann.train(self._rows(np.sort(np.random.default_rng(0).choice(n, size, replace=False)), np.float32))
-                for block in self._row_blocks(0, n):
-                    ann.add(block)
+            if ann is None:  # from the rows gathered from the store, never one array of them all
+                ann = AnnIndex.build(_RowReader(self, np.float32), kind, params=self.config.ann_params)
             elif ann.nrows < n:
                 # Rows appended by add(): the first nrows are unchanged. Extended on a clone:
                 # an index copied for a change (Index.copy, the server) shares this ANN with
@@ -1511,15 +1505,17 @@ def _shortlist_depth(k: int, rerank: Optional[str], n: int) -> int:
 
 
 class _RowReader:
-    """The rows of an index as :func:`_ann_rank` and :meth:`heatsearch.ann.AnnIndex.search`
-    read them: ``shape``, ``dtype`` and ``reader[ids]`` (gathered from the store, in ``dtype``),
-    without materialising the index."""
+    """The rows of an index as :func:`_ann_rank` and :class:`heatsearch.ann.AnnIndex` (build,
+    search) read them: ``shape``, ``dtype`` and ``reader[ids]`` or ``reader[a:b]`` (gathered
+    from the store, in ``dtype``), without materialising the index."""
 
     def __init__(self, index: "Index", dtype: Any) -> None:
         self._index, self.dtype = index, np.dtype(dtype)
         self.shape = (len(index), index.dim)
 
     def __getitem__(self, ids: Any) -> np.ndarray:
+        if isinstance(ids, slice):
+            ids = np.arange(*ids.indices(self.shape[0]))
         return self._index._rows(np.asarray(ids, np.int64), self.dtype.type)
 
 

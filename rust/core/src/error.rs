@@ -18,6 +18,10 @@ pub enum Error {
     /// A numerical failure that valid input cannot cause (reported, never a panic).
     #[error("{0}")]
     Numerical(String),
+    /// Memory a kernel needs could not be allocated (a memory limit): reported instead of
+    /// Rust's abort on allocation failure (see `memory`).
+    #[error("{0}")]
+    Memory(String),
     /// The thread pool could not be built or resized.
     #[error("{0}")]
     Threads(String),

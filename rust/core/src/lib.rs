@@ -26,7 +26,8 @@
 //! * `simd/`: the hand-vectorised kernels and the CPU-feature check that picks them;
 //! * `parallel/`: how one map's work is shared by the pool's threads (a team of threads, a
 //!   task graph, the tiled Cholesky factor, shared matrices, per-thread workspaces);
-//! * `reduce` (fixed-order `f64` sums), `real` (`f32` / `f64`), `error`.
+//! * `memory` (allocations asked for fallibly, so a memory limit is an error, not an abort),
+//!   `reduce` (fixed-order `f64` sums), `real` (`f32` / `f64`), `error`.
 
 pub mod diffusion;
 pub mod hew;
@@ -41,6 +42,7 @@ mod centre;
 mod cg;
 mod error;
 mod heat;
+mod memory;
 mod parallel;
 mod ranking;
 mod real;

@@ -29,6 +29,7 @@ use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::memory;
 use crate::parallel::workspace::with_workspace;
 use crate::ranking::Ranking;
 use crate::real::Real;
@@ -104,6 +105,16 @@ fn top_k<T: Real>(
     }
     let plan = Plan::new(nq, n, x.ncols(), std::mem::size_of::<T>(), threads);
     let cap = list_capacity(k, n);
+    // At most: every chunk's candidate lists (at most `cap` and the chunk's items a query),
+    // then the results.
+    let candidates = nq.saturating_mul(plan.chunks.saturating_mul(cap).min(n));
+    let results = nq.saturating_mul(k);
+    memory::ensure(
+        candidates
+            .saturating_mul(std::mem::size_of::<Candidate<T>>())
+            .saturating_add(results.saturating_mul(8 + std::mem::size_of::<T>())),
+        &format!("the candidates and results of {nq} queries (k = {k} of {n} items)"),
+    )?;
     let shared = SharedThresholds::new(nq);
     let tasks = (0..plan.qblocks * plan.chunks)
         .into_par_iter()

@@ -7,19 +7,41 @@
 //! where its worker threads do not exist: the child, seeing another process id, builds a
 //! fresh pool on first use instead of deadlocking on the parent's.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::ThreadPool;
 
 use crate::error::{Error, Result};
+use crate::memory;
 
 /// Environment variable read for the default pool size.
 pub const ENV_VAR: &str = "HEATSEARCH_NUM_THREADS";
 
 /// `(generation, process id, pool)`: valid while the generation is the current one and the
 /// process is the one that built it.
-static POOL: Mutex<Option<(u64, u32, Arc<ThreadPool>)>> = Mutex::new(None);
+static POOL: Mutex<Option<(u64, u32, Arc<Pool>)>> = Mutex::new(None);
+
+/// A rayon pool, and whether each of its threads has reserved the matrix product's buffer
+/// ([`memory::reserve_gemm_scratch`]).
+struct Pool {
+    rayon: ThreadPool,
+    reserved: AtomicBool,
+}
+
+impl Pool {
+    /// Has every thread of the pool check (once) that the matrix product's buffer can be had.
+    fn reserve_gemm_scratch(&self) -> Result<()> {
+        if !self.reserved.load(Ordering::Acquire) {
+            self.rayon
+                .broadcast(|_| memory::reserve_gemm_scratch())
+                .into_iter()
+                .collect::<Result<Vec<()>>>()?;
+            self.reserved.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
 /// Bumped by [`set_num_threads`] to have the pool rebuilt with the new size.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Thread count set by [`set_num_threads`]; 0 means "not set, use the default".
@@ -57,7 +79,7 @@ pub fn set_num_threads(n: usize) -> Result<()> {
     Ok(())
 }
 
-fn pool() -> Result<Arc<ThreadPool>> {
+fn pool() -> Result<Arc<Pool>> {
     let generation = GENERATION.load(Ordering::SeqCst);
     let pid = std::process::id();
     let mut slot = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -78,20 +100,30 @@ fn pool() -> Result<Arc<ThreadPool>> {
         .thread_name(|i| format!("heatsearch-{i}"))
         .build()
         .map_err(|e| Error::Threads(format!("could not start {n} worker threads: {e}")))?;
-    let pool = Arc::new(pool);
+    let pool = Arc::new(Pool {
+        rayon: pool,
+        reserved: AtomicBool::new(false),
+    });
     *slot = Some((generation, pid, Arc::clone(&pool)));
     Ok(pool)
 }
 
 /// Runs `op` on the calling thread with heatsearch's pool at hand (to spawn a
-/// team's helpers into it).
+/// team's helpers into it). The calling thread and the pool's have checked that they can have
+/// the matrix product's buffer ([`Error::Memory`] if not: see [`memory`]).
 pub(crate) fn with_pool<R>(op: impl FnOnce(&ThreadPool) -> R) -> Result<R> {
-    Ok(op(&*pool()?))
+    let pool = pool()?;
+    memory::reserve_gemm_scratch()?;
+    pool.reserve_gemm_scratch()?;
+    Ok(op(&pool.rayon))
 }
 
-/// Runs `op` inside heatsearch's pool; `op` receives the pool's thread count.
+/// Runs `op` inside heatsearch's pool; `op` receives the pool's thread count. The pool's
+/// threads have checked that they can have the matrix product's buffer ([`Error::Memory`] if
+/// not: see [`memory`]).
 pub(crate) fn install<R: Send>(op: impl FnOnce(usize) -> R + Send) -> Result<R> {
     let pool = pool()?;
-    let n = pool.current_num_threads();
-    Ok(pool.install(|| op(n)))
+    pool.reserve_gemm_scratch()?;
+    let n = pool.rayon.current_num_threads();
+    Ok(pool.rayon.install(|| op(n)))
 }

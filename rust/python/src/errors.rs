@@ -27,6 +27,7 @@ pub fn to_py(py: Python<'_>, error: Error) -> PyErr {
         Error::Shape(_) | Error::Value(_) | Error::NonFinite(_) => "InvalidInputError",
         Error::Numerical(_) => "NumericalError",
         Error::Threads(_) => "ThreadPoolError",
+        Error::Memory(_) => "MemoryLimitError",
     };
     exception(py, name, error.to_string())
 }

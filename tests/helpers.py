@@ -293,6 +293,25 @@ def write_images(folder: Any, names: Any, *, size: int = 24, seed: int = 0) -> L
     return out
 
 
+def write_copies(folder: Any, *, png: Any = ()) -> List[str]:
+    """The demo's photos astronaut, coffee and rocket with their crop, JPEG and colour copies
+    (:func:`heatsearch.app.demo.build_copy_detection_set`, seed 1), written as
+    ``folder/photo/edit.jpg`` (``.png`` for the edits in ``png``); returns their paths."""
+    from PIL import Image
+
+    from heatsearch.app.demo import build_copy_detection_set
+
+    data = build_copy_detection_set(photos=("astronaut", "coffee", "rocket"), edits=("crop", "jpeg", "colour"), seed=1)
+    out = []
+    for img, name in zip(data.images, data.names):
+        photo, edit = name.split("/")
+        path = Path(folder) / photo / f"{edit}.{'png' if edit in png else 'jpg'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+        out.append(str(path))
+    return out
+
+
 def texture(seed: int, h: int = 300, w: int = 400) -> np.ndarray:
     """A synthetic ``(h, w, 3)`` uint8 picture rich in corners and blobs (random filled shapes
     of random colours), for spatial verification (needs OpenCV)."""

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import skip_without_extraction, write_images
+from helpers import skip_without_extraction, write_copies, write_images
 
 skip_without_extraction()  # the workers extract features (ONNX Runtime or torch)
-PIL = pytest.importorskip("PIL.Image")
+pytest.importorskip("PIL.Image")
 ray = pytest.importorskip("ray", reason="distributed indexing needs Ray Data: pip install 'heatsearch[ray]'")
 pytest.importorskip("ray.data", reason="distributed indexing needs Ray Data: pip install 'heatsearch[ray]'")
 
 from heatsearch import distributed  # noqa: E402
 from heatsearch.app.cli import main  # noqa: E402
-from heatsearch.app.demo import build_copy_detection_set  # noqa: E402
 from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, Index, IndexConfig, find_images  # noqa: E402
 from heatsearch.app.storage import PARTS_DIR  # noqa: E402
 from heatsearch.errors import IndexFileError, InvalidDTypeError, InvalidInputError  # noqa: E402
@@ -47,11 +46,7 @@ def cluster():
 def folder(tmp_path_factory):
     """Real photos and their edited copies, random-noise images and an unreadable file."""
     root = tmp_path_factory.mktemp("photos")
-    data = build_copy_detection_set(photos=("astronaut", "coffee", "rocket"), edits=("crop", "jpeg", "colour"), seed=1)
-    for img, name in zip(data.images, data.names):
-        photo, edit = name.split("/")
-        (root / photo).mkdir(exist_ok=True)
-        PIL.fromarray(img).save(root / photo / f"{edit}.jpg")
+    write_copies(root)
     write_images(root / "noise", [f"n{i:02d}.png" for i in range(NOISE)], size=48, seed=3)
     (root / "noise" / "broken.jpg").write_bytes(b"this is not a JPEG")
     assert len(find_images(root)) - 1 >= AUTO_WHITENING_MIN_IMAGES

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import skip_without_extraction
+from helpers import skip_without_extraction, write_copies
 
 skip_without_extraction()  # the index extracts features (torch or ONNX Runtime)
 PIL = pytest.importorskip("PIL.Image")
 
-from heatsearch.app.demo import build_copy_detection_set  # noqa: E402
 from heatsearch.duplicates import DEFAULT_THRESHOLD  # noqa: E402
 from heatsearch.vision.extract import Extractor  # noqa: E402
 from heatsearch.app.index import Index, IndexConfig, IndexFileError, find_images  # noqa: E402
@@ -29,11 +28,7 @@ def extractor():
 def photo_folder(tmp_path_factory):
     """Three photos and their edited copies as files, plus an unreadable one, in sub-folders."""
     root = tmp_path_factory.mktemp("photos")
-    data = build_copy_detection_set(photos=("astronaut", "coffee", "rocket"), edits=("crop", "jpeg", "colour"), seed=1)
-    for img, name in zip(data.images, data.names):
-        photo, edit = name.split("/")
-        (root / photo).mkdir(exist_ok=True)
-        PIL.fromarray(img).save(root / photo / f"{edit}.{'png' if edit == 'colour' else 'jpg'}")
+    write_copies(root, png=("colour",))
     (root / "broken.jpg").write_bytes(b"this is not a JPEG")
     (root / "notes.txt").write_text("not an image")
     return root

@@ -121,12 +121,9 @@ class _VariantIndex(Index):
 
     pool_kwargs: Dict[str, Any] = {}
 
-    def _pool(self, fmaps: Any) -> np.ndarray:
-        from heatsearch.aggregate import pool
-
-        kwargs = {"mean": self.mean, **self.pool_kwargs} if self.config.pooling == "hew" else {}
-        maps = [fmaps] if isinstance(fmaps, np.ndarray) else list(fmaps)
-        return np.asarray(np.sum([pool(m, self.config.pooling, **kwargs) for m in maps], axis=0, dtype=np.float64))
+    def _pool_arguments(self) -> Dict[str, Any]:
+        base = super()._pool_arguments()
+        return {**base, **self.pool_kwargs} if self.config.pooling == "hew" else base
 
 
 def smvs_query_to_database(data: Path) -> Protocol:

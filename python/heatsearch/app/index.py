@@ -564,10 +564,15 @@ class Index:
         """The pooled descriptor ``(C,)`` of one image: one map, or the sum over scales."""
         from ..aggregate import pool
 
-        kwargs = {"mean": self.mean} if self.config.pooling == "hew" else {}
+        kwargs = self._pool_arguments()
         maps = [fmaps] if isinstance(fmaps, np.ndarray) else list(fmaps)
         pooled = [pool(m, self.config.pooling, **kwargs) for m in maps]
         return np.asarray(np.sum(pooled, axis=0, dtype=np.float64))
+
+    def _pool_arguments(self) -> Dict[str, Any]:
+        """Keyword arguments of :func:`heatsearch.aggregate.pool` for this index's pooling:
+        HeW's centring mean."""
+        return {"mean": self.mean} if self.config.pooling == "hew" else {}
 
     def refit_whitening(self) -> None:
         """Learns the PCA-whitening on the database's pooled descriptors (signed sqrt + L2

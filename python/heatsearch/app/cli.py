@@ -669,9 +669,11 @@ def _warn_if_equidistant(X: np.ndarray, Q: np.ndarray, rows: np.ndarray, qrows: 
     """A PCA-whitening learned on n indexed images with n - 1 dimensions (the index's "auto"
     whitening on a small collection) makes those images exactly equally similar to each
     other, so queries taken from the index cannot rank the database: say so."""
+    from .index import equidistant
+
     S = np.asarray(Q, np.float64) @ np.asarray(X, np.float64).T
     S[qrows[:, None] == rows[None, :]] = np.nan  # a query found as itself says nothing
-    if len(rows) > 2 and np.nanmax(S) - np.nanmin(S) < 1e-4:
+    if len(rows) > 2 and equidistant(S):
         warnings.warn(
             "the index's images are all equally similar to each other (its whitening was learned on "
             "them, queries included, without shrinkage: an index of heatsearch 0.2), so queries taken "

@@ -1473,6 +1473,14 @@ def _splits_feature_map(extractor: Any) -> bool:
     )
 
 
+def equidistant(similarities: np.ndarray) -> bool:
+    """Whether these similarities between distinct images (any shape; NaN entries ignored) all
+    lie within :data:`EQUIDISTANT_SPREAD` of each other: a collection without neighbourhoods."""
+    sims = np.asarray(similarities, np.float64)
+    sims = sims[~np.isnan(sims)]
+    return bool(sims.size) and float(sims.max() - sims.min()) < EQUIDISTANT_SPREAD
+
+
 def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
     """Warns that ``rerank`` cannot change anything when the database rows ``X (n, d)`` are all
     equally similar to each other (checked on the first :data:`CONSISTENCY_SAMPLE` rows): a
@@ -1489,7 +1497,7 @@ def _warn_if_equidistant(X: np.ndarray, rerank: str) -> None:
     sims = np.empty((len(sample), len(sample)))
     np.put_along_axis(sims, order, scores, axis=1)
     sims = sims[~np.eye(len(sample), dtype=bool)]
-    if sims.max() - sims.min() < EQUIDISTANT_SPREAD:
+    if equidistant(sims):
         warnings.warn(
             f"rerank={rerank!r} cannot change the ranking of this index: all its images are equally "
             f"similar to each other (cosine {sims.mean():.4f}), so it has no neighbourhoods to re-rank by; "

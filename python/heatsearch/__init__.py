@@ -38,8 +38,8 @@ from .errors import (
     InvalidWeightsError,
     MissingDependencyError,
     NumericalError,
-    ThreadPoolError,
     MemoryLimitError,
+    ThreadPoolError,
     WeightsNotFoundError,
 )
 from .hew import hew_pool, hew_pool_batch, hew_weights, local_mean
@@ -56,7 +56,7 @@ from .query_expansion import (
 from .pipeline import RERANKERS, rank
 from .postprocess import PostProcess, l2_normalize, power_normalize
 from .whitening import PCAWhitening
-from .threads import get_num_threads, limit_blas_threads, set_num_threads, threads_per_worker
+from .threads import gemm_buffer_bytes, get_num_threads, limit_blas_threads, set_num_threads, threads_per_worker
 from . import eval, reference
 from .eval import compute_map, load_descriptors, load_ground_truth, revisited
 from .app import Index, IndexConfig
@@ -102,6 +102,7 @@ __all__ = [
     # threads
     "set_num_threads",
     "get_num_threads",
+    "gemm_buffer_bytes",
     "threads_per_worker",
     "limit_blas_threads",
     "reference",

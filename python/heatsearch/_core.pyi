@@ -28,6 +28,7 @@ __all__ = [
     "check_products",
     "set_num_threads",
     "get_num_threads",
+    "gemm_buffer_bytes",
     "HEW_THRESHOLD",
     "HEW_GROUND",
     "GROUND_RANGE",
@@ -132,3 +133,6 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """The number of threads the kernels use."""
+
+def gemm_buffer_bytes() -> int:
+    """Bytes of address space each kernel thread takes for the matrix product's buffer."""

@@ -48,9 +48,11 @@ class ThreadPoolError(HeatsearchError, RuntimeError):
 
 
 class MemoryLimitError(HeatsearchError, MemoryError):
-    """Memory a kernel needs could not be allocated, e.g. under a limit on the address space
-    (``ulimit -v``, ``RLIMIT_AS``): raised before the kernel starts, instead of the process
-    being aborted (Rust aborts on a failed allocation)."""
+    """A kernel could not have the memory it asks for before it starts, e.g. under a limit on
+    the address space (``ulimit -v``, ``RLIMIT_AS``): the per-thread buffer of the matrix
+    product (twice the L3 cache: 64 MB on a 32 MB L3, once per thread) or a search's
+    candidate lists and results. Raised instead of the process being aborted (Rust aborts on
+    a failed allocation); the kernels' other allocations are not checked."""
 
 
 class MissingDependencyError(HeatsearchError, ImportError):

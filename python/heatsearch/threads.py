@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from . import _core, _validate
 
-__all__ = ["set_num_threads", "get_num_threads", "threads_per_worker", "limit_blas_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "gemm_buffer_bytes", "threads_per_worker", "limit_blas_threads"]
 
 
 def set_num_threads(n: int) -> None:
@@ -25,6 +25,15 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads the kernels use."""
     return int(_core.get_num_threads())
+
+
+def gemm_buffer_bytes() -> int:
+    """Bytes of address space each of heatsearch's threads takes, once, at its first kernel:
+    the packing buffer of faer's x86 matrix product, twice its estimate of the L3 cache (64 MB
+    on a machine of one 32 MB L3; 0 off x86-64). A memory limit (``ulimit -v``) must leave that
+    much per thread (:func:`get_num_threads`), or the kernels raise
+    :class:`~heatsearch.errors.MemoryLimitError`."""
+    return int(_core.gemm_buffer_bytes())
 
 
 def threads_per_worker(workers: int = 1) -> int:

@@ -34,7 +34,7 @@ use crate::parallel::workspace::with_workspace;
 use crate::ranking::Ranking;
 use crate::real::Real;
 use crate::select::{
-    assert_size, list_capacity, write_rows, Candidate, Selection, SharedThresholds,
+    assert_size, list_capacity, write_rows, Candidate, Selection, SharedThresholds, LIST_START,
 };
 use crate::simd::few_rows;
 use crate::threads;
@@ -105,15 +105,11 @@ fn top_k<T: Real>(
     }
     let plan = Plan::new(nq, n, x.ncols(), std::mem::size_of::<T>(), threads);
     let cap = list_capacity(k, n);
-    // At most: every chunk's candidate lists (at most `cap` and the chunk's items a query),
-    // then the results.
-    let candidates = nq.saturating_mul(plan.chunks.saturating_mul(cap).min(n));
-    let results = nq.saturating_mul(k);
     memory::ensure(
-        candidates
-            .saturating_mul(std::mem::size_of::<Candidate<T>>())
-            .saturating_add(results.saturating_mul(8 + std::mem::size_of::<T>())),
-        &format!("the candidates and results of {nq} queries (k = {k} of {n} items)"),
+        search_bytes::<T>(&plan, nq, n, k, cap, threads),
+        &format!(
+            "the candidate lists and results of a search of {nq} queries (k = {k} of {n} items)"
+        ),
     )?;
     let shared = SharedThresholds::new(nq);
     let tasks = (0..plan.qblocks * plan.chunks)
@@ -146,6 +142,38 @@ fn top_k<T: Real>(
     });
     write_rows(&mut ranks, &mut scores, k, gathered);
     Ok((ranks, scores))
+}
+
+/// An upper bound of the bytes a search allocates besides its per-thread score blocks: each
+/// query's candidate lists in every chunk (a list starts at `min(cap, LIST_START)` and, past
+/// `LIST_START`, grows by doubling up to twice what it holds: at most `cap` and the chunk's
+/// items), the merged list of each query being written (one per thread at a time), and the
+/// `(nq, k)` ranks and scores.
+fn search_bytes<T: Real>(
+    plan: &Plan,
+    nq: usize,
+    n: usize,
+    k: usize,
+    cap: usize,
+    threads: usize,
+) -> usize {
+    let held = plan.chunks.saturating_mul(cap).min(n);
+    let lists = if cap <= LIST_START {
+        plan.chunks.saturating_mul(cap)
+    } else {
+        plan.chunks
+            .saturating_mul(LIST_START)
+            .saturating_add(held.saturating_mul(2))
+    };
+    let candidates = nq
+        .saturating_mul(lists)
+        .saturating_add(threads.saturating_mul(held));
+    candidates
+        .saturating_mul(std::mem::size_of::<Candidate<T>>())
+        .saturating_add(
+            nq.saturating_mul(k)
+                .saturating_mul(8 + std::mem::size_of::<T>()),
+        )
 }
 
 /// The block grid of a search: a function of the shape only.

@@ -57,6 +57,9 @@ fn select_sorted<T: Real>(all: &mut Vec<Candidate<T>>, k: usize) -> &[Candidate<
     all
 }
 
+/// The capacity a candidate list starts with, at most (it grows by doubling past it).
+pub(crate) const LIST_START: usize = 4096;
+
 /// Candidate lists are cut back to their best k when they reach this length (`n` when all n
 /// items are kept anyway).
 pub(crate) fn list_capacity(k: usize, n: usize) -> usize {
@@ -106,7 +109,7 @@ impl<T: Real> Selection<T> {
     pub(crate) fn new(queries: usize, k: usize, cap: usize, shared: bool) -> Self {
         Self {
             lists: (0..queries)
-                .map(|_| Vec::with_capacity(cap.min(4096)))
+                .map(|_| Vec::with_capacity(cap.min(LIST_START)))
                 .collect(),
             thresholds: vec![T::neg_infinity(); queries],
             k,

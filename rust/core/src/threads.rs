@@ -67,6 +67,12 @@ pub fn num_threads() -> Result<usize> {
     }
 }
 
+/// Bytes of address space each of heatsearch's threads takes for the matrix product's packing
+/// buffer, once, at its first kernel (see `memory`): what a memory limit must leave per thread.
+pub fn gemm_buffer_bytes() -> usize {
+    memory::gemm_scratch_bytes()
+}
+
 /// Sets the number of threads; the pool is rebuilt on its next use.
 pub fn set_num_threads(n: usize) -> Result<()> {
     if n == 0 {

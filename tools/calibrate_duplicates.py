@@ -38,34 +38,36 @@ import re
 import sys
 import tempfile
 import warnings
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
 
-def _photo_sets(folders: List[str], seed: int):
-    """``(images, names)``: each image of ``folders`` (``folder/stem/original``) and its seven
-    edited copies (``folder/stem/<edit>``), RGB uint8."""
+def _tags(folders: List[str]) -> List[str]:
+    """A short name per folder for the images' names: its base name (without '-', which
+    separates it from the photo's name), numbered when two folders share one."""
+    names = [os.path.basename(os.path.normpath(f)).replace("-", "_") for f in folders]
+    return [f"{n}{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _photo_sets(folders: List[str], seed: int) -> Iterator[Tuple[np.ndarray, str]]:
+    """``(image, name)`` for each image of ``folders`` (``tag-stem/original``) and its seven
+    edited copies (``tag-stem/<edit>``), RGB uint8, one photo in memory at a time."""
     from PIL import Image
 
     from heatsearch.app.demo import EDITS
 
     rng = np.random.default_rng(seed)
-    images, names = [], []
-    for folder in folders:
-        tag = os.path.basename(os.path.normpath(folder))
+    for folder, tag in zip(folders, _tags(folders)):
         for name in sorted(os.listdir(folder)):
             if not name.lower().endswith((".jpg", ".jpeg", ".png")):
                 continue
             with Image.open(os.path.join(folder, name)) as im:
                 original = np.asarray(im.convert("RGB"))
             stem = f"{tag}-{os.path.splitext(name)[0]}"
-            images.append(original)
-            names.append(f"{stem}/original")
+            yield original, f"{stem}/original"
             for edit, apply in EDITS.items():
-                images.append(apply(original, rng))
-                names.append(f"{stem}/{edit}")
-    return images, names
+                yield apply(original, rng), f"{stem}/{edit}"
 
 
 def _load_or_build(cache: str, seed: int, folders: List[str]):
@@ -82,9 +84,8 @@ def _load_or_build(cache: str, seed: int, folders: List[str]):
     from PIL import Image
 
     data = build_copy_detection_set(seed=seed)
-    more_images, more_names = _photo_sets(folders, seed)
     with tempfile.TemporaryDirectory() as folder:
-        for image, name in zip(data.images + more_images, data.names + more_names):
+        for image, name in itertools.chain(zip(data.images, data.names), _photo_sets(folders, seed)):
             path = os.path.join(folder, name + ".png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             Image.fromarray(image).save(path)
@@ -155,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     start, stop, step = (float(v) for v in args.thresholds.split(":"))
     sweep = np.round(np.arange(start, stop + step / 2, step), 6)
-    tag = "".join(f"-{os.path.basename(os.path.normpath(f))}" for f in args.photos)
+    tag = "".join(f"-{t}" for t in _tags(args.photos))
     cache = args.cache or os.path.join(tempfile.gettempdir(), f"heatsearch-dup-index-seed{args.seed}{tag}")
     with warnings.catch_warnings():  # the temporary image folder is gone: descriptors suffice
         warnings.simplefilter("ignore")

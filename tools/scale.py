@@ -138,6 +138,12 @@ def exact_topk(db: np.ndarray, Q: np.ndarray, k: int) -> Tuple[np.ndarray, np.nd
     return best_i, best_s
 
 
+def truth_file(db_path: Path) -> Path:
+    """Where exact search leaves its top-1000 of the Holidays queries on ``db_path`` (beside it,
+    named after it: a database of another n or dtype has its own)."""
+    return db_path.with_name(f"truth-{db_path.stem}.npy")
+
+
 def vm(field: str) -> int:
     """A ``/proc/self/status`` field in bytes (0 where there is none)."""
     try:
@@ -159,7 +165,7 @@ def run_one(db_path: Path, method: str, threads: int, work: Path, singles: int =
     n = db.shape[0]
     _, qidx, gnd = holidays()
     Q = np.ascontiguousarray(db[qidx], np.float32)
-    truth = work / f"truth-{n}.npy"
+    truth = truth_file(db_path)
     out: Dict[str, Any] = {"n": n, "method": method, "dtype": str(db.dtype), "threads": threads}
     if method == "exact":
         t = time.perf_counter()
@@ -279,7 +285,9 @@ def diffusion_graphs(sizes: List[int], threads: int) -> List[Dict[str, Any]]:
             t = time.perf_counter()
             ranks, _ = run()
             out[name] = {"map": 100 * float(hs.compute_map(ranks, gnd).map), "s": time.perf_counter() - t}
-        out["loadavg"] = open("/proc/loadavg").read().split()[:3]
+        out.update(loadavg=open("/proc/loadavg").read().split()[:3], threads=threads,
+                   machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
+                   time=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
         print(json.dumps(out), flush=True)
         rows.append(out)
     return rows
@@ -304,6 +312,9 @@ def main(argv: Any = None) -> int:
     if args.crossover:
         crossover(args.crossover, args.n, args.threads, args.work)
         return 0
+    if args.single_queries < 1 or min(args.n) < 1491:
+        raise SystemExit(f"--single-queries must be >= 1 and every --n >= 1491 (the real rows), got "
+                         f"{args.single_queries} and {args.n}")
     if args.diffusion:
         diffusion_graphs(args.n, args.threads)
         return 0
@@ -318,8 +329,7 @@ def main(argv: Any = None) -> int:
             print(f"generated {db} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         # exact first: the truth the others' recall is measured against (run when asked, or
         # when no earlier run left it)
-        truth = args.work / f"truth-{n}.npy"
-        first = ["exact"] if "exact" in args.methods or not truth.exists() else []
+        first = ["exact"] if "exact" in args.methods or not truth_file(db).exists() else []
         methods = first + [m for m in args.methods if m != "exact"]
         for method in methods:
             load = open("/proc/loadavg").read().split()[:3]

@@ -54,7 +54,7 @@ import math
 import os
 import struct
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Iterable, Iterator, Optional, Protocol, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -195,9 +195,11 @@ def _nlist(n: int) -> int:
     return max(1, nlist)
 
 
-class RowSource(Protocol):
-    """Rows read on demand (an index's store): ``shape (n, d)``, ``dtype``, and ``source[ids]``
-    or ``source[a:b]`` giving an array of those rows."""
+@runtime_checkable
+class _RowSource(Protocol):
+    """Rows read on demand: an array, a memmap, or a reader of an index's store (``shape
+    (n, d)``, ``dtype``, and ``source[ids]`` or ``source[a:b]`` giving an array of those rows),
+    as opposed to an iterable of blocks."""
 
     @property
     def shape(self) -> Tuple[int, ...]: ...
@@ -255,7 +257,7 @@ class AnnIndex:
     @classmethod
     def build(
         cls,
-        rows: Union[ArrayLike, RowSource, Iterable[ArrayLike]],
+        rows: Union[ArrayLike, _RowSource, Iterable[ArrayLike]],
         kind: str = "hnsw",
         *,
         n: Optional[int] = None,
@@ -272,7 +274,7 @@ class AnnIndex:
         beforehand when it is biased, e.g. sorted by folder). Rows are then added in blocks of
         :data:`ADD_BLOCK`, so an array is never copied whole.
         """
-        if _is_row_source(rows):
+        if isinstance(rows, _RowSource):
             X: Any = _validate.rows(rows, "rows") if isinstance(rows, np.ndarray) else rows
             if len(X.shape) != 2:
                 raise InvalidInputError(f"rows must be (n, d) row vectors, got shape {X.shape}")
@@ -443,7 +445,7 @@ class AnnIndex:
         if exact is None:
             scores, ids = self._search(q, self._depth(kk))
             return _live_first(self._to_rows(ids), scores, kk)
-        X: Any = exact if _is_row_source(exact) else np.asarray(exact)
+        X: Any = exact if isinstance(exact, _RowSource) else np.asarray(exact)
         if X.dtype not in _EXACT_DTYPES:
             raise InvalidDTypeError(f"exact must be a float16, float32 or float64 array, got dtype {X.dtype}")
         if X.shape != (self.nrows, self.d):
@@ -584,12 +586,6 @@ def _live_first(rows: np.ndarray, scores: Any, k: int) -> Tuple[np.ndarray, np.n
         out_ids[i, : len(r)], out_scores[i, : len(r)] = r, s
     return out_ids, out_scores
 
-
-
-def _is_row_source(x: Any) -> bool:
-    """An array, a memmap, or a reader of rows (``shape``, ``dtype``, ``x[ids]``: an index's
-    store), as opposed to an iterable of blocks."""
-    return all(hasattr(x, a) for a in ("shape", "dtype", "__getitem__"))
 
 
 def _block(b: Any, name: str, d: Optional[int]) -> np.ndarray:

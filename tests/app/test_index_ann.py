@@ -222,3 +222,23 @@ def test_an_index_of_several_shards_builds_its_ann_from_the_store(exact, tmp_pat
     again._ann = None
     got = again.search_many(X[::100], k=5)
     assert [q[0].row for q in got] == list(range(0, 1500, 100))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_the_ann_built_from_the_store_is_the_one_built_from_the_array(exact, tmp_path, kind):
+    """Index builds its ANN through AnnIndex.build with a reader of its store (a training sample
+    and blocks gathered from the shards, slices included): the same rule, so the same index as
+    one built from the rows in one array (same sample, same FAISS state, same answers)."""
+    X = np.asarray(exact.descriptors)
+    saved = Index.from_descriptors(X, config=with_ann(exact, kind).config)
+    saved.save(tmp_path / "ix")
+    loaded = Index.load(tmp_path / "ix")
+    loaded._ann = None
+    reader = index_module._RowReader(loaded, np.float32)
+    np.testing.assert_array_equal(reader[10:20], X[10:20])
+    np.testing.assert_array_equal(reader[np.array([3, 1499])], X[[3, 1499]])
+    from_store = loaded._get_ann()
+    from_array = AnnIndex.build(X, kind)
+    Q = X[::37]
+    for a, b in zip(from_store.search(Q, 20), from_array.search(Q, 20)):
+        np.testing.assert_array_equal(a, b)

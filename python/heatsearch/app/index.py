@@ -53,7 +53,7 @@ import numpy as np
 
 from .. import _validate
 from ..aggregate import POOLINGS
-from ..ann import ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
+from ..ann import ADD_BLOCK, ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
 from ..ann import available as ann_available
 from ..diffusion import DEFAULT_TRUNCATION
 from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
@@ -135,9 +135,6 @@ ANN_CHOICES = (None, "auto") + ANN_KINDS
 #: The least shortlist an approximate search ranks exactly (and re-ranks): the top 100, where
 #: the backends' recall is measured (README, "Scale"); deeper when ``k`` or the re-ranker needs.
 ANN_SHORTLIST = 100
-#: Rows per block when an approximate index is extended from the store (64 MB of
-#: float32 at d = 256; the store is never materialised).
-ANN_BUILD_BLOCK = 65536
 #: Once more than this share of an approximate index's ids stand for removed rows, the next
 #: search rebuilds it (until then a removal only marks ids, and searches fetch
 #: ``1 / (1 - share)`` times the candidates, at most twice as many).
@@ -1121,10 +1118,11 @@ class Index:
             return ann
 
     def _row_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        """The live rows ``start:stop`` as float32 blocks of :data:`ANN_BUILD_BLOCK` rows, read
-        from the store (never the whole index at once)."""
-        for a in range(start, stop, ANN_BUILD_BLOCK):
-            yield self._rows(np.arange(a, min(a + ANN_BUILD_BLOCK, stop)), np.float32)
+        """The live rows ``start:stop`` as float32 blocks of :data:`heatsearch.ann.ADD_BLOCK`
+        rows (as :meth:`AnnIndex.build` adds them), read from the store (never the whole index
+        at once)."""
+        for a in range(start, stop, ADD_BLOCK):
+            yield self._rows(np.arange(a, min(a + ADD_BLOCK, stop)), np.float32)
 
     def _get_spatial(self) -> SpatialVerifier:
         """:attr:`spatial`, built with its defaults at the first use."""

@@ -160,6 +160,12 @@ pub(crate) fn reserve_gemm_scratch() -> Result<()> {
     Ok(())
 }
 
+/// Whether the current thread holds the product's buffer (its check passed).
+#[cfg(test)]
+pub(crate) fn holds_gemm_scratch() -> bool {
+    RESERVED.with(Cell::get)
+}
+
 /// Checks that `bytes` more bytes can be allocated now (requested and released at once, no
 /// page touched), or [`Error::Memory`] naming `what` needs them: a kernel asks this before its
 /// large allocations, which then all but surely succeed.

@@ -22,7 +22,12 @@ pub const ENV_VAR: &str = "HEATSEARCH_NUM_THREADS";
 /// process is the one that built it.
 static POOL: Mutex<Option<(u64, u32, Arc<Pool>)>> = Mutex::new(None);
 
-/// A rayon pool, and whether each of its threads has reserved the matrix product's buffer
+/// Bumped by [`set_num_threads`] to have the pool rebuilt with the new size.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Thread count set by [`set_num_threads`]; 0 means "not set, use the default".
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+
+/// A rayon pool, and whether each of its threads holds the matrix product's buffer
 /// ([`memory::reserve_gemm_scratch`]).
 struct Pool {
     rayon: ThreadPool,
@@ -30,7 +35,8 @@ struct Pool {
 }
 
 impl Pool {
-    /// Has every thread of the pool check (once) that the matrix product's buffer can be had.
+    /// Has every thread of the pool check (once) that it can have the matrix product's buffer,
+    /// and take it.
     fn reserve_gemm_scratch(&self) -> Result<()> {
         if !self.reserved.load(Ordering::Acquire) {
             self.rayon
@@ -42,10 +48,6 @@ impl Pool {
         Ok(())
     }
 }
-/// Bumped by [`set_num_threads`] to have the pool rebuilt with the new size.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-/// Thread count set by [`set_num_threads`]; 0 means "not set, use the default".
-static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 
 fn default_threads() -> Result<usize> {
     match std::env::var(ENV_VAR) {
@@ -132,4 +134,24 @@ pub(crate) fn install<R: Send>(op: impl FnOnce(usize) -> R + Send) -> Result<R> 
     pool.reserve_gemm_scratch()?;
     let n = pool.rayon.current_num_threads();
     Ok(pool.rayon.install(|| op(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_thread_of_a_new_pool_takes_its_product_buffer() {
+        for n in [2, 3] {
+            set_num_threads(n).unwrap();
+            let held = install(|_| {
+                pool()
+                    .unwrap()
+                    .rayon
+                    .broadcast(|_| memory::holds_gemm_scratch())
+            })
+            .unwrap();
+            assert_eq!(held, vec![true; n]);
+        }
+    }
 }

@@ -72,11 +72,12 @@ ANN_KINDS = ("ivfpq", "hnsw")
 #: ``ann="auto"`` uses an approximate index (hnsw) from this many rows on, and exact search
 #: below: past the measured crossover where hnsw (at recall@100 >= 0.95) answers batched queries
 #: faster than heatsearch's exact Rust search (README, "Scale"; ``python tools/scale.py
-#: --crossover``). Per query, 500 queries in one call, k = 100, 2 threads: exact 1.3 ms at
-#: 100k x 512, 3.4 ms at 200k, 6.7 ms at 400k, 9.0 ms at 1M; hnsw 2.9 ms at 100k and 3.5 ms at
-#: 1M. The crossover is near 200k; 300k leaves a margin. One query per call, hnsw is faster
-#: from 100k on (1.3 against 17 ms), but costs a build (90 s at 100k) and recall: choose
-#: ``ann="hnsw"`` explicitly for a service of single queries.
+#: --crossover``, idle 2-core VM). Per query, 500 queries in one call, k = 100, 2 threads:
+#: exact 0.35 ms at 100k x 512, 0.56 ms at 200k, 1.13 ms at 400k, 2.97 ms at 1M; hnsw 0.64 ms
+#: at 100k and 0.91 ms at 1M. The crossover is near 250k (hnsw interpolated); at 300k hnsw is
+#: the faster. One query per call, hnsw is faster from 100k on (1.3 against 5.0 ms), but
+#: costs a build (90 s at 100k) and recall: choose ``ann="hnsw"`` explicitly for a service of
+#: single queries.
 AUTO_MIN_ROWS = 300_000
 #: The file :meth:`AnnIndex.save` writes into a directory.
 FILE_NAME = "ann.faiss"

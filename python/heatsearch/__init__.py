@@ -36,9 +36,9 @@ from .errors import (
     InvalidDTypeError,
     InvalidInputError,
     InvalidWeightsError,
+    MemoryLimitError,
     MissingDependencyError,
     NumericalError,
-    MemoryLimitError,
     ThreadPoolError,
     WeightsNotFoundError,
 )

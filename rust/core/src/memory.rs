@@ -171,7 +171,11 @@ pub(crate) fn holds_gemm_scratch() -> bool {
 /// large allocations, which then all but surely succeed.
 pub(crate) fn ensure(bytes: usize, what: &str) -> Result<()> {
     let mut probe: Vec<u8> = Vec::new();
-    probe.try_reserve_exact(bytes).map_err(|_| {
+    let reserved = probe.try_reserve_exact(bytes);
+    // The buffer must really be asked for: an allocation nothing reads is one the optimiser may
+    // remove (it did, in the release test build: the check then always passed).
+    std::hint::black_box(probe.as_mut_ptr());
+    reserved.map_err(|_| {
         Error::Memory(format!(
             "expected {} MB of memory to be available for {what}, but it could not be allocated \
              (a limit on the process's memory, e.g. ulimit -v / RLIMIT_AS, or too little free \

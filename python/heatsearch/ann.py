@@ -28,15 +28,17 @@ exactly scored shortlists, so re-ranking quality never depends on the quantised 
   ``m`` = ``d / 8`` sub-quantisers (the largest divisor of ``d`` not above it; FAISS trains
   ``d / 4`` twenty times slower: 96 s against 4.3 s on 20k x 512), 8 bits each (fewer for
   tiny training sets: at least 39 rows per centroid); ``nprobe`` = ``nlist / 8`` cells
-  visited, at least 1; ``refine`` = 30 (a shortlist of ``30 k`` re-scored); training on
+  visited, at least 1; ``refine`` = 30 (a shortlist of ``30 k`` re-scored; 100 from 3M rows
+  on, :data:`_LONG_SHORTLIST_ROWS`); training on
   ``min(n, max(40 nlist, 256 * 39))`` rows, k-means of 10 iterations. Measured on 1M x 512
   Holidays-plus-distractors (README, "Scale"; nlist 4096), recall@100: 0.87 at nprobe 512 and
   refine 10, 0.95 at refine 20, 0.96 at nprobe 256 and refine 30, 0.97 at nprobe 512 and
   refine 30 (the rule); at 100k (nlist 1024) nprobe 64 (``nlist / 16``) and refine 30 gave
   only 0.93, hence ``nlist / 8``.
 * hnsw: ``M`` = 32, ``efConstruction`` = 40 (FAISS's defaults), ``efSearch`` = 128 (at least
-  the shortlist), ``refine`` = 3; the scalar quantiser is trained (per-dimension ranges) on
-  ``min(n, 65536)`` rows. Measured: recall@100 0.998 at 100k x 512 (README, "Scale").
+  the shortlist), ``refine`` = 3 (6 from 3M rows on); the scalar quantiser is trained
+  (per-dimension ranges) on ``min(n, 65536)`` rows. Measured: recall@100 0.998 at 100k x 512,
+  0.977 at 1M, 0.952 at 10M with refine 6 (README, "Scale").
 
 **Threads**: FAISS's OpenMP pool is set to heatsearch's thread count
 (:func:`heatsearch.get_num_threads`, ``HEATSEARCH_NUM_THREADS``) before each build and search.
@@ -98,6 +100,12 @@ _IVF_TRAIN_PER_CELL = 40
 #: k-means iterations of the IVF cells (FAISS's default: 25).
 _IVF_NITER = 10
 _SQ_TRAIN = 65536
+#: From this many rows on, the shortlists re-scored exactly are longer (``refine``: ivfpq 100
+#: instead of 30, hnsw 6 instead of 3): measured on 10M x 512 Holidays-plus-distractors
+#: (README, "Scale"), recall@100 with the shorter ones fell to 0.882 / 0.896 (0.972 / 0.977 at
+#: 1M); ivfpq 0.945 at refine 60 and 0.974 at 100, hnsw 0.952 at 6 and 0.975 at 10. 3M is
+#: about the geometric middle of the two sizes measured.
+_LONG_SHORTLIST_ROWS = 3_000_000
 _EXACT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -176,12 +184,13 @@ def ann_params(kind: str, n: int, d: int, overrides: Optional[AnnParams] = None)
         if nbits > 16:
             raise InvalidInputError(f"nbits must be at most 16, got {nbits}")
         nprobe = min(o.nprobe or max(1, nlist // 8), nlist)
-        return AnnParams(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, refine=o.refine or 30, train_size=train)
+        refine = o.refine or (100 if n >= _LONG_SHORTLIST_ROWS else 30)
+        return AnnParams(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, refine=refine, train_size=train)
     return AnnParams(
         M=o.M or 32,
         ef_construction=o.ef_construction or 40,
         ef_search=o.ef_search or 128,
-        refine=o.refine or 3,
+        refine=o.refine or (6 if n >= _LONG_SHORTLIST_ROWS else 3),
         train_size=o.train_size or min(n, _SQ_TRAIN),
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,3 +29,22 @@ def shared_data() -> Path:
         )
     return path
 
+
+@pytest.fixture(scope="session")
+def holidays(shared_data: Path):
+    """The paper authors' 1491 Holidays HeW descriptors ``X (1491, 512)`` float32 (as stored,
+    not normalised), the 500 query rows ``qidx`` and the ground truth (0-based)."""
+    sio = pytest.importorskip("scipy.io", reason="scipy loads the MATLAB files")
+    folder = shared_data / "holidays"
+    if not (folder / "vecs_ho.mat").exists() or not (folder / "gnd_holidays.mat").exists():
+        pytest.skip(f"Holidays files not found in {folder}")
+    cells = sio.loadmat(str(folder / "vecs_ho.mat"))["vecs_ho"]
+    X = np.stack([np.asarray(c, dtype=np.float32).ravel() for c in cells[0]])
+    g = sio.loadmat(str(folder / "gnd_holidays.mat"))
+    qidx = g["qidx"].ravel().astype(np.int64) - 1
+    gnd = [
+        {"ok": np.asarray(e["ok"]).ravel().astype(np.int64) - 1, "junk": np.asarray(e["junk"]).ravel().astype(np.int64) - 1}
+        for e in g["gnd"].ravel()
+    ]
+    assert X.shape == (1491, 512) and len(qidx) == 500
+    return X, qidx, gnd

@@ -443,24 +443,6 @@ def _holidays_map(ranks, gnd):
     return float(hs.compute_map(ranks, gnd).map)
 
 
-@pytest.fixture(scope="module")
-def holidays(shared_data):
-    sio = pytest.importorskip("scipy.io", reason="scipy loads the MATLAB files")
-    folder = shared_data / "holidays"
-    if not (folder / "vecs_ho.mat").exists() or not (folder / "gnd_holidays.mat").exists():
-        pytest.skip(f"Holidays files not found in {folder}")
-    cells = sio.loadmat(str(folder / "vecs_ho.mat"))["vecs_ho"]
-    X = np.stack([np.asarray(c, dtype=np.float32).ravel() for c in cells[0]])
-    g = sio.loadmat(str(folder / "gnd_holidays.mat"))
-    qidx = g["qidx"].ravel().astype(np.int64) - 1
-    gnd = [
-        {"ok": np.asarray(e["ok"]).ravel().astype(np.int64) - 1, "junk": np.asarray(e["junk"]).ravel().astype(np.int64) - 1}
-        for e in g["gnd"].ravel()
-    ]
-    assert X.shape == (1491, 512) and len(qidx) == 500
-    return X, qidx, gnd
-
-
 def _l2n(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 

@@ -817,12 +817,22 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
         _check_arrays(meta, desc, pooled, mean, whitening)
     except _Bad as e:
         raise _Bad(str(folder / e.file), str(e)) from None
-    empty = meta["count"] == 0 and meta["dim"] == 0 and meta["channels"] == 0
+    empty = _empty(meta)
+    return _stored(meta, version, files, mean, whitening, paths=list(meta["paths"]),
+                   descriptors=None if empty else desc, pooled=None if empty else pooled)
+
+
+def _empty(meta: Dict[str, Any]) -> bool:
+    """The metadata of an index that never held a row (no dimension known)."""
+    return bool(meta["count"] == 0 and meta["dim"] == 0 and meta["channels"] == 0)
+
+
+def _stored(meta: Dict[str, Any], version: int, files: Dict[str, str], mean: Optional[np.ndarray],
+            whitening: Optional[PCAWhitening], **rows: Any) -> StoredIndex:
+    """The :class:`StoredIndex` of a version read: its metadata's fields, the mean and whitening
+    read, and ``rows`` (the paths and the descriptors: arrays, or a store)."""
     return StoredIndex(
         config=meta["config"],
-        paths=list(meta["paths"]),
-        descriptors=None if empty else desc,
-        pooled=None if empty else pooled,
         mean=mean,
         whitening=whitening,
         whitening_learned=meta["whitening_learned"],
@@ -831,6 +841,7 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
         whitening_images=meta["whitening_images"],
         version=version,
         files=files,
+        **rows,
     )
 
 
@@ -892,30 +903,15 @@ def _read_version3(folder: Path, meta: Dict[str, Any], files: Dict[str, str]) ->
         files["descriptors"] = str(folder / meta["shards"][0]["descriptors"])
         if meta["shards"][0]["pooled"]:
             files["pooled"] = str(folder / meta["shards"][0]["pooled"])
-    empty = meta["count"] == 0 and meta["dim"] == 0 and meta["channels"] == 0
+    empty = _empty(meta)
     if not segments and not empty:  # every row removed: the dimensions stay known
         segments.append(Segment(
             Rows(np.empty((0, meta["dim"]), meta["dtype"])),
             Rows(np.empty((0, meta["channels"]), np.float32)) if images else None,
             np.empty(0, np.int64),
         ))
-    return StoredIndex(
-        config=meta["config"],
-        paths=live_paths,
-        descriptors=None,
-        pooled=None,
-        mean=mean,
-        whitening=whitening,
-        whitening_learned=meta["whitening_learned"],
-        root=meta["root"],
-        mean_images=meta["mean_images"],
-        whitening_images=meta["whitening_images"],
-        version=3,
-        files=files,
-        store=None if empty else Store(segments),
-        source=meta["source"],
-        dtype=meta["dtype"],
-    )
+    return _stored(meta, 3, files, mean, whitening, paths=live_paths, descriptors=None, pooled=None,
+                   store=None if empty else Store(segments), source=meta["source"], dtype=meta["dtype"])
 
 
 def _read_npy(path: Path, mode: Optional[Literal["r"]]) -> np.ndarray:

@@ -155,10 +155,11 @@ def vm(field: str) -> int:
     return 0
 
 
-def run_one(db_path: Path, method: str, threads: int, work: Path, singles: int = SINGLE_QUERIES) -> Dict[str, Any]:
+def run_one(db_path: Path, method: str, threads: int, work: Path, singles: int = SINGLE_QUERIES,
+            reuse: bool = False) -> Dict[str, Any]:
     """One method on one database, in this process."""
     import heatsearch as hs
-    from heatsearch.ann import AnnIndex
+    from heatsearch.ann import AnnIndex, ann_params
 
     hs.set_num_threads(threads)
     db = np.load(db_path, mmap_mode="r")
@@ -182,14 +183,18 @@ def run_one(db_path: Path, method: str, threads: int, work: Path, singles: int =
         out["ann_disk_bytes"] = 0
     else:
         path = work / f"{method}-{n}.faiss"
-        t = time.perf_counter()
-        ann = AnnIndex.build(blocks(db), method, n=n)
-        out["build_s"] = time.perf_counter() - t
-        ann.save(path)
+        if reuse and path.exists():  # searched with today's rule (its search parameters)
+            out["build_s"] = None
+        else:
+            t = time.perf_counter()
+            ann = AnnIndex.build(blocks(db), method, n=n)
+            out["build_s"] = time.perf_counter() - t
+            ann.save(path)
+            del ann
         out["ann_disk_bytes"] = path.stat().st_size
-        out["params"] = {k: v for k, v in ann.params.to_dict().items() if v is not None}
-        del ann
         ann = AnnIndex.load(path)
+        ann.params = ann_params(method, n, db.shape[1])  # today's rule (search parameters of a reused file too)
+        out["params"] = {k: v for k, v in ann.params.to_dict().items() if v is not None}
         out["rss_loaded_bytes"] = vm("VmRSS")
         exact = db  # float16 rows are read as float32 for the re-scoring
         t = time.perf_counter()
@@ -301,6 +306,8 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, required=True, help="folder for the generated databases and ANN files")
     ap.add_argument("--single-queries", type=int, default=SINGLE_QUERIES, help="queries timed one by one (median)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="search the ANN files already in --work (today's search parameters) instead of building them")
     ap.add_argument("--json", type=Path, help="append the results here (one JSON object a line)")
     ap.add_argument("--crossover", type=Path, metavar="DB",
                     help="latency of exact search on the first n rows of DB for each --n, and of the ANN files in --work")
@@ -319,7 +326,7 @@ def main(argv: Any = None) -> int:
         diffusion_graphs(args.n, args.threads)
         return 0
     if args.one:
-        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.threads, args.work, args.single_queries)))
+        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.threads, args.work, args.single_queries, args.reuse)))
         return 0
     for n in args.n:
         db = args.work / f"db-{n}-{args.dtype}.npy"
@@ -335,7 +342,8 @@ def main(argv: Any = None) -> int:
             load = open("/proc/loadavg").read().split()[:3]
             proc = subprocess.run(
                 [sys.executable, __file__, "--work", str(args.work), "--threads", str(args.threads),
-                 "--single-queries", str(args.single_queries), "--one", str(db), method],
+                 "--single-queries", str(args.single_queries), *(["--reuse"] if args.reuse else []),
+                 "--one", str(db), method],
                 check=True, capture_output=True, text=True,
             )
             res = json.loads(proc.stdout.strip().splitlines()[-1])

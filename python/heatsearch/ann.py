@@ -103,8 +103,9 @@ _SQ_TRAIN = 65536
 #: From this many rows on, the shortlists re-scored exactly are longer (``refine``: ivfpq 100
 #: instead of 30, hnsw 6 instead of 3): measured on 10M x 512 Holidays-plus-distractors
 #: (README, "Scale"), recall@100 with the shorter ones fell to 0.882 / 0.896 (0.972 / 0.977 at
-#: 1M); ivfpq 0.945 at refine 60 and 0.974 at 100, hnsw 0.952 at 6 and 0.975 at 10. 3M is
-#: about the geometric middle of the two sizes measured.
+#: 1M), with these 0.974 / 0.952 (``tools/scale.py --reuse``; in a first look on the saved
+#: indexes, ivfpq gave 0.945 at refine 60, hnsw 0.975 at 10). 3M is about the geometric middle
+#: of the two sizes measured.
 _LONG_SHORTLIST_ROWS = 3_000_000
 _EXACT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 

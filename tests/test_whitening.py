@@ -13,7 +13,7 @@ import pytest
 
 from heatsearch._atomic import atomic_write
 from heatsearch.errors import InvalidDTypeError, InvalidInputError
-from heatsearch.whitening import EIGENVALUE_FLOOR, FILE_FORMAT, FILE_VERSION, PCAWhitening
+from heatsearch.whitening import DUPLICATE_WEIGHT, EIGENVALUE_FLOOR, FILE_FORMAT, FILE_VERSION, PCAWhitening
 
 DTYPES = [np.float32, np.float64]
 
@@ -562,3 +562,102 @@ def test_fit_blocks_refuses_what_fit_refuses():
         PCAWhitening()._fit_blocks(lambda: iter([np.ones((2, 3)), np.ones((2, 4))]))
     with pytest.raises(InvalidInputError, match="no variance"):
         PCAWhitening()._fit_blocks(lambda: iter([np.ones((5, 3))]))
+
+
+# ---------------------------------------------------------------- near-duplicate pairs
+
+
+def copies(groups: int = 12, per: int = 5, d: int = 40, seed: int = 5):
+    """``groups`` distinct vectors, each with ``per - 1`` copies that differ from it along a few
+    directions shared by all copies (an "edit": blur, JPEG, ...), plus the group of each row.
+    Rows of a group have centred cosines of about 0.9; rows of different groups about 0. (What
+    the pairs do to real copies is tested on the demo's photos: tests/app/test_index_quality.py.)"""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(groups, d)) * np.linspace(2.0, 0.5, d)
+    edits = rng.normal(size=(per - 1, d)) * 0.25
+    X = np.concatenate([base] + [base + e + 0.02 * rng.normal(size=(groups, d)) for e in edits])
+    return X + 3.0, np.tile(np.arange(groups), per)
+
+
+def _brute_pairs(X: np.ndarray, t: float, mean=None):
+    Y = X - (X.mean(axis=0) if mean is None else mean)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    S = Y @ Y.T
+    i, j = np.nonzero(np.triu(S >= t, k=1))
+    return i, j
+
+
+@pytest.mark.parametrize("s, t", [(0.0, 0.5), (0.5, 0.5), (0.5, 0.8), (0.9, 0.3)])
+def test_duplicate_pairs_join_the_covariance(s, t):
+    """The projection whitens (1 - s)(C + A) + s tr(C)/d I, A = 4 sum (x_i - x_j)(x_i - x_j)^T
+    / (2 n) over the pairs at centred cosine >= t, all found by brute force here."""
+    X, _ = copies()
+    n, d = X.shape
+    w = PCAWhitening().fit(X, shrinkage=s, duplicates=t)
+    i, j = _brute_pairs(X, t)
+    assert w.duplicate_pairs_ == len(i) > 0
+    C = np.cov(X.T)
+    D = X[i] - X[j]
+    A = DUPLICATE_WEIGHT * D.T @ D / (2 * n)
+    target = (1 - s) * (C + A) + s * np.trace(C) / d * np.eye(d)
+    np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
+
+
+def test_without_pairs_found_the_whitening_is_the_plain_one():
+    X = correlated(60, 8)
+    a = PCAWhitening().fit(X, shrinkage=0.5)
+    b = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.999)
+    assert a.duplicate_pairs_ is None and b.duplicate_pairs_ == 0
+    np.testing.assert_array_equal(a.projection_, b.projection_)
+    np.testing.assert_array_equal(a.eigenvalues_, b.eigenvalues_)
+
+
+def test_duplicate_pairs_are_searched_in_an_evenly_spaced_sample(monkeypatch):
+    """Beyond DUPLICATE_SAMPLE rows, the pairs are those of the evenly spaced sample (first
+    and last row included), their scatter divided by the sample's size; _fit_blocks, which
+    sees the rows a block at a time, takes the same sample."""
+    import heatsearch.whitening as module
+
+    X, _ = copies(groups=10, per=4, d=12)
+    n, d = X.shape
+    monkeypatch.setattr(module, "DUPLICATE_SAMPLE", 17)
+    sample = np.unique(np.linspace(0, n - 1, 17).astype(np.int64))
+    assert sample[0] == 0 and sample[-1] == n - 1
+    w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.5)
+    i, j = _brute_pairs(X[sample], 0.5, mean=X.mean(axis=0))
+    assert w.duplicate_pairs_ == len(i) > 0
+    C = np.cov(X.T)
+    D = X[sample][i] - X[sample][j]
+    target = 0.5 * (C + DUPLICATE_WEIGHT * D.T @ D / (2 * len(sample))) + 0.5 * np.trace(C) / d * np.eye(d)
+    np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
+    got = PCAWhitening()._fit_blocks(lambda: (X[k : k + 5] for k in range(0, n, 5)), shrinkage=0.5, duplicates=0.5)
+    assert got.duplicate_pairs_ == w.duplicate_pairs_
+    np.testing.assert_allclose(got.transform(X), w.transform(X), atol=1e-9)
+
+
+@pytest.mark.parametrize("n, d, shrinkage", [(40, 12, 0.5), (40, 12, 0.0), (20, 64, "ledoit-wolf")])
+def test_fit_blocks_with_duplicates_equals_fit(n, d, shrinkage):
+    X, _ = copies(groups=n // 4, per=4, d=d)
+    want = PCAWhitening().fit(X, shrinkage=shrinkage, duplicates=0.6)
+    got = PCAWhitening()._fit_blocks(lambda: (X[i : i + 7] for i in range(0, len(X), 7)), shrinkage=shrinkage, duplicates=0.6)
+    assert got.duplicate_pairs_ == want.duplicate_pairs_ > 0
+    np.testing.assert_allclose(got.eigenvalues_, want.eigenvalues_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.transform(X), want.transform(X), atol=1e-8)
+
+
+def test_a_zero_centred_row_pairs_with_nothing():
+    """A row equal to the mean has no direction: it scores 0 with every row (no NaN)."""
+    X = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [0.0, 0.0]]) + 5.0
+    w = PCAWhitening().fit(X, duplicates=0.5)
+    assert w.duplicate_pairs_ == 0
+    assert np.isfinite(w.projection_).all()
+
+
+@pytest.mark.parametrize("bad, error", [(0.0, InvalidInputError), (1.0, InvalidInputError), (-0.5, InvalidInputError),
+                                        (float("nan"), InvalidInputError), ("0.8", InvalidDTypeError), (True, InvalidDTypeError)])
+def test_bad_duplicates_cosine_is_refused(bad, error):
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.raises(error, match="duplicates"):
+        PCAWhitening().fit(X, duplicates=bad)
+    with pytest.raises(error, match="duplicates"):
+        PCAWhitening()._fit_blocks(lambda: iter([X]), duplicates=bad)

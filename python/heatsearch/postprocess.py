@@ -172,16 +172,19 @@ class PostProcess:
         power: Optional[float] = DEFAULT_POWER,
         eps: float = L2_EPS,
         shrinkage: Union[float, str] = 0.0,
+        duplicates: Optional[float] = None,
     ) -> "PostProcess":
         """Learn the whitening on a TRAINING set and return the full chain.
 
         ``X_train (n, d)`` goes through the signed power and L2 first, then
         :meth:`PCAWhitening.fit` learns on the result (with ``dim``: None keeps every usable
         dimension, as the paper does; ``shrinkage``: the covariance shrinkage, 0 in the
-        paper). Warnings and errors as in :meth:`PCAWhitening.fit`.
+        paper; ``duplicates``: the cosine from which two training vectors are copies whose
+        differences the whitening must not amplify, None in the paper). Warnings and errors
+        as in :meth:`PCAWhitening.fit`.
         """
         pre = cls(None, power=power, eps=eps)
-        whitening = PCAWhitening().fit(pre(X_train), dim=dim, shrinkage=shrinkage)
+        whitening = PCAWhitening().fit(pre(X_train), dim=dim, shrinkage=shrinkage, duplicates=duplicates)
         return cls(whitening, power=power, eps=eps)
 
     @classmethod
@@ -192,6 +195,7 @@ class PostProcess:
         power: Optional[float] = DEFAULT_POWER,
         eps: float = L2_EPS,
         shrinkage: Union[float, str] = 0.0,
+        duplicates: Optional[float] = None,
     ) -> "PostProcess":
         """:meth:`fit` (at full dimension) on the rows of ``blocks()``, one ``(rows, d)`` block
         at a time: :meth:`PCAWhitening._fit_blocks` (``blocks`` is called twice and must give
@@ -199,7 +203,7 @@ class PostProcess:
         to float64 rounding, in memory for one block and two ``d x d`` float64 matrices."""
         pre = cls(None, power=power, eps=eps)
         whitening = PCAWhitening()._fit_blocks(
-            lambda: (pre(np.asarray(b, np.float64)) for b in blocks()), shrinkage=shrinkage
+            lambda: (pre(np.asarray(b, np.float64)) for b in blocks()), shrinkage=shrinkage, duplicates=duplicates
         )
         return cls(whitening, power=power, eps=eps)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heatsearch import distributed
+from heatsearch import distributed, whitening
 from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, Index, IndexConfig, mean_sample
 from heatsearch.app.storage import PARTS_DIR
 from heatsearch.errors import InvalidInputError
@@ -113,6 +113,9 @@ def _peak(n: int, tmp_path: Path, monkeypatch) -> int:
     paths, mean, settings, rows = fake_parts(out, n, 512, config)
     del rows
     monkeypatch.setattr(distributed, "ASSEMBLY_ROWS", 256)  # below both n: the same blocks in both runs
+    # The rows among which the whitening looks for near-duplicate pairs are held (a bounded
+    # sample, heatsearch.whitening.DUPLICATE_SAMPLE): below both n, the same size in both runs.
+    monkeypatch.setattr(whitening, "DUPLICATE_SAMPLE", 1000)
     tracemalloc.start()
     try:
         index = assemble(paths, config, settings, mean)
@@ -126,7 +129,8 @@ def _peak(n: int, tmp_path: Path, monkeypatch) -> int:
 def test_the_driver_does_not_hold_every_row(tmp_path, monkeypatch):
     """Four times the rows (12 MB more of float32 pooled rows, 24 MB in float64) raise the
     peak of Python's allocations in stage 3 by far less than one copy of them: what grows is
-    the paths' bookkeeping (a few hundred bytes a row), not the rows (2 kB each)."""
+    the paths' bookkeeping (a few hundred bytes a row), not the rows (2 kB each); the sample
+    searched for near-duplicate pairs is bounded whatever the number of rows."""
     small, large = 2000, 8000
     grown = _peak(large, tmp_path, monkeypatch) - _peak(small, tmp_path, monkeypatch)
     rows_bytes = (large - small) * 512 * 4

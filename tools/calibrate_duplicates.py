@@ -38,6 +38,7 @@ import re
 import sys
 import tempfile
 import warnings
+from dataclasses import replace
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -76,7 +77,9 @@ def _load_or_build(cache: str, seed: int, folders: List[str]):
 
     if os.path.isfile(os.path.join(cache, "index.json")):
         index = Index.load(cache, mmap=False)
-        if index.config == IndexConfig():
+        today = IndexConfig()
+        if replace(index.config, shrinkage=today.shrinkage, whiten_duplicates=today.whiten_duplicates) == today:
+            index.config = today  # the extraction is today's: the whitening is learned again below
             if index.whitening_learned:  # learned again by today's code
                 index.refit_whitening()
             return index
@@ -197,7 +200,45 @@ def main(argv: Optional[List[str]] = None) -> int:
     if chosen is not None:
         _per_edit(index, described["plain"], chosen[0])
         _same_subject(index, described["plain"], chosen[0])
+    _copy_detection(index, truth, args.seed)
     return 0
+
+
+def _copy_detection(index, truth: np.ndarray, seed: int) -> None:
+    """Copy detection (mAP, %) in the whole set, for the index's whitening choices: the demo's
+    queries (those of ``tools/protocols.py``'s protocol (c), here among every image of the set)
+    and every image as a query, each finding the other copies of its photo."""
+    from heatsearch import IndexConfig, PostProcess, compute_map
+    from heatsearch.app.demo import build_copy_detection_set
+    from heatsearch.pipeline import rank
+
+    names = [os.path.splitext(os.path.relpath(p, index.root))[0].replace(os.sep, "/") for p in index.paths]
+    row = {name: i for i, name in enumerate(names)}
+    demo = build_copy_detection_set(seed=seed)
+    queries = {"the demo's queries": np.array([row[demo.names[q]] for q in demo.query_rows]),
+               "every image": np.arange(len(names))}
+    pooled = np.asarray(index.pooled, np.float64)
+    today = IndexConfig()
+    choices = {
+        "none": PostProcess(None, power=today.power),
+        f"covariance alone (shrinkage {today.shrinkage:g})": PostProcess.fit(pooled, power=today.power, shrinkage=today.shrinkage),
+        f"default (+ pairs at {today.whiten_duplicates:g})": PostProcess.fit(
+            pooled, power=today.power, shrinkage=today.shrinkage, duplicates=today.whiten_duplicates),
+    }
+    print()
+    print(f"copy detection among the {len(names)} images (mAP, %; positives: the other copies of the query's photo)")
+    print()
+    print("| whitening | " + " | ".join(f"{q}: plain | auto" for q in queries) + " |")
+    print("|---|" + "---:|---:|" * len(queries))
+    for label, post in choices.items():
+        X = post(pooled).astype(np.float32)
+        cells = []
+        for rows in queries.values():
+            gnd = [{"ok": np.flatnonzero(truth[q] & (np.arange(len(names)) != q)), "junk": np.array([q])} for q in rows]
+            for rerank in (None, "auto"):
+                ranks, _ = rank(X, X[rows], rerank=rerank)
+                cells.append(f"{100 * compute_map(ranks, gnd).map:.1f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 
 def _subject(stem: str) -> str:

@@ -2,6 +2,7 @@
 
     python tools/protocols.py [--data ../shared/data] [--cache ~/.cache/heatsearch-protocols]
                               [--candidates default,none,s0.1,...] [--rerankers none,heat,auto]
+                              [--holidays]
 
 Protocols (data: ``../shared/data``, see its README; the demo's photos ship with scikit-image):
 
@@ -13,6 +14,12 @@ Protocols (data: ``../shared/data``, see its README; the demo's photos ship with
     crops, rotations, scalings, JPEG, colour, blur and occlusion edits) indexed together; its
     queries find the other copies of their photo (several positives).
 (d) ``phototourism``: 13 photos of 4 landmarks indexed together, every photo a query.
+
+With ``--holidays``, a second table: INRIA Holidays (``holidays/`` of the data: the paper
+authors' 1491 HeW descriptors of VGG16, 500 queries, each in the collection) for the candidates
+that only change the whitening, learned on the 1491 descriptors as an index learns it on its
+images (signed square root + L2, then the candidate's whitening): a larger collection of
+several photos per place, whose descriptors come from another network.
 
 Every candidate is an :class:`heatsearch.IndexConfig` (plus, for the variants of HeW, pooling
 arguments); the index is built exactly as ``Index.add`` builds it (HeW mean, whitening learned
@@ -40,21 +47,18 @@ from heatsearch.pipeline import rank
 
 Protocol = Tuple[List[str], List[str], List[Dict[str, np.ndarray]]]
 
-#: Candidates by name: IndexConfig changes from the default, and HeW pooling arguments.
+#: Candidates by name: IndexConfig changes from the default, and HeW pooling arguments. "full",
+#: "sS" and "lw" learn the whitening on the covariance alone (heatsearch before the
+#: near-duplicate pairs); "default" and "dupT" add the scatter of the pairs at centred cosine
+#: >= T (IndexConfig.whiten_duplicates).
 CANDIDATES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     "default": ({}, {}),
-    "full": ({"shrinkage": 0.0}, {}),
+    "full": ({"shrinkage": 0.0, "whiten_duplicates": None}, {}),
     "none": ({"whiten": "none"}, {}),
-    "s0.05": ({"shrinkage": 0.05}, {}),
-    "s0.1": ({"shrinkage": 0.1}, {}),
-    "s0.2": ({"shrinkage": 0.2}, {}),
-    "s0.3": ({"shrinkage": 0.3}, {}),
-    "s0.5": ({"shrinkage": 0.5}, {}),
-    "s0.7": ({"shrinkage": 0.7}, {}),
-    "s0.8": ({"shrinkage": 0.8}, {}),
-    "s0.9": ({"shrinkage": 0.9}, {}),
-    "s0.95": ({"shrinkage": 0.95}, {}),
-    "lw": ({"shrinkage": "ledoit-wolf"}, {}),
+    **{f"s{s}": ({"shrinkage": s, "whiten_duplicates": None}, {}) for s in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)},
+    "lw": ({"shrinkage": "ledoit-wolf", "whiten_duplicates": None}, {}),
+    **{f"dup{t}": ({"whiten_duplicates": t}, {}) for t in (0.6, 0.65, 0.7, 0.8, 0.85, 0.9)},
+    "s0.3+dup": ({"shrinkage": 0.3}, {}),
     "hew-t0.1": ({}, {"threshold": 0.1}),
     "gem": ({"pooling": "gem"}, {}),
     "rmac": ({"pooling": "rmac"}, {}),
@@ -203,12 +207,52 @@ def evaluate(
     return out
 
 
+#: IndexConfig fields a candidate may change and still be measured on Holidays' descriptors.
+_WHITENING_FIELDS = {"whiten", "shrinkage", "whiten_duplicates"}
+
+
+def holidays(data: Path) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, np.ndarray]]]:
+    """The paper authors' Holidays descriptors ``(1491, 512)`` float64 as stored, the 500 query
+    rows and their ground truth (0-based; the query itself is junk)."""
+    import scipy.io as sio
+
+    cells = sio.loadmat(str(data / "holidays" / "vecs_ho.mat"))["vecs_ho"]
+    X = np.stack([np.asarray(c, np.float64).ravel() for c in cells[0]])
+    g = sio.loadmat(str(data / "holidays" / "gnd_holidays.mat"))
+    gnd = [{"ok": np.asarray(e["ok"]).ravel().astype(np.int64) - 1, "junk": np.asarray(e["junk"]).ravel().astype(np.int64) - 1}
+           for e in g["gnd"].ravel()]
+    return X, g["qidx"].ravel().astype(np.int64) - 1, gnd
+
+
+def evaluate_holidays(
+    X: np.ndarray, qidx: np.ndarray, gnd: List[Dict[str, np.ndarray]], config: IndexConfig,
+    rerankers: Sequence[Optional[str]],
+) -> Dict[Optional[str], float]:
+    """mAP (percent) of every re-ranker on Holidays with the candidate's whitening learned on the
+    1491 descriptors (as :meth:`Index.refit_whitening` learns it)."""
+    import warnings
+
+    if config.whiten == "none":
+        post = hs.PostProcess(None, power=config.power)
+    else:
+        post = hs.PostProcess.fit(X, power=config.power, shrinkage=config.shrinkage, duplicates=config.whiten_duplicates)
+    Y = post(X).astype(np.float32)
+    out = {}
+    for r in rerankers:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ranks, _ = rank(Y, Y[qidx], rerank=r)
+        out[r] = 100 * hs.compute_map(ranks, gnd).map
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "heatsearch-protocols"))
     ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,default,s0.7,s0.9,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
     ap.add_argument("--rerankers", default="none,heat,auto", help="of none, " + ", ".join(r for r in hs.RERANKERS if r))
+    ap.add_argument("--holidays", action="store_true", help="also the table on INRIA Holidays (authors' descriptors)")
     args = ap.parse_args(argv)
     data, cache = Path(args.data), Path(args.cache)
     rerankers = [None if r == "none" else r for r in args.rerankers.split(",")]
@@ -227,6 +271,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             scores = evaluate(protocol, config, pool_kwargs, extractor, rerankers)
             cells += [f"{scores[r]:.1f}" for r in rerankers]
         print(f"| {name} | " + " | ".join(cells) + f" |  <!-- {time.perf_counter() - t:.0f} s -->", flush=True)
+    if args.holidays:
+        X, qidx, gnd = holidays(data)
+        print()
+        print("| candidate | " + " | ".join(f"Holidays {r or 'plain'}" for r in rerankers) + " |")
+        print("|---|" + "---|" * len(rerankers))
+        for name in args.candidates.split(","):
+            changes, pool_kwargs = CANDIDATES[name]
+            if pool_kwargs or not set(changes) <= _WHITENING_FIELDS:
+                continue
+            scores = evaluate_holidays(X, qidx, gnd, replace(IndexConfig(), **changes), rerankers)
+            print(f"| {name} | " + " | ".join(f"{scores[r]:.1f}" for r in rerankers) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ it stops scaling):
    sums (:meth:`PostProcess._fit_blocks`), the final descriptors written beside them a block
    at a time, the index saved (:meth:`Index.save`, atomic; it hard-links that shard) and only
    then are the parts removed. Memory: one part, :data:`ASSEMBLY_ROWS` rows, two ``C x C``
-   float64 matrices and the paths (docs/DISTRIBUTED.md measures it).
+   float64 matrices, the whitening's sample of rows searched for near-duplicate pairs (at
+   most :data:`~heatsearch.whitening.DUPLICATE_SAMPLE`) and the paths (docs/DISTRIBUTED.md
+   measures it).
 
 Failures: an image that cannot be read, decoded or gives a map with NaN is reported in
 ``Index.skipped`` with the local path's reason (and warned about), never failing the job. A
@@ -538,8 +540,9 @@ def _assemble(
     all of them as :meth:`Index.refit_whitening` learns it, but from the file a window at a
     time (:meth:`PostProcess._fit_blocks`: the mean, then the ``C x C`` covariance summed in
     float64), and the final descriptors are written beside them the same way. The driver
-    holds one part, a block of :data:`ASSEMBLY_ROWS` rows and two ``C x C``
-    float64 matrices, plus the paths (as every index does). :meth:`Index.save` then links
+    holds one part, a block of :data:`ASSEMBLY_ROWS` rows, two ``C x C`` float64 matrices and
+    the whitening's bounded sample of rows searched for near-duplicate pairs
+    (:data:`~heatsearch.whitening.DUPLICATE_SAMPLE`), plus the paths (as every index does). :meth:`Index.save` then links
     those files into the index (no copy)."""
     parts = Path(settings.parts)
     wanted = set(new)
@@ -581,7 +584,8 @@ def _assemble(
     if learned:
         with warnings.catch_warnings():  # as Index.refit_whitening
             warnings.filterwarnings("ignore", message=".*dimension is capped.*")
-            whitening = PostProcess._fit_blocks(windows, power=config.power, shrinkage=config.shrinkage).whitening
+            whitening = PostProcess._fit_blocks(windows, power=config.power, shrinkage=config.shrinkage,
+                                                duplicates=config.whiten_duplicates).whitening
     post = PostProcess(whitening, power=config.power)
     dim = whitening.dim_ if whitening is not None else channels
     assert dim is not None

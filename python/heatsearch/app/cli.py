@@ -206,6 +206,10 @@ def _whitening_summary(index: Any, source: Optional[str] = None) -> str:
     shrinkage = index.config.shrinkage
     how = f"shrinkage {shrinkage:g}" if isinstance(shrinkage, float) and shrinkage else (
         "Ledoit-Wolf shrinkage" if shrinkage == "ledoit-wolf" else "no shrinkage")
+    copies = index.config.whiten_duplicates
+    if copies is not None:
+        pairs = w.duplicate_pairs_  # known when learned in this process (the file keeps the result only)
+        how += f", near-duplicates (centred cosine >= {copies:g}{f': {pairs} pairs' if pairs is not None else ''}) kept together"
     return f"PCA-whitening learned on {on} with {how}, {dims}"
 
 

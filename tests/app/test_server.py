@@ -84,7 +84,9 @@ def test_search_options_as_form_fields_and_default_rerank(served):
     r = client.post("/search", files={"file": ("q.png", data)}, data={"k": "2", "bbox": "0,0,20,20"})
     assert r.status_code == 200, r.text
     hits = r.json()["hits"]
-    assert len(hits) == 2 and all(h["rerank_score"] is not None for h in hits)  # "auto" re-ranks
+    assert len(hits) == 2 and all(h["rerank_score"] is None for h in hits)  # no re-ranking by default
+    r = client.post("/search", files={"file": ("q.png", data)}, data={"k": "2", "rerank": "auto"})
+    assert r.status_code == 200 and all(h["rerank_score"] is not None for h in r.json()["hits"]), r.text
 
 
 def test_search_by_descriptor_matches_the_index(served):

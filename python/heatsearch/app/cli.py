@@ -49,7 +49,7 @@ EVAL_METHODS: Dict[str, Optional[str]] = {
     "+diffusion": "diffusion",
     "+auto": "auto",
 }
-#: --rerank: "none", "auto" (the default), the other descriptor re-rankers, "spatial" and each
+#: --rerank: "none" (the default), "auto", the other descriptor re-rankers, "spatial" and each
 #: of them followed by "+spatial" (Index.search's SEARCH_RERANKERS; spelled here so that --help
 #: loads no index code).
 RERANK_CHOICES: Tuple[str, ...] = ("none",) + tuple(
@@ -888,10 +888,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("index", metavar="INDEX")
     s.add_argument("queries", nargs="+", metavar="QUERY", help="query image file(s)")
     s.add_argument("-k", default="10", help="results per query, >= 1 (default 10)")
-    s.add_argument("--rerank", choices=RERANK_CHOICES, default="auto", metavar="RERANK",
-                   help=f"re-ranking: one of {', '.join(RERANK_CHOICES)}; default auto (HeR over the top 20 "
-                   "with the best match kept first, chosen by measurement on the README's quality protocols), "
-                   "none for plain search. 'spatial' verifies the top 100 by SIFT local features and RANSAC "
+    s.add_argument("--rerank", choices=RERANK_CHOICES, default="none", metavar="RERANK",
+                   help=f"re-ranking: one of {', '.join(RERANK_CHOICES)}; default none (plain search). auto (HeR "
+                   "over the top 20, the best match kept first) helps collections with several photos of each "
+                   "place or object and costs copy detection a point (README, 'Retrieval quality'). 'spatial' verifies the top 100 by SIFT local features and RANSAC "
                    "(needs opencv-python-headless: pip install \"heatsearch[spatial]\"); 'R+spatial' verifies "
                    "the top of re-ranker R's order")
     s.add_argument("--bbox", metavar="X1,Y1,X2,Y2",

@@ -6,7 +6,7 @@ out; every error is ``{"error": "..."}`` with a 4xx status, or 500 without a tra
 ==========================  =====================================================================
 ``POST /search``            one query: a multipart image upload (field ``file``) or JSON
                             ``{"descriptor": [...]}``; ``k`` (default 10, at most
-                            :data:`MAX_K`), ``rerank`` (default "auto"; "none" or any of
+                            :data:`MAX_K`), ``rerank`` (default "none"; any of
                             :data:`~heatsearch.app.index.SEARCH_RERANKERS`), ``bbox``
                             ("x1,y1,x2,y2", image queries) as query parameters, form fields or
                             JSON keys. Returns ``{"hits": [{row, path, score, rerank_score,
@@ -206,7 +206,7 @@ def _options(query: Dict[str, str], body: Dict[str, Any]) -> Tuple[int, Optional
     if isinstance(k_value, bool) or not isinstance(k_value, (str, int)):
         raise InvalidInputError(f"k must be a whole number from 1 to {MAX_K}, got {k_value!r}")
     k = _validate.integer_text(str(k_value), "k", minimum=1, maximum=MAX_K)
-    rerank = merged.get("rerank", "auto")
+    rerank = merged.get("rerank", "none")
     choices = ("none",) + tuple(r for r in SEARCH_RERANKERS if r is not None)
     if not isinstance(rerank, str) or rerank not in choices:
         raise InvalidInputError(f"rerank must be one of {', '.join(choices)}; got {rerank!r}")

@@ -209,7 +209,8 @@ def _whitening_summary(index: Any, source: Optional[str] = None) -> str:
     copies = index.config.whiten_duplicates
     if copies is not None:
         pairs = w.duplicate_pairs_  # known when learned in this process (the file keeps the result only)
-        how += f", near-duplicates (centred cosine >= {copies:g}{f': {pairs} pairs' if pairs is not None else ''}) kept together"
+        found = "" if pairs is None else f"{pairs} "
+        how += f", {found}near-duplicate pairs (centred cosine >= {copies:g}) kept together"
     return f"PCA-whitening learned on {on} with {how}, {dims}"
 
 

@@ -579,58 +579,112 @@ def copies(groups: int = 12, per: int = 5, d: int = 40, seed: int = 5):
     return X + 3.0, np.tile(np.arange(groups), per)
 
 
-def _brute_pairs(X: np.ndarray, t: float, mean=None):
+def _brute_groups(X: np.ndarray, t: float, mean=None):
+    """The pairs at centred cosine >= t (a full matrix) and the groups they join (a
+    depth-first walk): ``(pairs, groups)``, groups of at least two rows."""
     Y = X - (X.mean(axis=0) if mean is None else mean)
     Y /= np.linalg.norm(Y, axis=1, keepdims=True)
-    S = Y @ Y.T
-    i, j = np.nonzero(np.triu(S >= t, k=1))
-    return i, j
+    linked = (Y @ Y.T) >= t
+    np.fill_diagonal(linked, False)
+    seen, groups = set(), []
+    for start in range(len(X)):
+        if start in seen:
+            continue
+        group, todo = [], [start]
+        seen.add(start)
+        while todo:
+            i = todo.pop()
+            group.append(i)
+            for j in np.flatnonzero(linked[i]):
+                if j not in seen:
+                    seen.add(int(j))
+                    todo.append(int(j))
+        if len(group) > 1:
+            groups.append(sorted(group))
+    return int(np.triu(linked).sum()), groups
+
+
+def _group_scatter(X: np.ndarray, groups, m: int) -> np.ndarray:
+    out = np.zeros((X.shape[1], X.shape[1]))
+    for g in groups:
+        R = X[g] - X[g].mean(axis=0)
+        out += R.T @ R
+    return DUPLICATE_WEIGHT * out / m
 
 
 @pytest.mark.parametrize("s, t", [(0.0, 0.5), (0.5, 0.5), (0.5, 0.8), (0.9, 0.3)])
-def test_duplicate_pairs_join_the_covariance(s, t):
-    """The projection whitens (1 - s)(C + A) + s tr(C)/d I, A = 4 sum (x_i - x_j)(x_i - x_j)^T
-    / (2 n) over the pairs at centred cosine >= t, all found by brute force here."""
+def test_duplicate_groups_join_the_covariance(s, t):
+    """The projection whitens (1 - s)(C + A) + s tr(C)/d I, where A = 4/n sum over the groups
+    that the pairs at centred cosine >= t join of sum_i (x_i - mean_g)(x_i - mean_g)^T (for
+    a pair, (x_i - x_j)(x_i - x_j)^T / 2), all found by brute force here."""
     X, _ = copies()
     n, d = X.shape
     w = PCAWhitening().fit(X, shrinkage=s, duplicates=t)
-    i, j = _brute_pairs(X, t)
-    assert w.duplicate_pairs_ == len(i) > 0
+    pairs, groups = _brute_groups(X, t)
+    assert w.duplicate_pairs_ == pairs > 0 and groups
     C = np.cov(X.T)
-    D = X[i] - X[j]
-    A = DUPLICATE_WEIGHT * D.T @ D / (2 * n)
-    target = (1 - s) * (C + A) + s * np.trace(C) / d * np.eye(d)
+    target = (1 - s) * (C + _group_scatter(X, groups, n)) + s * np.trace(C) / d * np.eye(d)
     np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
 
 
-def test_without_pairs_found_the_whitening_is_the_plain_one():
+def test_a_large_group_counts_each_image_once():
+    """Twenty copies of one vector among others: the term is their spread around their mean
+    (each copy once), not the sum over their 190 pairs (20 times that)."""
+    rng = np.random.default_rng(8)
+    X = np.concatenate([rng.normal(size=(40, 6)), rng.normal(size=6) + 0.01 * rng.normal(size=(20, 6))])
+    w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.9)
+    pairs, groups = _brute_groups(X, 0.9)
+    assert w.duplicate_pairs_ == pairs >= 190 and max(len(g) for g in groups) >= 20
+    C = np.cov(X.T)
+    target = 0.5 * (C + _group_scatter(X, groups, len(X))) + 0.5 * np.trace(C) / 6 * np.eye(6)
+    np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(6), atol=1e-9)
+
+
+def test_without_pairs_found_the_whitening_is_the_plain_one(tmp_path):
     X = correlated(60, 8)
     a = PCAWhitening().fit(X, shrinkage=0.5)
     b = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.999)
     assert a.duplicate_pairs_ is None and b.duplicate_pairs_ == 0
     np.testing.assert_array_equal(a.projection_, b.projection_)
     np.testing.assert_array_equal(a.eigenvalues_, b.eigenvalues_)
+    b.save(tmp_path / "w.npz")  # the file keeps the result, not how it was learned
+    assert PCAWhitening.load(tmp_path / "w.npz").duplicate_pairs_ is None
 
 
-def test_duplicate_pairs_are_searched_in_an_evenly_spaced_sample(monkeypatch):
-    """Beyond DUPLICATE_SAMPLE rows, the pairs are those of the evenly spaced sample (first
-    and last row included), their scatter divided by the sample's size; _fit_blocks, which
-    sees the rows a block at a time, takes the same sample."""
+def test_a_failed_fit_leaves_the_fitted_whitening_as_it_was():
+    X, _ = copies()
+    w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.5)
+    before = (w.projection_.copy(), w.duplicate_pairs_)
+    with pytest.raises(InvalidInputError, match="no variance"):
+        w.fit(np.ones((10, X.shape[1])), shrinkage=0.5, duplicates=0.5)
+    np.testing.assert_array_equal(w.projection_, before[0])
+    assert w.duplicate_pairs_ == before[1]
+
+
+def test_beyond_the_sample_size_pairs_are_searched_in_windows_of_neighbours(monkeypatch):
+    """Beyond DUPLICATE_SAMPLE rows, the groups are those of windows of DUPLICATE_WINDOW
+    consecutive rows, evenly spaced (the first at row 0, the last ending at the last row),
+    the term divided by the sample's size; copies that sit side by side (groups of 4
+    consecutive rows here) are found. _fit_blocks, which sees the rows a block at a time,
+    takes the same sample."""
     import heatsearch.whitening as module
 
-    X, _ = copies(groups=10, per=4, d=12)
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=(50, 12)) * np.linspace(2, 0.5, 12)
+    X = np.repeat(base, 4, axis=0) + 0.05 * rng.normal(size=(200, 12)) + 3.0  # rows 4g..4g+3: copies
     n, d = X.shape
-    monkeypatch.setattr(module, "DUPLICATE_SAMPLE", 17)
-    sample = np.unique(np.linspace(0, n - 1, 17).astype(np.int64))
-    assert sample[0] == 0 and sample[-1] == n - 1
+    monkeypatch.setattr(module, "DUPLICATE_SAMPLE", 48)
+    monkeypatch.setattr(module, "DUPLICATE_WINDOW", 16)
+    sample = np.concatenate([np.arange(s, s + 16) for s in np.linspace(0, n - 16, 3).astype(int)])
+    assert sample[0] == 0 and sample[-1] == n - 1 and len(set(sample)) == 48
     w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.5)
-    i, j = _brute_pairs(X[sample], 0.5, mean=X.mean(axis=0))
-    assert w.duplicate_pairs_ == len(i) > 0
+    pairs, groups = _brute_groups(X[sample], 0.5, mean=X.mean(axis=0))
+    assert w.duplicate_pairs_ == pairs >= 6 * 10  # at least the 10 whole groups of 4 in the windows
     C = np.cov(X.T)
-    D = X[sample][i] - X[sample][j]
-    target = 0.5 * (C + DUPLICATE_WEIGHT * D.T @ D / (2 * len(sample))) + 0.5 * np.trace(C) / d * np.eye(d)
+    centred = X[sample] - X.mean(axis=0)
+    target = 0.5 * (C + _group_scatter(centred, groups, 48)) + 0.5 * np.trace(C) / d * np.eye(d)
     np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
-    got = PCAWhitening()._fit_blocks(lambda: (X[k : k + 5] for k in range(0, n, 5)), shrinkage=0.5, duplicates=0.5)
+    got = PCAWhitening()._fit_blocks(lambda: (X[k : k + 7] for k in range(0, n, 7)), shrinkage=0.5, duplicates=0.5)
     assert got.duplicate_pairs_ == w.duplicate_pairs_
     np.testing.assert_allclose(got.transform(X), w.transform(X), atol=1e-9)
 

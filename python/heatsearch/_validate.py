@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -123,6 +123,23 @@ def text(value: Any, name: str, *, none_ok: bool = False) -> Optional[str]:
     if not value:
         raise InvalidInputError(f"{name} must be a non-empty string, got ''")
     return value
+
+
+def shrinkage(value: Any, name: str = "shrinkage") -> Union[float, str]:
+    """A covariance shrinkage (:meth:`heatsearch.PCAWhitening.fit`): a :func:`real` in
+    ``[0, 1)`` or ``"ledoit-wolf"``."""
+    if isinstance(value, str):
+        return choice(value, name, ("ledoit-wolf",))
+    return real(value, name, low=0.0, high=1.0)
+
+
+def duplicate_cosine(value: Any, name: str) -> Optional[float]:
+    """None, or the cosine from which two training vectors of a whitening are copies
+    (:meth:`heatsearch.PCAWhitening.fit`'s ``duplicates``): a :func:`real` in ``(0, 1)``."""
+    if value is None:
+        return None
+    return real(value, name, low=0.0, low_open=True, high=1.0,
+                why=" (a cosine after centring from which two images are copies)")
 
 
 def real_sequence(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -25,10 +25,11 @@ from numpy.typing import ArrayLike
 from . import _validate
 from ._atomic import atomic_write
 from ._compat import accepts_old_arguments
-from .duplicates import DEFAULT_BLOCK, _linked_pairs
+from .duplicates import DEFAULT_BLOCK, _component_labels, _linked_pairs
 from .errors import InvalidInputError
 
-__all__ = ["PCAWhitening", "EIGENVALUE_FLOOR", "DUPLICATE_WEIGHT", "DUPLICATE_SAMPLE", "FILE_FORMAT", "FILE_VERSION"]
+__all__ = ["PCAWhitening", "EIGENVALUE_FLOOR", "DUPLICATE_WEIGHT", "DUPLICATE_SAMPLE", "DUPLICATE_WINDOW", "FILE_FORMAT",
+           "FILE_VERSION"]
 
 #: Eigenvalues below ``EIGENVALUE_FLOOR * largest eigenvalue`` are raised to that floor before
 #: dividing by their square root. Why 1e-12: float64 ``eigh`` computes the eigenvalues of the
@@ -37,19 +38,28 @@ __all__ = ["PCAWhitening", "EIGENVALUE_FLOOR", "DUPLICATE_WEIGHT", "DUPLICATE_SA
 #: the gain of any whitened direction at ``1e6`` times that of the strongest one, so a
 #: direction without real variance cannot swamp the others with amplified noise.
 EIGENVALUE_FLOOR = 1e-12
-#: Weight of the near-duplicate pairs' scatter in the covariance of a whitening learned with
+#: Weight of the near-duplicate groups' scatter in the covariance of a whitening learned with
 #: ``duplicates`` (:meth:`PCAWhitening.fit`). Measured with the default index (shrinkage 0.5,
-#: pairs at a centred cosine >= 0.75) by ``python tools/protocols.py`` and on INRIA Holidays
-#: (the paper authors' descriptors, whitened on themselves): weights 4 / 8 / 16 / 32 give copy
-#: detection 93.3 / 93.8 / 93.9 / 93.7 mAP (71.0 without the pairs) and Holidays 87.2 / 86.4 /
-#: 86.3 / 85.9 (87.0 without): 4 has nearly all the gain on copies and costs Holidays nothing.
-DUPLICATE_WEIGHT = 4.0
+#: pairs at a centred cosine >= 0.75) by ``python tools/protocols.py --holidays`` (the
+#: weight set in this module): weights 4 / 8 / 16 / 32 give copy detection 92.7 / 93.5 / 93.9
+#: / 93.7 mAP (71.0 without the groups) and INRIA Holidays 87.6 / 87.7 / 87.8 / 87.1 (87.0
+#: without); 8 has nearly all the gain on copies, and re-ranked copy detection falls beyond it
+#: (rerank="auto": 91.7 / 92.2 / 90.6 / 90.4).
+DUPLICATE_WEIGHT = 8.0
 #: Training vectors among which :meth:`PCAWhitening.fit` looks for near-duplicate pairs: all
-#: of them up to this many, else this many evenly spaced (first and last included). The
+#: of them up to this many, else this many in evenly spaced windows (:data:`DUPLICATE_WINDOW`). The
 #: search is exact, ``m^2 d`` multiply-adds: 4.2 s for 20 000 vectors of 1280 dimensions on 2
 #: cores (the whole fit 4.8 s instead of 0.6 s), small beside extracting 20 000 images (hours
-#: on those cores); the sample is held in float64 (205 MB at 1280 dimensions).
+#: on those cores); the searched rows are held in float64 and float32 (307 MB at 1280).
 DUPLICATE_SAMPLE = 20_000
+#: Consecutive training vectors per window of the sample beyond :data:`DUPLICATE_SAMPLE`: an
+#: index's rows follow its paths' order, where copies often sit side by side (burst shots, an
+#: edit saved beside its original), so windows of neighbours keep such pairs together where
+#: single evenly spaced rows would almost never hold both (a stride of 2 already loses 5 of
+#: 6 pairs of groups of 4 adjacent copies). Copies far apart in path order are found only
+#: when both fall in the sample, so beyond 20 000 images the term weakens towards the
+#: covariance-alone whitening for them.
+DUPLICATE_WINDOW = 200
 #: The ``format`` entry of a saved file.
 FILE_FORMAT = "heatsearch-pca-whitening"
 #: The ``version`` entry this heatsearch writes (and the only one it reads).
@@ -76,7 +86,8 @@ class PCAWhitening:
         shrinkage_: the covariance shrinkage used by :meth:`fit` (float in ``[0, 1]``; None
             after :meth:`load`, whose file keeps the resulting eigenvalues only).
         duplicate_pairs_: how many near-duplicate pairs :meth:`fit` found among the training
-            vectors (int; None when fitted without ``duplicates``, and after :meth:`load`).
+            vectors it searched (int; None when fitted without ``duplicates``, and after
+            :meth:`load`, whose file keeps the result only).
     """
 
     def __init__(self) -> None:
@@ -134,15 +145,20 @@ class PCAWhitening:
         (the demo's 136 images, 17 photos x 8 copies, whitened on themselves: copy detection
         96.5 mAP unwhitened, 71.0 whitened with shrinkage 0.5). With ``t``, every pair of
         training vectors whose cosine after centring on the training mean is ``>= t`` (an
-        exact search, :mod:`heatsearch.duplicates`, among at most :data:`DUPLICATE_SAMPLE`
-        vectors) counts as copies of one image, and the scatter of their differences,
-        ``DUPLICATE_WEIGHT * sum (x_i - x_j)(x_i - x_j)^T / (2 m)`` over the ``m`` searched
-        vectors, is added to ``C`` before the shrinkage (whose target stays ``tr C / d``):
-        the directions along which copies differ are not amplified, as in the learned
-        whitening of Radenovic et al. (2016), which whitens by the covariance of matching
-        pairs; here the pairs come from the training set itself and only complement ``C``.
-        Without such pairs the result is the plain whitening's. :attr:`duplicate_pairs_`
-        says how many pairs were found.
+        exact search, :mod:`heatsearch.duplicates`, among all of them up to
+        :data:`DUPLICATE_SAMPLE`, else among that many in windows of neighbouring rows:
+        :data:`DUPLICATE_WINDOW`) counts as copies of one image; the pairs join groups
+        (connected components), and the groups' scatter around their means,
+        ``A = DUPLICATE_WEIGHT * sum_g sum_{i in g} (x_i - mean_g)(x_i - mean_g)^T / m`` over
+        the ``m`` searched vectors (each image once, whatever its group's size), is added to
+        ``C`` before the shrinkage, whose target stays ``tr C / d``: ``(1 - s)(C + A) + s
+        (tr C / d) I``. The directions along which copies differ are then not amplified, as in
+        the learned whitening of Radenovic et al. (2016), which whitens by the covariance of
+        matching pairs; here the pairs come from the training set itself and only complement
+        ``C`` (the within-class scatter of linear discriminant analysis, with near-duplicate
+        groups as the classes). Without such pairs the result is the plain whitening's.
+        ``"ledoit-wolf"`` chooses its ``s`` from ``C`` alone. :attr:`duplicate_pairs_` says
+        how many pairs were found.
 
         Args:
             X: training vectors ``(n, d)``, ``n >= 2``, float32 or float64, any layout.
@@ -164,9 +180,10 @@ class PCAWhitening:
                 outside ``(0, 1)``.
 
         Complexity: ``O(n d^2)`` for the covariance plus ``O(d^3)`` for the eigen-decomposition;
-        with ``duplicates``, ``O(m^2 d)`` more for the pair search (``m = min(n,``
-        :data:`DUPLICATE_SAMPLE` ``)``). Memory: a float64 copy of ``X`` and three ``d x d``
-        float64 matrices.
+        with ``duplicates``, ``O(m^2 d)`` more for the pair search and ``O(m d^2)`` for the
+        groups' scatter (``m = min(n,`` :data:`DUPLICATE_SAMPLE` ``)``). Memory: a float64
+        copy of ``X``, three ``d x d`` float64 matrices and, with ``duplicates``, the ``m``
+        searched rows in float64 and float32 (at most 307 MB at 1280 dimensions).
         """
         arr = _validate.rows(X, "X", "n")
         n, d = arr.shape
@@ -177,8 +194,8 @@ class PCAWhitening:
             )
         wanted = d if dim is None else _dimension(dim, d)
         _validate.finite(arr, "X")
-        shrinkage = _shrinkage(shrinkage)
-        copies = _duplicate_cosine(duplicates)
+        shrinkage = _validate.shrinkage(shrinkage)
+        copies = _validate.duplicate_cosine(duplicates, "duplicates")
 
         centred = arr.astype(np.float64)  # always a copy: centred in place below
         with np.errstate(over="ignore", invalid="ignore"):
@@ -193,9 +210,9 @@ class PCAWhitening:
                 "heatsearch's descriptors are)"
             )
         amount = _ledoit_wolf(centred, cov) if isinstance(shrinkage, str) else shrinkage
-        scatter = None if copies is None else self._copy_scatter(centred[_duplicate_sample(n)], copies)
+        copy_terms = None if copies is None else _copy_scatter(centred[_duplicate_sample(n)], copies)
         del centred
-        return self._from_covariance(mean, cov, n, wanted, amount, dim, scatter)
+        return self._from_covariance(mean, cov, n, wanted, amount, dim, copy_terms)
 
     def _fit_blocks(
         self,
@@ -207,14 +224,15 @@ class PCAWhitening:
         """:meth:`fit` on the rows of ``blocks()`` without holding them all: ``blocks`` is
         called twice (a pass for the mean, then one for the covariance and, for
         ``"ledoit-wolf"``, the fourth moments), each time giving the same ``(rows, d)`` float64
-        blocks in the same order. Memory: one block and two ``d x d`` float64 matrices. The
+        blocks in the same order. Memory: one block and two ``d x d`` float64 matrices (with
+        ``duplicates``, three, and the searched rows as in :meth:`fit`). The
         result is :meth:`fit`'s on the concatenation up to float64 rounding (the covariance
         is summed block by block instead of in one product). Always at full dimension.
         Errors as :meth:`fit` (``n < 2``, NaN, a block of another width, no variance). With
-        ``duplicates``, the searched sample of rows (:data:`DUPLICATE_SAMPLE` at most) is kept
-        during the second pass."""
-        shrinkage = _shrinkage(shrinkage)
-        copies = _duplicate_cosine(duplicates)
+        ``duplicates``, the searched rows (:data:`DUPLICATE_SAMPLE` at most) are copied out
+        of the blocks during the second pass."""
+        shrinkage = _validate.shrinkage(shrinkage)
+        copies = _validate.duplicate_cosine(duplicates, "duplicates")
         total: Optional[np.ndarray] = None
         n = 0
         for block in blocks():
@@ -232,12 +250,12 @@ class PCAWhitening:
         cov = np.zeros((d, d))
         fourth = 0.0
         sample = _duplicate_sample(n) if copies is not None else np.empty(0, np.int64)
-        sampled: List[np.ndarray] = []
+        sampled = np.empty((sample.size, d))  # filled during the pass, in the sample's order
         start = 0
         for block in blocks():
             centred = np.asarray(block, np.float64) - mean
-            inside = sample[(sample >= start) & (sample < start + len(centred))]
-            sampled.append(centred[inside - start])
+            lo, hi = np.searchsorted(sample, [start, start + len(centred)])
+            sampled[lo:hi] = centred[sample[lo:hi] - start]
             start += len(centred)
             cov += centred.T @ centred
             sq = np.einsum("ij,ij->i", centred, centred)
@@ -251,33 +269,20 @@ class PCAWhitening:
             amount = _ledoit_wolf_from(cov, n, fourth - 2 * n * float(np.sum(s_biased * s_biased)))
         else:
             amount = shrinkage
-        scatter = None if copies is None else self._copy_scatter(np.concatenate(sampled), copies)
-        return self._from_covariance(mean, cov, n, d, amount, None, scatter)
-
-    def _copy_scatter(self, centred: np.ndarray, cosine: float) -> np.ndarray:
-        """``DUPLICATE_WEIGHT * sum (x_i - x_j)(x_i - x_j)^T / (2 m)`` over the pairs of the
-        ``(m, d)`` float64 centred rows whose cosine is ``>= cosine`` (:meth:`fit`); sets
-        :attr:`duplicate_pairs_`. A zero row (the mean itself) pairs with nothing."""
-        norms = np.linalg.norm(centred, axis=1, keepdims=True)
-        unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0).astype(np.float32)
-        first, second, _ = _linked_pairs(unit, cosine, DEFAULT_BLOCK)
-        self.duplicate_pairs_ = int(first.size)
-        diff = centred[first] - centred[second]
-        return (diff.T @ diff) * (DUPLICATE_WEIGHT / (2 * len(centred)))
+        copy_terms = None if copies is None else _copy_scatter(sampled, copies)
+        return self._from_covariance(mean, cov, n, d, amount, None, copy_terms)
 
     def _from_covariance(
         self, mean: np.ndarray, cov: np.ndarray, n: int, wanted: int, amount: float, dim: Optional[int],
-        scatter: Optional[np.ndarray] = None,
+        copy_terms: Optional[Tuple[np.ndarray, int]] = None,
     ) -> "PCAWhitening":
         """The rest of :meth:`fit` once the ``(d,)`` mean and ``(d, d)`` covariance (with
-        ``1 / (n - 1)``, modified in place) of ``n`` vectors are known, and the near-duplicate
-        pairs' ``scatter`` (:meth:`_copy_scatter`) when asked for."""
+        ``1 / (n - 1)``, modified in place) of ``n`` vectors are known, and, when asked for,
+        the near-duplicate groups' scatter and pair count (:func:`_copy_scatter`)."""
         d = cov.shape[0]
         target = np.trace(cov) / d  # the shrinkage's scale: the collection's own variance
-        if scatter is not None:
-            cov += scatter
-        else:
-            self.duplicate_pairs_ = None
+        if copy_terms is not None:
+            cov += copy_terms[0]
         if amount > 0:
             cov *= 1.0 - amount
             cov[np.diag_indices(d)] += amount * target
@@ -327,6 +332,7 @@ class PCAWhitening:
         self.eigenvalues_ = values
         self.dim_ = kept
         self.shrinkage_ = float(amount)
+        self.duplicate_pairs_ = None if copy_terms is None else copy_terms[1]
         return self
 
     def transform(self, X: ArrayLike) -> np.ndarray:
@@ -500,27 +506,42 @@ def _bad_file_message(name: str, why: str) -> str:
     return f"{name!r} is not a valid heatsearch PCA-whitening file ({FILE_FORMAT}): {why}"
 
 
-def _shrinkage(shrinkage: Union[float, str]) -> Union[float, str]:
-    """``shrinkage`` checked: a real in ``[0, 1)`` or ``"ledoit-wolf"``."""
-    if isinstance(shrinkage, str):
-        return _validate.choice(shrinkage, "shrinkage", ("ledoit-wolf",))
-    return _validate.real(shrinkage, "shrinkage", low=0.0, high=1.0)
-
-
-def _duplicate_cosine(duplicates: Optional[float]) -> Optional[float]:
-    """``duplicates`` checked: None or a cosine in ``(0, 1)``."""
-    if duplicates is None:
-        return None
-    return _validate.real(duplicates, "duplicates", low=0.0, low_open=True, high=1.0,
-                          why=" (a cosine from which two training vectors are copies)")
-
-
 def _duplicate_sample(n: int) -> np.ndarray:
-    """The rows among which :meth:`PCAWhitening.fit` looks for near-duplicates: all ``n``, or
-    :data:`DUPLICATE_SAMPLE` evenly spaced ones (first and last included), ascending int64."""
+    """The rows among which :meth:`PCAWhitening.fit` looks for near-duplicates, ascending
+    int64: all ``n`` up to :data:`DUPLICATE_SAMPLE`, else that many in
+    ``DUPLICATE_SAMPLE // DUPLICATE_WINDOW`` windows of :data:`DUPLICATE_WINDOW` consecutive
+    rows, evenly spaced (the first window at row 0, the last ending at row ``n - 1``)."""
     if n <= DUPLICATE_SAMPLE:
         return np.arange(n, dtype=np.int64)
-    return np.unique(np.linspace(0, n - 1, DUPLICATE_SAMPLE).astype(np.int64))
+    starts = np.linspace(0, n - DUPLICATE_WINDOW, DUPLICATE_SAMPLE // DUPLICATE_WINDOW).astype(np.int64)
+    return np.unique((starts[:, None] + np.arange(DUPLICATE_WINDOW)).ravel())
+
+
+def _copy_scatter(rows: np.ndarray, cosine: float) -> Tuple[np.ndarray, int]:
+    """The near-duplicate term of :meth:`PCAWhitening.fit` and the number of pairs found.
+
+    ``rows``: ``(m, d)`` float64 centred training rows, OVERWRITTEN (they become the
+    residuals). Pairs: cosine ``>= cosine`` (a zero row, the mean itself, pairs with nothing),
+    found by the exact blocked search of :mod:`heatsearch.duplicates` on a float32 unit copy;
+    groups: their connected components. Returns ``DUPLICATE_WEIGHT * sum_g sum_{i in g}
+    (x_i - mean_g)(x_i - mean_g)^T / m`` ``(d, d)`` float64, which for a group of two is
+    ``(x_i - x_j)(x_i - x_j)^T / 2``: each image counts once, however large its group.
+    Memory: ``rows`` and its float32 unit copy during the search."""
+    m = rows.shape[0]
+    unit = rows.astype(np.float32)
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    np.divide(unit, norms, out=unit, where=norms > 0)
+    first, second, _ = _linked_pairs(unit, cosine, DEFAULT_BLOCK)
+    del unit
+    label = _component_labels(m, first, second)
+    grouped = np.bincount(label, minlength=m)[label] >= 2
+    rows[~grouped] = 0.0  # images without a copy add nothing
+    members = np.flatnonzero(grouped)
+    members = members[np.argsort(label[members], kind="stable")]
+    for group in np.split(members, np.flatnonzero(np.diff(label[members])) + 1):
+        if group.size:
+            rows[group] -= rows[group].mean(axis=0)
+    return (rows.T @ rows) * (DUPLICATE_WEIGHT / m), int(first.size)
 
 
 def _dimension(dim: int, d: int) -> int:

@@ -69,10 +69,11 @@ def test_a_configuration_written_before_the_pairs_means_none():
 @pytest.mark.slow
 def test_the_pairs_keep_real_copies_together(tmp_path):
     """The demo's copy-detection set (17 photos of scikit-image x 8 copies; every image a
-    query for its 7 copies), extracted at 128 pixels to be quick: whitened on itself with
-    the covariance alone the copies drift apart; with the pairs' scatter they stay within a
-    few points of the unwhitened descriptors. (Measured: 95.0 unwhitened, 80.9 without the
-    pairs, 93.2 with 265 pairs; at the default size, README "Retrieval quality".)"""
+    query for its 7 copies), extracted at 256 pixels to be quick: whitened on itself with
+    the covariance alone the copies drift apart; with the near-duplicate groups' scatter the
+    whitening gives back most of what it took. (Measured: 97.7 unwhitened, 80.1 with the
+    covariance alone, 95.7 with the groups of 281 pairs; at the default size, README
+    "Retrieval quality".)"""
     skip_without_extraction()
     from dataclasses import replace
 
@@ -86,7 +87,7 @@ def test_the_pairs_keep_real_copies_together(tmp_path):
     for i, (image, name) in enumerate(zip(data.images, data.names)):
         paths.append(str(tmp_path / f"{i:03d}-{name.replace('/', '-')}.png"))
         Image.fromarray(image).save(paths[-1])
-    index = Index(config=IndexConfig(max_size=128, whiten="none"))
+    index = Index(config=IndexConfig(max_size=256, whiten="none"))
     index.add(paths, progress=False)
     group = np.repeat(np.arange(17), 8)
     gnd = [{"ok": np.flatnonzero((group == group[i]) & (np.arange(136) != i)), "junk": np.array([i])} for i in range(136)]
@@ -96,15 +97,15 @@ def test_the_pairs_keep_real_copies_together(tmp_path):
         return 100 * hs.compute_map(rank(X, X)[0], gnd).map
 
     unwhitened = copy_map()
-    index.config = replace(IndexConfig(max_size=128), whiten_duplicates=None)
+    index.config = replace(IndexConfig(max_size=256), whiten_duplicates=None)
     index.refit_whitening()
     covariance_alone = copy_map()
-    index.config = IndexConfig(max_size=128)
+    index.config = IndexConfig(max_size=256)
     index.refit_whitening()
     assert index.whitening.duplicate_pairs_ > 136
     with_pairs = copy_map()
     assert covariance_alone < unwhitened - 10, (covariance_alone, unwhitened)
-    assert with_pairs > covariance_alone + 10 and with_pairs > unwhitened - 3, (with_pairs, covariance_alone, unwhitened)
+    assert with_pairs - covariance_alone > 2 / 3 * (unwhitened - covariance_alone), (with_pairs, covariance_alone, unwhitened)
 
 
 def test_shrinkage_keeps_the_collection_neighbourhoods(tmp_path):

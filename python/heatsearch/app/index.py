@@ -28,8 +28,9 @@ defaults"): EfficientNet-Lite0's head conv, longer side at most 1024 (never upsc
 scales (1, 1/sqrt 2, 1/2), HeW pooling, signed square root + L2, and a PCA-whitening learned
 on the database's own pooled descriptors once it holds at least 64 images, with covariance
 shrinkage :data:`DEFAULT_SHRINKAGE` (so that a collection of fewer images than dimensions
-keeps its neighbourhoods) and its near-duplicate pairs' differences added to the covariance
-(:data:`WHITEN_DUPLICATES`, so that copies of one image stay together), never on queries.
+keeps its neighbourhoods) and the scatter of its near-duplicate groups added to the
+covariance (:data:`WHITEN_DUPLICATES`, so that copies of one image stay together), never on
+queries.
 
 Services: queries may be paths, encoded image bytes, binary file objects, PIL images, RGB
 arrays or final descriptors; :meth:`Index.search_many` describes many queries and ranks them
@@ -104,19 +105,21 @@ AUTO_WHITENING_MIN_IMAGES = 64
 #: :meth:`heatsearch.PCAWhitening.fit`): 0.5, the largest of 0-0.95 that keeps query-to-database
 #: mAP on smvs_paintings within a point of the unshrunk whitening (49.3 against 50.3). Without
 #: shrinkage a collection of fewer images than dimensions collapses to equidistant points
-#: (in-collection smvs 14.1, copy detection 23.0 mAP); 0.5 gives 48.9 and 71.0 (unwhitened:
-#: 26.1 and 96.5): more shrinkage helps copy detection and costs query-to-database accuracy.
-#: The README's "Retrieval quality" table, ``python tools/protocols.py``.
+#: (in-collection smvs 17.2, copy detection 20.9 mAP with ONNX Runtime's maps); 0.5 alone
+#: gives 48.9 and 71.0 (unwhitened: 26.1 and 96.5): more shrinkage helps copy detection and
+#: costs query-to-database accuracy. The README's "Retrieval quality" table, ``python
+#: tools/protocols.py``.
 DEFAULT_SHRINKAGE: Union[float, str] = 0.5
 #: Centred cosine from which two images of the collection count as copies of one image when
 #: the index learns its whitening (:meth:`heatsearch.PCAWhitening.fit`, ``duplicates``): the
-#: scatter of their differences joins the covariance, so the whitening does not amplify what
-#: tells a copy from its original. 0.75, measured with ``python tools/protocols.py`` (README,
-#: "Retrieval quality"): copy detection 71.0 -> 93.3 mAP (96.5 unwhitened), 96.4 when the
-#: demo's copies are indexed with 1560 copies of 195 real photos (94.9 unwhitened); the
-#: paintings of smvs, look-alikes but no copies, give 6 pairs at 0.75 (in-collection 48.9 ->
-#: 48.8) and none in the 91 references (query-to-database unchanged), where 0.7 would take 25
-#: pairs, 20 of them different paintings (48.9 -> 47.9), and 0.8 leaves copy detection at 88.5.
+#: scatter of their groups joins the covariance, so the whitening does not amplify what tells
+#: a copy from its original. 0.75, measured with ``python tools/protocols.py --holidays``
+#: (README, "Retrieval quality"): copy detection 71.0 -> 93.5 mAP (96.5 unwhitened), 96.1 when
+#: the demo's copies are indexed with 1560 copies of 195 real photos (94.9 unwhitened),
+#: Holidays 87.0 -> 87.7; the paintings of smvs, look-alikes but no copies, give 6 pairs at
+#: 0.75 (in-collection 48.9 -> 48.8) and none among the 91 references (query-to-database
+#: unchanged), where 0.7 takes 25 pairs, 20 of them different paintings (48.9 -> 47.8), and
+#: 0.8 leaves copy detection at 89.0.
 WHITEN_DUPLICATES: Optional[float] = 0.75
 #: Rows whose descriptors :meth:`Index.load` recomputes from the pooled ones (evenly spaced,
 #: first and last included) to check that the two files belong together: a whole recomputation
@@ -213,13 +216,8 @@ class IndexConfig:
         if self.power is not None:
             object.__setattr__(self, "power", _validate.real(self.power, "power", low=0.0, low_open=True))
         _validate.choice(self.whiten, "whiten", ("auto", "none"))
-        if isinstance(self.shrinkage, str):
-            _validate.choice(self.shrinkage, "shrinkage", ("ledoit-wolf",))
-        else:
-            object.__setattr__(self, "shrinkage", _validate.real(self.shrinkage, "shrinkage", low=0.0, high=1.0))
-        if self.whiten_duplicates is not None:
-            object.__setattr__(self, "whiten_duplicates", _validate.real(
-                self.whiten_duplicates, "whiten_duplicates", low=0.0, low_open=True, high=1.0))
+        object.__setattr__(self, "shrinkage", _validate.shrinkage(self.shrinkage))
+        object.__setattr__(self, "whiten_duplicates", _validate.duplicate_cosine(self.whiten_duplicates, "whiten_duplicates"))
         _validate.integer(self.mean_sample, "mean_sample", minimum=1)
         _validate.choice(self.storage_dtype, "storage_dtype", STORAGE_DTYPES)
         _validate.choice(self.ann, "ann", ANN_CHOICES)

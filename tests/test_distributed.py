@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,18 @@ def test_parts_of_another_configuration_are_refused_not_mixed(cluster, folder, t
     with pytest.raises(InvalidInputError, match="another configuration or image list"):
         distributed.build_index(paths, IndexConfig(max_size=64, mean_sample=16), output=out)
     assert sorted(p.name for p in (out / PARTS_DIR).iterdir()) == before  # nothing deleted
+
+
+def test_parts_are_resumed_when_only_stage_3_settings_change(cluster, folder, tmp_path):
+    """The parts hold pooled rows, which the whitening, its shrinkage and pairs, the storage
+    dtype and the ANN do not change: a rerun with other values of those resumes them."""
+    out = tmp_path / "resumed.index"
+    paths = find_images(folder)
+    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None)
+    first = distributed._write_parts(ray, paths, CONFIG, settings, 2, 8, limit=0)
+    other = replace(CONFIG, shrinkage=0.3, whiten_duplicates=None, storage_dtype="float16")
+    again = distributed._write_parts(ray, paths, other, settings, 2, 8, limit=0)
+    np.testing.assert_array_equal(first[0], again[0])  # the kept HeW mean, not learned again
 
 
 class CrashOnce:

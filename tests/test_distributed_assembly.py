@@ -20,13 +20,17 @@ from heatsearch.errors import InvalidInputError
 PART = 16  # rows per fake part (distributed.DEFAULT_BATCH_SIZE)
 
 
-def fake_parts(out: Path, n: int, channels: int, config: IndexConfig, *, seed: int = 0, lost: int = 0):
+def fake_parts(out: Path, n: int, channels: int, config: IndexConfig, *, seed: int = 0, lost: int = 0,
+               copies: int = 1):
     """The parts stage 2 would leave for ``n`` images (random non-negative pooled rows, as
-    HeW's), ``lost`` of them failed (recorded as skipped); returns the paths (the order the
-    user gave), the mean, the settings and every row by path (the reference's input)."""
+    HeW's; with ``copies`` > 1, runs of that many consecutive images are near-duplicates),
+    ``lost`` of them failed (recorded as skipped); returns the paths (the order the user
+    gave), the mean, the settings and every row by path (the reference's input)."""
     rng = np.random.default_rng(seed)
     paths = [str(out.parent / "photos" / f"img{i:06d}.jpg") for i in range(n)]
-    rows = {p: np.abs(rng.standard_normal(channels)).astype(np.float32) + 0.1 for p in paths}
+    base = np.abs(rng.standard_normal((n // copies + 1, channels))) + 0.1
+    rows = {p: (base[i // copies] + (0.02 * np.abs(rng.standard_normal(channels)) if copies > 1 else 0)).astype(np.float32)
+            for i, p in enumerate(paths)}
     parts = out / PARTS_DIR
     parts.mkdir(parents=True)
     (out.parent / "photos").mkdir(exist_ok=True)  # the collection's folder (the index records it)
@@ -45,14 +49,15 @@ def assemble(paths, config, settings, mean, whitening=None):
     return distributed._assemble(paths, config, settings, mean, 10, [], whitening, os.path.dirname(paths[0]), "auto")
 
 
-@pytest.mark.parametrize("config", [
-    IndexConfig(mean_sample=16),  # learned whitening (shrinkage 0.5)
-    IndexConfig(mean_sample=16, shrinkage="ledoit-wolf"),
-    IndexConfig(mean_sample=16, whiten="none", storage_dtype="float16"),
+@pytest.mark.parametrize("config, copies", [
+    (IndexConfig(mean_sample=16), 1),  # learned whitening (shrinkage 0.5, no pair found)
+    (IndexConfig(mean_sample=16), 3),  # runs of 3 near-duplicates: the whitening's groups
+    (IndexConfig(mean_sample=16, shrinkage="ledoit-wolf"), 1),
+    (IndexConfig(mean_sample=16, whiten="none", storage_dtype="float16"), 1),
 ])
-def test_equals_the_index_of_all_rows_at_once(tmp_path, config):
+def test_equals_the_index_of_all_rows_at_once(tmp_path, config, copies):
     out = tmp_path / "photos.index"
-    paths, mean, settings, rows = fake_parts(out, 300, 96, config, lost=5)
+    paths, mean, settings, rows = fake_parts(out, 300, 96, config, lost=5, copies=copies)
     with pytest.warns(UserWarning, match="5 image"):
         got = assemble(paths, config, settings, mean)
     kept = [p for p in paths if int(p[-10:-4]) >= 5]  # the 5 lost images are the first 5
@@ -65,6 +70,9 @@ def test_equals_the_index_of_all_rows_at_once(tmp_path, config):
     assert sorted(p for p, _ in got.skipped) == paths[:5]
     assert got.whitening_learned == want.whitening_learned == (config.whiten == "auto")
     assert got.whitening_images == want.whitening_images
+    if config.whiten == "auto":
+        assert got.whitening.duplicate_pairs_ == want.whitening.duplicate_pairs_
+        assert (got.whitening.duplicate_pairs_ > 0) == (copies > 1)
     np.testing.assert_array_equal(np.asarray(got.pooled), np.asarray(want.pooled))
     atol = 1e-3 if config.storage_dtype == "float16" else 1e-6
     np.testing.assert_allclose(np.asarray(got.descriptors, np.float32), np.asarray(want.descriptors, np.float32), atol=atol)

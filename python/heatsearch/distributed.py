@@ -104,6 +104,9 @@ FAILED_PART = "its part failed on every try on the Ray cluster (a worker crashed
 #: makes a few copies (about 50 MB at most), whatever the number of images; large enough for
 #: the C x C covariance product to run at BLAS speed.
 ASSEMBLY_ROWS = 1024
+# IndexConfig fields that only stage 3 uses (post-processing, whitening, storage, ANN): parts
+# written under other values of these are resumed, since their pooled rows are the same.
+_ASSEMBLY_FIELDS = frozenset({"power", "whiten", "shrinkage", "whiten_duplicates", "storage_dtype", "ann", "ann_params"})
 
 _STATE = "state.json"
 _MEAN = "mean.npy"
@@ -283,7 +286,8 @@ def _write_parts(
     parts = Path(settings.parts)
     parts.mkdir(parents=True, exist_ok=True)
     sample = mean_sample(new, config.mean_sample) if config.pooling == "hew" else []
-    key = {"config": config.to_dict(), "sample": hashlib.sha1("\n".join(sample).encode()).hexdigest()}
+    extraction = {k: v for k, v in config.to_dict().items() if k not in _ASSEMBLY_FIELDS}
+    key = {"config": extraction, "sample": hashlib.sha1("\n".join(sample).encode()).hexdigest()}
     state = _read_state(parts, key)
     mean: Optional[np.ndarray] = None
     mean_images: Optional[int] = None

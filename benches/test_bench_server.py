@@ -94,8 +94,8 @@ CLIENTS = (1, 4, 16)
 IMAGE_REQUESTS = 16
 DESCRIPTOR_REQUESTS = 200
 CASE_SECONDS = 20.0
-#: Descriptor queries run with the default re-ranking ("auto": HeR over the first pass's top 20,
-#: which costs more than the exact search itself on 100k rows) and without ("none").
+#: Descriptor queries run with "auto" (HeR over the first pass's top 20, which costs more than
+#: the exact search itself on 100k rows) and without re-ranking ("none", the server's default).
 DESCRIPTOR_RERANKS = ("auto", "none")
 #: Descriptor queries between the two RSS readings, and their time limit.
 RSS_REQUESTS = 1000

@@ -222,7 +222,7 @@ def _copy_detection(index, truth: np.ndarray, seed: int) -> None:
     choices = {
         "none": PostProcess(None, power=today.power),
         f"covariance alone (shrinkage {today.shrinkage:g})": PostProcess.fit(pooled, power=today.power, shrinkage=today.shrinkage),
-        f"default (+ pairs at {today.whiten_duplicates:g})": PostProcess.fit(
+        f"default (+ near-duplicate groups at {today.whiten_duplicates:g})": PostProcess.fit(
             pooled, power=today.power, shrinkage=today.shrinkage, duplicates=today.whiten_duplicates),
     }
     print()

@@ -250,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "heatsearch-protocols"))
-    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,default,s0.7,s0.9,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
+    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,default,dup0.8,s0.3+dup,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
     ap.add_argument("--rerankers", default="none,heat,auto", help="of none, " + ", ".join(r for r in hs.RERANKERS if r))
     ap.add_argument("--holidays", action="store_true", help="also the table on INRIA Holidays (authors' descriptors)")
     args = ap.parse_args(argv)

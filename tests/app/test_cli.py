@@ -95,6 +95,9 @@ def test_index_search_html_explain(folder, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "indexed 6 images" in captured.out and "corrupt.png" in captured.err
     query = str(folder / "coffee_original.jpg")
+    assert main(["search", idx, query, "-k", "2"]) == 0  # no re-ranking by default
+    out = capsys.readouterr().out
+    assert "re-ranker" not in out and len(re.findall(r"^ +\d+ +-?[0-9.]+ +\S+$", out, re.M)) == 2, out
     html = tmp_path / "out.html"
     assert main(["search", idx, query, "-k", "3", "--rerank", "heat", "--html", str(html)]) == 0
     out = capsys.readouterr().out

@@ -71,8 +71,8 @@ def test_equals_the_index_of_all_rows_at_once(tmp_path, config, copies):
     assert got.whitening_learned == want.whitening_learned == (config.whiten == "auto")
     assert got.whitening_images == want.whitening_images
     if config.whiten == "auto":
-        assert got.whitening.duplicate_pairs_ == want.whitening.duplicate_pairs_
-        assert (got.whitening.duplicate_pairs_ > 0) == (copies > 1)
+        assert got.whitening.duplicate_images_ == want.whitening.duplicate_images_
+        assert (got.whitening.duplicate_images_ > 0) == (copies > 1)
     np.testing.assert_array_equal(np.asarray(got.pooled), np.asarray(want.pooled))
     atol = 1e-3 if config.storage_dtype == "float16" else 1e-6
     np.testing.assert_allclose(np.asarray(got.descriptors, np.float32), np.asarray(want.descriptors, np.float32), atol=atol)

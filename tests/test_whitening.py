@@ -13,7 +13,7 @@ import pytest
 
 from heatsearch._atomic import atomic_write
 from heatsearch.errors import InvalidDTypeError, InvalidInputError
-from heatsearch.whitening import DUPLICATE_WEIGHT, EIGENVALUE_FLOOR, FILE_FORMAT, FILE_VERSION, PCAWhitening
+from heatsearch.whitening import DUPLICATE_JOIN_COSINE, DUPLICATE_WEIGHT, EIGENVALUE_FLOOR, FILE_FORMAT, FILE_VERSION, PCAWhitening
 
 DTYPES = [np.float32, np.float64]
 
@@ -580,28 +580,32 @@ def copies(groups: int = 12, per: int = 5, d: int = 40, seed: int = 5):
 
 
 def _brute_groups(X: np.ndarray, t: float, mean=None):
-    """The pairs at centred cosine >= t (a full matrix) and the groups they join (a
-    depth-first walk): ``(pairs, groups)``, groups of at least two rows."""
+    """By brute force (full matrices, a depth-first walk): the groups that the pairs at
+    centred cosine >= t join, grown by every row whose two nearest other rows lie in one
+    group at cosines >= 0.5 (until none joins); returns the groups of at least two rows."""
     Y = X - (X.mean(axis=0) if mean is None else mean)
     Y /= np.linalg.norm(Y, axis=1, keepdims=True)
-    linked = (Y @ Y.T) >= t
-    np.fill_diagonal(linked, False)
-    seen, groups = set(), []
+    S = Y @ Y.T
+    np.fill_diagonal(S, -np.inf)
+    linked = S >= t
+    group = -np.ones(len(X), int)
     for start in range(len(X)):
-        if start in seen:
+        if group[start] >= 0 or not linked[start].any():
             continue
-        group, todo = [], [start]
-        seen.add(start)
+        todo, group[start] = [start], start
         while todo:
-            i = todo.pop()
-            group.append(i)
-            for j in np.flatnonzero(linked[i]):
-                if j not in seen:
-                    seen.add(int(j))
+            for j in np.flatnonzero(linked[todo.pop()]):
+                if group[j] < 0:
+                    group[j] = start
                     todo.append(int(j))
-        if len(group) > 1:
-            groups.append(sorted(group))
-    return int(np.triu(linked).sum()), groups
+    while True:
+        joined = False
+        for i in np.flatnonzero(group < 0):
+            a, b = np.argsort(-S[i])[:2]
+            if group[a] >= 0 and group[a] == group[b] and S[i, b] >= DUPLICATE_JOIN_COSINE:
+                group[i], joined = group[a], True
+        if not joined:
+            return [sorted(np.flatnonzero(group == g)) for g in np.unique(group[group >= 0])]
 
 
 def _group_scatter(X: np.ndarray, groups, m: int) -> np.ndarray:
@@ -620,8 +624,8 @@ def test_duplicate_groups_join_the_covariance(s, t):
     X, _ = copies()
     n, d = X.shape
     w = PCAWhitening().fit(X, shrinkage=s, duplicates=t)
-    pairs, groups = _brute_groups(X, t)
-    assert w.duplicate_pairs_ == pairs > 0 and groups
+    groups = _brute_groups(X, t)
+    assert w.duplicate_images_ == sum(len(g) for g in groups) > 0
     C = np.cov(X.T)
     target = (1 - s) * (C + _group_scatter(X, groups, n)) + s * np.trace(C) / d * np.eye(d)
     np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
@@ -633,8 +637,8 @@ def test_a_large_group_counts_each_image_once():
     rng = np.random.default_rng(8)
     X = np.concatenate([rng.normal(size=(40, 6)), rng.normal(size=6) + 0.01 * rng.normal(size=(20, 6))])
     w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.9)
-    pairs, groups = _brute_groups(X, 0.9)
-    assert w.duplicate_pairs_ == pairs >= 190 and max(len(g) for g in groups) >= 20
+    groups = _brute_groups(X, 0.9)
+    assert w.duplicate_images_ == sum(len(g) for g in groups) and max(len(g) for g in groups) >= 20
     C = np.cov(X.T)
     target = 0.5 * (C + _group_scatter(X, groups, len(X))) + 0.5 * np.trace(C) / 6 * np.eye(6)
     np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(6), atol=1e-9)
@@ -644,21 +648,21 @@ def test_without_pairs_found_the_whitening_is_the_plain_one(tmp_path):
     X = correlated(60, 8)
     a = PCAWhitening().fit(X, shrinkage=0.5)
     b = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.999)
-    assert a.duplicate_pairs_ is None and b.duplicate_pairs_ == 0
+    assert a.duplicate_images_ is None and b.duplicate_images_ == 0
     np.testing.assert_array_equal(a.projection_, b.projection_)
     np.testing.assert_array_equal(a.eigenvalues_, b.eigenvalues_)
     b.save(tmp_path / "w.npz")  # the file keeps the result, not how it was learned
-    assert PCAWhitening.load(tmp_path / "w.npz").duplicate_pairs_ is None
+    assert PCAWhitening.load(tmp_path / "w.npz").duplicate_images_ is None
 
 
 def test_a_failed_fit_leaves_the_fitted_whitening_as_it_was():
     X, _ = copies()
     w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.5)
-    before = (w.projection_.copy(), w.duplicate_pairs_)
+    before = (w.projection_.copy(), w.duplicate_images_)
     with pytest.raises(InvalidInputError, match="no variance"):
         w.fit(np.ones((10, X.shape[1])), shrinkage=0.5, duplicates=0.5)
     np.testing.assert_array_equal(w.projection_, before[0])
-    assert w.duplicate_pairs_ == before[1]
+    assert w.duplicate_images_ == before[1]
 
 
 def test_beyond_the_sample_size_pairs_are_searched_in_windows_of_neighbours(monkeypatch):
@@ -678,14 +682,14 @@ def test_beyond_the_sample_size_pairs_are_searched_in_windows_of_neighbours(monk
     sample = np.concatenate([np.arange(s, s + 16) for s in np.linspace(0, n - 16, 3).astype(int)])
     assert sample[0] == 0 and sample[-1] == n - 1 and len(set(sample)) == 48
     w = PCAWhitening().fit(X, shrinkage=0.5, duplicates=0.5)
-    pairs, groups = _brute_groups(X[sample], 0.5, mean=X.mean(axis=0))
-    assert w.duplicate_pairs_ == pairs >= 6 * 10  # at least the 10 whole groups of 4 in the windows
+    groups = _brute_groups(X[sample], 0.5, mean=X.mean(axis=0))
+    assert w.duplicate_images_ == sum(len(g) for g in groups) >= 40  # the 10 whole groups of 4 in the windows
     C = np.cov(X.T)
     centred = X[sample] - X.mean(axis=0)
     target = 0.5 * (C + _group_scatter(centred, groups, 48)) + 0.5 * np.trace(C) / d * np.eye(d)
     np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
     got = PCAWhitening()._fit_blocks(lambda: (X[k : k + 7] for k in range(0, n, 7)), shrinkage=0.5, duplicates=0.5)
-    assert got.duplicate_pairs_ == w.duplicate_pairs_
+    assert got.duplicate_images_ == w.duplicate_images_
     np.testing.assert_allclose(got.transform(X), w.transform(X), atol=1e-9)
 
 
@@ -694,7 +698,7 @@ def test_fit_blocks_with_duplicates_equals_fit(n, d, shrinkage):
     X, _ = copies(groups=n // 4, per=4, d=d)
     want = PCAWhitening().fit(X, shrinkage=shrinkage, duplicates=0.6)
     got = PCAWhitening()._fit_blocks(lambda: (X[i : i + 7] for i in range(0, len(X), 7)), shrinkage=shrinkage, duplicates=0.6)
-    assert got.duplicate_pairs_ == want.duplicate_pairs_ > 0
+    assert got.duplicate_images_ == want.duplicate_images_ > 0
     np.testing.assert_allclose(got.eigenvalues_, want.eigenvalues_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got.transform(X), want.transform(X), atol=1e-8)
 
@@ -703,7 +707,7 @@ def test_a_zero_centred_row_pairs_with_nothing():
     """A row equal to the mean has no direction: it scores 0 with every row (no NaN)."""
     X = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [0.0, 0.0]]) + 5.0
     w = PCAWhitening().fit(X, duplicates=0.5)
-    assert w.duplicate_pairs_ == 0
+    assert w.duplicate_images_ == 0
     assert np.isfinite(w.projection_).all()
 
 
@@ -715,3 +719,22 @@ def test_bad_duplicates_cosine_is_refused(bad, error):
         PCAWhitening().fit(X, duplicates=bad)
     with pytest.raises(error, match="duplicates"):
         PCAWhitening()._fit_blocks(lambda: iter([X]), duplicates=bad)
+
+
+def test_an_image_joins_the_group_holding_its_two_nearest_neighbours():
+    """The neighbours' rule on given neighbour lists (each row's own hit first, except row 7,
+    an exact copy whose twin ranks first): rows 0-1 and 2-3 are groups; row 4 has both
+    nearest in group 0 at >= 0.5 (joins), row 5 joins in the next round through row 4, row 6
+    has its two nearest in different groups, row 7 one of them below 0.5, row 8 its nearest
+    outside every group: none of those three joins."""
+    from heatsearch.whitening import _join_neighbours
+
+    ranks = np.array([[0, 1, 4], [1, 0, 4], [2, 3, 6], [3, 2, 6], [4, 0, 1], [5, 4, 0], [6, 0, 2], [8, 7, 0],
+                      [8, 7, 3]])
+    sims = np.array([[1, .9, .7], [1, .9, .6], [1, .9, .6], [1, .9, .6], [1, .7, .6], [1, .9, .55], [1, .8, .8],
+                     [1, 1, .45], [1, 1, .6]], np.float32)
+    label = np.array([0, 0, 2, 2, 4, 5, 6, 7, 8])
+    grouped = np.array([True, True, True, True, False, False, False, False, False])
+    _join_neighbours(ranks, sims, label, grouped)
+    np.testing.assert_array_equal(grouped, [True] * 6 + [False] * 3)
+    np.testing.assert_array_equal(label[:6], [0, 0, 2, 2, 0, 0])

@@ -57,8 +57,8 @@ CANDIDATES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     "none": ({"whiten": "none"}, {}),
     **{f"s{s}": ({"shrinkage": s, "whiten_duplicates": None}, {}) for s in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)},
     "lw": ({"shrinkage": "ledoit-wolf", "whiten_duplicates": None}, {}),
-    **{f"dup{t}": ({"whiten_duplicates": t}, {}) for t in (0.6, 0.65, 0.7, 0.8, 0.85, 0.9)},
-    "s0.3+dup": ({"shrinkage": 0.3}, {}),
+    **{f"dup{t}": ({"whiten_duplicates": t}, {}) for t in (0.6, 0.65, 0.7, 0.75, 0.85, 0.9)},
+    **{f"s{s}+dup": ({"shrinkage": s}, {}) for s in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7)},
     "hew-t0.1": ({}, {"threshold": 0.1}),
     "gem": ({"pooling": "gem"}, {}),
     "rmac": ({"pooling": "rmac"}, {}),
@@ -250,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "heatsearch-protocols"))
-    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,default,dup0.8,s0.3+dup,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
+    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,dup0.75,default,dup0.85,s0.3+dup,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
     ap.add_argument("--rerankers", default="none,heat,auto", help="of none, " + ", ".join(r for r in hs.RERANKERS if r))
     ap.add_argument("--holidays", action="store_true", help="also the table on INRIA Holidays (authors' descriptors)")
     args = ap.parse_args(argv)

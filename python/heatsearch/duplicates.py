@@ -22,7 +22,7 @@ every pair in it is linked. The pure-NumPy transcription is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -138,8 +138,12 @@ def duplicate_groups(
     return _components(x.shape[0], first, second, scores)
 
 
-def _linked_pairs(x: np.ndarray, t: float, block: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair ``i < j`` with ``x_i . x_j >= t``, from row ``i``'s search: ``(i, j, score)``."""
+def _linked_pairs(
+    x: np.ndarray, t: float, block: int, nearest: Optional[Tuple[np.ndarray, np.ndarray]] = None
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``i < j`` with ``x_i . x_j >= t``, from row ``i``'s search: ``(i, j, score)``.
+    ``nearest``: ``(ranks, scores)`` arrays ``(n, k)`` (``k <= min(32, n)``), filled with each
+    row's first ``k`` hits (itself included) from the same searches."""
     n = x.shape[0]
     budget = block * _FIRST_K  # results held per search call
     found_i: List[np.ndarray] = []
@@ -154,6 +158,9 @@ def _linked_pairs(x: np.ndarray, t: float, block: int) -> Tuple[np.ndarray, np.n
             for s in range(0, todo.size, step):
                 rows = todo[s : s + step]
                 ranks, sims = search(x, x[rows], k)
+                if nearest is not None and k == min(_FIRST_K, n):  # each row's first search
+                    width = nearest[0].shape[1]
+                    nearest[0][rows], nearest[1][rows] = ranks[:, :width], sims[:, :width]
                 # A row is settled when its k-th score is below the threshold (every later
                 # one is no higher) or when it has seen the whole database.
                 settled = sims[:, -1] < t if k < n else np.ones(rows.size, bool)

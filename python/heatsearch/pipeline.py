@@ -25,10 +25,11 @@ buries a single positive under the query's broader neighbourhood (smvs_paintings
 positive a query: 49.3 -> 34.0 mAP with the index's default whitening), while over the top 20,
 with the first-pass best match kept first, it keeps single-positive search at the plain
 ranking (49.3) and lifts collections of several photos per place (phototourism 54.3 -> 62.8;
-INRIA Holidays 87.7 -> 88.4 whitened as an index whitens it, 80.2 -> 81.6 unwhitened, where
-depth 800 gives 77.1). It costs copy detection more than a point (93.5 -> 92.2: a blurred
-copy's neighbourhood is the other photos' blurred copies), which is why the command line and
-the server do not re-rank by default. Use ``"heat"`` (depth 800) on Oxford/Paris-like
+INRIA Holidays 87.5 -> 88.2 whitened as an index whitens it, 80.2 -> 81.6 unwhitened, where
+depth 800 gives 77.1). It costs copy detection about a point once many copies are queried
+(every image of the demo's set 98.9 -> 97.8; a blurred copy's neighbourhood is the other
+photos' blurred copies), which is why the command line and the server do not re-rank by
+default. Use ``"heat"`` (depth 800) on Oxford/Paris-like
 collections with many positives per query, where the paper measured it.
 """
 
@@ -53,9 +54,9 @@ __all__ = ["RERANKERS", "AUTO_DEPTH", "rank"]
 RERANKERS = (None, "heat", "aqe", "alpha-qe", "aqe+heat", "diffusion", "auto")
 #: HeR's depth for ``rerank="auto"``: 20, the best of 5-800 on INRIA Holidays (authors'
 #: descriptors; 10: 80.7, 20: 82.4, 40: 81.9, 100: 80.1, 800: 77.1 mAP without the guard);
-#: with today's index whitening, depths 10 / 15 / 20 / 30 give copy detection 92.1 / 92.5 /
-#: 92.2 / 90.0 (93.5 plain), phototourism 58.5 / 62.8 / 62.8 / 62.8 and Holidays 87.9 / 88.2
-#: / 88.4 / 88.7 (87.7 plain), so 20 stays.
+#: with the index whitening before its near-duplicate neighbours' rule, depths 10 / 15 / 20 /
+#: 30 gave copy detection 92.1 / 92.5 / 92.2 / 90.0 (93.5 plain), phototourism 58.5 / 62.8 /
+#: 62.8 / 62.8 and Holidays 87.9 / 88.2 / 88.4 / 88.7 (87.7 plain), so 20 stays.
 AUTO_DEPTH = 20
 #: A first-pass cosine this close to 1 is the query's own image (an indexed image used as a
 #: query): float32 descriptors of one image agree to about 1e-7.

@@ -167,11 +167,12 @@ def test_index_reports_the_whitening_it_learned(tmp_path, capsys):
                  "--quiet"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"HeW centering mean from 65 images; PCA-whitening learned on 65 images with shrinkage 0\.5, "
-                     r"\d+ near-duplicate pairs \(centred cosine >= 0\.75\) kept together, 1280 -> 1280 dimensions", out), out
+                     r"near-duplicate groups \(\d+ images\) kept together \(pairs at centred cosine >= 0\.8\), "
+                     r"1280 -> 1280 dimensions", out), out
     assert main(["info", str(tmp_path / "i")]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^whitening +PCA-whitening learned on 65 images with shrinkage 0\.5, near-duplicate pairs "
-                     r"\(centred cosine >= 0\.75\) kept together, 1280 -> 1280 dimensions", out, re.M), out
+    assert re.search(r"^whitening +PCA-whitening learned on 65 images with shrinkage 0\.5, near-duplicate groups "
+                     r"kept together \(pairs at centred cosine >= 0\.8\), 1280 -> 1280 dimensions", out, re.M), out
     assert re.search(r"^HeW mean +learned on the local features of 65 images \(1280 channels\)", out, re.M), out
     assert re.search(rf"^root +{re.escape(str(tmp_path))}$", out, re.M), out
 

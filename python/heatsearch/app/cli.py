@@ -208,9 +208,9 @@ def _whitening_summary(index: Any, source: Optional[str] = None) -> str:
         "Ledoit-Wolf shrinkage" if shrinkage == "ledoit-wolf" else "no shrinkage")
     copies = index.config.whiten_duplicates
     if copies is not None:
-        pairs = w.duplicate_pairs_  # known when learned in this process (the file keeps the result only)
-        found = "" if pairs is None else f"{pairs} "
-        how += f", {found}near-duplicate pairs (centred cosine >= {copies:g}) kept together"
+        images = w.duplicate_images_  # known when learned in this process (the file keeps the result only)
+        found = "" if images is None else f" ({images} images)"
+        how += f", near-duplicate groups{found} kept together (pairs at centred cosine >= {copies:g})"
     return f"PCA-whitening learned on {on} with {how}, {dims}"
 
 

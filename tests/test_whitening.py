@@ -564,22 +564,27 @@ def test_fit_blocks_refuses_what_fit_refuses():
         PCAWhitening()._fit_blocks(lambda: iter([np.ones((5, 3))]))
 
 
-# ---------------------------------------------------------------- near-duplicate pairs
+# ---------------------------------------------------------------- near-duplicate groups
 
 
-def copies(groups: int = 12, per: int = 5, d: int = 40, seed: int = 5):
+def copies(groups: int = 12, per: int = 5, d: int = 40, seed: int = 5, far: float = 0.0):
     """``groups`` distinct vectors, each with ``per - 1`` copies that differ from it along a few
     directions shared by all copies (an "edit": blur, JPEG, ...), plus the group of each row.
-    Rows of a group have centred cosines of about 0.9; rows of different groups about 0. (What
-    the pairs do to real copies is tested on the demo's photos: tests/app/test_index_quality.py.)"""
+    Rows of a group have centred cosines of about 0.9; rows of different groups about 0. With
+    ``far`` > 0, one more copy of each (last rows) with that much noise: at 2.0 and d = 40, a
+    few of them stay below 0.8 to every row but keep their group's copies as nearest
+    neighbours (what the neighbours' rule is for). (What the groups do to real copies is
+    tested on the demo's photos: tests/app/test_index_quality.py.)"""
     rng = np.random.default_rng(seed)
-    base = rng.normal(size=(groups, d)) * np.linspace(2.0, 0.5, d)
+    scale = np.linspace(2.0, 0.5, d)
+    base = rng.normal(size=(groups, d)) * scale
     edits = rng.normal(size=(per - 1, d)) * 0.25
-    X = np.concatenate([base] + [base + e + 0.02 * rng.normal(size=(groups, d)) for e in edits])
-    return X + 3.0, np.tile(np.arange(groups), per)
+    X = np.concatenate([base] + [base + e + 0.02 * rng.normal(size=(groups, d)) for e in edits]
+                       + ([base + far * 0.5 * scale * rng.normal(size=(groups, d))] if far else []))
+    return X + 3.0, np.tile(np.arange(groups), per + (1 if far else 0))
 
 
-def _brute_groups(X: np.ndarray, t: float, mean=None):
+def _brute_groups(X: np.ndarray, t: float, mean=None, join: bool = True):
     """By brute force (full matrices, a depth-first walk): the groups that the pairs at
     centred cosine >= t join, grown by every row whose two nearest other rows lie in one
     group at cosines >= 0.5 (until none joins); returns the groups of at least two rows."""
@@ -598,14 +603,15 @@ def _brute_groups(X: np.ndarray, t: float, mean=None):
                 if group[j] < 0:
                     group[j] = start
                     todo.append(int(j))
-    while True:
+    while join:
         joined = False
         for i in np.flatnonzero(group < 0):
             a, b = np.argsort(-S[i])[:2]
             if group[a] >= 0 and group[a] == group[b] and S[i, b] >= DUPLICATE_JOIN_COSINE:
                 group[i], joined = group[a], True
         if not joined:
-            return [sorted(np.flatnonzero(group == g)) for g in np.unique(group[group >= 0])]
+            break
+    return [sorted(np.flatnonzero(group == g)) for g in np.unique(group[group >= 0])]
 
 
 def _group_scatter(X: np.ndarray, groups, m: int) -> np.ndarray:
@@ -616,16 +622,21 @@ def _group_scatter(X: np.ndarray, groups, m: int) -> np.ndarray:
     return DUPLICATE_WEIGHT * out / m
 
 
-@pytest.mark.parametrize("s, t", [(0.0, 0.5), (0.5, 0.5), (0.5, 0.8), (0.9, 0.3)])
-def test_duplicate_groups_join_the_covariance(s, t):
-    """The projection whitens (1 - s)(C + A) + s tr(C)/d I, where A = 4/n sum over the groups
-    that the pairs at centred cosine >= t join of sum_i (x_i - mean_g)(x_i - mean_g)^T (for
-    a pair, (x_i - x_j)(x_i - x_j)^T / 2), all found by brute force here."""
-    X, _ = copies()
+@pytest.mark.parametrize("s, t, far", [(0.0, 0.5, 0), (0.5, 0.5, 0), (0.5, 0.8, 0), (0.9, 0.3, 0), (0.5, 0.8, 2.0),
+                                     (0.0, 0.8, 2.0)])
+def test_duplicate_groups_join_the_covariance(s, t, far):
+    """The projection whitens (1 - s)(C + A) + s tr(C)/d I, where A = 8/n sum over the groups
+    of sum_i (x_i - mean_g)(x_i - mean_g)^T (for a pair, (x_i - x_j)(x_i - x_j)^T / 2), the
+    groups being those the pairs at centred cosine >= t join, grown by the neighbours' rule,
+    all found by brute force here (with ``far``, some images join by that rule)."""
+    X, _ = copies(far=far)
     n, d = X.shape
     w = PCAWhitening().fit(X, shrinkage=s, duplicates=t)
     groups = _brute_groups(X, t)
     assert w.duplicate_images_ == sum(len(g) for g in groups) > 0
+    if far:
+        linked = sum(len(g) for g in _brute_groups(X, t, join=False))
+        assert w.duplicate_images_ > linked  # some joined by their neighbours
     C = np.cov(X.T)
     target = (1 - s) * (C + _group_scatter(X, groups, n)) + s * np.trace(C) / d * np.eye(d)
     np.testing.assert_allclose(w.projection_.T @ target @ w.projection_, np.eye(d), atol=1e-9)
@@ -693,12 +704,15 @@ def test_beyond_the_sample_size_pairs_are_searched_in_windows_of_neighbours(monk
     np.testing.assert_allclose(got.transform(X), w.transform(X), atol=1e-9)
 
 
-@pytest.mark.parametrize("n, d, shrinkage", [(40, 12, 0.5), (40, 12, 0.0), (20, 64, "ledoit-wolf")])
-def test_fit_blocks_with_duplicates_equals_fit(n, d, shrinkage):
-    X, _ = copies(groups=n // 4, per=4, d=d)
-    want = PCAWhitening().fit(X, shrinkage=shrinkage, duplicates=0.6)
-    got = PCAWhitening()._fit_blocks(lambda: (X[i : i + 7] for i in range(0, len(X), 7)), shrinkage=shrinkage, duplicates=0.6)
-    assert got.duplicate_images_ == want.duplicate_images_ > 0
+@pytest.mark.parametrize("groups, d, shrinkage", [(10, 12, 0.5), (10, 12, 0.0), (12, 40, 0.5), (5, 64, "ledoit-wolf")])
+def test_fit_blocks_with_duplicates_equals_fit(groups, d, shrinkage):
+    """Blocks of 7 rows, groups across their boundaries (a group's rows are ``groups`` apart),
+    and images that join by the neighbours' rule (the far copies)."""
+    X, _ = copies(groups=groups, per=4, d=d, far=2.0)
+    t = 0.8
+    want = PCAWhitening().fit(X, shrinkage=shrinkage, duplicates=t)
+    got = PCAWhitening()._fit_blocks(lambda: (X[i : i + 7] for i in range(0, len(X), 7)), shrinkage=shrinkage, duplicates=t)
+    assert got.duplicate_images_ == want.duplicate_images_ == sum(len(g) for g in _brute_groups(X, t)) > 0
     np.testing.assert_allclose(got.eigenvalues_, want.eigenvalues_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got.transform(X), want.transform(X), atol=1e-8)
 
@@ -722,19 +736,23 @@ def test_bad_duplicates_cosine_is_refused(bad, error):
 
 
 def test_an_image_joins_the_group_holding_its_two_nearest_neighbours():
-    """The neighbours' rule on given neighbour lists (each row's own hit first, except row 7,
-    an exact copy whose twin ranks first): rows 0-1 and 2-3 are groups; row 4 has both
-    nearest in group 0 at >= 0.5 (joins), row 5 joins in the next round through row 4, row 6
-    has its two nearest in different groups, row 7 one of them below 0.5, row 8 its nearest
-    outside every group: none of those three joins."""
+    """The neighbours' rule on given neighbour lists (each row's own hit first, except rows 7
+    and 10, exact copies of a grouped row that rank after it): rows 0-1 and 2-3 are groups;
+    row 4 has both nearest in group 0 at >= 0.5 (joins), row 5 joins through row 4 once row
+    4 has joined, row 7 (self second) has group 0's rows 0 and 1 as its nearest others
+    (joins); row 6 has its two nearest in different groups, row 8 its second nearest below
+    0.5, row 9 a nearest outside every group, row 10 (self second) its others in two groups:
+    none of those four joins."""
     from heatsearch.whitening import _join_neighbours
 
-    ranks = np.array([[0, 1, 4], [1, 0, 4], [2, 3, 6], [3, 2, 6], [4, 0, 1], [5, 4, 0], [6, 0, 2], [8, 7, 0],
-                      [8, 7, 3]])
+    ranks = np.array([[0, 1, 4], [1, 0, 4], [2, 3, 6], [3, 2, 6], [4, 0, 1], [5, 4, 0], [6, 0, 2], [0, 7, 1],
+                      [8, 2, 3], [9, 6, 3], [2, 10, 0]])
     sims = np.array([[1, .9, .7], [1, .9, .6], [1, .9, .6], [1, .9, .6], [1, .7, .6], [1, .9, .55], [1, .8, .8],
-                     [1, 1, .45], [1, 1, .6]], np.float32)
-    label = np.array([0, 0, 2, 2, 4, 5, 6, 7, 8])
-    grouped = np.array([True, True, True, True, False, False, False, False, False])
+                     [1, 1, .9], [1, .9, .45], [1, .9, .9], [1, 1, .9]], np.float32)
+    label = np.arange(11)
+    label[[1, 3]] = [0, 2]
+    grouped = np.zeros(11, bool)
+    grouped[:4] = True
     _join_neighbours(ranks, sims, label, grouped)
-    np.testing.assert_array_equal(grouped, [True] * 6 + [False] * 3)
-    np.testing.assert_array_equal(label[:6], [0, 0, 2, 2, 0, 0])
+    np.testing.assert_array_equal(np.flatnonzero(grouped), [0, 1, 2, 3, 4, 5, 7])
+    np.testing.assert_array_equal(label[[0, 1, 2, 3, 4, 5, 7]], [0, 0, 2, 2, 0, 0, 0])

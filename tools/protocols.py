@@ -49,8 +49,9 @@ Protocol = Tuple[List[str], List[str], List[Dict[str, np.ndarray]]]
 
 #: Candidates by name: IndexConfig changes from the default, and HeW pooling arguments. "full",
 #: "sS" and "lw" learn the whitening on the covariance alone (heatsearch before the
-#: near-duplicate pairs); "default" and "dupT" add the scatter of the pairs at centred cosine
-#: >= T (IndexConfig.whiten_duplicates).
+#: near-duplicate groups); "default", "dupT" and "sS+dup" add the scatter of the groups that
+#: the pairs at centred cosine >= T (0.8 by default: IndexConfig.whiten_duplicates) and the
+#: neighbours' rule form, "sS+dup" with shrinkage S.
 CANDIDATES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     "default": ({}, {}),
     "full": ({"shrinkage": 0.0, "whiten_duplicates": None}, {}),

@@ -152,13 +152,14 @@ def _linked_pairs(
     for start in range(0, n, block):
         todo = np.arange(start, min(start + block, n), dtype=np.int64)
         k = min(_FIRST_K, n)
+        first_pass = True  # every row of the block is searched once with k, then some again
         while todo.size:
             step = max(1, budget // k)
             unsettled = []
             for s in range(0, todo.size, step):
                 rows = todo[s : s + step]
                 ranks, sims = search(x, x[rows], k)
-                if nearest is not None and k == min(_FIRST_K, n):  # each row's first search
+                if nearest is not None and first_pass:
                     width = nearest[0].shape[1]
                     nearest[0][rows], nearest[1][rows] = ranks[:, :width], sims[:, :width]
                 # A row is settled when its k-th score is below the threshold (every later
@@ -172,6 +173,7 @@ def _linked_pairs(
                 unsettled.append(rows[~settled])
             todo = np.concatenate(unsettled)
             k = min(2 * k, n)
+            first_pass = False
     if not found_i:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)

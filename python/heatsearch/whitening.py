@@ -48,9 +48,11 @@ EIGENVALUE_FLOOR = 1e-12
 DUPLICATE_WEIGHT = 8.0
 #: Training vectors among which :meth:`PCAWhitening.fit` looks for near-duplicate pairs: all
 #: of them up to this many, else this many in evenly spaced windows (:data:`DUPLICATE_WINDOW`). The
-#: searches are exact, ``m^2 d`` multiply-adds each: about 4 s each for 20 000 vectors of
-#: 1280 dimensions on 2 cores, small beside extracting 20 000 images (hours on those cores);
-#: the searched rows are held in float64 and float32 (307 MB at 1280).
+#: search is exact, ``m^2 d`` multiply-adds (and the rows with more than 31 copies searched
+#: again): 4.4 s for 20 000 vectors of 1280 dimensions with 2 000 copies on 2 busy cores, the
+#: whole fit 8.0 s instead of 0.7 s, small beside extracting 20 000 images (hours on those
+#: cores). Memory at 1280 dimensions: a float32 unit copy of the searched rows (102 MB), then
+#: the grouped rows' residuals in float64 (up to 205 MB if every row has a copy).
 DUPLICATE_SAMPLE = 20_000
 #: Consecutive training vectors per window of the sample beyond :data:`DUPLICATE_SAMPLE`: an
 #: index's rows follow its paths' order, where copies often sit side by side (burst shots, an
@@ -197,10 +199,17 @@ class PCAWhitening:
                 outside ``(0, 1)``.
 
         Complexity: ``O(n d^2)`` for the covariance plus ``O(d^3)`` for the eigen-decomposition;
-        with ``duplicates``, ``O(m^2 d)`` more for the two searches and ``O(m d^2)`` for the
-        groups' scatter (``m = min(n,`` :data:`DUPLICATE_SAMPLE` ``)``). Memory: a float64
-        copy of ``X``, three ``d x d`` float64 matrices and, with ``duplicates``, the ``m``
-        searched rows in float64 and float32 (at most 307 MB at 1280 dimensions).
+        with ``duplicates``, ``O(m^2 d)`` more for the pair search and ``O(g d^2)`` for the
+        scatter of the ``g`` grouped images (``m = min(n,`` :data:`DUPLICATE_SAMPLE` ``)``).
+        Memory: a float64 copy of ``X`` and three ``d x d`` float64 matrices; with
+        ``duplicates``, a float32 unit copy of the searched rows and the grouped ones in
+        float64 (beyond :data:`DUPLICATE_SAMPLE` rows, the sample in float64 too: 205 MB more
+        at 1280 dimensions).
+
+        The cosines are those of 1280-dimensional image descriptors (the thresholds were
+        measured there): in a few dozen dimensions unrelated vectors reach a cosine of 0.5
+        by chance, so low-dimensional data needs higher ``duplicates`` and
+        :data:`DUPLICATE_JOIN_COSINE`.
         """
         arr = _validate.rows(X, "X", "n")
         n, d = arr.shape
@@ -227,7 +236,10 @@ class PCAWhitening:
                 "heatsearch's descriptors are)"
             )
         amount = _ledoit_wolf(centred, cov) if isinstance(shrinkage, str) else shrinkage
-        copy_terms = None if copies is None else _copy_scatter(centred[_duplicate_sample(n)], copies)
+        if copies is None:
+            copy_terms = None
+        else:  # centred is not needed after this: searched in place when it is the whole sample
+            copy_terms = _copy_scatter(centred if n <= DUPLICATE_SAMPLE else centred[_duplicate_sample(n)], copies)
         del centred
         return self._from_covariance(mean, cov, n, wanted, amount, dim, copy_terms)
 
@@ -295,7 +307,8 @@ class PCAWhitening:
     ) -> "PCAWhitening":
         """The rest of :meth:`fit` once the ``(d,)`` mean and ``(d, d)`` covariance (with
         ``1 / (n - 1)``, modified in place) of ``n`` vectors are known, and, when asked for,
-        the near-duplicate groups' scatter and pair count (:func:`_copy_scatter`)."""
+        the near-duplicate groups' scatter and the number of images in them
+        (:func:`_copy_scatter`)."""
         d = cov.shape[0]
         target = np.trace(cov) / d  # the shrinkage's scale: the collection's own variance
         if copy_terms is not None:
@@ -537,19 +550,18 @@ def _duplicate_sample(n: int) -> np.ndarray:
 def _copy_scatter(rows: np.ndarray, cosine: float) -> Tuple[np.ndarray, int]:
     """The near-duplicate term of :meth:`PCAWhitening.fit` and the number of images in groups.
 
-    ``rows``: ``(m, d)`` float64 centred training rows, OVERWRITTEN (they become the
-    residuals). On a float32 unit copy (a zero row, the mean itself, scores 0 with all):
-    the pairs at cosine ``>= cosine``, found by the exact blocked search of
-    :mod:`heatsearch.duplicates`, join groups (connected components); then an image outside
-    every group joins one when its :data:`DUPLICATE_NEIGHBOURS` nearest neighbours all
-    belong to it, each at a cosine ``>=`` :data:`DUPLICATE_JOIN_COSINE` (repeated until no
-    image joins). Returns ``DUPLICATE_WEIGHT * sum_g sum_{i in g} (x_i - mean_g)(x_i -
-    mean_g)^T / m`` ``(d, d)`` float64, which for a group of two is ``(x_i - x_j)(x_i -
-    x_j)^T / 2``: each image counts once, however large its group. Memory: ``rows`` and its
-    float32 unit copy during the searches."""
+    ``rows``: ``(m, d)`` float64 centred training rows, left unchanged. On a float32 unit copy
+    (a zero row, the mean itself, scores 0 with all): the pairs at cosine ``>= cosine``,
+    found by the exact blocked search of :mod:`heatsearch.duplicates`, join groups
+    (connected components); then an image outside every group joins one when its
+    :data:`DUPLICATE_NEIGHBOURS` nearest neighbours all belong to it, each at a cosine ``>=``
+    :data:`DUPLICATE_JOIN_COSINE` (:func:`_join_neighbours`). Returns ``DUPLICATE_WEIGHT *
+    sum_g sum_{i in g} (x_i - mean_g)(x_i - mean_g)^T / m`` ``(d, d)`` float64, which for a
+    group of two is ``(x_i - x_j)(x_i - x_j)^T / 2``: each image counts once, however large
+    its group. Memory: the float32 unit copy during the search, then the grouped rows."""
     m = rows.shape[0]
     unit = rows.astype(np.float32)
-    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", unit, unit))[:, None]
     np.divide(unit, norms, out=unit, where=norms > 0)
     k = min(DUPLICATE_NEIGHBOURS + 1, m)
     nearest = (np.empty((m, k), np.int64), np.empty((m, k), np.float32))
@@ -559,36 +571,45 @@ def _copy_scatter(rows: np.ndarray, cosine: float) -> Tuple[np.ndarray, int]:
     grouped = np.bincount(label, minlength=m)[label] >= 2
     if grouped.any() and m > DUPLICATE_NEIGHBOURS:
         _join_neighbours(*nearest, label, grouped)
-    rows[~grouped] = 0.0  # images without a copy add nothing
     members = np.flatnonzero(grouped)
     members = members[np.argsort(label[members], kind="stable")]
-    for group in np.split(members, np.flatnonzero(np.diff(label[members])) + 1):
-        if group.size:
-            rows[group] -= rows[group].mean(axis=0)
-    return (rows.T @ rows) * (DUPLICATE_WEIGHT / m), int(grouped.sum())
+    residuals = rows[members]  # images without a copy add nothing
+    bounds = np.flatnonzero(np.diff(label[members])) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, members.size]) if members.size else ():
+        residuals[lo:hi] -= residuals[lo:hi].mean(axis=0)
+    return (residuals.T @ residuals) * (DUPLICATE_WEIGHT / m), int(members.size)
 
 
 def _join_neighbours(ranks: np.ndarray, sims: np.ndarray, label: np.ndarray, grouped: np.ndarray) -> None:
     """Adds to the groups (``label``, ``grouped``: ``(m,)``, updated in place) every image
     outside them whose :data:`DUPLICATE_NEIGHBOURS` nearest other rows are all in one group
-    at cosines ``>=`` :data:`DUPLICATE_JOIN_COSINE`, round after round (an image that joins
-    may bring its own neighbours in), until none joins: the copies edited too far to pair
-    with their original (a strong blur, a rescaling) whose nearest neighbours are still that
-    photo's other copies. ``ranks``, ``sims``: ``(m, DUPLICATE_NEIGHBOURS + 1)`` each row's
-    nearest rows (itself included) and cosines, best first."""
+    at cosines ``>=`` :data:`DUPLICATE_JOIN_COSINE`, including through images that joined
+    before it, until none can: the copies edited too far to pair with their original (a
+    strong blur, a rescaling) whose nearest neighbours are still that photo's other copies.
+    ``ranks``, ``sims``: ``(m, DUPLICATE_NEIGHBOURS + 1)`` each row's nearest rows (itself
+    included) and cosines, best first. A grouped image never changes group, so the result is
+    the same in any order; a work list visits each image once per neighbour that joins,
+    ``O(m k)`` in all."""
     m = ranks.shape[0]
     k = DUPLICATE_NEIGHBOURS
     # Each row's k nearest OTHER rows (a row is not always its own first hit: exact copies tie).
     other = np.argsort(ranks == np.arange(m)[:, None], axis=1, kind="stable")[:, :k]
-    near, near_sims = np.take_along_axis(ranks, other, 1), np.take_along_axis(sims, other, 1)
-    close = near_sims.min(axis=1) >= DUPLICATE_JOIN_COSINE
-    for _ in range(m):  # at least one image joins per round, so at most m rounds
-        groups = label[near]
-        joins = ~grouped & close & grouped[near].all(axis=1) & (groups == groups[:, :1]).all(axis=1)
-        if not joins.any():
-            return
-        label[joins] = groups[joins, 0]
-        grouped[joins] = True
+    near = np.take_along_axis(ranks, other, 1)
+    close = np.take_along_axis(sims, other, 1).min(axis=1) >= DUPLICATE_JOIN_COSINE
+    # listers[starts[i]:starts[i + 1]]: the rows that have row i among their k nearest.
+    order = np.argsort(near.ravel(), kind="stable")
+    listers, starts = order // k, np.searchsorted(near.ravel()[order], np.arange(m + 1))
+
+    def ready(i: int) -> bool:
+        return bool(not grouped[i] and close[i] and grouped[near[i]].all() and (label[near[i]] == label[near[i, 0]]).all())
+
+    todo = [int(i) for i in np.flatnonzero(~grouped & close) if ready(int(i))]
+    while todo:
+        i = todo.pop()
+        if grouped[i]:
+            continue
+        label[i], grouped[i] = label[near[i, 0]], True
+        todo.extend(int(j) for j in listers[starts[i] : starts[i + 1]] if ready(int(j)))
 
 
 def _dimension(dim: int, d: int) -> int:

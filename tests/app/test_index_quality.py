@@ -106,6 +106,7 @@ def test_the_pairs_keep_real_copies_together(tmp_path):
     with_pairs = copy_map()
     assert covariance_alone < unwhitened - 10, (covariance_alone, unwhitened)
     assert with_pairs - covariance_alone > 2 / 3 * (unwhitened - covariance_alone), (with_pairs, covariance_alone, unwhitened)
+    assert with_pairs > unwhitened - 2, (with_pairs, unwhitened)
 
 
 def test_shrinkage_keeps_the_collection_neighbourhoods(tmp_path):

@@ -209,8 +209,11 @@ def _whitening_summary(index: Any, source: Optional[str] = None) -> str:
     copies = index.config.whiten_duplicates
     if copies is not None:
         images = w.duplicate_images_  # known when learned in this process (the file keeps the result only)
-        found = "" if images is None else f" ({images} images)"
-        how += f", near-duplicate groups{found} kept together (pairs at centred cosine >= {copies:g})"
+        if images == 0:
+            how += f", no near-duplicates found (pairs at centred cosine >= {copies:g})"
+        else:
+            found = "" if images is None else f" ({images} images)"
+            how += f", near-duplicate groups{found} kept together (pairs at centred cosine >= {copies:g})"
     return f"PCA-whitening learned on {on} with {how}, {dims}"
 
 

@@ -1204,9 +1204,11 @@ class Index:
         component of links (so it may hold a chain: see :attr:`DuplicateGroup.complete`).
         The unwhitened cosine is used because the scale of the whitened one moves with the
         whitening each collection learns (heatsearch 0.2's made every pair of the demo's 136
-        images score the same; today's puts copies near 0.38 there), while the unwhitened one
-        keeps one scale: on the demo's edits its groups at the default threshold hold the same-photo pairs with a
-        precision of 0.998 and a recall of 0.859 (README, "Near-duplicates").
+        images score the same; today's puts copies near 0.48 there), while the unwhitened one
+        keeps one scale: on the demo's edits its groups at the default threshold hold the
+        same-photo pairs with a precision of 0.998 and a recall of 0.859 (README,
+        "Near-duplicates"). On collections of look-alike subjects raise the threshold (0.925:
+        the README's real photos).
 
         Args:
             threshold: a cosine in ``[-1, 1]``; default

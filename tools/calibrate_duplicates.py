@@ -200,38 +200,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     if chosen is not None:
         _per_edit(index, described["plain"], chosen[0])
         _same_subject(index, described["plain"], chosen[0])
-    _copy_detection(index, truth, args.seed)
+    _copy_detection(index, truth, args.seed, described["plain"], described["index"])
     return 0
 
 
-def _copy_detection(index, truth: np.ndarray, seed: int) -> None:
-    """Copy detection (mAP, %) in the whole set, for the index's whitening choices: the demo's
-    queries (those of ``tools/protocols.py``'s protocol (c), here among every image of the set)
-    and every image as a query, each finding the other copies of its photo."""
+def _copy_detection(index, truth: np.ndarray, seed: int, unwhitened: np.ndarray, final: np.ndarray) -> None:
+    """Copy detection (mAP, %) in the whole set, for the index's whitening choices (its
+    ``unwhitened`` and ``final`` descriptors, and the whitening of the covariance alone): the
+    demo's queries (those of ``tools/protocols.py``'s protocol (c), here among every image of
+    the set) and every image as a query, each finding the other copies of its photo."""
     from heatsearch import IndexConfig, PostProcess, compute_map
     from heatsearch.app.demo import build_copy_detection_set
     from heatsearch.pipeline import rank
 
-    names = [os.path.splitext(os.path.relpath(p, index.root))[0].replace(os.sep, "/") for p in index.paths]
+    names = _names(index)
     row = {name: i for i, name in enumerate(names)}
     demo = build_copy_detection_set(seed=seed)
     queries = {"the demo's queries": np.array([row[demo.names[q]] for q in demo.query_rows]),
                "every image": np.arange(len(names))}
     pooled = np.asarray(index.pooled, np.float64)
     today = IndexConfig()
+    covariance_alone = PostProcess.fit(pooled, power=today.power, shrinkage=today.shrinkage)
     choices = {
-        "none": PostProcess(None, power=today.power),
-        f"covariance alone (shrinkage {today.shrinkage:g})": PostProcess.fit(pooled, power=today.power, shrinkage=today.shrinkage),
-        f"default (+ near-duplicate groups at {today.whiten_duplicates:g})": PostProcess.fit(
-            pooled, power=today.power, shrinkage=today.shrinkage, duplicates=today.whiten_duplicates),
+        "none": unwhitened,
+        f"covariance alone (shrinkage {today.shrinkage:g})": covariance_alone(pooled).astype(np.float32),
+        f"default (+ near-duplicate groups at {today.whiten_duplicates:g})": final,
     }
     print()
     print(f"copy detection among the {len(names)} images (mAP, %; positives: the other copies of the query's photo)")
     print()
     print("| whitening | " + " | ".join(f"{q}: plain | auto" for q in queries) + " |")
     print("|---|" + "---:|---:|" * len(queries))
-    for label, post in choices.items():
-        X = post(pooled).astype(np.float32)
+    for label, X in choices.items():
         cells = []
         for rows in queries.values():
             gnd = [{"ok": np.flatnonzero(truth[q] & (np.arange(len(names)) != q)), "junk": np.array([q])} for q in rows]
@@ -239,6 +239,11 @@ def _copy_detection(index, truth: np.ndarray, seed: int) -> None:
                 ranks, _ = rank(X, X[rows], rerank=rerank)
                 cells.append(f"{100 * compute_map(ranks, gnd).map:.1f}")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+def _names(index) -> List[str]:
+    """Each image's ``photo/edit`` name: its path relative to the index's root, no suffix."""
+    return [os.path.splitext(os.path.relpath(p, index.root))[0].replace(os.sep, "/") for p in index.paths]
 
 
 def _subject(stem: str) -> str:
@@ -251,7 +256,7 @@ def _subject(stem: str) -> str:
 
 def _same_subject(index, X: np.ndarray, t: float) -> None:
     """The hard negatives: originals of different photos of the same place or object."""
-    names = [os.path.splitext(os.path.relpath(p, index.root))[0].replace(os.sep, "/") for p in index.paths]
+    names = _names(index)
     originals = [(i, name.split("/")[0]) for i, name in enumerate(names) if name.endswith("/original")]
     pairs = [(a, b) for (a, sa), (b, sb) in itertools.combinations(originals, 2) if _subject(sa) == _subject(sb)]
     if not pairs:
@@ -268,7 +273,7 @@ def _per_edit(index, X: np.ndarray, t: float) -> None:
     """For each edit: how many copies are linked to, and grouped with, their original at ``t``."""
     from heatsearch import duplicate_groups
 
-    names = [os.path.splitext(os.path.relpath(p, index.root))[0].replace(os.sep, "/") for p in index.paths]
+    names = _names(index)
     row = {name: i for i, name in enumerate(names)}
     photos = sorted({name.split("/")[0] for name in names})
     edits = [name.split("/")[1] for name in names if name.startswith(photos[0] + "/") and not name.endswith("/original")]

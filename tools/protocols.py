@@ -199,6 +199,16 @@ def evaluate(
     X = np.asarray(index.descriptors)
     row = {p: i for i, p in enumerate(index.paths)}
     Q = np.stack([X[row[q]] if q in row else index.describe(q) for q in queries])
+    return _map_per_reranker(X, Q, gnd, rerankers)
+
+
+def _map_per_reranker(
+    X: np.ndarray, Q: np.ndarray, gnd: List[Dict[str, np.ndarray]], rerankers: Sequence[Optional[str]]
+) -> Dict[Optional[str], float]:
+    """mAP (percent) of the final descriptors ``X`` queried by ``Q`` with each re-ranker (their
+    warnings, e.g. a re-ranker that cannot change a collapsed index, silenced)."""
+    import warnings
+
     out = {}
     for r in rerankers:
         with warnings.catch_warnings():
@@ -213,16 +223,11 @@ _WHITENING_FIELDS = {"whiten", "shrinkage", "whiten_duplicates"}
 
 
 def holidays(data: Path) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, np.ndarray]]]:
-    """The paper authors' Holidays descriptors ``(1491, 512)`` float64 as stored, the 500 query
-    rows and their ground truth (0-based; the query itself is junk)."""
-    import scipy.io as sio
-
-    cells = sio.loadmat(str(data / "holidays" / "vecs_ho.mat"))["vecs_ho"]
-    X = np.stack([np.asarray(c, np.float64).ravel() for c in cells[0]])
-    g = sio.loadmat(str(data / "holidays" / "gnd_holidays.mat"))
-    gnd = [{"ok": np.asarray(e["ok"]).ravel().astype(np.int64) - 1, "junk": np.asarray(e["junk"]).ravel().astype(np.int64) - 1}
-           for e in g["gnd"].ravel()]
-    return X, g["qidx"].ravel().astype(np.int64) - 1, gnd
+    """The paper authors' Holidays descriptors ``(1491, 512)`` in float64 (stored as float32),
+    the 500 query rows and their ground truth (0-based; the query itself is junk)."""
+    gt = hs.load_ground_truth(data / "holidays" / "gnd_holidays.mat")
+    X = hs.load_descriptors(data / "holidays" / "vecs_ho.mat", expected_count=gt.n_images)
+    return X.astype(np.float64), np.asarray(gt.query_indices), gt.protocol("classic")
 
 
 def evaluate_holidays(
@@ -231,20 +236,12 @@ def evaluate_holidays(
 ) -> Dict[Optional[str], float]:
     """mAP (percent) of every re-ranker on Holidays with the candidate's whitening learned on the
     1491 descriptors (as :meth:`Index.refit_whitening` learns it)."""
-    import warnings
-
     if config.whiten == "none":
         post = hs.PostProcess(None, power=config.power)
     else:
         post = hs.PostProcess.fit(X, power=config.power, shrinkage=config.shrinkage, duplicates=config.whiten_duplicates)
     Y = post(X).astype(np.float32)
-    out = {}
-    for r in rerankers:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ranks, _ = rank(Y, Y[qidx], rerank=r)
-        out[r] = 100 * hs.compute_map(ranks, gnd).map
-    return out
+    return _map_per_reranker(Y, Y[qidx], gnd, rerankers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import heatsearch as hs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,17 +36,12 @@ def shared_data() -> Path:
 def holidays(shared_data: Path):
     """The paper authors' 1491 Holidays HeW descriptors ``X (1491, 512)`` float32 (as stored,
     not normalised), the 500 query rows ``qidx`` and the ground truth (0-based)."""
-    sio = pytest.importorskip("scipy.io", reason="scipy loads the MATLAB files")
+    pytest.importorskip("scipy.io", reason="scipy loads the MATLAB files")
     folder = shared_data / "holidays"
     if not (folder / "vecs_ho.mat").exists() or not (folder / "gnd_holidays.mat").exists():
         pytest.skip(f"Holidays files not found in {folder}")
-    cells = sio.loadmat(str(folder / "vecs_ho.mat"))["vecs_ho"]
-    X = np.stack([np.asarray(c, dtype=np.float32).ravel() for c in cells[0]])
-    g = sio.loadmat(str(folder / "gnd_holidays.mat"))
-    qidx = g["qidx"].ravel().astype(np.int64) - 1
-    gnd = [
-        {"ok": np.asarray(e["ok"]).ravel().astype(np.int64) - 1, "junk": np.asarray(e["junk"]).ravel().astype(np.int64) - 1}
-        for e in g["gnd"].ravel()
-    ]
-    assert X.shape == (1491, 512) and len(qidx) == 500
+    X = hs.load_descriptors(folder / "vecs_ho.mat")  # tests/eval/test_ground_truth.py checks the loaders
+    gt = hs.load_ground_truth(folder / "gnd_holidays.mat")
+    qidx, gnd = gt.query_indices, gt.protocol("classic")
+    assert X.shape == (1491, 512) and X.dtype == np.float32 and len(qidx) == 500
     return X, qidx, gnd

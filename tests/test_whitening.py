@@ -585,24 +585,19 @@ def copies(groups: int = 12, per: int = 5, d: int = 40, seed: int = 5, far: floa
 
 
 def _brute_groups(X: np.ndarray, t: float, mean=None, join: bool = True):
-    """By brute force (full matrices, a depth-first walk): the groups that the pairs at
-    centred cosine >= t join, grown by every row whose two nearest other rows lie in one
-    group at cosines >= 0.5 (until none joins); returns the groups of at least two rows."""
+    """By brute force: the groups that the pairs at centred cosine >= t join (the pure-NumPy
+    reference of the duplicates' search and components), grown by every row whose two nearest
+    other rows lie in one group at cosines >= 0.5 (until none joins, from a full cosine
+    matrix); returns the groups of at least two rows."""
+    from heatsearch.reference import duplicate_groups
+
     Y = X - (X.mean(axis=0) if mean is None else mean)
     Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    group = -np.ones(len(X), int)
+    for g in duplicate_groups(Y, t):
+        group[g.rows] = g.rows[0]
     S = Y @ Y.T
     np.fill_diagonal(S, -np.inf)
-    linked = S >= t
-    group = -np.ones(len(X), int)
-    for start in range(len(X)):
-        if group[start] >= 0 or not linked[start].any():
-            continue
-        todo, group[start] = [start], start
-        while todo:
-            for j in np.flatnonzero(linked[todo.pop()]):
-                if group[j] < 0:
-                    group[j] = start
-                    todo.append(int(j))
     while join:
         joined = False
         for i in np.flatnonzero(group < 0):

@@ -49,9 +49,9 @@ DUPLICATE_WEIGHT = 8.0
 #: Training vectors among which :meth:`PCAWhitening.fit` looks for near-duplicate pairs: all
 #: of them up to this many, else this many in evenly spaced windows (:data:`DUPLICATE_WINDOW`). The
 #: search is exact, ``m^2 d`` multiply-adds (and the rows with more than 31 copies searched
-#: again): 4.4 s for 20 000 vectors of 1280 dimensions with 2 000 copies on 2 busy cores, the
-#: whole fit 8.0 s instead of 0.7 s, small beside extracting 20 000 images (hours on those
-#: cores). Memory at 1280 dimensions: a float32 unit copy of the searched rows (102 MB), then
+#: again): the whole fit of 20 000 vectors of 1280 dimensions with 2 000 copies takes 5.4 s
+#: instead of 1.1 s without (2 cores, a build running beside), small beside extracting 20 000
+#: images (hours on those cores). Memory at 1280 dimensions: a float32 unit copy of the searched rows (102 MB), then
 #: the grouped rows' residuals in float64 (up to 205 MB if every row has a copy).
 DUPLICATE_SAMPLE = 20_000
 #: Consecutive training vectors per window of the sample beyond :data:`DUPLICATE_SAMPLE`: an

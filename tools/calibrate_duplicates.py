@@ -1,31 +1,44 @@
-"""Calibrates the default threshold of ``heatsearch duplicates`` on copies of real photos.
+"""Calibrates the default thresholds of ``heatsearch duplicates`` on copies of real photos.
 
-    python tools/calibrate_duplicates.py [--photos DIR ...] [--cache DIR] [--thresholds 0.6:0.95:0.025] [--min-precision 0.95]
+    python tools/calibrate_duplicates.py [--photos DIR ...] [--cache DIR] [--thresholds 0.20:0.95:0.01]
 
-The set (:func:`heatsearch.app.demo.build_copy_detection_set`): every photo shipped with
+The images (:func:`heatsearch.app.demo.build_copy_detection_set`): every photo shipped with
 scikit-image and one copy of it per edit (crop, rotation, scaling, JPEG, colour, blur,
 occlusion), 17 x 8 = 136 images; with ``--photos``, every image of those folders too, with the
 same seven edits. Photos of the same place or object taken by different people (phototourism's
 landmarks, a painting's reference and its phone photo in smvs_paintings) are the hard
 negatives: they are not copies of one another, and only the copies of one photo count as its
-duplicates. They are written as PNG files to a temporary folder and
-indexed with the DEFAULT :class:`heatsearch.IndexConfig` (as ``heatsearch index`` would); the
-index is saved to ``--cache`` (a folder under the temporary directory by default) so a re-run skips the extraction (a few minutes on 2 cores). A
-cached index re-learns its whitening with the current code (:meth:`Index.refit_whitening`),
-so a new whitening default is measured without extracting again.
+duplicates. They are written as PNG files to a temporary folder and indexed with the DEFAULT
+:class:`heatsearch.IndexConfig` (as ``heatsearch index`` would); the index is saved to
+``--cache`` (a folder under the temporary directory by default) so a re-run skips the
+extraction (a few minutes on 2 cores). A cached index re-learns its whitening with the current
+code (:meth:`Index.refit_whitening`), so a new whitening default is measured without
+extracting again.
 
-A pair of images is a true duplicate when both come from the same photo. For every threshold
-of the sweep the script prints, for two descriptors,
+A pair of images is a true duplicate when both come from the same photo. Collections differ in
+how many copies they hold and in how alike their photos are, so the thresholds are chosen on
+several COLLECTIONS drawn from the indexed images (each image keeps the pooled descriptor the
+index extracted; each collection learns its own whitening, as an index of those images would):
 
-* ``plain``: the unwhitened ones (signed square root + L2 of :attr:`Index.pooled`), what
-  :meth:`Index.duplicates` compares;
-* ``index``: the index's final descriptors (after its learned whitening),
+* ``demo``: the demo's 17 photos with all their copies (136 images);
+* with ``--photos``: ``all`` (every image); ``sparse`` (every photo, one copy of 10% of them),
+  ``bursts`` (every photo, three copies of 30% of them) and, per folder of at least 64 photos,
+  its photos with two copies of 20% of them: three random draws each; ``small`` (40 photos,
+  two copies of 4 of them: under 64 images, so no whitening), three draws; ``originals`` (every
+  photo once: no true pair, so the tables count its wrongly grouped pairs instead).
 
-the precision and recall of the pairs put in the same group (connected components: what a
-user sees, chaining included) and of the pairs linked directly (cosine >= threshold), and
-picks the default by the rule: the lowest threshold whose grouped-pair precision on the
-``plain`` descriptors reaches ``--min-precision`` (0.95), i.e. the best recall at that
-precision; it also prints the threshold of the best grouped-pair F1.
+Two descriptors are measured, the two :meth:`Index.duplicates` may compare:
+
+* ``whitened``: the index's final descriptors, after the whitening it learns with its
+  near-duplicate groups (collections of at least 64 images);
+* ``unwhitened``: signed square root + L2 of :attr:`Index.pooled` (every collection: what an
+  index without that whitening compares).
+
+For every threshold of the sweep and every collection the script prints the precision and
+recall of the pairs put in one group (connected components: what a user sees, chaining
+included) and picks each descriptor's default by one rule: **the threshold whose lowest F1 over
+the collections (every draw counted) is the highest**; ties: the highest mean F1, then the
+lowest threshold.
 """
 
 from __future__ import annotations
@@ -39,7 +52,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import replace
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -103,23 +116,21 @@ def _pair_truth(index) -> np.ndarray:
     return photo[:, None] == photo[None, :]
 
 
-def _measure(X: np.ndarray, truth: np.ndarray, t: float) -> Tuple[float, float, float, float]:
-    """Precision and recall of the linked pairs (cosine >= t) and of the grouped pairs."""
+def _grouped(X: np.ndarray, truth: np.ndarray, t: float) -> Tuple[float, float, int]:
+    """Precision, recall and number of wrong pairs of the pairs put in one group at ``t``
+    (precision 1 when nothing is grouped, recall 1 when there is nothing to find)."""
     from heatsearch import duplicate_groups
 
     n = X.shape[0]
-    linked = np.zeros((n, n), bool)
     grouped = np.zeros((n, n), bool)
     for g in duplicate_groups(X, t):
-        linked[g.pairs[:, 0], g.pairs[:, 1]] = True
         grouped[np.ix_(g.rows, g.rows)] = True
     upper = np.triu(np.ones((n, n), bool), k=1)
-    positives = (truth & upper).sum()
-    out = []
-    for chosen in (linked & upper, grouped & upper):
-        hits = (chosen & truth).sum()
-        out += [hits / chosen.sum() if chosen.sum() else float("nan"), hits / positives]
-    return out[0], out[1], out[2], out[3]
+    chosen, positives = grouped & upper, truth & upper
+    hits = int((chosen & truth).sum())
+    precision = hits / chosen.sum() if chosen.any() else 1.0
+    recall = hits / positives.sum() if positives.any() else 1.0
+    return precision, recall, int(chosen.sum()) - hits
 
 
 def _separation(name: str, X: np.ndarray, truth: np.ndarray) -> str:
@@ -135,12 +146,59 @@ def _separation(name: str, X: np.ndarray, truth: np.ndarray) -> str:
             f"{cos[~same].max():.4f} |")
 
 
-def _f1(p: float, r: float) -> float:
-    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+DRAWS = 3  # random draws of each collection but demo, all and originals
 
 
-def _cell(x: float) -> str:
-    return "n/a" if np.isnan(x) else f"{x:.3f}"
+def _collections(names: List[str], seed: int, photos: bool) -> Dict[str, List[np.ndarray]]:
+    """Each collection's draws: rows of the index (ascending)."""
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
+
+    photo = np.array([name.split("/")[0] for name in names])
+    original = np.array([name.endswith("/original") for name in names])
+    every = np.unique(photo)
+    demo = np.array(["-" not in p for p in every])
+
+    def draw(chosen: np.ndarray, fraction: float, copies: int, rng: np.random.Generator) -> np.ndarray:
+        edited = set(rng.choice(chosen, max(1, round(fraction * chosen.size)), replace=False).tolist())
+        rows = []
+        for p in chosen:
+            mine = np.flatnonzero(photo == p)
+            rows += mine[original[mine]].tolist()
+            if p in edited:
+                rows += rng.choice(mine[~original[mine]], copies, replace=False).tolist()
+        return np.sort(np.array(rows))
+
+    out = {"demo": [np.flatnonzero(np.isin(photo, every[demo]))]}
+    if not photos:
+        return out
+    rng = np.random.default_rng(seed)
+    out["all"] = [np.arange(len(names))]
+    out["sparse"] = [draw(every, 0.1, 1, rng) for _ in range(DRAWS)]
+    out["bursts"] = [draw(every, 0.3, 3, rng) for _ in range(DRAWS)]
+    for tag in sorted({p.split("-")[0] for p in every[~demo]}):
+        mine = every[np.char.startswith(every.astype(str), tag + "-")]
+        if mine.size >= AUTO_WHITENING_MIN_IMAGES:
+            out[tag] = [draw(mine, 0.2, 2, rng) for _ in range(DRAWS)]
+    out["small"] = [draw(rng.choice(every, 40, replace=False), 0.1, 2, rng) for _ in range(DRAWS)]
+    out["originals"] = [np.flatnonzero(original)]
+    return out
+
+
+def _spaces(index, rows: np.ndarray) -> Dict[str, np.ndarray]:
+    """The descriptors of ``rows`` as an index of those images alone would compare them."""
+    from heatsearch import IndexConfig, PostProcess
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
+
+    today = IndexConfig()
+    pooled = np.asarray(index.pooled, np.float64)[rows]
+    out = {"unwhitened": PostProcess(None, power=today.power)(pooled).astype(np.float32)}
+    if rows.size >= AUTO_WHITENING_MIN_IMAGES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learned = PostProcess.fit(pooled, power=today.power, shrinkage=today.shrinkage,
+                                      duplicates=today.whiten_duplicates)
+        out["whitened"] = learned(pooled).astype(np.float32)
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -148,14 +206,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--cache", help="index folder: read if it holds an index of the default "
                         "configuration, else built and written (default: heatsearch-dup-index-seedN in "
                         "the temporary folder)")
-    parser.add_argument("--seed", type=int, default=0, help="the demo set's seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="the demo set's seed and the draws' (default 0)")
     parser.add_argument("--photos", nargs="*", default=[], metavar="DIR",
                         help="folders of real photos added to the set, each with the seven edits")
-    parser.add_argument("--thresholds", default="0.60:0.95:0.025",
+    parser.add_argument("--thresholds", default="0.20:0.95:0.01",
                         help="sweep as START:STOP:STEP, both ends included (default %(default)s)")
-    parser.add_argument("--min-precision", type=float, default=0.95,
-                        help="the rule: the lowest threshold whose GROUPED-pair precision on the plain "
-                        "descriptors reaches this (default %(default)s)")
+    parser.add_argument("--show", type=float, default=0.05,
+                        help="print every threshold of the sweep that is a multiple of this, and the chosen "
+                        "ones (default %(default)s)")
     args = parser.parse_args(argv)
     start, stop, step = (float(v) for v in args.thresholds.split(":"))
     sweep = np.round(np.arange(start, stop + step / 2, step), 6)
@@ -165,43 +223,65 @@ def main(argv: Optional[List[str]] = None) -> int:
         warnings.simplefilter("ignore")
         index = _load_or_build(cache, args.seed, args.photos)
     truth = _pair_truth(index)
-    described = {
-        "plain": index.unwhitened(),
-        "index": np.asarray(index.descriptors, np.float32),
-    }
+    described = {"whitened": np.asarray(index.descriptors, np.float32), "unwhitened": index.unwhitened()}
     print(f"{len(index)} images ({(truth.sum() - len(index)) // 2} same-photo pairs), default IndexConfig, "
           f"whitening: {'learned, ' + str(index.whitening.dim_) + ' dims' if index.whitening is not None else 'none'}; "
           f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print()
-    print("| descriptors | pair AP | same-photo pairs: mean cosine | other pairs: mean | other pairs: max |")
+    print("| descriptors (all images) | pair AP | same-photo pairs: mean cosine | other pairs: mean | other pairs: max |")
     print("|---|---:|---:|---:|---:|")
     for name, X in described.items():
         print(_separation(name, X, truth))
-    print()
-    print("| threshold | plain: group P | group R | group F1 | link P | link R | index: group P | group R |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    chosen = None
-    best = (-1.0, 0.0)
-    for t in sweep:
-        lp, lr, gp, gr = _measure(described["plain"], truth, float(t))
-        _, _, ip, ir = _measure(described["index"], truth, float(t))
-        f1 = _f1(gp, gr)
-        best = max(best, (f1, float(t)))
-        print(f"| {t:.3f} | {_cell(gp)} | {gr:.3f} | {f1:.3f} | {_cell(lp)} | {lr:.3f} | {_cell(ip)} | {ir:.3f} |")
-        if chosen is None and gp >= args.min_precision:
-            chosen = (float(t), gp, gr)
-    print()
-    if chosen is None:
-        print(f"no threshold of the sweep reaches a grouped-pair precision of {args.min_precision}")
-    else:
-        print(f"rule (the lowest threshold with grouped-pair precision >= {args.min_precision} on plain "
-              f"descriptors): {chosen[0]:.3f} (precision {chosen[1]:.3f}, recall {chosen[2]:.3f}); "
-              f"best grouped-pair F1 {best[0]:.3f} at {best[1]:.3f}")
-    if chosen is not None:
-        _per_edit(index, described["plain"], chosen[0])
-        _same_subject(index, described["plain"], chosen[0])
-    _copy_detection(index, truth, args.seed, described["plain"], described["index"])
+
+    names = _names(index)
+    collections = _collections(names, args.seed, bool(args.photos))
+    # measured[space][collection] = (draws, thresholds, 3): precision, recall, wrong pairs
+    measured: Dict[str, Dict[str, np.ndarray]] = {"whitened": {}, "unwhitened": {}}
+    for label, draws in collections.items():
+        for rows in draws:
+            sub = truth[np.ix_(rows, rows)]
+            for space, X in _spaces(index, rows).items():
+                cells = np.array([_grouped(X, sub, float(t)) for t in sweep])
+                measured[space].setdefault(label, []).append(cells)
+    chosen = {}
+    for space, per in measured.items():
+        stacked = {label: np.stack(cells) for label, cells in per.items()}
+        scored = [label for label in stacked if label != "originals"]
+        f1 = np.concatenate([_f1(stacked[label][..., 0], stacked[label][..., 1]) for label in scored])
+        lowest, mean = f1.min(axis=0), f1.mean(axis=0)
+        best = int(np.lexsort((sweep, -mean, -lowest))[0])
+        chosen[space] = float(sweep[best])
+        print()
+        print(f"{space} descriptors: grouped pairs' precision / recall per collection (mean of its draws; "
+              f"`originals`: wrongly grouped pairs), the lowest and mean F1 over every draw")
+        print()
+        print("| threshold | " + " | ".join(f"{label} ({stacked[label].shape[0]}x{collections[label][0].size})"
+                                            for label in stacked) + " | lowest F1 | mean F1 |")
+        print("|---:|" + "---:|" * (len(stacked) + 2))
+        for i, t in enumerate(sweep):
+            if i != best and not np.isclose(t / args.show, round(t / args.show), atol=1e-6):
+                continue
+            cells = []
+            for label, s in stacked.items():
+                if label == "originals":
+                    cells.append(f"{int(s[:, i, 2].sum())} wrong")
+                else:
+                    cells.append(f"{s[:, i, 0].mean():.2f} / {s[:, i, 1].mean():.2f}")
+            mark = "**" if i == best else ""
+            print(f"| {mark}{t:g}{mark} | " + " | ".join(cells) + f" | {lowest[i]:.2f} | {mean[i]:.2f} |")
+        print()
+        print(f"rule (the highest lowest F1; ties: the highest mean F1): {space} {chosen[space]:g} "
+              f"(lowest F1 {lowest[best]:.3f}, mean {mean[best]:.3f})")
+    for space, X in described.items():
+        _per_edit(index, X, chosen[space], space)
+        _same_subject(index, X, chosen[space], space)
+    _copy_detection(index, truth, args.seed, described["unwhitened"], described["whitened"])
     return 0
+
+
+def _f1(p, r):
+    p, r = np.asarray(p, float), np.asarray(r, float)
+    return np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
 
 
 def _copy_detection(index, truth: np.ndarray, seed: int, unwhitened: np.ndarray, final: np.ndarray) -> None:
@@ -254,7 +334,7 @@ def _subject(stem: str) -> str:
     return re.sub(r"(_\d+)+$", "", name) or name
 
 
-def _same_subject(index, X: np.ndarray, t: float) -> None:
+def _same_subject(index, X: np.ndarray, t: float, space: str) -> None:
     """The hard negatives: originals of different photos of the same place or object."""
     names = _names(index)
     originals = [(i, name.split("/")[0]) for i, name in enumerate(names) if name.endswith("/original")]
@@ -264,12 +344,12 @@ def _same_subject(index, X: np.ndarray, t: float) -> None:
     cos = np.array([float(X[a] @ X[b]) for a, b in pairs])
     worst = max(range(len(pairs)), key=lambda p: cos[p])
     print()
-    print(f"different photos of the same place or object: {len(pairs)} pairs of originals, cosine mean "
+    print(f"{space}: different photos of the same place or object: {len(pairs)} pairs of originals, cosine mean "
           f"{cos.mean():.3f}, max {cos.max():.3f} ({names[pairs[worst][0]]} / {names[pairs[worst][1]]}); "
           f"linked at {t:.3f}: {(cos >= t).sum()}")
 
 
-def _per_edit(index, X: np.ndarray, t: float) -> None:
+def _per_edit(index, X: np.ndarray, t: float, space: str) -> None:
     """For each edit: how many copies are linked to, and grouped with, their original at ``t``."""
     from heatsearch import duplicate_groups
 
@@ -281,7 +361,7 @@ def _per_edit(index, X: np.ndarray, t: float) -> None:
     for g in duplicate_groups(X, t):
         group[g.rows] = g.rows[0]
     print()
-    print(f"| edit (at {t:.3f}) | linked to its original | grouped with it | lowest cosine to it |")
+    print(f"| edit ({space}, all images, at {t:g}) | linked to its original | grouped with it | lowest cosine to it |")
     print("|---|---:|---:|---:|")
     for edit in edits:
         pairs = [(row[f"{p}/original"], row[f"{p}/{edit}"]) for p in photos]

@@ -30,16 +30,28 @@ from numpy.typing import ArrayLike
 from . import _validate
 from .search import search
 
-__all__ = ["DuplicateGroup", "duplicate_groups", "DEFAULT_THRESHOLD", "DEFAULT_BLOCK"]
+__all__ = ["DuplicateGroup", "duplicate_groups", "DEFAULT_THRESHOLD", "WHITENED_THRESHOLD", "DEFAULT_BLOCK"]
 
-#: Cosine similarity (of the unwhitened descriptors: signed square root + L2 of the pooled
-#: HeW descriptors of the default IndexConfig) from which two images are near-duplicates:
-#: 0.825, measured on the demo's copy-detection set (136 images: 17 photos x (original + 7
-#: edits)) as the lowest threshold of a 0.025 grid whose GROUPS reach a pair precision of
-#: 0.95: precision 0.998, recall 0.859 of the same-photo pairs, also the best F1 (0.923).
-#: Lower thresholds chain different photos into one group (0.80: precision 0.884).
-#: README, "Near-duplicates"; ``tools/calibrate_duplicates.py`` re-measures it.
-DEFAULT_THRESHOLD = 0.825
+#: Cosine similarity of UNWHITENED descriptors (signed square root + L2 of the pooled HeW
+#: descriptors of the default IndexConfig) from which two images are near-duplicates: 0.93,
+#: what :meth:`heatsearch.Index.duplicates` uses on an index without a whitening learned with
+#: its near-duplicate groups (under 64 images, ``whiten="none"``, an index.json written before
+#: that whitening existed). Chosen by ``tools/calibrate_duplicates.py`` (README, "Near-duplicates") on
+#: collections of the demo's edited copies and of 195 real photos with theirs: the threshold of
+#: a 0.01 grid whose lowest grouped-pair F1 over the collections is the highest (0.29: precision
+#: 0.88-1.00, recall 0.18-0.38). Photos of look-alike subjects (paintings, one landmark) crowd
+#: these cosines: at 0.825 (the best F1 on the demo's edits alone) the grouped pairs of 127 real
+#: photos or more were 0-2% right.
+DEFAULT_THRESHOLD = 0.93
+#: Cosine similarity of an index's own WHITENED descriptors (a whitening learned with the
+#: collection's near-duplicate groups: :meth:`heatsearch.PCAWhitening.fit` with ``duplicates``,
+#: the default of an index of 64 images or more) from which two images are near-duplicates:
+#: 0.35, by the same rule and collections as :data:`DEFAULT_THRESHOLD` (lowest F1 0.37, against
+#: 0.29 unwhitened at 0.93 and 0.00 at 0.825; precision 0.60-1.00, recall 0.31-0.93). The
+#: whitening makes unrelated images nearly orthogonal (other pairs average 0.00) and keeps
+#: copies together (0.43 on average), so the scale is low; the lowest F1 is 0.37 from 0.325 to
+#: 0.525 (a 0.005 grid): the exact value is not critical.
+WHITENED_THRESHOLD = 0.35
 #: Query rows per search call: 1024 rows x 32 neighbours keep each call's results at 0.4 MB
 #: (a call with a larger ``k`` takes proportionally fewer rows).
 DEFAULT_BLOCK = 1024
@@ -110,8 +122,9 @@ def duplicate_groups(
             1e-3, or a zero row, which scores 0 with everything), any memory layout; ``n``
             at least 1.
         threshold: a cosine in ``[-1, 1]``; a pair is linked when its score is ``>=`` it.
-            Default :data:`DEFAULT_THRESHOLD` (0.825, calibrated on the demo's edits for the
-            unwhitened descriptors of the default index; other descriptors need their own).
+            Default :data:`DEFAULT_THRESHOLD` (0.93, calibrated for the unwhitened
+            descriptors of the default index; other descriptors need their own, e.g.
+            :data:`WHITENED_THRESHOLD` for an index's whitened ones).
             1 links only exact copies up to rounding: rounding can put an identical pair a
             few 1e-7 below 1 in float32, so ask 0.999 for "identical".
         block: query rows per search call (default :data:`DEFAULT_BLOCK`), an int >= 1;

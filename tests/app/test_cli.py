@@ -12,6 +12,7 @@ import pytest
 from helpers import skip_without_extraction
 
 from heatsearch.app.cli import main
+from heatsearch.duplicates import DEFAULT_THRESHOLD
 
 
 def test_help_teaches(capsys):
@@ -302,8 +303,8 @@ def test_duplicates_groups_each_photo_with_its_copies(folder, tmp_path, capsys):
         assert len(names) == 3 and len({os.path.basename(p).split("_")[0] for _, p in names}) == 1, out
     assert main(["duplicates", idx, "--threshold", "1"]) == 0
     assert capsys.readouterr().out.startswith("no near-duplicates among the 6 images (cosine >= 1 ")
-    assert main(["duplicates", idx]) == 0  # the default threshold
-    assert "(cosine >= 0.825 of the unwhitened descriptors" in capsys.readouterr().out
+    assert main(["duplicates", idx]) == 0  # 6 images learn no whitening: the unwhitened default
+    assert f"(cosine >= {DEFAULT_THRESHOLD:g} of the unwhitened descriptors" in capsys.readouterr().out
 
 
 def test_demo_on_a_reduced_set(capsys):

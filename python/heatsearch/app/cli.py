@@ -6,7 +6,7 @@
     heatsearch remove my.index old.jpg GONE/      remove images (files or folders)
     heatsearch info my.index                      what an index holds and how it was built
     heatsearch search my.index q1.jpg q2.jpg -k 10 --rerank heat --html results.html
-    heatsearch duplicates my.index --threshold 0.9   groups of near-duplicate images
+    heatsearch duplicates my.index                   groups of near-duplicate images
     heatsearch explain photo.jpg -o weights.png   what HeW keeps and what it down-weights
     heatsearch serve my.index --port 8000         an HTTP API and a search page (127.0.0.1)
     heatsearch evaluate --db my.index --gnd truth.json
@@ -504,20 +504,20 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- duplicates ----------------------------------------------------------------------------
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from ..duplicates import DEFAULT_THRESHOLD
-
-    threshold = DEFAULT_THRESHOLD
+    threshold = None
     if args.threshold is not None:
         number = _validate.real_text(args.threshold, "--threshold", "a cosine similarity in [-1, 1]")
         threshold = _validate.cosine(number, "--threshold")
     index = _load_index(args.index, args)
     if not len(index):
         raise InvalidInputError(f"{args.index} holds no images: add some with `heatsearch add {args.index} PATH...`")
+    if threshold is None:
+        threshold = index.duplicate_threshold
     t = time.perf_counter()
     groups = index.duplicates(threshold)
     elapsed = time.perf_counter() - t
     grouped = sum(len(g) for g in groups)
-    how = f"cosine >= {threshold:g} of the unwhitened descriptors, {elapsed:.1f} s"
+    how = f"cosine >= {threshold:g} of the {index.duplicate_descriptors} descriptors, {elapsed:.1f} s"
     if not groups:
         _say(f"no near-duplicates among the {len(index)} images ({how})")
         return 0
@@ -784,7 +784,7 @@ def _add_threads(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..duplicates import DEFAULT_THRESHOLD
+    from ..duplicates import DEFAULT_THRESHOLD, WHITENED_THRESHOLD
 
     p = _Parser(
         prog="heatsearch",
@@ -907,15 +907,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_search)
 
     u = command("duplicates", "groups of near-duplicate images in an index",
-                "Finds every pair of images of INDEX whose unwhitened descriptors (signed square root + L2 of "
-                "the pooled ones: they do not depend on the whitening the index learned) have a cosine "
-                "similarity of at least --threshold, and prints the groups they link, largest first (a "
-                "group is linked through chains of pairs, so its two ends may be less alike). All pairs "
-                "are compared exactly, in blocks, without an n x n matrix.")
+                "Finds every pair of images of INDEX whose descriptors have a cosine similarity of at "
+                "least --threshold, and prints the groups they link, largest first (a group is linked "
+                "through chains of pairs, so its two ends may be less alike). The descriptors are the "
+                "index's own when it learned its whitening with its near-duplicate groups (the default "
+                "from 64 images: it tells copies from look-alike photos), else the unwhitened ones "
+                "(signed square root + L2 of the pooled ones). All pairs are compared exactly, in "
+                "blocks, without an n x n matrix.")
     u.add_argument("index", metavar="INDEX")
     u.add_argument("--threshold", metavar="T",
-                   help=f"cosine similarity from -1 to 1 (default {DEFAULT_THRESHOLD:g}, calibrated on the demo's "
-                   "edited copies: README, Near-duplicates); higher finds fewer, closer copies")
+                   help=f"cosine similarity from -1 to 1 (default {WHITENED_THRESHOLD:g} for the whitened "
+                   f"descriptors, {DEFAULT_THRESHOLD:g} for the unwhitened ones, calibrated on edited copies of "
+                   "real photos: README, Near-duplicates); higher finds fewer, closer copies")
     _add_root(u)
     u.set_defaults(func=cmd_duplicates)
 

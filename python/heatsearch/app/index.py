@@ -58,7 +58,7 @@ from ..aggregate import POOLINGS
 from ..ann import ADD_BLOCK, ANN_KINDS, AUTO_MIN_ROWS, AnnIndex, AnnParams
 from ..ann import available as ann_available
 from ..diffusion import DEFAULT_TRUNCATION
-from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, DuplicateGroup, duplicate_groups
+from ..duplicates import DEFAULT_BLOCK, DEFAULT_THRESHOLD, WHITENED_THRESHOLD, DuplicateGroup, duplicate_groups
 from ..errors import HeatsearchError, IndexFileError, InvalidDTypeError, InvalidInputError, MissingDependencyError
 from ..pipeline import AUTO_DEPTH, DEFAULT_DEPTH, DEFAULT_NEIGHBORS, RERANKERS, rank
 from ..postprocess import PostProcess
@@ -1195,25 +1195,27 @@ class Index:
             raise InvalidInputError(f"bboxes must be a list of one box (or None) per query ({n}), got {got}")
         return list(bboxes)
 
-    def duplicates(self, threshold: float = DEFAULT_THRESHOLD, *, block: int = DEFAULT_BLOCK) -> List[DuplicateGroup]:
+    def duplicates(self, threshold: Optional[float] = None, *, block: int = DEFAULT_BLOCK) -> List[DuplicateGroup]:
         """Groups of near-duplicate images in the index (see :mod:`heatsearch.duplicates`).
 
-        Two images are linked when the cosine similarity of their UNWHITENED descriptors
-        (:meth:`unwhitened`: signed square root + L2 of :attr:`pooled`, what the index's
-        descriptors are before the whitening) is ``>= threshold``; a group is a connected
-        component of links (so it may hold a chain: see :attr:`DuplicateGroup.complete`).
-        The unwhitened cosine is used because the scale of the whitened one moves with the
-        whitening each collection learns (heatsearch 0.2's made every pair of the demo's 136
-        images score the same; today's puts copies near 0.48 there), while the unwhitened one
-        keeps one scale: on the demo's edits its groups at the default threshold hold the
-        same-photo pairs with a precision of 0.998 and a recall of 0.859 (README,
-        "Near-duplicates"). On collections of look-alike subjects raise the threshold (0.925:
-        the README's real photos).
+        Two images are linked when the cosine similarity of their
+        :attr:`duplicate_descriptors` is ``>= threshold``; a group is a connected component of
+        links (so it may hold a chain: see :attr:`DuplicateGroup.complete`). Those descriptors
+        are the index's own when it learned its whitening with its near-duplicate groups
+        (``IndexConfig.whiten_duplicates``, the default from 64 images): that whitening keeps
+        copies together and makes other images nearly orthogonal, so it separates copies from
+        different photos of a look-alike subject (the same painting, landmark or product)
+        far better than the unwhitened descriptors, whose cosines crowd on such collections.
+        Otherwise (fewer than 64 images, ``whiten="none"``, a whitening from a file or learned
+        before near-duplicate groups existed) the unwhitened descriptors (:meth:`unwhitened`).
+        Each has its own calibrated default, :attr:`duplicate_threshold` (README,
+        "Near-duplicates").
 
         Args:
-            threshold: a cosine in ``[-1, 1]``; default
-                :data:`~heatsearch.duplicates.DEFAULT_THRESHOLD` (0.825, calibrated on the
-                demo's edits). Higher: fewer, closer copies.
+            threshold: a cosine in ``[-1, 1]``; default :attr:`duplicate_threshold`
+                (:data:`~heatsearch.duplicates.WHITENED_THRESHOLD`, 0.35, or
+                :data:`~heatsearch.duplicates.DEFAULT_THRESHOLD`, 0.93). Higher: fewer,
+                closer copies.
             block: query rows per search call (bounds memory).
 
         Returns:
@@ -1227,8 +1229,29 @@ class Index:
         """
         if not len(self):
             raise InvalidInputError("the index is empty: add images before looking for duplicates")
-        groups = duplicate_groups(self.unwhitened(), threshold, block=block)
+        if self.duplicate_descriptors == "whitened":  # float16 storage: unit norm again
+            X = np.array(self.descriptors, np.float32)
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
+        else:
+            X = self.unwhitened()
+        t = self.duplicate_threshold if threshold is None else threshold
+        groups = duplicate_groups(X, t, block=block)
         return [replace(g, paths=tuple(self.paths[r] for r in g.rows)) for g in groups]
+
+    @property
+    def duplicate_descriptors(self) -> str:
+        """Which descriptors :meth:`duplicates` compares: ``"whitened"`` (the index's own) when
+        the index learned its whitening with its near-duplicate groups, else
+        ``"unwhitened"`` (:meth:`unwhitened`)."""
+        learned = self.whitening is not None and self.whitening_learned
+        return "whitened" if learned and self.config.whiten_duplicates is not None else "unwhitened"
+
+    @property
+    def duplicate_threshold(self) -> float:
+        """The default threshold of :meth:`duplicates` for :attr:`duplicate_descriptors`:
+        :data:`~heatsearch.duplicates.WHITENED_THRESHOLD` or
+        :data:`~heatsearch.duplicates.DEFAULT_THRESHOLD`."""
+        return WHITENED_THRESHOLD if self.duplicate_descriptors == "whitened" else DEFAULT_THRESHOLD
 
     def unwhitened(self) -> np.ndarray:
         """``(n, C)`` float32: the index's descriptors before the whitening (signed power +

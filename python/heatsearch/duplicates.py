@@ -34,18 +34,18 @@ __all__ = ["DuplicateGroup", "duplicate_groups", "DEFAULT_THRESHOLD", "WHITENED_
 
 #: Cosine similarity of UNWHITENED descriptors (signed square root + L2 of the pooled HeW
 #: descriptors of the default IndexConfig) from which two images are near-duplicates: 0.93,
-#: what :meth:`heatsearch.Index.duplicates` uses on an index without a whitening learned with
-#: its near-duplicate groups (under 64 images, ``whiten="none"``, an index.json written before
-#: that whitening existed). Chosen by ``tools/calibrate_duplicates.py`` (README, "Near-duplicates") on
+#: what :meth:`heatsearch.Index.duplicates` uses on an index of fewer than 64 images (too few to
+#: learn a whitening) and on descriptors computed elsewhere. Chosen by ``tools/calibrate_duplicates.py`` (README, "Near-duplicates") on
 #: collections of the demo's edited copies and of 195 real photos with theirs: the threshold of
 #: a 0.01 grid whose lowest grouped-pair F1 over the collections is the highest (0.29: precision
 #: 0.88-1.00, recall 0.18-0.38). Photos of look-alike subjects (paintings, one landmark) crowd
 #: these cosines: at 0.825 (the best F1 on the demo's edits alone) the grouped pairs of 127 real
 #: photos or more were 0-2% right.
 DEFAULT_THRESHOLD = 0.93
-#: Cosine similarity of an index's own WHITENED descriptors (a whitening learned with the
-#: collection's near-duplicate groups: :meth:`heatsearch.PCAWhitening.fit` with ``duplicates``,
-#: the default of an index of 64 images or more) from which two images are near-duplicates:
+#: Cosine similarity of WHITENED descriptors (whitened by the whitening an index learns on the
+#: collection itself, with its near-duplicate groups: :meth:`heatsearch.PCAWhitening.fit` with
+#: ``duplicates``; what :meth:`heatsearch.Index.duplicates` compares from 64 images on, learned
+#: at each call) from which two images are near-duplicates:
 #: 0.35, by the same rule and collections as :data:`DEFAULT_THRESHOLD` (lowest F1 0.37, against
 #: 0.29 unwhitened at 0.93 and 0.00 at 0.825; precision 0.60-1.00, recall 0.31-0.93). The
 #: whitening makes unrelated images nearly orthogonal (other pairs average 0.00) and keeps

@@ -79,8 +79,8 @@ def test_duplicates_are_the_edited_copies(index):
 
 def test_duplicates_tell_copies_from_look_alike_photos(shared_data, tmp_path):
     """91 paintings and 13 landmark photos (4 of Tower Bridge), none a copy of another, and a
-    JPEG, colour and crop copy of every 7th: an index of 149 images, so it learns its whitening
-    with its near-duplicate groups and groups its own descriptors. The unwhitened cosine
+    JPEG, colour and crop copy of every 7th: an index of 149 images, so duplicates compare its
+    images whitened with their near-duplicate groups. The unwhitened cosine
     crowds on such look-alike subjects (a painting is like every painting): at 0.825, the
     demo's old default, 19 of 20 grouped pairs here are different photos. Measured (ONNX
     Runtime): precision 0.73 and recall 0.67 by default; unwhitened at 0.825 0.05 / 1.00, at

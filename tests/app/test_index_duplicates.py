@@ -87,21 +87,41 @@ def test_an_empty_index_is_an_error():
         Index().duplicates()
 
 
-def learned(tmp_path, copies: dict, **config) -> Index:
-    """An index of 80 random images (64 channels) with ``copies`` (:func:`with_copies`) whose whitening is
-    learned as ``Index.add`` learns it: the default configuration (shrinkage and the
-    near-duplicate groups) unless ``config`` says otherwise."""
-    index = with_copies(small_index(tmp_path, n=80, channels=64), copies)
+def fresh_whitened(index: Index) -> np.ndarray:
+    """The index's pooled rows whitened as :meth:`Index.duplicates` must: the default whitening
+    learned now, in one piece (PostProcess.fit, not the blocks), on all of them."""
+    from heatsearch.app.index import DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
+
+    pooled = np.asarray(index.pooled, np.float64)
+    post = PostProcess.fit(pooled, power=index.config.power, shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
+    return post(pooled)
+
+
+def many(tmp_path, copies: dict, n: int = 80, **config) -> Index:
+    """An index of ``n`` random images (64 channels) with ``copies`` (:func:`with_copies`) and
+    the configuration ``config`` (the defaults otherwise), its whitening not learned."""
+    index = with_copies(small_index(tmp_path, n=n, channels=64), copies)
     index.config = IndexConfig(**config)
-    index.refit_whitening()
     return index
 
 
-def test_an_index_whitened_with_its_near_duplicates_groups_its_own_descriptors(tmp_path):
-    index = learned(tmp_path, {7: 2, 19: 2, 25: 11, 60: 40})
-    assert index.whitening.duplicate_images_ == 7  # the whitening found the copies (and only them)
+@pytest.mark.parametrize("whitening", ["none", "stale", "current"])
+def test_from_64_images_the_whitening_is_learned_on_the_collection_as_it_is(tmp_path, whitening, monkeypatch):
+    """Whatever whitening the index searches with (none, one learned on its first 64 images and
+    kept since, one learned on all): the groups are those of the default whitening learned on
+    all its images now, in blocks (several here: 80 rows in blocks of 16)."""
+    import heatsearch.app.index as index_module
+
+    monkeypatch.setattr(index_module, "UNWHITENED_CHUNK", 16)
+    index = many(tmp_path, {7: 2, 19: 2, 25: 11, 70: 40, 79: 40})
+    if whitening != "none":
+        first = index.pooled
+        index.pooled = first[:64] if whitening == "stale" else first
+        index.refit_whitening()  # learned on the first 64 (stale) or on all 80 rows
+        index.pooled = first
+        index.descriptors = index.postprocess(np.asarray(first, np.float64)).astype(np.float32)
     assert (index.duplicate_descriptors, index.duplicate_threshold) == ("whitened", WHITENED_THRESHOLD)
-    X = np.asarray(index.descriptors)
+    X = fresh_whitened(index)
     for threshold in (None, 0.9, 0.2):
         groups = index.duplicates(threshold)
         want = reference.duplicate_groups(X, WHITENED_THRESHOLD if threshold is None else threshold)
@@ -109,38 +129,60 @@ def test_an_index_whitened_with_its_near_duplicates_groups_its_own_descriptors(t
         for g in groups:
             assert g.paths == tuple(index.paths[r] for r in g.rows)
             np.testing.assert_allclose(g.scores, np.einsum("ij,ij->i", X[g.pairs[:, 0]], X[g.pairs[:, 1]]), atol=1e-5)
-    # The copies have the same final descriptor: one group each, at cosine 1.
+    # The copies have the same pooled direction, so the same whitened row: a group each, at 1.
     top = index.duplicates(0.999)
-    assert [g.rows.tolist() for g in top] == [[2, 7, 19], [11, 25], [40, 60]]
-    assert index.duplicates(block=3)[0].rows.tolist() == index.duplicates()[0].rows.tolist()
+    assert [g.rows.tolist() for g in top] == [[2, 7, 19], [40, 70, 79], [11, 25]]
+    assert [g.rows.tolist() for g in index.duplicates(block=3)] == [g.rows.tolist() for g in index.duplicates()]
 
 
-@pytest.mark.parametrize("config", [{"whiten_duplicates": None}, {"whiten": "none"}])
-def test_an_index_without_that_whitening_groups_the_unwhitened_descriptors(tmp_path, config):
-    """A whitening of the covariance alone (an index.json written before near-duplicate
-    groups existed reads as whiten_duplicates=None) or none: the unwhitened scale."""
-    if config.get("whiten") == "none":
-        index = with_copies(small_index(tmp_path, n=80, channels=64), {7: 2})
-    else:
-        index = learned(tmp_path, {7: 2}, **config)
+def test_the_index_is_left_as_it_was(tmp_path):
+    index = many(tmp_path, {7: 2})
+    index.refit_whitening()
+    before = (index.whitening, np.array(index.descriptors), index.whitening_images)
+    index.duplicates()
+    assert index.whitening is before[0] and index.whitening_images == before[2]
+    np.testing.assert_array_equal(index.descriptors, before[1])
+
+
+def test_under_64_images_the_unwhitened_descriptors_are_compared(tmp_path):
+    index = many(tmp_path, {7: 2, 30: 31}, n=63)
     assert (index.duplicate_descriptors, index.duplicate_threshold) == ("unwhitened", DEFAULT_THRESHOLD)
     want = duplicate_groups(index.unwhitened(), 0.6)
     assert [g.rows.tolist() for g in index.duplicates(0.6)] == [w.rows.tolist() for w in want]
 
 
-def test_a_whitening_not_learned_by_the_index_is_not_its_scale(tmp_path):
-    index = learned(tmp_path, {7: 2})
-    index.whitening_learned = False  # e.g. Index.build(..., whitening=a file's)
-    assert index.duplicate_descriptors == "unwhitened"
+def test_an_index_of_given_descriptors_compares_them(tmp_path):
+    rows = np.random.default_rng(3).standard_normal((70, 8)).astype(np.float32)
+    rows[5] = rows[4]
+    index = Index.from_descriptors(rows)
+    assert (index.duplicate_descriptors, index.duplicate_threshold) == ("given", DEFAULT_THRESHOLD)
+    assert [g.rows.tolist() for g in index.duplicates()] == [[4, 5]]
 
 
-def test_half_precision_rows_are_grouped_as_unit_rows(tmp_path):
-    index = learned(tmp_path, {7: 2, 30: 31})
-    full = index.duplicates(0.3)
-    index.descriptors = np.asarray(index.descriptors, np.float16)  # IndexConfig(storage_dtype="float16")
-    X = np.asarray(index.descriptors, np.float64)
-    assert np.abs(np.linalg.norm(X, axis=1) - 1).max() > 0  # rounded off the unit sphere
-    half = index.duplicates(0.3)
-    want = reference.duplicate_groups(X / np.linalg.norm(X, axis=1, keepdims=True), 0.3)
-    assert [g.rows.tolist() for g in half] == [w.rows.tolist() for w in want]
-    assert [g.rows.tolist() for g in half][:2] == [g.rows.tolist() for g in full][:2]
+def test_identical_images_are_one_group(tmp_path):
+    """Nothing to whiten (every row the same): every pair is a copy, no error."""
+    index = small_index(tmp_path, n=70, channels=16)
+    index.pooled = np.repeat(np.asarray(index.pooled)[:1], 70, axis=0)
+    groups = index.duplicates()
+    assert [g.rows.tolist() for g in groups] == [list(range(70))]
+
+
+def test_bad_arguments_fail_before_the_whitening_is_learned(tmp_path, monkeypatch):
+    import heatsearch.postprocess as postprocess_module
+
+    index = many(tmp_path, {})
+    monkeypatch.setattr(postprocess_module.PostProcess, "_fit_blocks", None)  # would fail if called
+    with pytest.raises(InvalidInputError, match="threshold must be a cosine"):
+        index.duplicates(2.0)
+    with pytest.raises(InvalidInputError, match="block must be"):
+        index.duplicates(0.5, block=0)
+
+
+def test_the_command_names_the_whitened_descriptors(tmp_path, capsys):
+    from heatsearch.app.cli import main
+
+    many(tmp_path, {7: 2, 9: 3}).save(tmp_path / "idx")
+    assert main(["duplicates", str(tmp_path / "idx")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"2 group(s) of near-duplicates: 4 of the 80 images (cosine >= {WHITENED_THRESHOLD:g} "
+                          "of the whitened descriptors"), out

@@ -909,11 +909,11 @@ def build_parser() -> argparse.ArgumentParser:
     u = command("duplicates", "groups of near-duplicate images in an index",
                 "Finds every pair of images of INDEX whose descriptors have a cosine similarity of at "
                 "least --threshold, and prints the groups they link, largest first (a group is linked "
-                "through chains of pairs, so its two ends may be less alike). The descriptors are the "
-                "index's own when it learned its whitening with its near-duplicate groups (the default "
-                "from 64 images: it tells copies from look-alike photos), else the unwhitened ones "
-                "(signed square root + L2 of the pooled ones). All pairs are compared exactly, in "
-                "blocks, without an n x n matrix.")
+                "through chains of pairs, so its two ends may be less alike). From 64 images the "
+                "descriptors are whitened by a whitening learned for the purpose on all the index's images "
+                "with their near-duplicate groups (it tells copies from look-alike photos), else they are "
+                "the unwhitened ones (signed square root + L2 of the pooled ones). All pairs are compared "
+                "exactly, in blocks, without an n x n matrix.")
     u.add_argument("index", metavar="INDEX")
     u.add_argument("--threshold", metavar="T",
                    help=f"cosine similarity from -1 to 1 (default {WHITENED_THRESHOLD:g} for the whitened "

@@ -1200,22 +1200,23 @@ class Index:
 
         Two images are linked when the cosine similarity of their
         :attr:`duplicate_descriptors` is ``>= threshold``; a group is a connected component of
-        links (so it may hold a chain: see :attr:`DuplicateGroup.complete`). Those descriptors
-        are the index's own when it learned its whitening with its near-duplicate groups
-        (``IndexConfig.whiten_duplicates``, the default from 64 images): that whitening keeps
-        copies together and makes other images nearly orthogonal, so it separates copies from
-        different photos of a look-alike subject (the same painting, landmark or product)
-        far better than the unwhitened descriptors, whose cosines crowd on such collections.
-        Otherwise (fewer than 64 images, ``whiten="none"``, a whitening from a file or learned
-        before near-duplicate groups existed) the unwhitened descriptors (:meth:`unwhitened`).
-        Each has its own calibrated default, :attr:`duplicate_threshold` (README,
-        "Near-duplicates").
+        links (so it may hold a chain: see :attr:`DuplicateGroup.complete`). From
+        :data:`AUTO_WHITENING_MIN_IMAGES` images on, those are ``"whitened"``: the pooled
+        descriptors whitened as the index would whiten them if it learned its whitening now,
+        on all its images, with the default settings (:data:`DEFAULT_SHRINKAGE`, near-duplicate
+        groups at :data:`WHITEN_DUPLICATES`), whatever whitening the index searches with (one
+        learned when it held fewer images and kept since, none, a file's): that whitening keeps
+        the collection's copies together and makes its other images nearly orthogonal, so it
+        tells a copy from another photo of a look-alike subject (the same painting, landmark or
+        product) far better than the unwhitened descriptors, whose cosines crowd on such
+        collections; learned at each call, in blocks (:meth:`PostProcess._fit_blocks`).
+        Below that, the unwhitened descriptors (:meth:`unwhitened`), and for an index of
+        descriptors computed elsewhere (:meth:`from_descriptors`) its own rows. Each scale has
+        its calibrated default, :attr:`duplicate_threshold` (README, "Near-duplicates").
 
         Args:
-            threshold: a cosine in ``[-1, 1]``; default :attr:`duplicate_threshold`
-                (:data:`~heatsearch.duplicates.WHITENED_THRESHOLD`, 0.35, or
-                :data:`~heatsearch.duplicates.DEFAULT_THRESHOLD`, 0.93). Higher: fewer,
-                closer copies.
+            threshold: a cosine in ``[-1, 1]``; default :attr:`duplicate_threshold`. Higher:
+                fewer, closer copies.
             block: query rows per search call (bounds memory).
 
         Returns:
@@ -1226,32 +1227,57 @@ class Index:
         Raises:
             InvalidInputError: the index is empty; a threshold outside ``[-1, 1]``;
             InvalidDTypeError: a threshold that is not a number.
+
+        Memory: the compared rows, ``n x d`` float32 (512 MB for 100 000 images of 1280
+        channels); learning the whitening adds one block of rows and two ``d x d`` float64
+        matrices, and for the near-duplicate groups a float64 copy of up to 20 000 rows
+        (205 MB at 1280 channels).
         """
         if not len(self):
             raise InvalidInputError("the index is empty: add images before looking for duplicates")
-        if self.duplicate_descriptors == "whitened":  # float16 storage: unit norm again
-            X = np.array(self.descriptors, np.float32)
-            X /= np.linalg.norm(X, axis=1, keepdims=True)
-        else:
-            X = self.unwhitened()
         t = self.duplicate_threshold if threshold is None else threshold
-        groups = duplicate_groups(X, t, block=block)
+        _validate.cosine(t, "threshold")  # checked before the whitening is learned
+        _validate.integer(block, "block", minimum=1)
+        groups = duplicate_groups(self._duplicate_rows(), t, block=block)
         return [replace(g, paths=tuple(self.paths[r] for r in g.rows)) for g in groups]
 
     @property
     def duplicate_descriptors(self) -> str:
-        """Which descriptors :meth:`duplicates` compares: ``"whitened"`` (the index's own) when
-        the index learned its whitening with its near-duplicate groups, else
-        ``"unwhitened"`` (:meth:`unwhitened`)."""
-        learned = self.whitening is not None and self.whitening_learned
-        return "whitened" if learned and self.config.whiten_duplicates is not None else "unwhitened"
+        """Which descriptors :meth:`duplicates` compares: ``"whitened"`` (an index of at least
+        :data:`AUTO_WHITENING_MIN_IMAGES` images with pooled descriptors), ``"unwhitened"``
+        (fewer images: :meth:`unwhitened`) or ``"given"`` (the rows of an index of descriptors
+        computed elsewhere)."""
+        if self.pooled is None:
+            return "given"
+        return "whitened" if len(self) >= AUTO_WHITENING_MIN_IMAGES else "unwhitened"
 
     @property
     def duplicate_threshold(self) -> float:
         """The default threshold of :meth:`duplicates` for :attr:`duplicate_descriptors`:
-        :data:`~heatsearch.duplicates.WHITENED_THRESHOLD` or
-        :data:`~heatsearch.duplicates.DEFAULT_THRESHOLD`."""
+        :data:`~heatsearch.duplicates.WHITENED_THRESHOLD` for the whitened ones, else
+        :data:`~heatsearch.duplicates.DEFAULT_THRESHOLD` (calibrated for the unwhitened ones)."""
         return WHITENED_THRESHOLD if self.duplicate_descriptors == "whitened" else DEFAULT_THRESHOLD
+
+    def _duplicate_rows(self) -> np.ndarray:
+        """``(n, d)`` float32 unit rows: the :attr:`duplicate_descriptors`."""
+        if self.duplicate_descriptors != "whitened":
+            return self.unwhitened()
+        pooled, n = self.pooled, len(self)
+
+        def blocks() -> Iterator[np.ndarray]:
+            return (np.asarray(pooled[s : s + UNWHITENED_CHUNK], np.float64) for s in range(0, n, UNWHITENED_CHUNK))
+
+        try:
+            with warnings.catch_warnings():  # a collection confined to few dimensions: still usable
+                warnings.simplefilter("ignore", UserWarning)
+                post = PostProcess._fit_blocks(blocks, power=self.config.power, shrinkage=DEFAULT_SHRINKAGE,
+                                               duplicates=WHITEN_DUPLICATES)
+        except InvalidInputError:  # every image the same: nothing to whiten, every pair a copy
+            return self.unwhitened()
+        out = np.empty((n, post.whitening.dim_), np.float32)
+        for start, rows in zip(range(0, n, UNWHITENED_CHUNK), blocks()):
+            out[start : start + rows.shape[0]] = post(rows)
+        return out
 
     def unwhitened(self) -> np.ndarray:
         """``(n, C)`` float32: the index's descriptors before the whitening (signed power +

@@ -287,33 +287,48 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _stale(index, truth: np.ndarray, draws: List[np.ndarray], t: float) -> None:
-    """Why :meth:`Index.duplicates` learns its whitening at each call: the ``bursts`` draws
-    compared at ``t`` with a whitening learned on all their images, and with one learned on
-    part of them only (as an index keeps the whitening it learned when it reached 64 images
-    through later additions)."""
-    from heatsearch import PostProcess
+    """Why a whitening is learned on the collection as it is (by :meth:`Index.duplicates` at
+    each call, and by an "auto" index each time it doubles): the ``bursts`` draws whitened by
+    a whitening learned on all their images, or on part of them only (as an index that kept
+    the whitening it learned at 64 images through later additions), then their duplicates'
+    F1 at ``t`` and their copy search (every copy a query for the other copies of its photo,
+    mAP %)."""
+    from heatsearch import PostProcess, compute_map
     from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
+    from heatsearch.pipeline import rank
 
     names = _names(index)
     pooled = np.asarray(index.pooled, np.float64)
     parts = {"all of them": lambda rows: rows,
+             "their first half": lambda rows: rows[: rows.size // 2],
              f"their first {AUTO_WHITENING_MIN_IMAGES}": lambda rows: rows[:AUTO_WHITENING_MIN_IMAGES],
              "their originals (the copies added later)": lambda rows: rows[[names[r].endswith("/original") for r in rows]],
-             "their first half": lambda rows: rows[: rows.size // 2]}
+             "none (unwhitened)": None}
     print()
-    print(f"whitened at {t:g}, the `bursts` draws, F1 with the whitening learned on:")
+    print(f"the `bursts` draws whitened by a whitening learned on part of them: duplicates' F1 at {t:g} / copy "
+          "search mAP (%)")
     print()
     print("| learned on | " + " | ".join(f"draw {i + 1}" for i in range(len(draws))) + " |")
     print("|---|" + "---:|" * len(draws))
     for label, part in parts.items():
         cells = []
         for rows in draws:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                learned = PostProcess.fit(pooled[part(rows)], power=index.config.power, shrinkage=DEFAULT_SHRINKAGE,
-                                          duplicates=WHITEN_DUPLICATES)
-            p, r, _ = _grouped(learned(pooled[rows]).astype(np.float32), truth[np.ix_(rows, rows)], t)
-            cells.append(f"{float(_f1(p, r)):.2f}")
+            if part is None:
+                X = PostProcess(None, power=index.config.power)(pooled[rows])
+                f1 = "-"
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    learned = PostProcess.fit(pooled[part(rows)], power=index.config.power,
+                                              shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
+                X = learned(pooled[rows])
+                p, r, _ = _grouped(X.astype(np.float32), truth[np.ix_(rows, rows)], t)
+                f1 = f"{float(_f1(p, r)):.2f}"
+            sub = truth[np.ix_(rows, rows)]
+            queries = [q for q in range(rows.size) if sub[q].sum() > 1]
+            gnd = [{"ok": np.flatnonzero(sub[q] & (np.arange(rows.size) != q)), "junk": np.array([q])} for q in queries]
+            ranks, _ = rank(X, X[queries])
+            cells.append(f"{f1} / {100 * compute_map(ranks, gnd).map:.1f}")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -348,5 +348,44 @@ def test_auto_whitening_is_learned_on_the_database_once_it_is_large_enough(tmp_p
     none = Index(config=IndexConfig(whiten="none"), extractor=MapsFromNames())
     none.add(names)
     assert none.whitening is None
+
+
+@pytest.mark.parametrize("whiten, has, n, learned_on, want", [
+    ("auto", False, 63, None, False), ("auto", False, 64, None, True),  # the first time
+    ("auto", True, 127, 64, False), ("auto", True, 128, 64, True),  # each doubling
+    ("auto", True, 10_000, None, False),  # not learned by the index, or by an older heatsearch
+    ("none", False, 10_000, None, False), ("none", True, 10_000, 64, False),
+])
+def test_when_an_index_learns_its_whitening(whiten, has, n, learned_on, want):
+    from heatsearch.app.index import learns_whitening
+
+    assert learns_whitening(IndexConfig(whiten=whiten), object() if has else None, n, learned_on) is want
+
+
+def test_the_auto_whitening_is_learned_again_each_time_the_index_doubles(tmp_path):
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, DEFAULT_SHRINKAGE, WHITEN_DUPLICATES, WHITENING_REFIT_GROWTH
+    from heatsearch.postprocess import PostProcess
+
+    first = AUTO_WHITENING_MIN_IMAGES
+    names = [f"img{i:03d}.jpg" for i in range(WHITENING_REFIT_GROWTH * WHITENING_REFIT_GROWTH * first)]
+    index = Index(config=IndexConfig(scales=(1.0,)), extractor=MapsFromNames())
+    index.add(names[:first])
+    learned = index.whitening
+    assert index.whitening_images == first
+    index.add(names[first : WHITENING_REFIT_GROWTH * first - 1])  # one short: kept
+    assert index.whitening is learned and index.whitening_images == first
+    index.add(names[WHITENING_REFIT_GROWTH * first - 1 : WHITENING_REFIT_GROWTH * first])
+    assert index.whitening is not learned and index.whitening_images == WHITENING_REFIT_GROWTH * first
+    pooled = np.asarray(index.pooled, np.float64)
+    want = PostProcess.fit(pooled, power=index.config.power, shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
+    np.testing.assert_allclose(index.descriptors, want(pooled), rtol=1e-5, atol=1e-6)
+    index.save(tmp_path / "i")  # the count survives a save: the next doubling is from it
+    index = Index.load(tmp_path / "i", extractor=MapsFromNames())
+    index.add(names[WHITENING_REFIT_GROWTH * first :])
+    assert index.whitening_images == len(names) == len(index)
+    # A whitening the index did not learn (a file's) is never replaced.
+    given = Index(config=IndexConfig(scales=(1.0,)), extractor=MapsFromNames(), whitening=learned)
+    given.add(names)
+    assert given.whitening is learned and not given.whitening_learned
     with pytest.raises(ValueError, match="whiten must be"):
         IndexConfig(whiten="sometimes")

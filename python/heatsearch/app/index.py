@@ -26,7 +26,8 @@ Defaults, chosen by measurement on the real multi-view photographs of ``tools/qu
 and the four protocols of ``tools/protocols.py`` (README, "Retrieval quality and the
 defaults"): EfficientNet-Lite0's head conv, longer side at most 1024 (never upscaled), three
 scales (1, 1/sqrt 2, 1/2), HeW pooling, signed square root + L2, and a PCA-whitening learned
-on the database's own pooled descriptors once it holds at least 64 images, with covariance
+on the database's own pooled descriptors once it holds at least 64 images (and again on all
+of them each time it has doubled: :data:`WHITENING_REFIT_GROWTH`), with covariance
 shrinkage :data:`DEFAULT_SHRINKAGE` (so that a collection of fewer images than dimensions
 keeps its neighbourhoods) and the scatter of its near-duplicate groups added to the
 covariance (:data:`WHITEN_DUPLICATES`, so that copies of one image stay together), never on
@@ -101,6 +102,16 @@ DEFAULT_SCALES = (1.0, 0.7071067811865476, 0.5)
 #: "auto" whitening is learned on the database once it has this many images: measured on
 #: smvs_paintings (91 references, dimension capped at 90), it lifts HeW from 37.4 to 50.3 mAP.
 AUTO_WHITENING_MIN_IMAGES = 64
+#: An index re-learns its "auto" whitening, on all its images, once it holds this many times
+#: the images it learned it on (so a whitening learned on the first 64 does not whiten the
+#: next thousands: every image it was not learned on is whitened badly). Measured with the
+#: 404-image ``bursts`` collections of ``tools/calibrate_duplicates.py`` (every image of 195
+#: real and 17 demo photos, 3 edited copies of 30% of them; copy search, every copy a query
+#: for the other copies of its photo): learned on all of them 88.6-91.8 mAP, on their first
+#: half 81.1-86.2, on their first 64 78.2-80.0, on the originals alone (the copies added
+#: later) 72.1-74.5, unwhitened 76.6-81.6. Doubling bounds the rows rewritten by re-learning
+#: to about twice the index (each re-learning rewrites every row once, at the next save).
+WHITENING_REFIT_GROWTH = 2
 #: Covariance shrinkage of the whitening an index learns on itself (see
 #: :meth:`heatsearch.PCAWhitening.fit`): 0.5, the largest of 0-0.95 that keeps query-to-database
 #: mAP on smvs_paintings within a point of the unshrunk whitening (49.3 against 50.3). Without
@@ -179,7 +190,8 @@ class IndexConfig:
     #: Signed power before L2 (0.5: the paper's signed square root; None: L2 only).
     power: Optional[float] = 0.5
     #: "auto": learn a PCA-whitening on the database's pooled descriptors as soon as it holds
-    #: AUTO_WHITENING_MIN_IMAGES images (then kept; ``refit_whitening()`` re-learns it);
+    #: AUTO_WHITENING_MIN_IMAGES images, and again on all of them each time it has grown to
+    #: WHITENING_REFIT_GROWTH times the images it was learned on (``refit_whitening()`` any time);
     #: "none": never. A PCAWhitening passed to the Index (fitted elsewhere) wins over both.
     whiten: str = "auto"
     #: Shrinkage of the learned whitening's covariance, ``s`` in ``[0, 1)`` or
@@ -726,8 +738,9 @@ class Index:
         self._append_rows(desc, pooled)
         self.paths.extend(added)
         self._graph = None
-        if learns_whitening(self.config, self.whitening, len(self)):
-            self.refit_whitening()  # learned once, then kept: descriptors stay comparable
+        learned_on = self.whitening_images if self.whitening_learned else None
+        if learns_whitening(self.config, self.whitening, len(self), learned_on):
+            self.refit_whitening()  # every descriptor changes: the next save rewrites them
 
     def _report_skipped(self, skipped: List[Tuple[str, str]]) -> None:
         """Records ``(path, reason)`` of images that were not indexed, with one warning."""
@@ -1263,6 +1276,7 @@ class Index:
         if self.duplicate_descriptors != "whitened":
             return self.unwhitened()
         pooled, n = self.pooled, len(self)
+        assert pooled is not None  # "whitened" needs the pooled rows
 
         def blocks() -> Iterator[np.ndarray]:
             return (np.asarray(pooled[s : s + UNWHITENED_CHUNK], np.float64) for s in range(0, n, UNWHITENED_CHUNK))
@@ -1274,7 +1288,8 @@ class Index:
                                                duplicates=WHITEN_DUPLICATES)
         except InvalidInputError:  # every image the same: nothing to whiten, every pair a copy
             return self.unwhitened()
-        out = np.empty((n, post.whitening.dim_), np.float32)
+        assert post.whitening is not None and post.whitening.dim_ is not None
+        out = np.empty((n, int(post.whitening.dim_)), np.float32)
         for start, rows in zip(range(0, n, UNWHITENED_CHUNK), blocks()):
             out[start : start + rows.shape[0]] = post(rows)
         return out
@@ -1508,11 +1523,18 @@ Index.pooled = property(  # type: ignore[assignment]
 )
 
 
-def learns_whitening(config: IndexConfig, whitening: Optional[PCAWhitening], n: int) -> bool:
-    """Whether an index of ``config`` with ``whitening`` learns its whitening once it holds
-    ``n`` rows: "auto", none given or learned yet, and at least
-    :data:`AUTO_WHITENING_MIN_IMAGES` rows (then on all of them: :meth:`Index.refit_whitening`)."""
-    return config.whiten == "auto" and whitening is None and n >= AUTO_WHITENING_MIN_IMAGES
+def learns_whitening(config: IndexConfig, whitening: Optional[PCAWhitening], n: int,
+                     learned_on: Optional[int] = None) -> bool:
+    """Whether an index of ``config`` with ``whitening`` (which it learned on ``learned_on``
+    rows; None: not learned by it, or how many unknown) learns its whitening, on all its rows
+    (:meth:`Index.refit_whitening`), once it holds ``n`` rows: "auto", and either none yet and
+    at least :data:`AUTO_WHITENING_MIN_IMAGES` rows, or one it learned on ``n /``
+    :data:`WHITENING_REFIT_GROWTH` rows or fewer."""
+    if config.whiten != "auto":
+        return False
+    if whitening is None:
+        return n >= AUTO_WHITENING_MIN_IMAGES
+    return learned_on is not None and n >= WHITENING_REFIT_GROWTH * learned_on
 
 
 def mean_sample(paths: Sequence[str], size: int) -> List[str]:

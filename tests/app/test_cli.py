@@ -177,6 +177,14 @@ def test_index_reports_the_whitening_it_learned(tmp_path, capsys):
                      r"kept together \(pairs at centred cosine >= 0\.8\), 1280 -> 1280 dimensions", out, re.M), out
     assert re.search(r"^HeW mean +learned on the local features of 65 images \(1280 channels\)", out, re.M), out
     assert re.search(rf"^root +{re.escape(str(tmp_path))}$", out, re.M), out
+    # 65 more images: the index has doubled, so add learns its whitening again and says so.
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(65):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(more / f"{i:02d}.png")
+    assert main(["add", str(tmp_path / "i"), str(more), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^added 65 images in [0-9.]+ s \(130 in all\).*\n  PCA-whitening learned on 130 images ", out, re.M), out
 
 
 def test_add_remove_info(folder, tmp_path, capsys):

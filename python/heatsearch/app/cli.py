@@ -331,7 +331,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         _list_skipped("add", skipped)
         _say(f"nothing to add: {args.index} is unchanged ({len(index)} images)")
         return 0
-    had_whitening = index.whitening is not None
+    whitening = index.whitening  # learned by add at 64 images, again when the index has doubled
     extractor = _with_progress(index, len(new), not args.quiet)
     t = time.perf_counter()
     try:
@@ -347,7 +347,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         index.save(args.index)
     _say(f"added {added} images in {time.perf_counter() - t:.1f} s ({len(index)} in all) -> {args.index}"
           if added else f"no image could be added: {args.index} is unchanged")
-    if added and not had_whitening and index.whitening is not None:
+    if added and index.whitening is not whitening:
         _say(f"  {_whitening_summary(index)}")
     return 0
 
@@ -396,7 +396,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     known = set(index.paths)
     extractor = _with_progress(index, sum(p not in known for p in scan.images), not args.quiet)
     t = time.perf_counter()
-    had_whitening = index.whitening is not None
+    whitening = index.whitening  # learned by add at 64 images, again when the index has doubled
     try:
         result = index.sync(recursive=not args.no_recursive)
     finally:
@@ -414,7 +414,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     else:
         _say(f"{args.index} is up to date with {index.root} ({len(index)} images)"
              + (": its new collection folder is recorded" if moved else ""))
-    if result.added and not had_whitening and index.whitening is not None:
+    if result.added and index.whitening is not whitening:
         _say(f"  {_whitening_summary(index)}")
     return 0
 

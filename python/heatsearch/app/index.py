@@ -50,7 +50,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -1255,7 +1255,7 @@ class Index:
         return [replace(g, paths=tuple(self.paths[r] for r in g.rows)) for g in groups]
 
     @property
-    def duplicate_descriptors(self) -> str:
+    def duplicate_descriptors(self) -> Literal["whitened", "unwhitened", "given"]:
         """Which descriptors :meth:`duplicates` compares: ``"whitened"`` (an index of at least
         :data:`AUTO_WHITENING_MIN_IMAGES` images with pooled descriptors), ``"unwhitened"``
         (fewer images: :meth:`unwhitened`) or ``"given"`` (the rows of an index of descriptors

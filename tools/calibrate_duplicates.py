@@ -289,10 +289,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _stale(index, truth: np.ndarray, draws: List[np.ndarray], t: float) -> None:
     """Why a whitening is learned on the collection as it is (by :meth:`Index.duplicates` at
     each call, and by an "auto" index each time it doubles): the ``bursts`` draws whitened by
-    a whitening learned on all their images, or on part of them only (as an index that kept
-    the whitening it learned at 64 images through later additions), then their duplicates'
-    F1 at ``t`` and their copy search (every copy a query for the other copies of its photo,
-    mAP %)."""
+    a whitening learned on all their images, or on part of them only (an index's own, learned
+    on as few as half its images; before the doubling rule, on its first 64 for ever), then
+    their duplicates' F1 at ``t`` and their copy search (every copy a query for the other
+    copies of its photo, mAP %)."""
     from heatsearch import PostProcess, compute_map
     from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
     from heatsearch.pipeline import rank

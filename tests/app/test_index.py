@@ -362,6 +362,22 @@ def test_when_an_index_learns_its_whitening(whiten, has, n, learned_on, want):
     assert learns_whitening(IndexConfig(whiten=whiten), object() if has else None, n, learned_on) is want
 
 
+def test_a_whitening_that_cannot_be_learned_leaves_the_index_as_it_was(monkeypatch):
+    names = [f"img{i:03d}.jpg" for i in range(80)]
+    index = Index(config=IndexConfig(scales=(1.0,)), extractor=MapsFromNames())
+    index.add(names)
+    before = (index.whitening, np.array(index.descriptors), index.whitening_images)
+
+    def out_of_memory(self, post):
+        raise MemoryError("no room for the new descriptors")
+
+    monkeypatch.setattr(Index, "_postprocessed", out_of_memory)
+    with pytest.raises(MemoryError):
+        index.refit_whitening()
+    assert index.whitening is before[0] and index.whitening_images == before[2]
+    np.testing.assert_array_equal(index.descriptors, before[1])
+
+
 def test_the_auto_whitening_is_learned_again_each_time_the_index_doubles(tmp_path):
     from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, DEFAULT_SHRINKAGE, WHITEN_DUPLICATES, WHITENING_REFIT_GROWTH
     from heatsearch.postprocess import PostProcess
@@ -383,6 +399,12 @@ def test_the_auto_whitening_is_learned_again_each_time_the_index_doubles(tmp_pat
     index = Index.load(tmp_path / "i", extractor=MapsFromNames())
     index.add(names[WHITENING_REFIT_GROWTH * first :])
     assert index.whitening_images == len(names) == len(index)
+    # Removing images lowers the count it was learned on: the next doubling is from what is left.
+    index.remove(names[: len(names) - first])
+    assert index.whitening_images == len(index) == first
+    learned = index.whitening
+    index.add([f"new{i:03d}.jpg" for i in range((WHITENING_REFIT_GROWTH - 1) * first)])
+    assert index.whitening is not learned and index.whitening_images == WHITENING_REFIT_GROWTH * first
     # A whitening the index did not learn (a file's) is never replaced.
     given = Index(config=IndexConfig(scales=(1.0,)), extractor=MapsFromNames(), whitening=learned)
     given.add(names)

@@ -186,3 +186,30 @@ def test_the_command_names_the_whitened_descriptors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"2 group(s) of near-duplicates: 4 of the 80 images (cosine >= {WHITENED_THRESHOLD:g} "
                           "of the whitened descriptors"), out
+
+
+def test_the_whitening_does_not_depend_on_the_index_configuration(tmp_path):
+    """The scale is the calibrated one: the default shrinkage and near-duplicate groups,
+    whatever the index searches with."""
+    copies = {7: 2, 19: 2, 25: 11}
+    default = many(tmp_path, copies).duplicates(0.2)
+    other = many(tmp_path, copies, shrinkage=0.1, whiten_duplicates=None).duplicates(0.2)
+    assert [g.rows.tolist() for g in other] == [g.rows.tolist() for g in default]
+
+
+def test_removed_and_saved_rows_are_read_window_by_window(tmp_path):
+    """An index loaded from disk (memory-mapped), with rows removed (tombstones) and rows
+    added after the load (a second segment): the live rows, in order."""
+    index = many(tmp_path, {7: 2, 19: 2, 70: 40}, whiten="none")  # no whitening learned on the way
+    index.save(tmp_path / "idx")
+    loaded = Index.load(tmp_path / "idx")
+    loaded.remove([loaded.paths[i] for i in (3, 5, 60)])
+    loaded._append_pooled([str(tmp_path / "sub" / f"new{i}.jpg") for i in range(3)],
+                          np.asarray(index.pooled)[[2, 40, 41]] * 3.0)  # copies of 2, 40 and 41
+    assert len(loaded) == 80 and len(loaded._store.segments) == 2
+    X = fresh_whitened(loaded)
+    groups = loaded.duplicates()
+    assert [g.rows.tolist() for g in groups] == [w.rows.tolist() for w in reference.duplicate_groups(X, WHITENED_THRESHOLD)]
+    names = [sorted(p.rsplit("/", 1)[1] for p in g.paths) for g in loaded.duplicates(0.999)]
+    assert names == [["img02.jpg", "img07.jpg", "img19.jpg", "new0.jpg"], ["img40.jpg", "img70.jpg", "new1.jpg"],
+                     ["img41.jpg", "new2.jpg"]]

@@ -607,21 +607,49 @@ class Index:
     def refit_whitening(self) -> None:
         """Learns the PCA-whitening on the database's pooled descriptors (signed sqrt + L2
         first; the configuration's ``shrinkage`` and ``whiten_duplicates``), dimension capped
-        at their rank, and recomputes the final descriptors."""
+        at their rank, and recomputes the final descriptors. The pooled rows are read a
+        window at a time (:meth:`PostProcess._fit_blocks`): besides the new descriptors
+        (``n x d``) it holds two ``d x d`` float64 matrices and, for the near-duplicate groups,
+        a float64 copy of up to 20 000 rows. The index changes only once all is computed: an
+        error (say a MemoryError) leaves it as it was."""
         self._images_allowed("learning a whitening")
-        if self.pooled is None or not len(self):
+        if self._column_missing("pooled") or not len(self):
             raise InvalidInputError("the index is empty: nothing to learn a whitening on")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*dimension is capped.*")
-            self.whitening = PostProcess.fit(
-                np.asarray(self.pooled, np.float64), power=self.config.power, shrinkage=self.config.shrinkage,
-                duplicates=self.config.whiten_duplicates,
-            ).whitening
-        self.whitening_learned = True
-        self.whitening_images = len(self)
-        self.descriptors = self.postprocess(np.asarray(self.pooled, np.float64)).astype(np.float32)
+            post = PostProcess._fit_blocks(self._pooled_blocks, power=self.config.power,
+                                           shrinkage=self.config.shrinkage, duplicates=self.config.whiten_duplicates)
+        descriptors = self._postprocessed(post)
+        self.whitening, self.whitening_learned, self.whitening_images = post.whitening, True, len(self)
+        self.descriptors = descriptors
         self._graph = None
         self._ann = None  # every row changed
+
+    def _column_missing(self, column: str) -> bool:
+        """Whether the index has no ``column`` ("pooled" or "desc") rows at all."""
+        if self._loose is not None:
+            return self._loose[0 if column == "desc" else 1] is None
+        return not self._store.segments or (column == "pooled" and not self._store.has_pooled)
+
+    def _pooled_blocks(self) -> Iterator[np.ndarray]:
+        """The live pooled rows in order, as float64, a window of the store at a time."""
+        if self._loose is not None:
+            pooled = self._loose[1]
+            for start in range(0, len(pooled), UNWHITENED_CHUNK):
+                yield np.asarray(pooled[start : start + UNWHITENED_CHUNK], np.float64)
+            return
+        for _, block in self._store.blocks("pooled"):
+            yield np.asarray(block, np.float64)
+
+    def _postprocessed(self, post: PostProcess) -> np.ndarray:
+        """``(n, d')`` float32: every pooled row through ``post``, a window at a time."""
+        assert post.whitening is not None and post.whitening.dim_ is not None
+        out = np.empty((len(self), int(post.whitening.dim_)), np.float32)
+        start = 0
+        for rows in self._pooled_blocks():
+            out[start : start + rows.shape[0]] = post(rows)
+            start += rows.shape[0]
+        return out
 
     @property
     def postprocess(self) -> PostProcess:
@@ -866,6 +894,8 @@ class Index:
             store = self._store.copy()
             store.remove(gone)
             self._store = store
+        if self.whitening_images is not None:  # at most this many of its images are left
+            self.whitening_images = max(1, min(self.whitening_images, len(self)))
         self._graph = None
         return len(drop)
 
@@ -1218,7 +1248,7 @@ class Index:
         descriptors whitened as the index would whiten them if it learned its whitening now,
         on all its images, with the default settings (:data:`DEFAULT_SHRINKAGE`, near-duplicate
         groups at :data:`WHITEN_DUPLICATES`), whatever whitening the index searches with (one
-        learned when it held fewer images and kept since, none, a file's): that whitening keeps
+        learned when it held as few as half its images, none, a file's): that whitening keeps
         the collection's copies together and makes its other images nearly orthogonal, so it
         tells a copy from another photo of a look-alike subject (the same painting, landmark or
         product) far better than the unwhitened descriptors, whose cosines crowd on such
@@ -1275,24 +1305,14 @@ class Index:
         """``(n, d)`` float32 unit rows: the :attr:`duplicate_descriptors`."""
         if self.duplicate_descriptors != "whitened":
             return self.unwhitened()
-        pooled, n = self.pooled, len(self)
-        assert pooled is not None  # "whitened" needs the pooled rows
-
-        def blocks() -> Iterator[np.ndarray]:
-            return (np.asarray(pooled[s : s + UNWHITENED_CHUNK], np.float64) for s in range(0, n, UNWHITENED_CHUNK))
-
         try:
             with warnings.catch_warnings():  # a collection confined to few dimensions: still usable
                 warnings.simplefilter("ignore", UserWarning)
-                post = PostProcess._fit_blocks(blocks, power=self.config.power, shrinkage=DEFAULT_SHRINKAGE,
-                                               duplicates=WHITEN_DUPLICATES)
+                post = PostProcess._fit_blocks(self._pooled_blocks, power=self.config.power,
+                                               shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
         except InvalidInputError:  # every image the same: nothing to whiten, every pair a copy
             return self.unwhitened()
-        assert post.whitening is not None and post.whitening.dim_ is not None
-        out = np.empty((n, int(post.whitening.dim_)), np.float32)
-        for start, rows in zip(range(0, n, UNWHITENED_CHUNK), blocks()):
-            out[start : start + rows.shape[0]] = post(rows)
-        return out
+        return self._postprocessed(post)
 
     def unwhitened(self) -> np.ndarray:
         """``(n, C)`` float32: the index's descriptors before the whitening (signed power +

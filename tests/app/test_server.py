@@ -267,6 +267,26 @@ def test_add_an_upload_then_find_it_then_remove_it(served):
     assert len(Index.load(path)) == 8
 
 
+def test_additions_that_double_the_index_learn_its_whitening_again(tmp_path):
+    """An "auto" index served while it grows: learned at 64 images, again at 128; each state
+    saved whole (a fresh load checks the rows against the whitening) and searchable."""
+    write_images(tmp_path, [f"photos/{i:03d}.png" for i in range(63)], size=32)
+    index = Index.build(tmp_path / "photos", IndexConfig(scales=(1.0,), pooling="mac"), extractor=PixelMaps())
+    index.root = str(tmp_path)
+    index.save(tmp_path / "my.index")
+    more = write_images(tmp_path, [f"more/{i:03d}.png" for i in range(65)], size=32, seed=3)
+    names = [str(Path(p).relative_to(tmp_path)) for p in more]
+    with TestClient(create_app(str(tmp_path / "my.index"), extractor=PixelMaps())) as client:
+        for batch, learned_on in ((names[:1], 64), (names[1:], 128)):
+            r = client.post("/images", json={"paths": batch})
+            assert r.status_code == 200, r.text
+            saved = Index.load(tmp_path / "my.index")
+            assert saved.whitening_learned and saved.whitening_images == learned_on == len(saved)
+            query = (tmp_path / batch[-1]).read_bytes()
+            hits = client.post("/search", files={"file": ("q.png", query)}, params={"k": 1}).json()["hits"]
+            assert hits[0]["path"] == batch[-1]
+
+
 def test_add_server_side_paths_inside_the_root_only(served):
     client, root, path = served
     write_images(root, ["more/extra.png"], size=32, seed=9)

@@ -1290,7 +1290,7 @@ class Index:
         :data:`AUTO_WHITENING_MIN_IMAGES` images with pooled descriptors), ``"unwhitened"``
         (fewer images: :meth:`unwhitened`) or ``"given"`` (the rows of an index of descriptors
         computed elsewhere)."""
-        if self.pooled is None:
+        if self._column_missing("pooled"):  # (never materialises the rows)
             return "given"
         return "whitened" if len(self) >= AUTO_WHITENING_MIN_IMAGES else "unwhitened"
 

@@ -34,23 +34,24 @@ __all__ = ["DuplicateGroup", "duplicate_groups", "DEFAULT_THRESHOLD", "WHITENED_
 
 #: Cosine similarity of UNWHITENED descriptors (signed square root + L2 of the pooled HeW
 #: descriptors of the default IndexConfig) from which two images are near-duplicates: 0.93,
-#: what :meth:`heatsearch.Index.duplicates` uses on an index of fewer than 64 images (too few to
-#: learn a whitening) and on descriptors computed elsewhere. Chosen by ``tools/calibrate_duplicates.py`` (README, "Near-duplicates") on
-#: collections of the demo's edited copies and of 195 real photos with theirs: the threshold of
-#: a 0.01 grid whose lowest grouped-pair F1 over the collections is the highest (0.29: precision
-#: 0.88-1.00, recall 0.18-0.38). Photos of look-alike subjects (paintings, one landmark) crowd
-#: these cosines: at 0.825 (the best F1 on the demo's edits alone) the grouped pairs of 127 real
+#: what :meth:`heatsearch.Index.duplicates` uses on an index of fewer than 64 images (too few
+#: to learn a whitening) and on descriptors computed elsewhere. Chosen by
+#: ``tools/calibrate_duplicates.py`` (README, "Near-duplicates") on collections of the demo's
+#: edited copies and of 195 real photos with theirs: the threshold of a 0.01 grid whose lowest
+#: grouped-pair F1 over the collections is the highest (0.29; precision 0.88-1.00, recall
+#: 0.18-0.38). Photos of look-alike subjects (paintings, one landmark) crowd these cosines: at
+#: 0.825 (the best F1 on the demo's edits alone) the grouped pairs of collections of 127 real
 #: photos or more were 0-2% right.
 DEFAULT_THRESHOLD = 0.93
 #: Cosine similarity of WHITENED descriptors (whitened by the whitening an index learns on the
-#: collection itself, with its near-duplicate groups: :meth:`heatsearch.PCAWhitening.fit` with
-#: ``duplicates``; what :meth:`heatsearch.Index.duplicates` compares from 64 images on, learned
-#: at each call) from which two images are near-duplicates:
-#: 0.35, by the same rule and collections as :data:`DEFAULT_THRESHOLD` (lowest F1 0.37, against
-#: 0.29 unwhitened at 0.93 and 0.00 at 0.825; precision 0.60-1.00, recall 0.31-0.93). The
-#: whitening makes unrelated images nearly orthogonal (other pairs average 0.00) and keeps
-#: copies together (0.43 on average), so the scale is low; the lowest F1 is 0.37 from 0.325 to
-#: 0.525 (a 0.005 grid): the exact value is not critical.
+#: collection itself with its near-duplicate groups, :meth:`heatsearch.PCAWhitening.fit` with
+#: ``duplicates``: what :meth:`heatsearch.Index.duplicates` compares from 64 images on, learned
+#: at each call) from which two images are near-duplicates: 0.35, by the same rule and
+#: collections as :data:`DEFAULT_THRESHOLD` (lowest F1 0.37, against 0.29 unwhitened at 0.93
+#: and 0.00 at 0.825; precision 0.60-1.00, recall 0.31-0.93). The whitening makes unrelated
+#: images nearly orthogonal (other pairs average 0.00) and keeps copies together (0.43 on
+#: average), so the scale is low; the lowest F1 is 0.37 from 0.325 to 0.525 (a 0.005 grid):
+#: the exact value is not critical.
 WHITENED_THRESHOLD = 0.35
 #: Query rows per search call: 1024 rows x 32 neighbours keep each call's results at 0.4 MB
 #: (a call with a larger ``k`` takes proportionally fewer rows).

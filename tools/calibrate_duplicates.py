@@ -33,7 +33,7 @@ Two descriptors are measured, the two :meth:`Index.duplicates` may compare:
   its near-duplicate groups at 0.8), as :meth:`Index.duplicates` learns it (collections of at
   least 64 images);
 * ``unwhitened``: signed square root + L2 of :attr:`Index.pooled` (every collection: what an
-  index without that whitening compares).
+  index of fewer than 64 images compares).
 
 For every threshold of the sweep and every collection the script prints the precision and
 recall of the pairs put in one group (connected components: what a user sees, chaining

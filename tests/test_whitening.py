@@ -751,3 +751,53 @@ def test_an_image_joins_the_group_holding_its_two_nearest_neighbours():
     _join_neighbours(ranks, sims, label, grouped)
     np.testing.assert_array_equal(np.flatnonzero(grouped), [0, 1, 2, 3, 4, 5, 7])
     np.testing.assert_array_equal(label[[0, 1, 2, 3, 4, 5, 7]], [0, 0, 2, 2, 0, 0, 0])
+
+
+@pytest.mark.parametrize("duplicates", [None, 0.8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matching_pairs_add_their_difference_scatter(duplicates, dtype):
+    """Brute force: the whitening's P P^T is the inverse of the shrunk (C + groups' scatter +
+    DUPLICATE_WEIGHT (A - B)^T (A - B) / 2n), at full dimension; pairs of any layout."""
+    rng = np.random.default_rng(4)
+    n, d, s = 60, 10, 0.5
+    X = rng.normal(size=(n, d))
+    X[1] = X[0] + 1e-3  # one group when duplicates is set
+    A = X[:24:2]  # strided rows
+    B = A + 0.2 * rng.normal(size=A.shape)
+    plain = PCAWhitening().fit(X, shrinkage=s, duplicates=duplicates)
+    with_pairs = PCAWhitening().fit(X, shrinkage=s, duplicates=duplicates,
+                                    pairs=(A.astype(dtype), np.asfortranarray(B.astype(dtype))))
+    C = np.cov(X, rowvar=False)
+    groups = np.linalg.inv(plain.projection_ @ plain.projection_.T)  # (1 - s)(C + G) + s tr(C)/d I
+    D = A.astype(dtype).astype(np.float64) - B.astype(dtype)  # the pairs as given
+    want = groups + (1 - s) * DUPLICATE_WEIGHT * D.T @ D / (2 * n)
+    np.testing.assert_allclose(np.linalg.inv(with_pairs.projection_ @ with_pairs.projection_.T), want, rtol=1e-8, atol=1e-10)
+    assert with_pairs.duplicate_images_ == plain.duplicate_images_  # None without duplicates: pairs are not groups
+    assert np.trace(C) > 0
+
+
+def test_postprocess_fit_puts_the_pairs_through_its_power_and_l2():
+    from heatsearch.postprocess import PostProcess
+
+    rng = np.random.default_rng(5)
+    X = np.abs(rng.normal(size=(40, 8)))
+    A, B = X[:5], X[:5] * 1.5 + np.abs(rng.normal(size=(5, 8)))
+    pre = PostProcess(None, power=0.5)
+    got = PostProcess.fit(X, power=0.5, shrinkage=0.5, pairs=(A, B)).whitening
+    want = PCAWhitening().fit(pre(X), shrinkage=0.5, pairs=(pre(A), pre(B)))
+    np.testing.assert_allclose(got.projection_, want.projection_, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pairs, error, message", [
+    ("AB", InvalidDTypeError, r"pairs must be a pair \(A, B\) of \(m, 3\) arrays of matching vectors, got str"),
+    ((np.ones((2, 3)),), InvalidDTypeError, "got a tuple of 1"),
+    ((np.ones((2, 3)), np.ones((3, 3))), InvalidInputError, r"two arrays of one shape \(m, 3\).*got \(2, 3\) and \(3, 3\)"),
+    ((np.ones((2, 4)), np.ones((2, 4))), InvalidInputError, r"got \(2, 4\) and \(2, 4\)"),
+    ((np.ones((0, 3)), np.ones((0, 3))), InvalidInputError, "m >= 1"),
+    ((np.full((2, 3), np.nan), np.ones((2, 3))), InvalidInputError, r"pairs\[0\]"),
+    ((np.ones((2, 3), np.int64), np.ones((2, 3))), InvalidDTypeError, r"pairs\[0\]"),
+])
+def test_bad_pairs_are_refused(pairs, error, message):
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    with pytest.raises(error, match=message):
+        PCAWhitening().fit(X, pairs=pairs)

@@ -24,7 +24,9 @@ several photos per place, whose descriptors come from another network.
 Every candidate is an :class:`heatsearch.IndexConfig` (plus, for the variants of HeW, pooling
 arguments); the index is built exactly as ``Index.add`` builds it (HeW mean, whitening learned
 on the database when it has enough images), then every query is ranked with each re-ranker
-and scored by mAP (revisitop's ``compute_map``, in percent). Feature maps are extracted once
+and scored by mAP (revisitop's ``compute_map``, in percent). ``synth`` and ``synth-half`` (a
+lead) also give the whitening a synthetic copy of every (every other) database image as
+matching pairs (:func:`evaluate_synthetic`; the copies are written under ``--cache``). Feature maps are extracted once
 per image and extractor setting and cached under ``--cache``; the first run takes about ten
 minutes on 2 cores, later ones seconds per candidate.
 """
@@ -66,7 +68,14 @@ CANDIDATES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     "spoc": ({"pooling": "spoc"}, {}),
     # One scale (heatsearch index --single-scale), database and queries: the latency option.
     "1scale": ({"scales": (1.0,)}, {}),
+    # The default plus a synthetic copy of every database image as matching pairs of the
+    # whitening (PCAWhitening.fit(pairs=...)): a lead, not yet what Index.add does.
+    "synth": ({}, {}),
+    "synth-half": ({}, {}),
 }
+#: Candidates whose whitening also learns from synthetic copies (:func:`evaluate_synthetic`):
+#: of every database image, or of every other one.
+SYNTHETIC = {"synth": 1, "synth-half": 2}
 
 
 class _CachedExtractor:
@@ -202,6 +211,70 @@ def evaluate(
     return _map_per_reranker(X, Q, gnd, rerankers)
 
 
+def synthetic_copy(path: str, seed: int) -> Any:
+    """An edited copy of the image ``path`` (PIL, RGB) from a family of edits unlike the demo's
+    (:data:`heatsearch.app.demo.EDITS`): a random crop of 75-95% of each side, a downscale to
+    0.5-0.9, brightness x0.85-1.15 and +-15, then JPEG at quality 30-75."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    w, h = image.size
+    s = rng.uniform(0.75, 0.95)
+    cw, ch = max(1, int(w * s)), max(1, int(h * s))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((x, y, x + cw, y + ch))
+    f = rng.uniform(0.5, 0.9)
+    image = image.resize((max(16, int(image.width * f)), max(16, int(image.height * f))), Image.BILINEAR)
+    pixels = np.asarray(image).astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=int(rng.integers(30, 75)))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def evaluate_synthetic(
+    protocol: Protocol, config: IndexConfig, extractor: _CachedExtractor, rerankers: Sequence[Optional[str]],
+    cache: Path, every: int,
+) -> Dict[Optional[str], float]:
+    """:func:`evaluate` with the whitening also learned from matching pairs: every ``every``-th
+    database image and a :func:`synthetic_copy` of it (written once under ``cache``), pooled
+    with the index's HeW mean. A database too small to learn a whitening is evaluated as is."""
+    import warnings
+
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
+
+    db, queries, gnd = protocol
+    if len(db) < AUTO_WHITENING_MIN_IMAGES:
+        return evaluate(protocol, config, {}, extractor, rerankers)
+    folder = cache / "synthetic-copies"
+    folder.mkdir(parents=True, exist_ok=True)
+    index = _VariantIndex(config=config, extractor=extractor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index.add(db)
+        n = len(index)
+        sources = list(range(0, n, every))
+        copies = []
+        for i in sources:
+            path = folder / f"{hashlib.sha1(index.paths[i].encode()).hexdigest()[:16]}.png"
+            if not path.exists():
+                synthetic_copy(index.paths[i], i).save(path)
+            copies.append(str(path))
+        known = set(index.paths)
+        others = [q for q in dict.fromkeys(queries) if q not in known]
+        index.add(copies + others)  # after the database: pooled with its HeW mean
+    pooled = np.asarray(index.pooled, np.float64)
+    post = hs.PostProcess.fit(pooled[:n], power=config.power, shrinkage=config.shrinkage,
+                              duplicates=config.whiten_duplicates, pairs=(pooled[sources], pooled[n : n + len(copies)]))
+    X = post(pooled[:n])
+    row = {p: i for i, p in enumerate(index.paths)}
+    Q = np.stack([X[row[q]] if row[q] < n else post(pooled[row[q]]) for q in queries])
+    return _map_per_reranker(X, Q, gnd, rerankers)
+
+
 def _map_per_reranker(
     X: np.ndarray, Q: np.ndarray, gnd: List[Dict[str, np.ndarray]], rerankers: Sequence[Optional[str]]
 ) -> Dict[Optional[str], float]:
@@ -248,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "heatsearch-protocols"))
-    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,dup0.75,default,dup0.85,s0.3+dup,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
+    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,dup0.75,default,dup0.85,s0.3+dup,hew-t0.1,gem,rmac,synth,synth-half", help=f"of {', '.join(CANDIDATES)}")
     ap.add_argument("--rerankers", default="none,heat,auto", help="of none, " + ", ".join(r for r in hs.RERANKERS if r))
     ap.add_argument("--holidays", action="store_true", help="also the table on INRIA Holidays (authors' descriptors)")
     args = ap.parse_args(argv)
@@ -266,7 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         t = time.perf_counter()
         cells = []
         for protocol in protocols.values():
-            scores = evaluate(protocol, config, pool_kwargs, extractor, rerankers)
+            if name in SYNTHETIC:
+                scores = evaluate_synthetic(protocol, config, extractor, rerankers, cache, SYNTHETIC[name])
+            else:
+                scores = evaluate(protocol, config, pool_kwargs, extractor, rerankers)
             cells += [f"{scores[r]:.1f}" for r in rerankers]
         print(f"| {name} | " + " | ".join(cells) + f" |  <!-- {time.perf_counter() - t:.0f} s -->", flush=True)
     if args.holidays:
@@ -276,8 +352,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print("|---|" + "---|" * len(rerankers))
         for name in args.candidates.split(","):
             changes, pool_kwargs = CANDIDATES[name]
-            if pool_kwargs or not set(changes) <= _WHITENING_FIELDS:
-                continue
+            if pool_kwargs or not set(changes) <= _WHITENING_FIELDS or name in SYNTHETIC:
+                continue  # Holidays has descriptors only: no image to extract, edit or copy
             scores = evaluate_holidays(X, qidx, gnd, replace(IndexConfig(), **changes), rerankers)
             print(f"| {name} | " + " | ".join(f"{scores[r]:.1f}" for r in rerankers) + " |", flush=True)
 

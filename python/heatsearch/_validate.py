@@ -142,6 +142,26 @@ def duplicate_cosine(value: Any, name: str) -> Optional[float]:
                 why=" (a cosine after centring from which two images are copies)")
 
 
+def matching_pairs(value: Any, d: int, name: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """None, or ``(A, B)``: two ``(m, d)`` float32/float64 arrays of training vectors, row ``i``
+    of ``A`` matching row ``i`` of ``B`` (:meth:`heatsearch.PCAWhitening.fit`'s ``pairs``),
+    ``m >= 1``, finite."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        got = f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list)) else type(value).__name__
+        raise InvalidDTypeError(f"{name} must be a pair (A, B) of (m, {d}) arrays of matching vectors, got {got}")
+    a, b = rows(value[0], f"{name}[0]", "m"), rows(value[1], f"{name}[1]", "m")
+    if a.shape != b.shape or a.shape[1] != d or a.shape[0] < 1:
+        raise InvalidInputError(
+            f"{name} must be two arrays of one shape (m, {d}), m >= 1 (row i of each: one matching pair), "
+            f"got {a.shape} and {b.shape}"
+        )
+    finite(a, f"{name}[0]")
+    finite(b, f"{name}[1]")
+    return a, b
+
+
 def real_sequence(
     value: Any, name: str, *, low: Optional[float] = None, low_open: bool = False
 ) -> Tuple[float, ...]:

@@ -17,7 +17,7 @@ input.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -173,6 +173,7 @@ class PostProcess:
         eps: float = L2_EPS,
         shrinkage: Union[float, str] = 0.0,
         duplicates: Optional[float] = None,
+        pairs: Optional[Tuple[ArrayLike, ArrayLike]] = None,
     ) -> "PostProcess":
         """Learn the whitening on a TRAINING set and return the full chain.
 
@@ -180,11 +181,16 @@ class PostProcess:
         :meth:`PCAWhitening.fit` learns on the result (with ``dim``: None keeps every usable
         dimension, as the paper does; ``shrinkage``: the covariance shrinkage, 0 in the
         paper; ``duplicates``: the cosine from which two training vectors are copies whose
-        differences the whitening must not amplify, None in the paper). Warnings and errors
+        differences the whitening must not amplify, None in the paper; ``pairs``: ``(A, B)``
+        raw matching vectors, put through the same power and L2 first). Warnings and errors
         as in :meth:`PCAWhitening.fit`.
         """
         pre = cls(None, power=power, eps=eps)
-        whitening = PCAWhitening().fit(pre(X_train), dim=dim, shrinkage=shrinkage, duplicates=duplicates)
+        train = pre(X_train)
+        matched = _validate.matching_pairs(pairs, train.shape[1], "pairs")
+        if matched is not None:
+            matched = (pre(matched[0]), pre(matched[1]))
+        whitening = PCAWhitening().fit(train, dim=dim, shrinkage=shrinkage, duplicates=duplicates, pairs=matched)
         return cls(whitening, power=power, eps=eps)
 
     @classmethod

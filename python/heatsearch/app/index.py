@@ -152,7 +152,8 @@ WARMUP_SIZE = 224
 #: Rows of the index whose cosine to a query :meth:`Index.search` computes at a time after a
 #: re-ranking (16 MB of float32 descriptors of dimension 1024).
 COSINE_CHUNK = 4096
-#: Rows :meth:`Index.unwhitened` post-processes at a time (in float64, then kept as float32).
+#: Pooled rows post-processed at a time in float64 (then kept as float32): by
+#: :meth:`Index.unwhitened`, :meth:`Index.refit_whitening` and :meth:`Index.duplicates`.
 UNWHITENED_CHUNK = 4096
 #: What :attr:`IndexConfig.ann` takes: None (exact search), "auto" (hnsw from
 #: :data:`heatsearch.ann.AUTO_MIN_ROWS` rows on, exact below) or a kind of
@@ -632,19 +633,21 @@ class Index:
         return not self._store.segments or (column == "pooled" and not self._store.has_pooled)
 
     def _pooled_blocks(self) -> Iterator[np.ndarray]:
-        """The live pooled rows in order, as float64, a window of the store at a time."""
-        if self._loose is not None:
-            pooled = self._loose[1]
-            for start in range(0, len(pooled), UNWHITENED_CHUNK):
-                yield np.asarray(pooled[start : start + UNWHITENED_CHUNK], np.float64)
-            return
-        for _, block in self._store.blocks("pooled"):
-            yield np.asarray(block, np.float64)
+        """The live pooled rows in order, as float64, :data:`UNWHITENED_CHUNK` rows at a time
+        (read a window of the store at a time: never all of them at once)."""
+        windows = [self._loose[1]] if self._loose is not None else (w for _, w in self._store.blocks("pooled"))
+        for window in windows:
+            for start in range(0, len(window), UNWHITENED_CHUNK):
+                yield np.asarray(window[start : start + UNWHITENED_CHUNK], np.float64)
 
     def _postprocessed(self, post: PostProcess) -> np.ndarray:
-        """``(n, d')`` float32: every pooled row through ``post``, a window at a time."""
-        assert post.whitening is not None and post.whitening.dim_ is not None
-        out = np.empty((len(self), int(post.whitening.dim_)), np.float32)
+        """``(n, d')`` float32: every pooled row through ``post`` (``d'``: its whitening's
+        dimension, else the pooled rows'), :meth:`_pooled_blocks` at a time."""
+        if post.whitening is not None and post.whitening.dim_ is not None:
+            width = int(post.whitening.dim_)
+        else:
+            width = self._store.segments[0].pooled.shape[1] if self._loose is None else np.shape(self._loose[1])[1]  # type: ignore[union-attr]
+        out = np.empty((len(self), width), np.float32)
         start = 0
         for rows in self._pooled_blocks():
             out[start : start + rows.shape[0]] = post(rows)
@@ -1317,18 +1320,11 @@ class Index:
     def unwhitened(self) -> np.ndarray:
         """``(n, C)`` float32: the index's descriptors before the whitening (signed power +
         L2 of :attr:`pooled`; the descriptors themselves when the index has no whitening),
-        computed in slices of :data:`UNWHITENED_CHUNK` rows so that no float64 copy of the
-        whole collection is made."""
-        if self.whitening is None or self.pooled is None:
+        computed :data:`UNWHITENED_CHUNK` rows at a time (:meth:`_postprocessed`) so that no
+        float64 copy of the whole collection is made."""
+        if self.whitening is None or self._column_missing("pooled"):
             return np.asarray(self.descriptors, np.float32) if self.descriptors is not None else np.empty((0, 0), np.float32)
-        pooled = self.pooled
-        post = PostProcess(None, power=self.config.power)
-        n, channels = np.shape(pooled)
-        out = np.empty((n, channels), np.float32)
-        for start in range(0, n, UNWHITENED_CHUNK):
-            part = np.asarray(pooled[start : start + UNWHITENED_CHUNK], np.float64)
-            out[start : start + UNWHITENED_CHUNK] = post(part)
-        return out
+        return self._postprocessed(PostProcess(None, power=self.config.power))
 
     def warmup(self) -> None:
         """Builds the extractor and runs a random ``224 x 224`` image through the network,

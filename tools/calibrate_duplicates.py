@@ -188,19 +188,26 @@ def _collections(names: List[str], seed: int, photos: bool) -> Dict[str, List[np
     return out
 
 
+def _learned(pooled: np.ndarray, power: Optional[float]):
+    """The :class:`PostProcess` whose whitening :meth:`Index.duplicates` learns on ``pooled``
+    rows (the default shrinkage and near-duplicate groups; there in blocks, here at once)."""
+    from heatsearch import PostProcess
+    from heatsearch.app.index import DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return PostProcess.fit(pooled, power=power, shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
+
+
 def _spaces(index, rows: np.ndarray) -> Dict[str, np.ndarray]:
     """The descriptors of ``rows`` as an index of those images alone would compare them."""
-    from heatsearch import IndexConfig, PostProcess
-    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
+    from heatsearch import PostProcess
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
 
-    power = IndexConfig().power
     pooled = np.asarray(index.pooled, np.float64)[rows]
-    out = {"unwhitened": PostProcess(None, power=power)(pooled).astype(np.float32)}
-    if rows.size >= AUTO_WHITENING_MIN_IMAGES:  # Index.duplicates learns the same, in blocks
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            learned = PostProcess.fit(pooled, power=power, shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
-        out["whitened"] = learned(pooled).astype(np.float32)
+    out = {"unwhitened": PostProcess(None, power=index.config.power)(pooled).astype(np.float32)}
+    if rows.size >= AUTO_WHITENING_MIN_IMAGES:
+        out["whitened"] = _learned(pooled, index.config.power)(pooled).astype(np.float32)
     return out
 
 
@@ -294,7 +301,7 @@ def _stale(index, truth: np.ndarray, draws: List[np.ndarray], t: float) -> None:
     their duplicates' F1 at ``t`` and their copy search (every copy a query for the other
     copies of its photo, mAP %)."""
     from heatsearch import PostProcess, compute_map
-    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES, DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
+    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
     from heatsearch.pipeline import rank
 
     names = _names(index)
@@ -317,11 +324,7 @@ def _stale(index, truth: np.ndarray, draws: List[np.ndarray], t: float) -> None:
                 X = PostProcess(None, power=index.config.power)(pooled[rows])
                 f1 = "-"
             else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    learned = PostProcess.fit(pooled[part(rows)], power=index.config.power,
-                                              shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
-                X = learned(pooled[rows])
+                X = _learned(pooled[part(rows)], index.config.power)(pooled[rows])
                 p, r, _ = _grouped(X.astype(np.float32), truth[np.ix_(rows, rows)], t)
                 f1 = f"{float(_f1(p, r)):.2f}"
             sub = truth[np.ix_(rows, rows)]

@@ -251,7 +251,9 @@ def evaluate_synthetic(
         return evaluate(protocol, config, {}, extractor, rerankers)
     folder = cache / "synthetic-copies"
     folder.mkdir(parents=True, exist_ok=True)
-    index = _VariantIndex(config=config, extractor=extractor)
+    # The index only extracts and pools (its HeW mean from the database): the whitening is
+    # learned below, so the index learns none (it would twice: at 64 rows and after the copies).
+    index = _VariantIndex(config=replace(config, whiten="none"), extractor=extractor)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index.add(db)

@@ -115,10 +115,12 @@ def test_duplicates_tell_copies_from_look_alike_photos(shared_data, tmp_path):
         return (together & same).sum() / together.sum(), (together & same).sum() / same.sum()
 
     precision, recall = precision_recall(index.duplicates())
-    assert precision >= 0.6 and recall >= 0.5, (precision, recall)
-    crowded, _ = precision_recall(duplicate_groups(index.unwhitened(), 0.825))
-    assert crowded < 0.2, crowded
+    crowded, found = precision_recall(duplicate_groups(index.unwhitened(), 0.825))
     strict = precision_recall(duplicate_groups(index.unwhitened(), DEFAULT_THRESHOLD))
+    print(f"149 real images, precision / recall: whitened {precision:.2f} / {recall:.2f}; unwhitened at 0.825 "
+          f"{crowded:.2f} / {found:.2f}, at {DEFAULT_THRESHOLD:g} {strict[0]:.2f} / {strict[1]:.2f}")
+    assert precision >= 0.6 and recall >= 0.5, (precision, recall)
+    assert crowded < 0.2, crowded
     f1 = lambda p, r: 2 * p * r / (p + r)  # noqa: E731
     assert f1(precision, recall) > f1(*strict) + 0.1, (precision, recall, strict)
 

@@ -44,7 +44,9 @@ Indexing: ``Index.add`` of :data:`INDEX_IMAGES` 1024 x 768 JPEGs with the defaul
 (what ``heatsearch index`` runs, without the process start and the weights' loading: the
 extractor is built and warmed first), with each runtime, with ``index.PREFETCH = 0`` (decode,
 then run the network, one image at a time: heatsearch before the prefetch) and with the
-default (the next images decoded in a background thread while the network runs).
+default (the next images decoded in a background thread while the network runs); the default
+extracts a synthetic copy of every image too (``IndexConfig.whiten_copies``), measured also
+without.
 
 A table of every case is printed at the end. About 4 minutes on the idle 2-core VM (more when shared).
 """
@@ -383,12 +385,15 @@ def test_rss_after_descriptor_queries(benchmark, data, servers, runtime):
     assert out["errors"] == 0, out["first_error"]
 
 
-INDEX_CASES = [(rt, ahead) for rt in RUNTIMES for ahead in (0, index_module.PREFETCH)]
+# Each runtime without and with the prefetch, and with the prefetch but no synthetic copies
+# (IndexConfig(whiten_copies=False): heatsearch before the copies, `heatsearch index --no-copies`).
+INDEX_CASES = [(rt, ahead, True) for rt in RUNTIMES for ahead in (0, index_module.PREFETCH)] + [
+    (rt, index_module.PREFETCH, False) for rt in RUNTIMES]
 
 
-@pytest.mark.parametrize("runtime,prefetch", INDEX_CASES,
-                         ids=[f"{rt}-prefetch{a}" for rt, a in INDEX_CASES])
-def test_index_throughput(benchmark, data, monkeypatch, runtime, prefetch):
+@pytest.mark.parametrize("runtime,prefetch,copies", INDEX_CASES,
+                         ids=[f"{rt}-prefetch{a}{'' if c else '-nocopies'}" for rt, a, c in INDEX_CASES])
+def test_index_throughput(benchmark, data, monkeypatch, runtime, prefetch, copies):
     import warnings
 
     paths = data["to_index"]
@@ -398,7 +403,7 @@ def test_index_throughput(benchmark, data, monkeypatch, runtime, prefetch):
     before = loadavg()
 
     def run() -> None:
-        idx = Index(extractor=extractor)
+        idx = Index(config=IndexConfig(whiten_copies=copies), extractor=extractor)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert not idx.add(paths)
@@ -406,7 +411,7 @@ def test_index_throughput(benchmark, data, monkeypatch, runtime, prefetch):
     benchmark.group = "heatsearch index (Index.add), 1024 x 768 JPEGs"
     benchmark.pedantic(run, rounds=1, iterations=1)
     seconds = benchmark.stats.stats.median
-    out = {"runtime": runtime, "kind": "index", "prefetch": prefetch, "images": len(paths),
+    out = {"runtime": runtime, "kind": "index", "prefetch": prefetch, "copies": copies, "images": len(paths),
            "images_per_s": round(len(paths) / seconds, 2), "loadavg_before": before, "loadavg_after": loadavg()}
     benchmark.extra_info.update(out)
     ROWS_OUT.append(out)
@@ -438,5 +443,5 @@ def _write_table(reporter: Any) -> None:
     reporter.write_line("indexing (images/s)")
     for r in ROWS_OUT:
         if r["kind"] == "index":
-            reporter.write_line(f"  {r['runtime']:5} prefetch {r['prefetch']}: {r['images_per_s']} images/s "
+            reporter.write_line(f"  {r['runtime']:5} prefetch {r['prefetch']}{'' if r['copies'] else ', no copies'}: {r['images_per_s']} images/s "
                                 f"({r['images']} images)  load {r['loadavg_before']} -> {r['loadavg_after']}")

@@ -69,6 +69,9 @@ def assert_same_index(got: Index, want: Index, *, loaded: bool = False) -> None:
     np.testing.assert_allclose(got.mean, want.mean, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(got.pooled), np.asarray(want.pooled), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got.descriptors), np.asarray(want.descriptors), atol=1e-6)
+    # The synthetic copies' pairs: made by the workers, summed part by part (Index.add: at once).
+    assert got.copy_pairs == want.copy_pairs > 0
+    np.testing.assert_allclose(got.copy_scatter, want.copy_scatter, rtol=1e-5, atol=1e-6 * np.abs(want.copy_scatter).max())
 
 
 def test_equals_the_local_index_and_reports_the_unreadable_image(cluster, folder, local, tmp_path):

@@ -24,11 +24,11 @@ several photos per place, whose descriptors come from another network.
 Every candidate is an :class:`heatsearch.IndexConfig` (plus, for the variants of HeW, pooling
 arguments); the index is built exactly as ``Index.add`` builds it (HeW mean, whitening learned
 on the database when it has enough images), then every query is ranked with each re-ranker
-and scored by mAP (revisitop's ``compute_map``, in percent). ``synth`` and ``synth-half`` (a
-lead) also give the whitening a synthetic copy of every (every other) database image as
-matching pairs (:func:`evaluate_synthetic`; the copies are written under ``--cache``). Feature maps are extracted once
-per image and extractor setting and cached under ``--cache``; the first run takes about ten
-minutes on 2 cores, later ones seconds per candidate.
+and scored by mAP (revisitop's ``compute_map``, in percent). Candidates that learn a whitening
+with ``whiten_copies`` (the default) also extract a synthetic copy of every database image, as
+``Index.add`` does. Feature maps (of images and of their copies) are extracted once per image
+and extractor setting and cached under ``--cache``; the first run takes about ten minutes on
+2 cores, later ones seconds per candidate.
 """
 
 from __future__ import annotations
@@ -56,26 +56,25 @@ Protocol = Tuple[List[str], List[str], List[Dict[str, np.ndarray]]]
 #: neighbours' rule form, "sS+dup" with shrinkage S.
 CANDIDATES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
     "default": ({}, {}),
-    "full": ({"shrinkage": 0.0, "whiten_duplicates": None}, {}),
+    # heatsearch's defaults before the synthetic copies (shrinkage 0.5, pairs at 0.8).
+    "no-copies": ({"whiten_copies": False}, {}),
+    "full": ({"shrinkage": 0.0, "whiten_duplicates": None, "whiten_copies": False}, {}),
     "none": ({"whiten": "none"}, {}),
-    **{f"s{s}": ({"shrinkage": s, "whiten_duplicates": None}, {}) for s in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)},
-    "lw": ({"shrinkage": "ledoit-wolf", "whiten_duplicates": None}, {}),
-    **{f"dup{t}": ({"whiten_duplicates": t}, {}) for t in (0.6, 0.65, 0.7, 0.75, 0.85, 0.9)},
-    **{f"s{s}+dup": ({"shrinkage": s}, {}) for s in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7)},
+    **{f"s{s}": ({"shrinkage": s, "whiten_duplicates": None, "whiten_copies": False}, {})
+       for s in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)},
+    "lw": ({"shrinkage": "ledoit-wolf", "whiten_duplicates": None, "whiten_copies": False}, {}),
+    **{f"dup{t}": ({"whiten_duplicates": t, "whiten_copies": False}, {}) for t in (0.6, 0.65, 0.7, 0.75, 0.85, 0.9)},
+    **{f"s{s}+dup": ({"shrinkage": s, "whiten_copies": False}, {}) for s in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7)},
+    # The default (with copies) at other shrinkages, and without the near-duplicate groups.
+    **{f"copies-s{s}": ({"shrinkage": s}, {}) for s in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7)},
+    "copies-nodup": ({"whiten_duplicates": None}, {}),
     "hew-t0.1": ({}, {"threshold": 0.1}),
     "gem": ({"pooling": "gem"}, {}),
     "rmac": ({"pooling": "rmac"}, {}),
     "spoc": ({"pooling": "spoc"}, {}),
     # One scale (heatsearch index --single-scale), database and queries: the latency option.
     "1scale": ({"scales": (1.0,)}, {}),
-    # The default plus a synthetic copy of every database image as matching pairs of the
-    # whitening (PCAWhitening.fit(pairs=...)): a lead, not yet what Index.add does.
-    "synth": ({}, {}),
-    "synth-half": ({}, {}),
 }
-#: Candidates whose whitening also learns from synthetic copies (:func:`evaluate_synthetic`):
-#: of every database image, or of every other one.
-SYNTHETIC = {"synth": 1, "synth-half": 2}
 
 
 class _CachedExtractor:
@@ -97,9 +96,13 @@ class _CachedExtractor:
 
     def feature_map(self, image: Any, bbox: Any = None) -> List[np.ndarray]:
         assert bbox is None, "the protocols crop nothing"
-        path = os.fspath(image)
-        st = os.stat(path)
-        key = hashlib.sha1(f"{self._settings}|{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        if isinstance(image, np.ndarray):  # a synthetic copy: keyed by its pixels
+            digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+            key = hashlib.sha1(f"{self._settings}|{image.shape}|{digest}".encode()).hexdigest()
+        else:
+            path = os.fspath(image)
+            st = os.stat(path)
+            key = hashlib.sha1(f"{self._settings}|{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
         if key in self._memory:
             return self._memory[key]
         file = self._cache / f"{key}.npz"
@@ -107,7 +110,7 @@ class _CachedExtractor:
             with np.load(file) as npz:
                 maps = [npz[f"arr_{i}"] for i in range(len(npz.files))]
         else:
-            out = self._inner.feature_map(path)
+            out = self._inner.feature_map(image)
             maps = [out] if isinstance(out, np.ndarray) else list(out)
             tmp = file.with_suffix(".tmp.npz")
             np.savez(tmp, *maps)
@@ -211,72 +214,6 @@ def evaluate(
     return _map_per_reranker(X, Q, gnd, rerankers)
 
 
-def synthetic_copy(path: str, seed: int) -> Any:
-    """An edited copy of the image ``path`` (PIL, RGB) from a family of edits unlike the demo's
-    (:data:`heatsearch.app.demo.EDITS`): a random crop of 75-95% of each side, a downscale to
-    0.5-0.9, brightness x0.85-1.15 and +-15, then JPEG at quality 30-75."""
-    import io
-
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    with Image.open(path) as im:
-        image = im.convert("RGB")
-    w, h = image.size
-    s = rng.uniform(0.75, 0.95)
-    cw, ch = max(1, int(w * s)), max(1, int(h * s))
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image = image.crop((x, y, x + cw, y + ch))
-    f = rng.uniform(0.5, 0.9)
-    image = image.resize((max(16, int(image.width * f)), max(16, int(image.height * f))), Image.BILINEAR)
-    pixels = np.asarray(image).astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=int(rng.integers(30, 75)))
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
-def evaluate_synthetic(
-    protocol: Protocol, config: IndexConfig, extractor: _CachedExtractor, rerankers: Sequence[Optional[str]],
-    cache: Path, every: int,
-) -> Dict[Optional[str], float]:
-    """:func:`evaluate` with the whitening also learned from matching pairs: every ``every``-th
-    database image and a :func:`synthetic_copy` of it (written once under ``cache``), pooled
-    with the index's HeW mean. A database too small to learn a whitening is evaluated as is."""
-    import warnings
-
-    from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
-
-    db, queries, gnd = protocol
-    if len(db) < AUTO_WHITENING_MIN_IMAGES:
-        return evaluate(protocol, config, {}, extractor, rerankers)
-    folder = cache / "synthetic-copies"
-    folder.mkdir(parents=True, exist_ok=True)
-    # The index only extracts and pools (its HeW mean from the database): the whitening is
-    # learned below, so the index learns none (it would twice: at 64 rows and after the copies).
-    index = _VariantIndex(config=replace(config, whiten="none"), extractor=extractor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        index.add(db)
-        n = len(index)
-        sources = list(range(0, n, every))
-        copies = []
-        for i in sources:
-            path = folder / f"{hashlib.sha1(index.paths[i].encode()).hexdigest()[:16]}.png"
-            if not path.exists():
-                synthetic_copy(index.paths[i], i).save(path)
-            copies.append(str(path))
-        known = set(index.paths)
-        others = [q for q in dict.fromkeys(queries) if q not in known]
-        index.add(copies + others)  # after the database: pooled with its HeW mean
-    pooled = np.asarray(index.pooled, np.float64)
-    post = hs.PostProcess.fit(pooled[:n], power=config.power, shrinkage=config.shrinkage,
-                              duplicates=config.whiten_duplicates, pairs=(pooled[sources], pooled[n : n + len(copies)]))
-    X = post(pooled[:n])
-    row = {p: i for i, p in enumerate(index.paths)}
-    Q = np.stack([X[row[q]] if row[q] < n else post(pooled[row[q]]) for q in queries])
-    return _map_per_reranker(X, Q, gnd, rerankers)
-
-
 def _map_per_reranker(
     X: np.ndarray, Q: np.ndarray, gnd: List[Dict[str, np.ndarray]], rerankers: Sequence[Optional[str]]
 ) -> Dict[Optional[str], float]:
@@ -294,7 +231,7 @@ def _map_per_reranker(
 
 
 #: IndexConfig fields a candidate may change and still be measured on Holidays' descriptors.
-_WHITENING_FIELDS = {"whiten", "shrinkage", "whiten_duplicates"}
+_WHITENING_FIELDS = {"whiten", "shrinkage", "whiten_duplicates", "whiten_copies"}
 
 
 def holidays(data: Path) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, np.ndarray]]]:
@@ -323,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("HEATSEARCH_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "heatsearch-protocols"))
-    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,dup0.75,default,dup0.85,s0.3+dup,hew-t0.1,gem,rmac,synth,synth-half", help=f"of {', '.join(CANDIDATES)}")
+    ap.add_argument("--candidates", default="full,none,s0.1,s0.3,lw,s0.5,s0.7,s0.9,dup0.7,dup0.75,no-copies,dup0.85,s0.3+dup,default,copies-s0.3,copies-s0.7,copies-nodup,hew-t0.1,gem,rmac", help=f"of {', '.join(CANDIDATES)}")
     ap.add_argument("--rerankers", default="none,heat,auto", help="of none, " + ", ".join(r for r in hs.RERANKERS if r))
     ap.add_argument("--holidays", action="store_true", help="also the table on INRIA Holidays (authors' descriptors)")
     args = ap.parse_args(argv)
@@ -341,10 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         t = time.perf_counter()
         cells = []
         for protocol in protocols.values():
-            if name in SYNTHETIC:
-                scores = evaluate_synthetic(protocol, config, extractor, rerankers, cache, SYNTHETIC[name])
-            else:
-                scores = evaluate(protocol, config, pool_kwargs, extractor, rerankers)
+            scores = evaluate(protocol, config, pool_kwargs, extractor, rerankers)
             cells += [f"{scores[r]:.1f}" for r in rerankers]
         print(f"| {name} | " + " | ".join(cells) + f" |  <!-- {time.perf_counter() - t:.0f} s -->", flush=True)
     if args.holidays:
@@ -354,9 +288,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print("|---|" + "---|" * len(rerankers))
         for name in args.candidates.split(","):
             changes, pool_kwargs = CANDIDATES[name]
-            if pool_kwargs or not set(changes) <= _WHITENING_FIELDS or name in SYNTHETIC:
+            config = replace(IndexConfig(), **changes)
+            if pool_kwargs or not set(changes) <= _WHITENING_FIELDS or (config.whiten == "auto" and config.whiten_copies):
                 continue  # Holidays has descriptors only: no image to extract, edit or copy
-            scores = evaluate_holidays(X, qidx, gnd, replace(IndexConfig(), **changes), rerankers)
+            scores = evaluate_holidays(X, qidx, gnd, config, rerankers)
             print(f"| {name} | " + " | ".join(f"{scores[r]:.1f}" for r in rerankers) + " |", flush=True)
 
 

@@ -23,16 +23,19 @@ it stops scaling):
    :mod:`heatsearch.vision.images`, :data:`DECODE_CPUS` each) -> an actor pool of extractors
    (``ActorPoolStrategy``; one :class:`~heatsearch.vision.extract.Extractor` per actor, built
    once, on ONNX Runtime where installed; :data:`WORKER_CPUS` each) which runs the network,
-   pools each map with the mean exactly as :meth:`Index.add` does, and writes the part:
-   ``OUTPUT/.heatsearch-parts/part-<hash of its paths>.npz`` (paths, pooled rows, and the
-   ``(path, reason)`` of images it could not use), atomically (temp file, fsync,
+   pools each map with the mean exactly as :meth:`Index.add` does (and, when the index learns
+   its whitening with ``IndexConfig.whiten_copies``, extracts and pools a synthetic copy of
+   each image, as :meth:`Index.add` does), and writes the part:
+   ``OUTPUT/.heatsearch-parts/part-<hash of its paths>.npz`` (paths, pooled rows, the copies'
+   pooled rows and the ``(path, reason)`` of images it could not use), atomically (temp file, fsync,
    ``os.replace``: :mod:`heatsearch._atomic`). A rerun after a crash or a kill skips every
    path already in a finished part (resumable).
 3. **On the driver**, without holding every row (see ``_assemble``): the parts' paths are put
    in :meth:`Index.add`'s order (the mean's sample first, then the others in the order
    given), their rows copied part by part into a shard file in the parts folder, the
    whitening learned on all of them as :meth:`Index.add` learns it but from float64 block
-   sums (:meth:`PostProcess._fit_blocks`), the final descriptors written beside them a block
+   sums (:meth:`PostProcess._fit_blocks`) and the copies' difference scatter summed part by
+   part (:func:`~heatsearch.app.index.pair_scatter`), the final descriptors written beside them a block
    at a time, the index saved (:meth:`Index.save`, atomic; it hard-links that shard) and only
    then are the parts removed. Memory: one part, :data:`ASSEMBLY_ROWS` rows, two ``C x C``
    float64 matrices, the whitening's sample of rows searched for near-duplicate pairs (at
@@ -69,7 +72,7 @@ import numpy as np
 from . import _validate
 from ._atomic import atomic_write
 from .app import storage
-from .app.index import Index, IndexConfig, learns_whitening, mean_sample
+from .app.index import Index, IndexConfig, learns_whitening, mean_sample, pair_scatter
 from .app.storage import PARTS_DIR, check_target
 from .errors import InvalidDTypeError, InvalidInputError, MissingDependencyError
 from .postprocess import PostProcess
@@ -130,6 +133,8 @@ class _Settings:
     threads: int
     parts: str
     factory: Optional[Callable[[IndexConfig, str, int], Any]]
+    #: Whether the workers also pool a synthetic copy of each image (Index._makes_copies).
+    copies: bool = False
 
 
 def build_index(
@@ -196,7 +201,8 @@ def build_index(
     check_target(output)
     ray = _ray()
     parts = Path(output) / PARTS_DIR
-    settings = _Settings(config.to_dict(), runtime, threads, os.path.abspath(parts), extractor_factory)
+    copies = Index(config=config, whitening=whitening)._makes_copies()
+    settings = _Settings(config.to_dict(), runtime, threads, os.path.abspath(parts), extractor_factory, copies)
     with _cluster(ray, address, workers, progress) as cpus:
         size = workers if workers is not None else max(1, int(cpus))
         mean, mean_images, sample_skipped = _write_parts(ray, new, config, settings, size, batch)
@@ -449,7 +455,9 @@ class _Worker:
                 rows.append(self.index._pool(fmap))
                 done.append(path)
         pooled = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-        _write_part(Path(self.settings.parts) / part, done, pooled, skipped)
+        copy_of, copies = (self.index._pooled_copies(done, False) if self.settings.copies and done
+                           else (np.zeros(0, np.int64), np.zeros((0, pooled.shape[1]), np.float32)))
+        _write_part(Path(self.settings.parts) / part, done, pooled, skipped, copy_of, copies)
         return {"part": part, "rows": len(done), "skipped": len(skipped)}
 
 
@@ -465,13 +473,20 @@ def _part_name(paths: Sequence[str]) -> str:
     return f"part-{hashlib.sha1(chr(10).join(paths).encode()).hexdigest()[:20]}.npz"
 
 
-def _write_part(path: Path, paths: List[str], pooled: np.ndarray, skipped: List[Tuple[str, str]]) -> None:
-    """One finished part, atomically (a retried part is written again, the same)."""
+def _write_part(path: Path, paths: List[str], pooled: np.ndarray, skipped: List[Tuple[str, str]],
+                copy_of: Optional[np.ndarray] = None, copies: Optional[np.ndarray] = None) -> None:
+    """One finished part, atomically (a retried part is written again, the same). ``copies``
+    ``(m, C)``: the pooled rows of the synthetic copies of the images at positions ``copy_of``
+    ``(m,)`` of ``paths`` (None: no copies)."""
+    if copy_of is None or copies is None:
+        copy_of, copies = np.zeros(0, np.int64), np.zeros((0, pooled.shape[1] if pooled.ndim == 2 else 0), np.float32)
     with atomic_write(path) as f:
         np.savez(
             f,
             paths=np.array(paths, dtype=str),
             pooled=pooled,
+            copy_of=np.asarray(copy_of, np.int64),
+            copies=np.asarray(copies, np.float32),
             skipped_paths=np.array([p for p, _ in skipped], dtype=str),
             skipped_reasons=np.array([r for _, r in skipped], dtype=str),
         )
@@ -492,6 +507,24 @@ def _read_part(path: Path, *, rows: bool = True) -> Optional[Tuple[List[str], np
         warnings.warn(f"{path}: {len(paths)} paths but pooled rows of shape {pooled.shape}: ignored")
         return None
     return paths, pooled, skipped
+
+
+def _part_copies(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """A finished part's synthetic copies: positions ``(m,)`` in its paths and pooled rows
+    ``(m, C)``; none for a part written without them (by a build that made none, or an
+    earlier heatsearch), or whose copies cannot be read (warned: fewer pairs, same rows)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "copy_of" not in z.files:
+                return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+            copy_of, copies = np.asarray(z["copy_of"], np.int64), np.asarray(z["copies"], np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        warnings.warn(f"{path}: its synthetic copies cannot be read ({e}): its images give the whitening no pairs")
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    if copies.ndim != 2 or copy_of.shape != (copies.shape[0],) or not np.isfinite(copies).all():
+        warnings.warn(f"{path}: {copy_of.shape} copy positions and copies of shape {copies.shape} (or not finite): ignored")
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return copy_of, copies
 
 
 def _finished_paths(parts: Path) -> Iterator[str]:
@@ -584,12 +617,14 @@ def _assemble(
         for lo in range(0, n, step):
             yield np.asarray(pooled.window(lo, lo + step), np.float64)
 
+    scatter, pairs = _copy_pairs(where, config, channels) if settings.copies else (None, 0)
     learned = learns_whitening(config, whitening, n)
     if learned:
         with warnings.catch_warnings():  # as Index.refit_whitening
             warnings.filterwarnings("ignore", message=".*dimension is capped.*")
             whitening = PostProcess._fit_blocks(windows, power=config.power, shrinkage=config.shrinkage,
-                                                duplicates=config.whiten_duplicates).whitening
+                                                duplicates=config.whiten_duplicates,
+                                                pair_scatter=None if scatter is None else (scatter, pairs)).whitening
     post = PostProcess(whitening, power=config.power)
     dim = whitening.dim_ if whitening is not None else channels
     assert dim is not None
@@ -600,7 +635,30 @@ def _assemble(
                                (post(w).astype(via).astype(config.storage_dtype) for w in windows()))
     segment = storage.open_shard(parts, shard, pooled=True)
     return Index._from_segment(config, added, segment, mean=mean, mean_images=mean_images, whitening=whitening,
-                               whitening_learned=learned, skipped=skipped, root=root, runtime=runtime)
+                               whitening_learned=learned, skipped=skipped, root=root, runtime=runtime,
+                               copy_scatter=scatter, copy_pairs=pairs)
+
+
+def _copy_pairs(where: Dict[str, Tuple[Path, int]], config: IndexConfig, channels: int) -> Tuple[Optional[np.ndarray], int]:
+    """The difference scatter ``(C, C)`` and count of the synthetic copies' pairs of the
+    indexed images (``where``: path -> (part file, row)), one part at a time, as
+    :meth:`Index.add` sums them (:func:`~heatsearch.app.index.pair_scatter`)."""
+    chosen: Dict[Path, List[int]] = {}
+    for file, r in where.values():
+        chosen.setdefault(file, []).append(r)
+    scatter: Optional[np.ndarray] = None
+    pairs = 0
+    for file in sorted(chosen):
+        copy_of, copies = _part_copies(file)
+        keep = np.isin(copy_of, chosen[file])
+        if not keep.any():
+            continue
+        if copies.shape[1] != channels:
+            raise InvalidInputError(f"{file}: copies' pooled rows of width {copies.shape[1]}, the images' are {channels}")
+        term, m = pair_scatter(config, _part_rows(file)[copy_of[keep]], copies[keep])
+        scatter = term if scatter is None else scatter + term
+        pairs += m
+    return scatter, pairs
 
 
 def _part_lists(parts: Path) -> Iterator[Tuple[Path, List[str], List[Tuple[str, str]]]]:

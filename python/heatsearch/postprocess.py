@@ -202,6 +202,7 @@ class PostProcess:
         eps: float = L2_EPS,
         shrinkage: Union[float, str] = 0.0,
         duplicates: Optional[float] = None,
+        pair_scatter: Optional[Tuple[np.ndarray, int]] = None,
     ) -> "PostProcess":
         """:meth:`fit` (at full dimension) on the rows of ``blocks()``, one ``(rows, d)`` block
         at a time: :meth:`PCAWhitening._fit_blocks` (``blocks`` is called twice and must give
@@ -209,7 +210,8 @@ class PostProcess:
         to float64 rounding, in memory for one block and two ``d x d`` float64 matrices."""
         pre = cls(None, power=power, eps=eps)
         whitening = PCAWhitening()._fit_blocks(
-            lambda: (pre(np.asarray(b, np.float64)) for b in blocks()), shrinkage=shrinkage, duplicates=duplicates
+            lambda: (pre(np.asarray(b, np.float64)) for b in blocks()), shrinkage=shrinkage, duplicates=duplicates,
+            pair_scatter=pair_scatter,
         )
         return cls(whitening, power=power, eps=eps)
 

@@ -183,7 +183,7 @@ class PCAWhitening:
         Matching pairs (``pairs = (A, B)``): vectors known to show the same image, row ``i`` of
         ``A`` and of ``B`` (in ``X``'s space: the same post-processing), e.g. images of ``X``
         and an edited copy of each (a crop, a rescaling, a re-encoding). Their difference
-        scatter ``DUPLICATE_WEIGHT * (A - B)^T (A - B) / (2 n)`` is added to ``C`` with the
+        scatter ``DUPLICATE_WEIGHT * (A - B)^T (A - B) / (2 max(m, n))`` is added to ``C`` with the
         groups' (each pair weighs as a group of two): the learned whitening of Radenovic et al.
         (2016) from matching pairs, on top of ``C``. Measured with a synthetic copy of every
         image of the index (``python tools/protocols.py --candidates default,synth``; README,
@@ -258,8 +258,7 @@ class PCAWhitening:
         del centred
         if matched is not None:
             diff = matched[0].astype(np.float64) - matched[1]
-            term = (diff.T @ diff) * (DUPLICATE_WEIGHT / (2 * n))
-            copy_terms = (term, None) if copy_terms is None else (copy_terms[0] + term, copy_terms[1])
+            copy_terms = _with_pairs(copy_terms, diff.T @ diff, diff.shape[0], n)
         return self._from_covariance(mean, cov, n, wanted, amount, dim, copy_terms)
 
     def _fit_blocks(
@@ -268,6 +267,7 @@ class PCAWhitening:
         *,
         shrinkage: Union[float, str] = 0.0,
         duplicates: Optional[float] = None,
+        pair_scatter: Optional[Tuple[np.ndarray, int]] = None,
     ) -> "PCAWhitening":
         """:meth:`fit` on the rows of ``blocks()`` without holding them all: ``blocks`` is
         called twice (a pass for the mean, then one for the covariance and, for
@@ -278,7 +278,9 @@ class PCAWhitening:
         is summed block by block instead of in one product). Always at full dimension.
         Errors as :meth:`fit` (``n < 2``, NaN, a block of another width, no variance). With
         ``duplicates``, the searched rows (:data:`DUPLICATE_SAMPLE` at most) are copied out
-        of the blocks during the second pass."""
+        of the blocks during the second pass. ``pair_scatter``: matching pairs given by
+        their difference scatter ``(A - B)^T (A - B)`` ``(d, d)`` float64 and their count
+        ``m`` (what :meth:`fit`'s ``pairs`` computes; an index keeps these, not the pairs)."""
         shrinkage = _validate.shrinkage(shrinkage)
         copies = _validate.duplicate_cosine(duplicates, "duplicates")
         total: Optional[np.ndarray] = None
@@ -317,7 +319,12 @@ class PCAWhitening:
             amount = _ledoit_wolf_from(cov, n, fourth - 2 * n * float(np.sum(s_biased * s_biased)))
         else:
             amount = shrinkage
-        copy_terms = None if copies is None else _copy_scatter(sampled, copies)
+        copy_terms: Optional[Tuple[np.ndarray, Optional[int]]] = None if copies is None else _copy_scatter(sampled, copies)
+        if pair_scatter is not None and pair_scatter[1] > 0:
+            scatter = np.asarray(pair_scatter[0], np.float64)
+            if scatter.shape != (d, d):
+                raise InvalidInputError(f"pair_scatter must be ({d}, {d}) as the rows are {d} wide, got {scatter.shape}")
+            copy_terms = _with_pairs(copy_terms, scatter, int(pair_scatter[1]), n)
         return self._from_covariance(mean, cov, n, d, amount, None, copy_terms)
 
     def _from_covariance(
@@ -597,6 +604,18 @@ def _copy_scatter(rows: np.ndarray, cosine: float) -> Tuple[np.ndarray, int]:
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, members.size]) if members.size else ():
         residuals[lo:hi] -= residuals[lo:hi].mean(axis=0)
     return (residuals.T @ residuals) * (DUPLICATE_WEIGHT / m), int(members.size)
+
+
+def _with_pairs(
+    copy_terms: Optional[Tuple[np.ndarray, Optional[int]]], scatter: np.ndarray, m: int, n: int
+) -> Tuple[np.ndarray, Optional[int]]:
+    """``copy_terms`` (the groups' scatter and count, or None) plus the term of ``m`` matching
+    pairs whose difference scatter is ``scatter`` ``(d, d)``, for a fit on ``n`` vectors:
+    ``DUPLICATE_WEIGHT * scatter / (2 max(m, n))``: each pair weighs as a group of two among
+    the ``n`` images, and more pairs than images (an index keeps the pairs of images it no
+    longer holds) weigh as one per image."""
+    term = scatter * (DUPLICATE_WEIGHT / (2 * max(m, n)))
+    return (term, None) if copy_terms is None else (copy_terms[0] + term, copy_terms[1])
 
 
 def _join_neighbours(ranks: np.ndarray, sims: np.ndarray, label: np.ndarray, grouped: np.ndarray) -> None:

@@ -169,12 +169,13 @@ def test_index_reports_the_whitening_it_learned(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"HeW centering mean from 65 images; PCA-whitening learned on 65 images with shrinkage 0\.5, "
                      r"(near-duplicate groups \(\d+ images\) kept together|no near-duplicates found) \(pairs at "
-                     r"centred cosine >= 0\.8\), "
+                     r"centred cosine >= 0\.8\), 65 synthetic copies as matching pairs, "
                      r"1280 -> 1280 dimensions", out), out
     assert main(["info", str(tmp_path / "i")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^whitening +PCA-whitening learned on 65 images with shrinkage 0\.5, near-duplicate groups "
-                     r"kept together \(pairs at centred cosine >= 0\.8\), 1280 -> 1280 dimensions", out, re.M), out
+                     r"kept together \(pairs at centred cosine >= 0\.8\), 65 synthetic copies as matching pairs, "
+                     r"1280 -> 1280 dimensions", out, re.M), out
     assert re.search(r"^HeW mean +learned on the local features of 65 images \(1280 channels\)", out, re.M), out
     assert re.search(rf"^root +{re.escape(str(tmp_path))}$", out, re.M), out
     # 65 more images: the index has doubled, so add learns its whitening again and says so.
@@ -208,7 +209,8 @@ def test_add_remove_info(folder, tmp_path, capsys):
     before = info()
     assert before["images"] == "4" and before["dimension"] == "1280" and before["backbone"] == "efficientnet_lite0"
     assert before["layer"].startswith("head") and before["pooling"] == "hew" and before["scales"] == "1"
-    assert "1280 channels" in before["HeW mean"] and before["disk size"].endswith("KB")
+    # 3.3 MB: the synthetic copies' scatter (storage.COPIES), whatever the number of images.
+    assert "1280 channels" in before["HeW mean"] and re.fullmatch(r"3\.\d MB", before["disk size"])
     assert main(["add", str(idx), str(photos / "later")]) == 0
     assert "added 2 images" in capsys.readouterr().out
     assert info()["images"] == "6"

@@ -30,8 +30,9 @@ on the database's own pooled descriptors once it holds at least 64 images (and a
 of them each time it has doubled: :data:`WHITENING_REFIT_GROWTH`), with covariance
 shrinkage :data:`DEFAULT_SHRINKAGE` (so that a collection of fewer images than dimensions
 keeps its neighbourhoods) and the scatter of its near-duplicate groups added to the
-covariance (:data:`WHITEN_DUPLICATES`, so that copies of one image stay together), never on
-queries.
+covariance (:data:`WHITEN_DUPLICATES`, so that copies of one image stay together) and that
+of a synthetic copy of every image (:data:`WHITEN_COPIES`, so that what a crop, a rescaling or
+a re-encoding changes is not amplified), never on queries.
 
 Services: queries may be paths, encoded image bytes, binary file objects, PIL images, RGB
 arrays or final descriptors; :meth:`Index.search_many` describes many queries and ranks them
@@ -133,6 +134,14 @@ DEFAULT_SHRINKAGE: Union[float, str] = 0.5
 #: and 0.7 give copy detection no more, and take 14 and 52 images of smvs into groups
 #: (in-collection 48.8 and 44.4); without it 0.75 gave copy detection 93.5.
 WHITEN_DUPLICATES: Optional[float] = 0.8
+#: Whether an index that learns its whitening ("auto") also extracts a synthetic copy of every
+#: image it adds (:func:`heatsearch.vision.copies.synthetic_copy`: a crop, a downscale, a
+#: brightness change and JPEG, about a third of the image's pixels) and gives the whitening each
+#: (image, copy) pair as matching vectors (:meth:`heatsearch.PCAWhitening.fit`'s ``pairs``),
+#: kept as their difference scatter (:attr:`Index.copy_scatter`). Measured with ``python
+#: tools/protocols.py`` (README, "Retrieval quality"): see the table there; the cost is about
+#: a third more extraction time per image added.
+WHITEN_COPIES = True
 #: Rows whose descriptors :meth:`Index.load` recomputes from the pooled ones (evenly spaced,
 #: first and last included) to check that the two files belong together: a whole recomputation
 #: would cost a whitening product per row (seconds for 60k images), a sample catches a file of
@@ -203,6 +212,9 @@ class IndexConfig:
     #: :meth:`heatsearch.PCAWhitening.fit`), in ``(0, 1)``, or None (the whitening of the
     #: covariance alone); :data:`WHITEN_DUPLICATES`.
     whiten_duplicates: Optional[float] = WHITEN_DUPLICATES
+    #: Whether an index that learns its whitening also extracts a synthetic copy of every image
+    #: and learns from the (image, copy) pairs; :data:`WHITEN_COPIES`.
+    whiten_copies: bool = WHITEN_COPIES
     #: Images whose local features give the HeW centering mean (evenly spaced over the
     #: database; all of them when the database is smaller).
     mean_sample: int = 256
@@ -232,6 +244,7 @@ class IndexConfig:
         _validate.choice(self.whiten, "whiten", ("auto", "none"))
         object.__setattr__(self, "shrinkage", _validate.shrinkage(self.shrinkage))
         object.__setattr__(self, "whiten_duplicates", _validate.duplicate_cosine(self.whiten_duplicates, "whiten_duplicates"))
+        _validate.flag(self.whiten_copies, "whiten_copies")
         _validate.integer(self.mean_sample, "mean_sample", minimum=1)
         _validate.choice(self.storage_dtype, "storage_dtype", STORAGE_DTYPES)
         _validate.choice(self.ann, "ann", ANN_CHOICES)
@@ -258,6 +271,9 @@ class IndexConfig:
         if "whiten_duplicates" not in d:
             # Written before the whitening that keeps copies together: covariance alone.
             d = {**d, "whiten_duplicates": None}
+        if "whiten_copies" not in d:
+            # Written before the synthetic copies: a whitening of the images alone.
+            d = {**d, "whiten_copies": False}
         if "storage_dtype" not in d:
             # Written before the descriptor store (format version 3): float32 rows.
             d = {**d, "storage_dtype": "float32"}
@@ -372,6 +388,15 @@ class Index:
     #: e.g. an index of heatsearch 0.1/0.2, or not learned by the index).
     mean_images: Optional[int] = None
     whitening_images: Optional[int] = None
+    #: ``(C, C)`` float64: the sum of ``d d^T`` over the images added with a synthetic copy
+    #: (:attr:`IndexConfig.whiten_copies`), ``d`` the difference of the copy's and the image's
+    #: pooled descriptors after signed square root + L2: what a learned whitening takes as
+    #: matching pairs. None until a copy was made. Removing an image keeps its pair (still an
+    #: example of what copies differ by); the whitening weighs the pairs as at most one per
+    #: image (:meth:`heatsearch.PCAWhitening.fit`).
+    copy_scatter: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    #: How many pairs :attr:`copy_scatter` sums.
+    copy_pairs: int = 0
     #: Files that could not be read or gave no usable features, with the reason: ``(path, message)``.
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
@@ -619,12 +644,54 @@ class Index:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*dimension is capped.*")
             post = PostProcess._fit_blocks(self._pooled_blocks, power=self.config.power,
-                                           shrinkage=self.config.shrinkage, duplicates=self.config.whiten_duplicates)
+                                           shrinkage=self.config.shrinkage, duplicates=self.config.whiten_duplicates,
+                                           pair_scatter=self._pair_scatter())
         descriptors = self._postprocessed(post)
         self.whitening, self.whitening_learned, self.whitening_images = post.whitening, True, len(self)
         self.descriptors = descriptors
         self._graph = None
         self._ann = None  # every row changed
+
+    def _pair_scatter(self) -> Optional[Tuple[np.ndarray, int]]:
+        """The synthetic copies' pairs a learned whitening takes (:attr:`copy_scatter`,
+        :attr:`copy_pairs`), or None (none made, or ``whiten_copies`` off)."""
+        if not (self.config.whiten_copies and self.copy_pairs and self.copy_scatter is not None):
+            return None
+        return self.copy_scatter, self.copy_pairs
+
+    def _makes_copies(self) -> bool:
+        """Whether :meth:`add` extracts a synthetic copy of each image: the index learns its
+        whitening ("auto", none given) with ``whiten_copies``."""
+        return (self.config.whiten == "auto" and self.config.whiten_copies
+                and (self.whitening is None or self.whitening_learned))
+
+    def _add_copies(self, paths: List[str], pooled: np.ndarray, progress: bool) -> None:
+        """Adds to :attr:`copy_scatter` the pairs of ``paths`` (just pooled: ``pooled``
+        ``(len(paths), C)`` float32, same order) and their :meth:`_pooled_copies`."""
+        sources, copies = self._pooled_copies(paths, progress)
+        if len(sources):
+            scatter, m = pair_scatter(self.config, pooled[sources], copies)
+            self.copy_scatter = scatter if self.copy_scatter is None else self.copy_scatter + scatter
+            self.copy_pairs += m
+
+    def _pooled_copies(self, paths: List[str], progress: bool) -> Tuple[np.ndarray, np.ndarray]:
+        """The pooled descriptors ``(m, C)`` float32 of a
+        :func:`~heatsearch.vision.copies.synthetic_copy` of each of ``paths``, and which of
+        ``paths`` each is a copy of (``(m,)`` int64 positions). A copy that cannot be made or
+        described gives no pair (its image was read a moment ago, so this is rare) and no
+        warning: the image itself is indexed. Also used by :mod:`heatsearch.distributed`'s
+        workers."""
+        from ..vision.copies import synthetic_copy
+
+        make = functools.partial(synthetic_copy, max_size=self.config.max_size)
+        row = {p: i for i, p in enumerate(paths)}
+        sources, copies = [], []
+        for path, fmap, _ in self._feature_maps(paths, progress, source=make, what="synthetic copies"):
+            if fmap is not None:
+                sources.append(row[path])
+                copies.append(self._pool(fmap))
+        width = 0 if not copies else len(copies[0])
+        return np.asarray(sources, np.int64), np.asarray(copies, np.float32).reshape(len(copies), width)
 
     def _column_missing(self, column: str) -> bool:
         """Whether the index has no ``column`` ("pooled" or "desc") rows at all."""
@@ -658,18 +725,24 @@ class Index:
     def postprocess(self) -> PostProcess:
         return PostProcess(self.whitening, power=self.config.power)
 
-    def _feature_maps(self, paths: Sequence[str], progress: bool) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
-        """``(path, fmap, "")`` for each path in order, or ``(path, None, reason)``. With
-        heatsearch's own extractor (see ``_splits_feature_map``), up to
-        :data:`PREFETCH` later images are decoded and resized in a background thread while the
-        network runs on the current one (the maps are the same either way)."""
+    def _feature_maps(
+        self, paths: Sequence[str], progress: bool, *, source: Optional[Callable[[str], Any]] = None,
+        what: str = "extracting",
+    ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
+        """``(path, fmap, "")`` for each path in order, or ``(path, None, reason)``: the map
+        of the image at ``path``, or of ``source(path)`` (an image made from it: a synthetic
+        copy). With heatsearch's own extractor (see ``_splits_feature_map``), up to
+        :data:`PREFETCH` later images are decoded (made) and resized in a background thread
+        while the network runs on the current one (the maps are the same either way).
+        ``what``: the progress bar's label."""
         extractor = self._get_extractor()
         ahead = PREFETCH if _splits_feature_map(extractor) else 0
+        load: Callable[[str], Any] = source if source is not None else (lambda path: path)
         if ahead < 1:
             compute: Iterable[Tuple[str, Callable[[], Any]]] = (
-                (path, functools.partial(extractor.feature_map, path)) for path in paths
+                (path, lambda path=path: extractor.feature_map(load(path))) for path in paths  # type: ignore[misc]
             )
-            yield from self._checked_maps(_progress(compute, progress, "extracting", len(paths)))
+            yield from self._checked_maps(_progress(compute, progress, what, len(paths)))
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatsearch-decode") as pool:
             waiting: "Deque[Tuple[str, Future[List[np.ndarray]]]]" = collections.deque()
@@ -680,7 +753,7 @@ class Index:
                     path = next(todo, None)
                     if path is None:
                         return
-                    waiting.append((path, pool.submit(extractor.prepare, path)))
+                    waiting.append((path, pool.submit(lambda path=path: extractor.prepare(load(path)))))  # type: ignore[misc]
 
             def prefetched() -> Iterator[Tuple[str, Callable[[], Any]]]:
                 refill()
@@ -690,7 +763,7 @@ class Index:
                     yield path, functools.partial(_forward_when_ready, extractor, job)
 
             try:
-                yield from self._checked_maps(_progress(prefetched(), progress, "extracting", len(paths)))
+                yield from self._checked_maps(_progress(prefetched(), progress, what, len(paths)))
             finally:  # a consumer that stops early: drop the images not yet started
                 for _, job in waiting:
                     job.cancel()
@@ -755,7 +828,10 @@ class Index:
             rows.append(self._pool(fmap))
             added.append(path)
         if rows:
-            self._append_pooled(added, np.stack(rows).astype(np.float32))
+            pooled = np.stack(rows).astype(np.float32)
+            if self._makes_copies():
+                self._add_copies(added, pooled, progress)
+            self._append_pooled(added, pooled)
         self._report_skipped(skipped)
         return skipped
 
@@ -795,12 +871,15 @@ class Index:
         whitening: Optional[PCAWhitening] = None,
         root: Optional[PathLike] = None,
         runtime: str = "auto",
+        copy_scatter: Optional[np.ndarray] = None,
+        copy_pairs: int = 0,
     ) -> "Index":
         """The index :meth:`add` would have made of ``paths`` (absolute, in :meth:`add`'s row
         order: see :func:`mean_sample`) from their pooled descriptors ``(n, C)`` float32,
         pooled elsewhere with ``mean`` ``(C,)`` (learned on ``mean_images`` images): the
         whitening and the final descriptors are made here, as :meth:`add` makes them.
         ``skipped``: the ``(path, reason)`` of images that were not indexed (warned about).
+        ``copy_scatter``, ``copy_pairs``: their synthetic copies' pairs (:func:`pair_scatter`).
         Used by :func:`heatsearch.distributed.build_index`.
 
         Raises:
@@ -823,6 +902,7 @@ class Index:
                 )
         index.mean = None if mean is None else np.asarray(mean, np.float32)
         index.mean_images = mean_images if mean is not None else None
+        index.copy_scatter, index.copy_pairs = (copy_scatter, copy_pairs) if copy_pairs else (None, 0)
         if rows is not None:
             index._append_pooled(added, np.ascontiguousarray(rows, np.float32))
         index._report_skipped(list(skipped))
@@ -842,6 +922,8 @@ class Index:
         skipped: Sequence[Tuple[str, str]] = (),
         root: Optional[PathLike] = None,
         runtime: str = "auto",
+        copy_scatter: Optional[np.ndarray] = None,
+        copy_pairs: int = 0,
     ) -> "Index":
         """The index :meth:`_from_pooled` would make, from rows already post-processed
         elsewhere, in bounded memory: ``segment`` (its rows in files: see
@@ -862,6 +944,7 @@ class Index:
         index.paths = added
         index.whitening_learned = whitening_learned
         index.whitening_images = len(added) if whitening_learned else None
+        index.copy_scatter, index.copy_pairs = (copy_scatter, copy_pairs) if copy_pairs else (None, 0)
         index._report_skipped(list(skipped))
         return index
 
@@ -1373,6 +1456,8 @@ class Index:
                 store=self._store if loose is None else None,
                 source=self.source,
                 dtype=self.config.storage_dtype,
+                copy_scatter=self.copy_scatter if self.copy_pairs else None,
+                copy_pairs=self.copy_pairs,
             ),
             check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
             extra=self._ann_files(),
@@ -1437,6 +1522,8 @@ class Index:
             extractor=extractor,
             root=base,
             runtime=runtime,
+            copy_scatter=stored.copy_scatter,
+            copy_pairs=stored.copy_pairs,
         )
         if stored.store is not None:
             store = stored.store
@@ -1537,6 +1624,17 @@ Index.pooled = property(  # type: ignore[assignment]
     lambda self, value: self._set_column("pooled", value),
     doc="``(n, C)`` float32 pooled descriptors, None for an index of descriptors (see ``Index._column``).",
 )
+
+
+def pair_scatter(config: IndexConfig, images: np.ndarray, copies: np.ndarray) -> Tuple[np.ndarray, int]:
+    """The difference scatter ``(C, C)`` float64 and the count of the pairs (``images[i]``,
+    ``copies[i]``): pooled descriptors ``(m, C)`` float32 of images and of their synthetic
+    copies, signed-square-rooted and L2-normalised as ``config`` post-processes them before
+    the whitening (:attr:`Index.copy_scatter`; :meth:`Index.add` and
+    :func:`heatsearch.distributed.build_index` sum it alike)."""
+    pre = PostProcess(None, power=config.power)
+    diff = pre(np.asarray(copies, np.float64)) - pre(np.asarray(images, np.float64))
+    return diff.T @ diff, int(diff.shape[0])
 
 
 def learns_whitening(config: IndexConfig, whitening: Optional[PCAWhitening], n: int,

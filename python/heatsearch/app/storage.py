@@ -14,6 +14,10 @@ An index is a directory (format version 3)::
                                   names of its rows (indexes of descriptors)
         mean.npy                  (C,) HeW centering mean (HeW pooling, once images were added)
         whitening.npz             the fitted PCAWhitening (when there is one)
+        copies.npy                (C (C + 1) / 2,) float32: the upper triangle (row by row) of
+                                  the difference scatter of the images' synthetic copies, which
+                                  the learned whitening uses (3.3 MB at C = 1280, whatever the
+                                  number of images); its pair count is meta.json's "copy_pairs"
         writer.json               who wrote this version (host, pid, time), for people
       .heatsearch-parts/        only while heatsearch.distributed builds the index: its
                                 finished parts, what a rerun resumes from (PARTS_DIR), and
@@ -118,6 +122,7 @@ DESCRIPTORS = "descriptors.npy"
 POOLED = "pooled.npy"
 MEAN = "mean.npy"
 WHITENING = "whitening.npz"
+COPIES = "copies.npy"
 #: The array files of a version (in INDEX/ itself for version 1).
 DATA_FILES = (DESCRIPTORS, POOLED, MEAN, WHITENING)
 #: The folder inside an index where :func:`heatsearch.distributed.build_index` keeps the parts
@@ -134,8 +139,10 @@ _META_KEYS = {
         "has_whitening", "whitening_learned", "mean_images", "whitening_images"),
     3: ("format", "version", "config", "source", "root", "count", "dim", "channels", "dtype",
         "has_mean", "has_whitening", "whitening_learned", "mean_images", "whitening_images",
-        "shards"),
+        "shards", "copy_pairs"),
 }
+#: Keys of version 3 that earlier writers of it did not write, and their value then.
+_META_LATER = {3: {"copy_pairs": 0}}
 #: The keys of one entry of version 3's ``shards``.
 _SHARD_KEYS = ("rows", "removed", "descriptors", "pooled", "paths")
 #: Names of shard files: 16 hex digits (random, so that two saves never pick the same) and
@@ -186,6 +193,10 @@ class StoredIndex:
     source: str = "images"
     #: The dtype of the stored final descriptors (one of :data:`DESCRIPTOR_DTYPES`).
     dtype: str = "float32"
+    #: The difference scatter ``(C, C)`` float64 of ``copy_pairs`` images and their synthetic
+    #: copies (:attr:`heatsearch.app.index.Index.copy_scatter`); None when ``copy_pairs`` is 0.
+    copy_scatter: Optional[np.ndarray] = None
+    copy_pairs: int = 0
 
 
 class _Bad(Exception):
@@ -401,6 +412,7 @@ def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Store]:
         "mean_images": index.mean_images,
         "whitening_images": index.whitening_images,
         "shards": [],
+        "copy_pairs": index.copy_pairs,
     }
     _check_meta(meta, INDEX_VERSION, writing=True)
     _check_paths(list(index.paths), len(index.paths), INDEX_VERSION, index.source)
@@ -422,6 +434,7 @@ def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Store]:
     if len(store) and (dim == 0 or (images and channels == 0)):
         raise _Bad(DESCRIPTORS, f"{len(store)} images with descriptors of dimension {dim} (pooled: {channels})")
     _check_mean_whitening(meta, mean, w)
+    _check_copies(meta, index.copy_scatter)
     try:
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -453,6 +466,9 @@ def _write_version(target: Path, staging: Path, meta: Dict[str, Any], store: Sto
         _write_npy(staging / MEAN, np.asarray(index.mean))
     if index.whitening is not None:
         index.whitening.save(staging / WHITENING)
+    if index.copy_pairs:
+        scatter = np.asarray(index.copy_scatter, np.float64)
+        _write_npy(staging / COPIES, scatter[np.triu_indices(scatter.shape[0])].astype(np.float32))
     step = store.window_rows()
     here = os.path.realpath(target)
     rewrite = _to_rewrite(store, here)
@@ -616,7 +632,7 @@ def _write_extra(staging: Path, extra: Dict[str, Callable[[Path], None]]) -> Non
     """The caller's own files of a version (``write(path)`` writes ``path`` completely and
     syncs it), then the directory is synced again."""
     for name, write in extra.items():
-        if name in (META, WRITER, _NEW_POINTER, *DATA_FILES) or "/" in name or os.sep in name:
+        if name in (META, WRITER, _NEW_POINTER, COPIES, *DATA_FILES) or "/" in name or os.sep in name:
             raise InvalidInputError(f"extra file name {name!r} is taken or not a plain name")
         write(staging / name)
     if extra:
@@ -796,6 +812,8 @@ def _read_version(root: Path, version: int, data: Optional[str], mmap: bool) -> 
         raise _Vanished(str(root / POINTER), f"names the version directory {data!r}, which does not exist")
     meta_file = folder / (POINTER if version == 1 else META)
     meta = _read_version_json(meta_file)
+    if isinstance(meta, dict):
+        meta = {**_META_LATER.get(version, {}), **meta}
     try:
         _check_meta(meta, version)
     except _Bad as e:
@@ -897,6 +915,8 @@ def _read_version3(folder: Path, meta: Dict[str, Any], files: Dict[str, str]) ->
         if images and any(s.pooled is None for s in segments):
             raise _Bad(META, "an index of images must have the pooled descriptors of every shard")
         _check_mean_whitening(meta, mean, whitening)
+        scatter = _unpacked(_read_npy(folder / COPIES, None), meta["channels"]) if meta["copy_pairs"] else None
+        _check_copies(meta, scatter)
     except _Bad as e:
         raise _Bad(str(folder / e.file) if e.file != META else files["meta"], str(e)) from None
     if segments:
@@ -911,7 +931,8 @@ def _read_version3(folder: Path, meta: Dict[str, Any], files: Dict[str, str]) ->
             np.empty(0, np.int64),
         ))
     return _stored(meta, 3, files, mean, whitening, paths=live_paths, descriptors=None, pooled=None,
-                   store=None if empty else Store(segments), source=meta["source"], dtype=meta["dtype"])
+                   store=None if empty else Store(segments), source=meta["source"], dtype=meta["dtype"],
+                   copy_scatter=scatter, copy_pairs=meta["copy_pairs"])
 
 
 def _read_npy(path: Path, mode: Optional[Literal["r"]]) -> np.ndarray:
@@ -1078,6 +1099,41 @@ def _check_mean_whitening(meta: Dict[str, Any], mean: Optional[np.ndarray], whit
             )
     elif whitening is None and d != c:
         raise _Bad(DESCRIPTORS, f"dimension {d} differs from the pooled descriptors' {c}, and there is no whitening to change it")
+
+
+def _unpacked(packed: np.ndarray, c: int) -> np.ndarray:
+    """The symmetric ``(c, c)`` float64 matrix whose upper triangle (row by row) ``packed``
+    ``(c (c + 1) / 2,)`` float32 holds (``copies.npy``)."""
+    if packed.dtype != np.float32 or packed.shape != (c * (c + 1) // 2,):
+        raise _Bad(COPIES, f"must be float32 of shape (channels (channels + 1) / 2,) = ({c * (c + 1) // 2},), "
+                           f"got dtype {packed.dtype}, shape {packed.shape}")
+    with _field(COPIES):
+        _validate.finite(packed, "its values")
+    out = np.zeros((c, c))
+    out[np.triu_indices(c)] = packed
+    return out + np.triu(out, 1).T
+
+
+def _check_copies(meta: Dict[str, Any], scatter: Optional[np.ndarray]) -> None:
+    """The copies' difference scatter against the metadata: ``(channels, channels)`` float64,
+    finite and symmetric, present exactly when ``copy_pairs`` is positive (an index of images)."""
+    with _field(META):
+        pairs = _validate.integer(meta["copy_pairs"], "'copy_pairs'")
+    if not pairs:
+        if scatter is not None:
+            raise _Bad(COPIES, "the copies' scatter is given but 'copy_pairs' is 0")
+        return
+    if meta["source"] != "images":
+        raise _Bad(META, f"'copy_pairs' is {pairs} but an index of descriptors has no images to copy")
+    c = meta["channels"]
+    if not isinstance(scatter, np.ndarray) or scatter.dtype != np.float64 or scatter.shape != (c, c):
+        what = f"float64 of shape {scatter.shape}" if isinstance(scatter, np.ndarray) and scatter.dtype == np.float64 else (
+            f"dtype {scatter.dtype}, shape {scatter.shape}" if isinstance(scatter, np.ndarray) else type(scatter).__name__)
+        raise _Bad(COPIES, f"must be float64 of shape (channels, channels) = ({c}, {c}), got {what}")
+    with _field(COPIES):
+        _validate.finite(scatter, "its values")
+    if not np.allclose(scatter, scatter.T, rtol=1e-9, atol=1e-12 * max(1.0, float(np.abs(scatter).max(initial=0.0)))):
+        raise _Bad(COPIES, "must be symmetric (a sum of outer products), it is not")
 
 
 def _whitening_dims(whitening: Optional[PCAWhitening]) -> Tuple[int, int]:

@@ -10,6 +10,8 @@
 * :mod:`~heatsearch.vision.pth`: PyTorch state dict files read as NumPy arrays, without torch.
 * :mod:`~heatsearch.vision.spatial`: :class:`SpatialVerifier`, local features matched with
   RANSAC (``rerank="spatial"``; needs the ``spatial`` extra, OpenCV).
+* :mod:`~heatsearch.vision.copies`: :func:`~heatsearch.vision.copies.synthetic_copy`, the
+  edited copy of an image an index learns its whitening with (Pillow).
 
 Importing this package imports neither torch, onnxruntime nor OpenCV; building an
 :class:`Extractor` imports its runtime's, building a :class:`SpatialVerifier` OpenCV.

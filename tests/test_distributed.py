@@ -93,7 +93,7 @@ def test_a_rerun_resumes_from_the_finished_parts(cluster, folder, local, tmp_pat
     not recomputed) and extracts the others."""
     out = tmp_path / "resumed.index"
     paths = find_images(folder)
-    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None)
+    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None, copies=True)
     distributed._write_parts(ray, paths, CONFIG, settings, 2, 8, limit=1)
     (part,) = sorted((out / PARTS_DIR).glob("part-*.npz"))
     with np.load(part) as z:
@@ -113,11 +113,25 @@ def test_a_rerun_resumes_from_the_finished_parts(cluster, folder, local, tmp_pat
 def test_parts_of_another_configuration_are_refused_not_mixed(cluster, folder, tmp_path):
     out = tmp_path / "other.index"
     paths = find_images(folder)
-    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None)
+    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None, copies=True)
     distributed._write_parts(ray, paths, CONFIG, settings, 2, 8, limit=0)
     before = sorted(p.name for p in (out / PARTS_DIR).iterdir())
     with pytest.raises(InvalidInputError, match="another configuration or image list"):
         distributed.build_index(paths, IndexConfig(max_size=64, mean_sample=16), output=out)
+    assert sorted(p.name for p in (out / PARTS_DIR).iterdir()) == before  # nothing deleted
+
+
+def test_parts_without_synthetic_copies_are_not_resumed_by_a_build_that_makes_them(cluster, folder, tmp_path):
+    """A build killed while it learned no whitening (no copies in its parts), rerun with the
+    default: its parts would give the whitening no pairs, so they are refused, not mixed."""
+    out = tmp_path / "nocopies.index"
+    paths = find_images(folder)
+    off = replace(CONFIG, whiten="none")
+    settings = distributed._Settings(off.to_dict(), "auto", 1, str(out / PARTS_DIR), None, copies=False)
+    distributed._write_parts(ray, paths, off, settings, 2, 8, limit=1)
+    before = sorted(p.name for p in (out / PARTS_DIR).iterdir())
+    with pytest.raises(InvalidInputError, match="whether synthetic copies are made differ"):
+        distributed.build_index(paths, CONFIG, output=out)
     assert sorted(p.name for p in (out / PARTS_DIR).iterdir()) == before  # nothing deleted
 
 
@@ -126,7 +140,7 @@ def test_parts_are_resumed_when_only_stage_3_settings_change(cluster, folder, tm
     dtype and the ANN do not change: a rerun with other values of those resumes them."""
     out = tmp_path / "resumed.index"
     paths = find_images(folder)
-    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None)
+    settings = distributed._Settings(CONFIG.to_dict(), "auto", 1, str(out / PARTS_DIR), None, copies=True)
     first = distributed._write_parts(ray, paths, CONFIG, settings, 2, 8, limit=0)
     other = replace(CONFIG, shrinkage=0.3, whiten_duplicates=None, storage_dtype="float16")
     again = distributed._write_parts(ray, paths, other, settings, 2, 8, limit=0)

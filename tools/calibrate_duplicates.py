@@ -27,11 +27,15 @@ index extracted; each collection learns its own whitening, as an index of those 
   two copies of 4 of them: under 64 images, so no whitening), three draws; ``originals`` (every
   photo once: no true pair, so the tables count its wrongly grouped pairs instead).
 
-Two descriptors are measured, the two :meth:`Index.duplicates` may compare:
+Three descriptors are measured, the two :meth:`Index.duplicates` may compare and a candidate:
 
 * ``whitened``: whitened by the default whitening learned on the collection (shrinkage 0.5,
   its near-duplicate groups at 0.8), as :meth:`Index.duplicates` learns it (collections of at
   least 64 images);
+* ``whitened+copies``: the same whitening with a synthetic copy of each of the collection's
+  images as matching pairs (:func:`heatsearch.vision.copies.synthetic_copy`, as the index's
+  own whitening learns it: ``IndexConfig.whiten_copies``); the copies' pooled rows are
+  extracted once and cached beside the index (``CACHE.copies.npy``);
 * ``unwhitened``: signed square root + L2 of :attr:`Index.pooled` (every collection: what an
   index of fewer than 64 images compares).
 
@@ -89,17 +93,20 @@ def _photo_sets(folders: List[str], seed: int) -> Iterator[Tuple[np.ndarray, str
 
 
 def _load_or_build(cache: str, seed: int, folders: List[str]):
+    """The index of every image (cached in ``cache``) and the pooled rows ``(n, C)`` float32
+    of a synthetic copy of each (``cache.copies.npy``; NaN rows for a copy that failed)."""
     from heatsearch import Index, IndexConfig
     from heatsearch.app.demo import build_copy_detection_set
 
-    if os.path.isfile(os.path.join(cache, "index.json")):
+    copies_file = cache.rstrip(os.sep) + ".copies.npy"
+    if os.path.isfile(os.path.join(cache, "index.json")) and os.path.isfile(copies_file):
         index = Index.load(cache, mmap=False)
         today = IndexConfig()
         if replace(index.config, shrinkage=today.shrinkage, whiten_duplicates=today.whiten_duplicates) == today:
             index.config = today  # the extraction is today's: the whitening is learned again below
             if index.whitening_learned:  # learned again by today's code
                 index.refit_whitening()
-            return index
+            return index, np.load(copies_file)
         print(f"{cache} was built with another configuration than today's default: extracting again")
     from PIL import Image
 
@@ -111,7 +118,13 @@ def _load_or_build(cache: str, seed: int, folders: List[str]):
             Image.fromarray(image).save(path)
         index = Index.build(folder, IndexConfig(), progress=True)
         index.save(cache)
-    return index
+        # The copies again, one row each (the index keeps only their sum): the same copies,
+        # seeded by the path, for each collection's own whitening.
+        sources, rows = index._pooled_copies(index.paths, True)
+        copies = np.full((len(index), rows.shape[1] if rows.size else np.shape(index.pooled)[1]), np.nan, np.float32)
+        copies[sources] = rows
+        np.save(copies_file, copies)
+    return index, copies
 
 
 def _pair_truth(index) -> np.ndarray:
@@ -188,18 +201,24 @@ def _collections(names: List[str], seed: int, photos: bool) -> Dict[str, List[np
     return out
 
 
-def _learned(pooled: np.ndarray, power: Optional[float]):
+def _learned(pooled: np.ndarray, power: Optional[float], copies: Optional[np.ndarray] = None):
     """The :class:`PostProcess` whose whitening :meth:`Index.duplicates` learns on ``pooled``
-    rows (the default shrinkage and near-duplicate groups; there in blocks, here at once)."""
+    rows (the default shrinkage and near-duplicate groups; there in blocks, here at once), and
+    with ``copies`` (their synthetic copies' pooled rows, NaN where none) as matching pairs."""
     from heatsearch import PostProcess
     from heatsearch.app.index import DEFAULT_SHRINKAGE, WHITEN_DUPLICATES
 
+    pairs = None
+    if copies is not None:
+        ok = np.isfinite(copies).all(axis=1)
+        pairs = (pooled[ok], copies[ok].astype(np.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return PostProcess.fit(pooled, power=power, shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
+        return PostProcess.fit(pooled, power=power, shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES,
+                               pairs=pairs)
 
 
-def _spaces(index, rows: np.ndarray) -> Dict[str, np.ndarray]:
+def _spaces(index, rows: np.ndarray, copies: np.ndarray) -> Dict[str, np.ndarray]:
     """The descriptors of ``rows`` as an index of those images alone would compare them."""
     from heatsearch import PostProcess
     from heatsearch.app.index import AUTO_WHITENING_MIN_IMAGES
@@ -208,6 +227,7 @@ def _spaces(index, rows: np.ndarray) -> Dict[str, np.ndarray]:
     out = {"unwhitened": PostProcess(None, power=index.config.power)(pooled).astype(np.float32)}
     if rows.size >= AUTO_WHITENING_MIN_IMAGES:
         out["whitened"] = _learned(pooled, index.config.power)(pooled).astype(np.float32)
+        out["whitened+copies"] = _learned(pooled, index.config.power, copies[rows])(pooled).astype(np.float32)
     return out
 
 
@@ -231,9 +251,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     cache = args.cache or os.path.join(tempfile.gettempdir(), f"heatsearch-dup-index-seed{args.seed}{tag}")
     with warnings.catch_warnings():  # the temporary image folder is gone: descriptors suffice
         warnings.simplefilter("ignore")
-        index = _load_or_build(cache, args.seed, args.photos)
+        index, copies = _load_or_build(cache, args.seed, args.photos)
     truth = _pair_truth(index)
-    described = {"whitened": np.asarray(index.descriptors, np.float32), "unwhitened": index.unwhitened()}
+    pooled = np.asarray(index.pooled, np.float64)
+    described = {"whitened": _learned(pooled, index.config.power)(pooled).astype(np.float32),
+                 "whitened+copies": _learned(pooled, index.config.power, copies)(pooled).astype(np.float32),
+                 "unwhitened": index.unwhitened()}
     print(f"{len(index)} images ({(truth.sum() - len(index)) // 2} same-photo pairs), default IndexConfig, "
           f"whitening: {'learned, ' + str(index.whitening.dim_) + ' dims' if index.whitening is not None else 'none'}; "
           f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
@@ -246,11 +269,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = _names(index)
     collections = _collections(names, args.seed, bool(args.photos))
     # measured[space][collection] = (draws, thresholds, 3): precision, recall, wrong pairs
-    measured: Dict[str, Dict[str, np.ndarray]] = {"whitened": {}, "unwhitened": {}}
+    measured: Dict[str, Dict[str, np.ndarray]] = {"whitened": {}, "whitened+copies": {}, "unwhitened": {}}
     for label, draws in collections.items():
         for rows in draws:
             sub = truth[np.ix_(rows, rows)]
-            for space, X in _spaces(index, rows).items():
+            for space, X in _spaces(index, rows, copies).items():
                 cells = np.array([_grouped(X, sub, float(t)) for t in sweep])
                 measured[space].setdefault(label, []).append(cells)
     chosen = {}
@@ -289,7 +312,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for space, X in described.items():
         _per_edit(index, X, chosen[space], space)
         _same_subject(index, X, chosen[space], space)
-    _copy_detection(index, truth, args.seed, described["unwhitened"], described["whitened"])
+    _copy_detection(index, truth, args.seed, described)
     return 0
 
 
@@ -340,9 +363,9 @@ def _f1(p, r):
     return np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
 
 
-def _copy_detection(index, truth: np.ndarray, seed: int, unwhitened: np.ndarray, final: np.ndarray) -> None:
-    """Copy detection (mAP, %) in the whole set, for the index's whitening choices (its
-    ``unwhitened`` and ``final`` descriptors, and the whitening of the covariance alone): the
+def _copy_detection(index, truth: np.ndarray, seed: int, described: Dict[str, np.ndarray]) -> None:
+    """Copy detection (mAP, %) in the whole set, for the index's whitening choices (the
+    ``described`` descriptors, and the whitening of the covariance alone): the
     demo's queries (those of ``tools/protocols.py``'s protocol (c), here among every image of
     the set) and every image as a query, each finding the other copies of its photo."""
     from heatsearch import IndexConfig, PostProcess, compute_map
@@ -358,9 +381,10 @@ def _copy_detection(index, truth: np.ndarray, seed: int, unwhitened: np.ndarray,
     today = IndexConfig()
     covariance_alone = PostProcess.fit(pooled, power=today.power, shrinkage=today.shrinkage)
     choices = {
-        "none": unwhitened,
+        "none": described["unwhitened"],
         f"covariance alone (shrinkage {today.shrinkage:g})": covariance_alone(pooled).astype(np.float32),
-        f"default (+ near-duplicate groups at {today.whiten_duplicates:g})": final,
+        f"+ near-duplicate groups at {today.whiten_duplicates:g} (the default before the copies)": described["whitened"],
+        "+ a synthetic copy of every image (the index's default)": described["whitened+copies"],
     }
     print()
     print(f"copy detection among the {len(names)} images (mAP, %; positives: the other copies of the query's photo)")

@@ -293,7 +293,10 @@ def _write_parts(
     parts.mkdir(parents=True, exist_ok=True)
     sample = mean_sample(new, config.mean_sample) if config.pooling == "hew" else []
     extraction = {k: v for k, v in config.to_dict().items() if k not in _ASSEMBLY_FIELDS}
-    key = {"config": extraction, "sample": hashlib.sha1("\n".join(sample).encode()).hexdigest()}
+    # Whether the workers make synthetic copies is part of what the parts hold: a build that
+    # makes them does not resume parts without (and the other way round).
+    key = {"config": extraction, "sample": hashlib.sha1("\n".join(sample).encode()).hexdigest(),
+           "copies": settings.copies}
     state = _read_state(parts, key)
     mean: Optional[np.ndarray] = None
     mean_images: Optional[int] = None
@@ -546,9 +549,9 @@ def _read_state(
         raise InvalidInputError(f"{parts / _STATE} cannot be read ({e}): remove the folder {parts} to start again") from None
     if not isinstance(state, dict) or state.get("key") != json.loads(json.dumps(key)):
         raise InvalidInputError(
-            f"{parts} holds the parts of a build of another configuration or image list (the HeW mean's "
-            "sample differs): they cannot be resumed; remove that folder to start again, or write to "
-            "another output"
+            f"{parts} holds the parts of a build of another configuration or image list (the extraction "
+            "settings, the HeW mean's sample or whether synthetic copies are made differ): they cannot be "
+            "resumed; remove that folder to start again, or write to another output"
         )
     mean = np.load(parts / _MEAN, allow_pickle=False) if state["has_mean"] else None
     return mean, state["mean_images"], [(str(p), str(r)) for p, r in state["sample_skipped"]]

@@ -186,10 +186,11 @@ class PCAWhitening:
         scatter ``DUPLICATE_WEIGHT * (A - B)^T (A - B) / (2 max(m, n))`` is added to ``C`` with the
         groups' (each pair weighs as a group of two): the learned whitening of Radenovic et al.
         (2016) from matching pairs, on top of ``C``. Measured with a synthetic copy of every
-        image of the index (``python tools/protocols.py --candidates default,synth``; README,
-        "Retrieval quality"): smvs query-to-database 49.3 -> 53.6, in-collection 48.8 -> 51.5,
-        copy detection 96.5 -> 97.3 mAP; with copies of every other image only, 50.7, 48.0 and
-        96.7: each image needs its own.
+        image of the index (:func:`heatsearch.vision.copies.synthetic_copy`, what an index
+        does by default; ``python tools/protocols.py --candidates no-copies,default``; README,
+        "Retrieval quality"): smvs query-to-database 49.3 -> 52.1, in-collection 48.8 -> 51.4,
+        copy detection 96.5 -> 97.2 mAP; with copies of every other image only (an earlier
+        measurement), 50.7, 48.0 and 96.7: each image needs its own.
 
         Args:
             X: training vectors ``(n, d)``, ``n >= 2``, float32 or float64, any layout.

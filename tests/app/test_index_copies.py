@@ -178,3 +178,72 @@ def test_cli_no_copies(photos, tmp_path, capsys):
     assert main(["index", str(folder), "-o", str(tmp_path / "j"), "--no-whiten", "--no-copies"]) == 2
     assert "--no-copies changes the whitening the index learns: it has no effect with --no-whiten" in capsys.readouterr().err
     assert not (tmp_path / "j").exists()
+
+
+def test_a_copy_that_cannot_be_described_gives_no_pair_and_one_warning(photos):
+    """An extractor that takes paths only (a stand-in, a custom network) cannot describe the
+    copies (arrays): the images are indexed, the whitening learned without pairs, and a
+    warning says why."""
+    from heatsearch.vision.extract import Extractor
+
+    inner = Extractor(max_size=CONFIG.max_size, scales=CONFIG.scales)
+
+    class PathsOnly:
+        def feature_map(self, image, bbox=None):
+            if not isinstance(image, str):
+                raise TypeError(f"a path, please, not {type(image).__name__}")
+            return inner.feature_map(image, bbox)
+
+    index = Index(config=CONFIG, extractor=PathsOnly())
+    with pytest.warns(UserWarning, match=r"66 synthetic copies \(for the whitening\) could not be made or described, "
+                                         r"e\.g\. of .*p00\.png: TypeError: a path, please, not ndarray"):
+        assert index.add(photos) == []
+    assert len(index) == len(photos) and index.whitening_learned and index.copy_pairs == 0
+
+
+def test_a_copy_of_the_index_adds_its_own_pairs(built, photos):
+    """Index.copy (what the server changes while the original serves) shares the scatter
+    until it adds images; the original's stays as it was."""
+    before = built.copy_scatter.copy()
+    changed = built.copy()
+    changed.remove(photos[:2])
+    changed.add(photos[:2])
+    assert changed.copy_pairs == built.copy_pairs + 2
+    np.testing.assert_array_equal(built.copy_scatter, before)
+    assert not np.array_equal(changed.copy_scatter, before)
+
+
+def test_the_cli_progress_bar_counts_the_images_and_their_copies(photos, tmp_path):
+    import subprocess
+    import sys
+
+    folder = Path(photos[0]).parent
+    run = subprocess.run([sys.executable, "-m", "heatsearch", "index", str(folder), "-o", str(tmp_path / "i"),
+                          "--max-size", "48", "--single-scale"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    totals = set(__import__("re").findall(r"extracting:[^\r\n]*?\| *(\d+)/(\d+) \[", run.stderr))
+    assert (str(2 * len(photos)), str(2 * len(photos))) in totals, run.stderr  # 66 images, 66 copies
+
+
+def test_a_save_links_the_unchanged_copies_file_instead_of_writing_it(built, photos, tmp_path):
+    """The 3.3 MB scatter is written when it changed, and hard-linked from the version it was
+    read from or last saved to otherwise (a remove, a re-save, a loaded index)."""
+    index = built.copy()
+    index.save(tmp_path / "i")
+
+    def inode():
+        return storage.current_file(tmp_path / "i", storage.COPIES).stat().st_ino
+
+    first = inode()
+    index.remove(photos[:1])
+    index.save(tmp_path / "i")
+    assert inode() == first
+    loaded = Index.load(tmp_path / "i")
+    loaded.remove(photos[1:2])
+    loaded.save(tmp_path / "i")
+    assert inode() == first
+    loaded.add(photos[:1])  # a new pair: a new scatter, written
+    loaded.save(tmp_path / "i")
+    assert inode() != first
+    again = Index.load(tmp_path / "i")
+    np.testing.assert_allclose(again.copy_scatter, loaded.copy_scatter, rtol=1e-6, atol=1e-7 * np.abs(loaded.copy_scatter).max())

@@ -139,8 +139,10 @@ WHITEN_DUPLICATES: Optional[float] = 0.8
 #: brightness change and JPEG, about a third of the image's pixels) and gives the whitening each
 #: (image, copy) pair as matching vectors (:meth:`heatsearch.PCAWhitening.fit`'s ``pairs``),
 #: kept as their difference scatter (:attr:`Index.copy_scatter`). Measured with ``python
-#: tools/protocols.py`` (README, "Retrieval quality"): see the table there; the cost is about
-#: a third more extraction time per image added.
+#: tools/protocols.py`` (README, "Retrieval quality"): smvs query-to-database 49.3 -> 52.1
+#: mAP, in-collection 48.8 -> 51.4, copy detection 96.5 -> 97.2 (96.5 unwhitened); the cost,
+#: measured by benches/test_bench_server.py, 39% more time to index with ONNX Runtime (9.82
+#: -> 7.07 images/s), 30% with torch.
 WHITEN_COPIES = True
 #: Rows whose descriptors :meth:`Index.load` recomputes from the pooled ones (evenly spaced,
 #: first and last included) to check that the two files belong together: a whole recomputation
@@ -392,11 +394,15 @@ class Index:
     #: (:attr:`IndexConfig.whiten_copies`), ``d`` the difference of the copy's and the image's
     #: pooled descriptors after signed square root + L2: what a learned whitening takes as
     #: matching pairs. None until a copy was made. Removing an image keeps its pair (still an
-    #: example of what copies differ by); the whitening weighs the pairs as at most one per
-    #: image (:meth:`heatsearch.PCAWhitening.fit`).
+    #: example of what copies differ by; adding it again adds a second one); the whitening
+    #: weighs the pairs as at most one per image (:meth:`heatsearch.PCAWhitening.fit`). Made
+    #: with the configuration's ``power``, which an index keeps for life.
     copy_scatter: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     #: How many pairs :attr:`copy_scatter` sums.
     copy_pairs: int = 0
+    # (the copy_scatter array, the saved copies.npy holding it): saves link that file while
+    # the index holds the same array (never changed in place: adding pairs makes a new one).
+    _copies_file: Optional[Tuple[Any, str]] = field(default=None, init=False, repr=False, compare=False)
     #: Files that could not be read or gave no usable features, with the reason: ``(path, message)``.
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     extractor: Any = None
@@ -677,19 +683,28 @@ class Index:
     def _pooled_copies(self, paths: List[str], progress: bool) -> Tuple[np.ndarray, np.ndarray]:
         """The pooled descriptors ``(m, C)`` float32 of a
         :func:`~heatsearch.vision.copies.synthetic_copy` of each of ``paths``, and which of
-        ``paths`` each is a copy of (``(m,)`` int64 positions). A copy that cannot be made or
-        described gives no pair (its image was read a moment ago, so this is rare) and no
-        warning: the image itself is indexed. Also used by :mod:`heatsearch.distributed`'s
-        workers."""
+        ``paths`` each is a copy of (``(m,)`` int64 positions). The extractor is given each
+        copy as an ``(H, W, 3)`` uint8 array. A copy that cannot be made or described (any
+        error: its image was read a moment ago, so the file changed, or the extractor takes
+        paths only) gives no pair, with one warning for all: the image itself is indexed. Also
+        used by :mod:`heatsearch.distributed`'s workers."""
         from ..vision.copies import synthetic_copy
 
         make = functools.partial(synthetic_copy, max_size=self.config.max_size)
         row = {p: i for i, p in enumerate(paths)}
-        sources, copies = [], []
-        for path, fmap, _ in self._feature_maps(paths, progress, source=make, what="synthetic copies"):
-            if fmap is not None:
+        sources, copies, failed = [], [], []
+        for path, fmap, why in self._feature_maps(paths, progress, source=make, what="synthetic copies",
+                                                  errors=(Exception,)):
+            if fmap is None:
+                failed.append((path, why))
+            else:
                 sources.append(row[path])
                 copies.append(self._pool(fmap))
+        if failed:
+            warnings.warn(
+                f"{len(failed)} synthetic cop{'y' if len(failed) == 1 else 'ies'} (for the whitening) could not be "
+                f"made or described, e.g. of {failed[0][0]}: {failed[0][1]}; those images are indexed, without a pair"
+            )
         width = 0 if not copies else len(copies[0])
         return np.asarray(sources, np.int64), np.asarray(copies, np.float32).reshape(len(copies), width)
 
@@ -727,14 +742,15 @@ class Index:
 
     def _feature_maps(
         self, paths: Sequence[str], progress: bool, *, source: Optional[Callable[[str], Any]] = None,
-        what: str = "extracting",
+        what: str = "extracting", errors: Tuple[type, ...] = (OSError, ValueError),
     ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
         """``(path, fmap, "")`` for each path in order, or ``(path, None, reason)``: the map
         of the image at ``path``, or of ``source(path)`` (an image made from it: a synthetic
         copy). With heatsearch's own extractor (see ``_splits_feature_map``), up to
         :data:`PREFETCH` later images are decoded (made) and resized in a background thread
         while the network runs on the current one (the maps are the same either way).
-        ``what``: the progress bar's label."""
+        ``what``: the progress bar's label; ``errors``: the exceptions that skip an image
+        (with their message as the reason) instead of propagating."""
         extractor = self._get_extractor()
         ahead = PREFETCH if _splits_feature_map(extractor) else 0
         load: Callable[[str], Any] = source if source is not None else (lambda path: path)
@@ -742,7 +758,7 @@ class Index:
             compute: Iterable[Tuple[str, Callable[[], Any]]] = (
                 (path, lambda path=path: extractor.feature_map(load(path))) for path in paths  # type: ignore[misc]
             )
-            yield from self._checked_maps(_progress(compute, progress, what, len(paths)))
+            yield from self._checked_maps(_progress(compute, progress, what, len(paths)), errors)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatsearch-decode") as pool:
             waiting: "Deque[Tuple[str, Future[List[np.ndarray]]]]" = collections.deque()
@@ -763,19 +779,19 @@ class Index:
                     yield path, functools.partial(_forward_when_ready, extractor, job)
 
             try:
-                yield from self._checked_maps(_progress(prefetched(), progress, what, len(paths)))
+                yield from self._checked_maps(_progress(prefetched(), progress, what, len(paths)), errors)
             finally:  # a consumer that stops early: drop the images not yet started
                 for _, job in waiting:
                     job.cancel()
 
     @staticmethod
     def _checked_maps(
-        jobs: Iterable[Tuple[str, Callable[[], Any]]]
+        jobs: Iterable[Tuple[str, Callable[[], Any]]], errors: Tuple[type, ...] = (OSError, ValueError),
     ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
         for path, compute in jobs:
             try:
                 fmap = compute()
-            except (OSError, ValueError) as e:  # unreadable or undecodable image
+            except errors as e:  # unreadable or undecodable image (by default)
                 yield path, None, f"{type(e).__name__}: {e}"
                 continue
             # A map with NaN or infinity (broken weights, an overflow) is reported with its
@@ -1458,6 +1474,7 @@ class Index:
                 dtype=self.config.storage_dtype,
                 copy_scatter=self.copy_scatter if self.copy_pairs else None,
                 copy_pairs=self.copy_pairs,
+                copies_file=self._copies_file[1] if self._copies_file and self._copies_file[0] is self.copy_scatter else None,
             ),
             check=lambda: self._check_consistency(lambda part, why: InvalidInputError(f"cannot save the index: {why}")),
             extra=self._ann_files(),
@@ -1465,6 +1482,8 @@ class Index:
         if loose is None:
             # The rows now read from their shards: what was held in memory is let go.
             self._store = saved
+        copies = storage.current_file(directory, storage.COPIES) if self.copy_pairs else None
+        self._copies_file = None if copies is None else (self.copy_scatter, str(copies))
 
     def _ann_files(self) -> Dict[str, Callable[[Path], None]]:
         """The approximate index as a file of the saved version (built now if the index
@@ -1544,6 +1563,8 @@ class Index:
         files = stored.files
         index._check_consistency(lambda part, why: IndexFileError(f"{files.get(part, meta_file)}: {why}"))
         index._ann = _load_ann(storage.version_file(stored, ANN_FILE), index)
+        copies = storage.version_file(stored, storage.COPIES) if stored.copy_pairs else None
+        index._copies_file = None if copies is None else (index.copy_scatter, str(copies))
         if override is None and stored.root is not None and not os.path.isdir(stored.root):
             warnings.warn(
                 f"{meta_file}: the collection folder {stored.root!r} recorded in the index does "

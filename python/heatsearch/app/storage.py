@@ -197,6 +197,9 @@ class StoredIndex:
     #: copies (:attr:`heatsearch.app.index.Index.copy_scatter`); None when ``copy_pairs`` is 0.
     copy_scatter: Optional[np.ndarray] = None
     copy_pairs: int = 0
+    #: A ``copies.npy`` that holds exactly ``copy_scatter`` (the one it was read from or last
+    #: saved to): a save hard-links it instead of writing it again.
+    copies_file: Optional[str] = None
 
 
 class _Bad(Exception):
@@ -466,7 +469,7 @@ def _write_version(target: Path, staging: Path, meta: Dict[str, Any], store: Sto
         _write_npy(staging / MEAN, np.asarray(index.mean))
     if index.whitening is not None:
         index.whitening.save(staging / WHITENING)
-    if index.copy_pairs:
+    if index.copy_pairs and not (index.copies_file is not None and _linked(Path(index.copies_file), staging / COPIES)):
         scatter = np.asarray(index.copy_scatter, np.float64)
         _write_npy(staging / COPIES, scatter[np.triu_indices(scatter.shape[0])].astype(np.float32))
     step = store.window_rows()
@@ -589,6 +592,23 @@ def _link_or_copy(source: Path, destination: Path, rows: Optional[Rows], step: i
     else:
         _write_npy_blocks(destination, rows.dtype, rows.shape,
                           (rows.window(lo, lo + step) for lo in range(0, rows.shape[0], step)))
+
+
+def _linked(source: Path, destination: Path) -> bool:
+    """Whether a hard link of ``source`` could be made at ``destination`` (not when the
+    source is gone, or the file system has no hard links)."""
+    try:
+        os.link(source, destination)
+        return True
+    except OSError:
+        return False
+
+
+def current_file(directory: PathLike, name: str) -> Optional[Path]:
+    """The path of the file ``name`` in the current version of the index ``directory`` (None
+    for a version-1 index, or one with no version yet); it may not exist."""
+    version, data = _current(Path(directory))
+    return None if version < 2 or data is None else Path(directory) / data / name
 
 
 def new_shard_id() -> str:

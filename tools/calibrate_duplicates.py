@@ -241,6 +241,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="folders of real photos added to the set, each with the seven edits")
     parser.add_argument("--thresholds", default="0.20:0.95:0.01",
                         help="sweep as START:STOP:STEP, both ends included (default %(default)s)")
+    parser.add_argument("--whitened-at", type=float, default=None, metavar="T",
+                        help="the threshold of the whitened descriptors' last tables (per edit, same subject, "
+                        "stale whitening; default: each one's choice by the rule), e.g. the library's default")
     parser.add_argument("--show", type=float, default=0.05,
                         help="print every threshold of the sweep that is a multiple of this, and the chosen "
                         "ones (default %(default)s)")
@@ -307,6 +310,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"(lowest F1 {lowest[best]:.3f}, mean {mean[best]:.3f})")
         if best in (0, sweep.size - 1):
             print(f"(at an end of the sweep: the {space} threshold is not determined by these collections)")
+    if args.whitened_at is not None:
+        chosen.update((space, args.whitened_at) for space in chosen if space.startswith("whitened"))
     if "bursts" in collections:
         _stale(index, truth, collections["bursts"], chosen["whitened"])
     for space, X in described.items():

@@ -658,10 +658,12 @@ class Index:
         self._graph = None
         self._ann = None  # every row changed
 
-    def _pair_scatter(self) -> Optional[Tuple[np.ndarray, int]]:
+    def _pair_scatter(self, default: bool = False) -> Optional[Tuple[np.ndarray, int]]:
         """The synthetic copies' pairs a learned whitening takes (:attr:`copy_scatter`,
-        :attr:`copy_pairs`), or None (none made, or ``whiten_copies`` off)."""
-        if not (self.config.whiten_copies and self.copy_pairs and self.copy_scatter is not None):
+        :attr:`copy_pairs`), or None (none made, or ``whiten_copies`` off; ``default``: the
+        default whitening's, :meth:`duplicates`', which takes the pairs whatever the
+        configuration says)."""
+        if not ((default or self.config.whiten_copies) and self.copy_pairs and self.copy_scatter is not None):
             return None
         return self.copy_scatter, self.copy_pairs
 
@@ -1349,7 +1351,8 @@ class Index:
         :data:`AUTO_WHITENING_MIN_IMAGES` images on, those are ``"whitened"``: the pooled
         descriptors whitened as the index would whiten them if it learned its whitening now,
         on all its images, with the default settings (:data:`DEFAULT_SHRINKAGE`, near-duplicate
-        groups at :data:`WHITEN_DUPLICATES`), whatever whitening the index searches with (one
+        groups at :data:`WHITEN_DUPLICATES`, the synthetic copies' pairs it holds:
+        :attr:`copy_scatter`), whatever whitening the index searches with (one
         learned when it held as few as half its images, none, a file's): that whitening keeps
         the collection's copies together and makes its other images nearly orthogonal, so it
         tells a copy from another photo of a look-alike subject (the same painting, landmark or
@@ -1411,7 +1414,8 @@ class Index:
             with warnings.catch_warnings():  # a collection confined to few dimensions: still usable
                 warnings.simplefilter("ignore", UserWarning)
                 post = PostProcess._fit_blocks(self._pooled_blocks, power=self.config.power,
-                                               shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES)
+                                               shrinkage=DEFAULT_SHRINKAGE, duplicates=WHITEN_DUPLICATES,
+                                               pair_scatter=self._pair_scatter(default=True))
         except InvalidInputError:  # every image the same: nothing to whiten, every pair a copy
             return self.unwhitened()
         return self._postprocessed(post)

@@ -345,3 +345,23 @@ def test_index_with_ann_and_float16(folder, tmp_path):
     with pytest.raises(SystemExit) as info:  # argparse's own refusal of a choice
         main(["index", str(folder), "-o", str(tmp_path / "j"), "--ann", "fast"])
     assert info.value.code == 2 and not (tmp_path / "j").exists()
+
+
+def test_a_reader_that_stops_early_is_not_an_error(folder, tmp_path):
+    """`heatsearch ... | head`: the reader closed the pipe; the command stops quietly with the
+    status of a process ended by SIGPIPE, no "error: Broken pipe" and no traceback."""
+    import os
+
+    import heatsearch
+
+    assert main(["index", str(folder), "-o", str(tmp_path / "i"), "--max-size", "64", "--single-scale",
+                 "--quiet"]) == 0
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(heatsearch.__file__))))
+    read, write = os.pipe()
+    os.close(read)  # a reader already gone: the first write fails
+    try:
+        run = subprocess.run([sys.executable, "-m", "heatsearch", "info", str(tmp_path / "i")], stdout=write,
+                             stderr=subprocess.PIPE, text=True, timeout=600, env=env)
+    finally:
+        os.close(write)
+    assert run.returncode == 141 and run.stderr == "", run.stderr

@@ -1055,8 +1055,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
                 set_num_threads(_threads(args.threads))
             status = int(args.func(args))
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
         except HeatsearchError as e:
             error = f"error: {_one_line(e)}"
+        except BrokenPipeError:
+            # The reader stopped (`heatsearch search ... | head`): what it read was written;
+            # nothing to report, and stdout must not be flushed again at exit (Python's advice).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # as a shell reports a process ended by SIGPIPE
         except OSError as e:
             error = f"error: {_one_line(_os_message(e))}"
         except MemoryError:

@@ -51,7 +51,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -744,7 +744,7 @@ class Index:
 
     def _feature_maps(
         self, paths: Sequence[str], progress: bool, *, source: Optional[Callable[[str], Any]] = None,
-        what: str = "extracting", errors: Tuple[type, ...] = (OSError, ValueError),
+        what: str = "extracting", errors: Tuple[Type[BaseException], ...] = (OSError, ValueError),
     ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
         """``(path, fmap, "")`` for each path in order, or ``(path, None, reason)``: the map
         of the image at ``path``, or of ``source(path)`` (an image made from it: a synthetic
@@ -788,7 +788,7 @@ class Index:
 
     @staticmethod
     def _checked_maps(
-        jobs: Iterable[Tuple[str, Callable[[], Any]]], errors: Tuple[type, ...] = (OSError, ValueError),
+        jobs: Iterable[Tuple[str, Callable[[], Any]]], errors: Tuple[Type[BaseException], ...] = (OSError, ValueError),
     ) -> Iterator[Tuple[str, Optional[np.ndarray], str]]:
         for path, compute in jobs:
             try:

@@ -1043,6 +1043,21 @@ def _os_message(e: OSError) -> str:
     return f"{name}: {what}"
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader is gone: ``poll`` reports an error on
+    its write end (Linux, macOS); where it cannot be asked (no ``poll``, stdout not a file),
+    a broken pipe is taken to be stdout's, the one pipe every command writes to."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_argv_with_number_lists(sys.argv[1:] if argv is None else list(argv)))
@@ -1058,11 +1073,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.flush()  # a closed pipe shows here, not at exit
         except HeatsearchError as e:
             error = f"error: {_one_line(e)}"
-        except BrokenPipeError:
-            # The reader stopped (`heatsearch search ... | head`): what it read was written;
-            # nothing to report, and stdout must not be flushed again at exit (Python's advice).
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 141  # as a shell reports a process ended by SIGPIPE
+        except BrokenPipeError as e:
+            if not _stdout_closed():  # another pipe (a socket, a file system): an error as any
+                error = f"error: {_one_line(_os_message(e))}"
+            else:
+                # The reader stopped (`heatsearch search ... | head`): what it read was
+                # written; nothing to report, and stdout must not be flushed again at exit
+                # (Python's advice).
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 141  # as a shell reports a process ended by SIGPIPE
         except OSError as e:
             error = f"error: {_one_line(_os_message(e))}"
         except MemoryError:

@@ -4,6 +4,7 @@ add extracts, the pairs' scatter, the whitening it gives, saving and loading, ba
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def test_the_cli_progress_bar_counts_the_images_and_their_copies(photos, tmp_pat
     run = subprocess.run([sys.executable, "-m", "heatsearch", "index", str(folder), "-o", str(tmp_path / "i"),
                           "--max-size", "48", "--single-scale"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    totals = set(__import__("re").findall(r"extracting:[^\r\n]*?\| *(\d+)/(\d+) \[", run.stderr))
+    totals = set(re.findall(r"extracting:[^\r\n]*?\| *(\d+)/(\d+) \[", run.stderr))
     assert (str(2 * len(photos)), str(2 * len(photos))) in totals, run.stderr  # 66 images, 66 copies
 
 

@@ -458,8 +458,7 @@ class _Worker:
                 rows.append(self.index._pool(fmap))
                 done.append(path)
         pooled = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-        copy_of, copies = (self.index._pooled_copies(done, False) if self.settings.copies and done
-                           else (np.zeros(0, np.int64), np.zeros((0, pooled.shape[1]), np.float32)))
+        copy_of, copies = self.index._pooled_copies(done, False) if self.settings.copies and done else (None, None)
         _write_part(Path(self.settings.parts) / part, done, pooled, skipped, copy_of, copies)
         return {"part": part, "rows": len(done), "skipped": len(skipped)}
 
@@ -516,17 +515,18 @@ def _part_copies(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     """A finished part's synthetic copies: positions ``(m,)`` in its paths and pooled rows
     ``(m, C)``; none for a part written without them (by a build that made none, or an
     earlier heatsearch), or whose copies cannot be read (warned: fewer pairs, same rows)."""
+    none = np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "copy_of" not in z.files:
-                return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+                return none
             copy_of, copies = np.asarray(z["copy_of"], np.int64), np.asarray(z["copies"], np.float32)
     except (OSError, ValueError, KeyError) as e:
         warnings.warn(f"{path}: its synthetic copies cannot be read ({e}): its images give the whitening no pairs")
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return none
     if copies.ndim != 2 or copy_of.shape != (copies.shape[0],) or not np.isfinite(copies).all():
         warnings.warn(f"{path}: {copy_of.shape} copy positions and copies of shape {copies.shape} (or not finite): ignored")
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return none
     return copy_of, copies
 
 
@@ -620,7 +620,8 @@ def _assemble(
         for lo in range(0, n, step):
             yield np.asarray(pooled.window(lo, lo + step), np.float64)
 
-    scatter, pairs = _copy_pairs(where, config, channels) if settings.copies else (None, 0)
+    shard_row = {where[p]: i for i, p in enumerate(added)}
+    scatter, pairs = _copy_pairs(shard_row, pooled, config, channels) if settings.copies else (None, 0)
     learned = learns_whitening(config, whitening, n)
     if learned:
         with warnings.catch_warnings():  # as Index.refit_whitening
@@ -642,23 +643,25 @@ def _assemble(
                                copy_scatter=scatter, copy_pairs=pairs)
 
 
-def _copy_pairs(where: Dict[str, Tuple[Path, int]], config: IndexConfig, channels: int) -> Tuple[Optional[np.ndarray], int]:
+def _copy_pairs(shard_row: Dict[Tuple[Path, int], int], pooled: Any, config: IndexConfig,
+                channels: int) -> Tuple[Optional[np.ndarray], int]:
     """The difference scatter ``(C, C)`` and count of the synthetic copies' pairs of the
-    indexed images (``where``: path -> (part file, row)), one part at a time, as
-    :meth:`Index.add` sums them (:func:`~heatsearch.app.index.pair_scatter`)."""
-    chosen: Dict[Path, List[int]] = {}
-    for file, r in where.values():
-        chosen.setdefault(file, []).append(r)
+    indexed images, one part's copies at a time, as :meth:`Index.add` sums them
+    (:func:`~heatsearch.app.index.pair_scatter`): ``shard_row`` maps each indexed image's
+    (part file, row) to its row of the shard ``pooled`` (its pooled rows, already copied
+    there: not read from the part again)."""
+    files = sorted({file for file, _ in shard_row})
     scatter: Optional[np.ndarray] = None
     pairs = 0
-    for file in sorted(chosen):
+    for file in files:
         copy_of, copies = _part_copies(file)
-        keep = np.isin(copy_of, chosen[file])
+        rows = np.array([shard_row.get((file, int(r)), -1) for r in copy_of], np.int64)
+        keep = rows >= 0
         if not keep.any():
             continue
         if copies.shape[1] != channels:
             raise InvalidInputError(f"{file}: copies' pooled rows of width {copies.shape[1]}, the images' are {channels}")
-        term, m = pair_scatter(config, _part_rows(file)[copy_of[keep]], copies[keep])
+        term, m = pair_scatter(config, pooled.take(rows[keep], ASSEMBLY_ROWS), copies[keep])
         scatter = term if scatter is None else scatter + term
         pairs += m
     return scatter, pairs

@@ -437,7 +437,9 @@ def _contents(index: StoredIndex) -> Tuple[Dict[str, Any], Store]:
     if len(store) and (dim == 0 or (images and channels == 0)):
         raise _Bad(DESCRIPTORS, f"{len(store)} images with descriptors of dimension {dim} (pooled: {channels})")
     _check_mean_whitening(meta, mean, w)
-    _check_copies(meta, index.copy_scatter)
+    _check_copy_pairs(meta, index.copy_scatter is not None)
+    if index.copy_pairs:
+        _check_scatter(index.copy_scatter, channels)
     try:
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -935,8 +937,8 @@ def _read_version3(folder: Path, meta: Dict[str, Any], files: Dict[str, str]) ->
         if images and any(s.pooled is None for s in segments):
             raise _Bad(META, "an index of images must have the pooled descriptors of every shard")
         _check_mean_whitening(meta, mean, whitening)
+        _check_copy_pairs(meta, bool(meta["copy_pairs"]))
         scatter = _unpacked(_read_npy(folder / COPIES, None), meta["channels"]) if meta["copy_pairs"] else None
-        _check_copies(meta, scatter)
     except _Bad as e:
         raise _Bad(str(folder / e.file) if e.file != META else files["meta"], str(e)) from None
     if segments:
@@ -1123,7 +1125,8 @@ def _check_mean_whitening(meta: Dict[str, Any], mean: Optional[np.ndarray], whit
 
 def _unpacked(packed: np.ndarray, c: int) -> np.ndarray:
     """The symmetric ``(c, c)`` float64 matrix whose upper triangle (row by row) ``packed``
-    ``(c (c + 1) / 2,)`` float32 holds (``copies.npy``)."""
+    ``(c (c + 1) / 2,)`` float32 holds (``copies.npy``), checked: dtype, shape, finite values
+    (symmetric by construction)."""
     if packed.dtype != np.float32 or packed.shape != (c * (c + 1) // 2,):
         raise _Bad(COPIES, f"must be float32 of shape (channels (channels + 1) / 2,) = ({c * (c + 1) // 2},), "
                            f"got dtype {packed.dtype}, shape {packed.shape}")
@@ -1134,18 +1137,19 @@ def _unpacked(packed: np.ndarray, c: int) -> np.ndarray:
     return out + np.triu(out, 1).T
 
 
-def _check_copies(meta: Dict[str, Any], scatter: Optional[np.ndarray]) -> None:
-    """The copies' difference scatter against the metadata: ``(channels, channels)`` float64,
-    finite and symmetric, present exactly when ``copy_pairs`` is positive (an index of images)."""
+def _check_copy_pairs(meta: Dict[str, Any], scatter: bool) -> None:
+    """The metadata's ``copy_pairs``: an int >= 0, positive exactly when there is a copies'
+    ``scatter``, and only for an index of images."""
     with _field(META):
         pairs = _validate.integer(meta["copy_pairs"], "'copy_pairs'")
-    if not pairs:
-        if scatter is not None:
-            raise _Bad(COPIES, "the copies' scatter is given but 'copy_pairs' is 0")
-        return
-    if meta["source"] != "images":
+    if not pairs and scatter:
+        raise _Bad(COPIES, "the copies' scatter is given but 'copy_pairs' is 0")
+    if pairs and meta["source"] != "images":
         raise _Bad(META, f"'copy_pairs' is {pairs} but an index of descriptors has no images to copy")
-    c = meta["channels"]
+
+
+def _check_scatter(scatter: Any, c: int) -> None:
+    """A copies' difference scatter to write: ``(c, c)`` float64, finite and symmetric."""
     if not isinstance(scatter, np.ndarray) or scatter.dtype != np.float64 or scatter.shape != (c, c):
         what = f"float64 of shape {scatter.shape}" if isinstance(scatter, np.ndarray) and scatter.dtype == np.float64 else (
             f"dtype {scatter.dtype}, shape {scatter.shape}" if isinstance(scatter, np.ndarray) else type(scatter).__name__)
